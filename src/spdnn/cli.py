@@ -1,0 +1,275 @@
+"""The `spdnn` command line. Each subcommand is a thin shell over a stage module's core function.
+
+User errors (UserError) print one line `spdnn <command>: error: ...` and exit 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from .errors import UserError
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- networks
+def cmd_generate(a):
+    from .generate import radixnet, random_sparse
+    from .network import write_network
+
+    if a.kind == "radixnet":
+        if a.neurons is None or a.layers is None:
+            raise UserError("generate radixnet needs --neurons and --layers")
+        net = radixnet(a.neurons, a.layers, a.seed, bias=a.bias, ymax=a.ymax)
+    else:
+        if a.widths is None or a.nnz_per_row is None:
+            raise UserError("generate random needs --widths and --nnz-per-row")
+        net = random_sparse(a.widths, a.nnz_per_row, a.seed, bias=a.bias or 0.0,
+                            ymax=a.ymax if a.ymax is not None else float("inf"), init=a.init)
+    write_network(net, a.output)
+    _log(f"wrote {a.output}: {net.num_layers} layers, widths {net.widths[0]}..{net.widths[-1]}, {net.nnz} nonzeros")
+
+
+def cmd_import_gc(a):
+    from .graphchallenge import import_gc
+    from .network import write_network
+
+    t0 = time.perf_counter()
+    net = import_gc(a.src, layers=a.layers, bias=a.bias, ymax=a.ymax)
+    write_network(net, a.output)
+    _log(f"imported {net.num_layers} layers, {net.nnz} nonzeros in {time.perf_counter() - t0:.2f} s -> {a.output}")
+
+
+def cmd_export_gc(a):
+    from .graphchallenge import export_gc
+    from .network import read_network
+
+    sub = export_gc(read_network(a.network), a.outdir)
+    _log(f"wrote {sub}")
+
+
+def cmd_fetch_gc(a):
+    from .fetch import GC_ROOT, fetch_gc
+
+    digests = fetch_gc(a.neurons, a.layers, a.dir, root=a.root or GC_ROOT)
+    print(json.dumps(digests, indent=1))
+
+
+def cmd_images(a):
+    from .datasets import digits_images
+    from .graphchallenge import write_images
+
+    if a.dataset != "digits":
+        raise UserError(f"unknown dataset {a.dataset!r} (available: digits)")
+    images = digits_images(a.neurons, a.threshold)
+    write_images(images, a.output)
+    _log(f"wrote {images.shape[0]} images, {images.nnz} nonzeros -> {a.output}")
+
+
+def cmd_info(a):
+    from .network import describe
+
+    print(json.dumps(describe(a.network), indent=1))
+
+
+def cmd_infer(a):
+    from .inference import infer_main
+
+    infer_main(a)
+
+
+def cmd_hypergraph(a):
+    from .hypergraph import build_hypergraph, write_hgr
+    from .network import read_network
+
+    net = read_network(a.network)
+    hg = build_hypergraph(net.layers, net.widths)
+    write_hgr(hg, a.output)
+    _log(f"wrote {a.output}: {hg.num_vertices} vertices, {hg.num_nets} nets, {hg.pins.size} pins")
+
+
+def cmd_partition(a):
+    from .network import read_network
+    from .partition import partition_network
+    from .partition_io import write_partition
+
+    net = read_network(a.network)
+    part, metrics = partition_network(net.layers, net.widths, a.k, a.method, a.epsilon, a.seed,
+                                      passes=a.passes, preset=a.preset, threads=a.threads, verbose=True)
+    metrics["network"] = str(a.network)
+    write_partition(part, a.output, sidecar=metrics)
+    _log(f"{a.method} K={a.k}: volume {metrics['volume_forward']}, max layer imbalance "
+         f"{metrics['imbalance_max']:.3f}, {metrics['seconds']:.1f} s -> {a.output}")
+
+
+def cmd_volume(a):
+    from .network import read_network
+    from .partition_io import read_partition
+    from .volume import check_partition, partition_metrics
+
+    net = read_network(a.network)
+    part = read_partition(a.partition)
+    k = a.k if a.k is not None else (int(part.max()) + 1 if part.size else 1)
+    check_partition(part, net.widths, k, a.partition)
+    print(json.dumps(partition_metrics(net.layers, net.widths, part, k, a.epsilon), indent=1))
+
+
+def cmd_train(a):
+    from .runtime import run_train
+
+    run_train(a)
+
+
+# ---------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="spdnn", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="generate a network (radixnet | random)")
+    g.add_argument("kind", choices=["radixnet", "random"])
+    g.add_argument("--neurons", type=int, help="radixnet: neurons per layer, 16·2^m")
+    g.add_argument("--layers", type=int, help="radixnet: number of layers")
+    g.add_argument("--widths", type=_ints, help="random: comma-separated layer widths n_0,n_1,...,n_L")
+    g.add_argument("--nnz-per-row", type=int, help="random: nonzeros per row")
+    g.add_argument("--init", default="he", choices=["he", "constant"], help="random: weight initialisation")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--bias", type=float, default=None,
+                   help="bias of every neuron (radixnet: Graph Challenge value for N in 1024..65536, else -0.3; random: 0)")
+    g.add_argument("--ymax", type=float, default=None, help="activation cap (radixnet default 32; random: none)")
+    g.add_argument("-o", "--output", required=True)
+    g.set_defaults(func=cmd_generate, post=_radix_defaults)
+
+    i = sub.add_parser("import-gc", help="import Graph Challenge layer TSVs (directory or neuron{N}.tar.gz)")
+    i.add_argument("src")
+    i.add_argument("--layers", type=int, default=None)
+    i.add_argument("--bias", type=float, default=None)
+    i.add_argument("--ymax", type=float, default=None)
+    i.add_argument("-o", "--output", required=True)
+    i.set_defaults(func=cmd_import_gc)
+
+    e = sub.add_parser("export-gc", help="export a network in the Graph Challenge layout")
+    e.add_argument("network")
+    e.add_argument("outdir")
+    e.set_defaults(func=cmd_export_gc)
+
+    f = sub.add_parser("fetch-gc", help="download the official Graph Challenge files")
+    f.add_argument("--neurons", type=int, required=True)
+    f.add_argument("--layers", type=int, required=True)
+    f.add_argument("--root", default=None, help="alternative URL root (mirror or file://)")
+    f.add_argument("dir")
+    f.set_defaults(func=cmd_fetch_gc)
+
+    im = sub.add_parser("images", help="MNIST-like inputs in the Graph Challenge format")
+    im.add_argument("--dataset", default="digits")
+    im.add_argument("--neurons", type=int, required=True)
+    im.add_argument("--threshold", type=float, default=0.9,
+                    help="binarisation threshold on pixel intensity in [0,1); 0.9 lets about 38%% of digits survive a RadiX-Net")
+    im.add_argument("-o", "--output", required=True)
+    im.set_defaults(func=cmd_images)
+
+    n = sub.add_parser("info", help="print layers, widths, nnz and provenance")
+    n.add_argument("network")
+    n.set_defaults(func=cmd_info)
+
+    inf = sub.add_parser("infer", help="Graph Challenge inference (serial, or under mpiexec with --partition)")
+    inf.add_argument("network")
+    inf.add_argument("images")
+    inf.add_argument("-o", "--output", required=True, help="categories TSV (1-based ids of surviving images)")
+    inf.add_argument("--activations", default=None, help="also write final activations to this HDF5 file")
+    inf.add_argument("--partition", default=None)
+    inf.add_argument("--mode", default="row-wise", choices=["row-wise", "data-parallel"])
+    inf.add_argument("--batch-size", type=int, default=4096)
+    inf.add_argument("--metrics", default=None)
+    inf.add_argument("--truth", default=None, help="categories file to compare against")
+    inf.set_defaults(func=cmd_infer)
+
+    h = sub.add_parser("hypergraph", help="write the hypergraph model in hMETIS format")
+    h.add_argument("network")
+    h.add_argument("-o", "--output", required=True)
+    h.set_defaults(func=cmd_hypergraph)
+
+    from .partition import METHODS
+    from .partitioner import PRESETS
+
+    pa = sub.add_parser("partition", help="row-wise partition balanced in every layer")
+    pa.add_argument("network")
+    pa.add_argument("-k", type=int, required=True, help="number of processes K")
+    pa.add_argument("--method", default="hypergraph", choices=METHODS)
+    pa.add_argument("--epsilon", type=float, default=0.03, help="allowed imbalance per layer (default 0.03)")
+    pa.add_argument("--seed", type=int, default=0)
+    pa.add_argument("--passes", type=int, default=1, help="hypergraph: refinement passes over the layers")
+    pa.add_argument("--preset", default="default", choices=PRESETS, help="Mt-KaHyPar preset (default: 1 thread, seeded)")
+    pa.add_argument("--threads", type=int, default=1, help="Mt-KaHyPar threads (deterministic preset: same result)")
+    pa.add_argument("-o", "--output", required=True, help="partition file; metrics go to OUTPUT.json")
+    pa.set_defaults(func=cmd_partition)
+
+    v = sub.add_parser("volume", help="communication volume and balance of a partition (JSON)")
+    v.add_argument("network")
+    v.add_argument("partition")
+    v.add_argument("-k", type=int, default=None, help="number of parts (default: max id + 1)")
+    v.add_argument("--epsilon", type=float, default=0.03)
+    v.set_defaults(func=cmd_volume)
+
+    t = sub.add_parser("train", help="SGD under mpiexec: row-wise (--partition) or --mode data-parallel")
+    t.add_argument("network")
+    t.add_argument("--partition", default=None)
+    t.add_argument("--mode", default="row-wise", choices=["row-wise", "data-parallel"])
+    t.add_argument("--dataset", default="digits")
+    t.add_argument("--data", default=None, help=".npz with X (samples × input width) and y")
+    t.add_argument("--epochs", type=int, default=1)
+    t.add_argument("--batch-size", type=int, default=32, help="global batch size")
+    t.add_argument("--lr", type=float, default=0.01)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--loss", default="cross-entropy", choices=["cross-entropy", "mse"])
+    t.add_argument("--test-fraction", type=float, default=0.2)
+    t.add_argument("--checkpoint-every", type=int, default=0, help="steps between checkpoints (OUTPUT.ckpt.h5)")
+    t.add_argument("--stop-after", type=int, default=0, help="stop after this many steps, as a time limit would")
+    t.add_argument("--metrics", default=None)
+    t.add_argument("-o", "--output", required=True)
+    t.set_defaults(func=cmd_train)
+    return p
+
+
+def _radix_defaults(a):
+    if a.kind == "radixnet" and a.ymax is None:
+        a.ymax = 32.0
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "post", None):
+        args.post(args)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    try:
+        args.func(args)
+    except UserError as e:
+        if _rank() == 0:  # under MPI every rank raises the same error; one line is enough
+            print(f"spdnn {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"spdnn {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _rank() -> int:
+    mpi = sys.modules.get("mpi4py.MPI")
+    return mpi.COMM_WORLD.Get_rank() if mpi is not None else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Communication plan of one layer for row-wise parallel SGD, built once, used every step.
+
+Rank p owns rows R_p of W^k and neurons O_p of layer k−1. Its *extended* input vector is
+[x_{O_p} | entries received from rank q1 | from q2 | …]; the local matrix's columns are
+renumbered into that vector. `forward` (expand) sends each needed x^{k−1}_j once from its owner
+to every rank that reads it; `backward` (fold) sends the partial sums of (W^k)^T δ^k for those
+same entries back to the owner, which adds them. One message per neighbour per direction per
+mini-batch, the B samples batched (rows of an (n × B) array are contiguous).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class ExchangeStats:
+    words_sent: int = 0
+    messages_sent: int = 0
+    comm_seconds: float = 0.0  # pack + post + complete
+    wait_seconds: float = 0.0  # blocked in Waitall
+
+    def add(self, words, messages, comm, wait):
+        self.words_sent += int(words)
+        self.messages_sent += int(messages)
+        self.comm_seconds += comm
+        self.wait_seconds += wait
+
+
+@dataclass
+class CommPlan:
+    layer: int
+    n_owned: int  # |O_p|
+    send_ranks: list[int]  # forward: ranks that read my entries
+    send_idx: list[np.ndarray]  # positions in x_{O_p} they read, sorted by global id
+    recv_ranks: list[int]  # forward: owners of entries I read
+    recv_slices: list[slice]  # where their entries land in the extended vector
+    ext_len: int
+    forward_stats: ExchangeStats = field(default_factory=ExchangeStats)
+    backward_stats: ExchangeStats = field(default_factory=ExchangeStats)
+
+    def forward(self, comm, x_owned: np.ndarray) -> np.ndarray:
+        """Expand: (n_owned × B) owned activations → (ext_len × B) extended vector."""
+        b = x_owned.shape[1]
+        ext = np.empty((self.ext_len, b), dtype=x_owned.dtype)
+        ext[: self.n_owned] = x_owned
+        t0 = time.perf_counter()
+        reqs = [comm.Irecv(ext[s], source=q, tag=2 * self.layer) for q, s in zip(self.recv_ranks, self.recv_slices)]
+        bufs = [np.ascontiguousarray(x_owned[idx]) for idx in self.send_idx]
+        reqs += [comm.Isend(buf, dest=q, tag=2 * self.layer) for q, buf in zip(self.send_ranks, bufs)]
+        t1 = time.perf_counter()
+        _waitall(reqs)
+        t2 = time.perf_counter()
+        self.forward_stats.add(sum(buf.size for buf in bufs), len(bufs), t2 - t0, t2 - t1)
+        return ext
+
+    def backward(self, comm, y_ext: np.ndarray) -> np.ndarray:
+        """Fold: (ext_len × B) partial sums → (n_owned × B) summed for my owned entries."""
+        b = y_ext.shape[1]
+        out = np.array(y_ext[: self.n_owned], copy=True)
+        t0 = time.perf_counter()
+        bufs = [np.empty((idx.size, b), dtype=y_ext.dtype) for idx in self.send_idx]
+        reqs = [comm.Irecv(buf, source=q, tag=2 * self.layer + 1) for q, buf in zip(self.send_ranks, bufs)]
+        sends = [np.ascontiguousarray(y_ext[s]) for s in self.recv_slices]
+        reqs += [comm.Isend(buf, dest=q, tag=2 * self.layer + 1) for q, buf in zip(self.recv_ranks, sends)]
+        t1 = time.perf_counter()
+        _waitall(reqs)
+        t2 = time.perf_counter()
+        for idx, buf in zip(self.send_idx, bufs):  # idx has no repeats: plain fancy += is exact
+            out[idx] += buf
+        self.backward_stats.add(sum(s.size for s in sends), len(sends), time.perf_counter() - t0, t2 - t1)
+        return out
+
+
+def _waitall(reqs):
+    from mpi4py import MPI
+
+    MPI.Request.Waitall(reqs)
+
+
+def build_plan(comm, layer: int, owned_in: np.ndarray, part_in: np.ndarray, columns: np.ndarray):
+    """Collective. `owned_in`: sorted global ids of my layer-(k−1) neurons; `part_in`: owners of
+    layer k−1; `columns`: global column ids of my rows' nonzeros. Returns (plan, local column ids).
+
+    Each rank knows what it reads; an all-to-all of the request lists tells each owner what to send.
+    """
+    rank, size = comm.Get_rank(), comm.Get_size()
+    needed = np.unique(columns)
+    owner = part_in[needed]
+    remote = needed[owner != rank]
+    remote_owner = owner[owner != rank]
+    order = np.lexsort((remote, remote_owner))
+    remote, remote_owner = remote[order], remote_owner[order]
+    counts = np.bincount(remote_owner, minlength=size).astype(np.int64)
+    their_counts = np.empty(size, np.int64)
+    comm.Alltoall(counts, their_counts)
+    requests = np.empty(int(their_counts.sum()), np.int64)
+    comm.Alltoallv([remote, (counts, _displs(counts))], [requests, (their_counts, _displs(their_counts))])
+    send_ranks, send_idx = [], []
+    for q, lo in zip(range(size), _displs(their_counts)):
+        if their_counts[q]:
+            send_ranks.append(q)
+            send_idx.append(np.searchsorted(owned_in, requests[lo:lo + their_counts[q]]))
+    recv_ranks, recv_slices = [], []
+    pos = owned_in.size
+    for q in range(size):
+        if counts[q]:
+            recv_ranks.append(q)
+            recv_slices.append(slice(pos, pos + int(counts[q])))
+            pos += int(counts[q])
+    # Global column → position in the extended vector.
+    ext_ids = np.concatenate([owned_in, remote])
+    ext_pos = np.arange(ext_ids.size, dtype=np.int64)
+    order = np.argsort(ext_ids, kind="stable")
+    local_cols = ext_pos[order][np.searchsorted(ext_ids[order], columns)]
+    plan = CommPlan(layer, int(owned_in.size), send_ranks, send_idx, recv_ranks, recv_slices, int(pos))
+    return plan, local_cols
+
+
+def _displs(counts: np.ndarray) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)

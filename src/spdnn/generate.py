@@ -1,0 +1,116 @@
+"""Network generators: RadiX-Net in the Graph Challenge construction, and random sparse.
+
+RadiX-Net (DESIGN.md §2): N = 16·2^m neurons, G = N/16 groups, g(n) = n mod G. Base layer
+t = 1..m has stride s = 2^(t-1); the Graph Challenge TSV entry (input i -> output j) is 1/16
+iff g(i) = g(j) or g(i) = (g(j) + s) mod G. Layer k uses base ((k-1) mod m) + 1; layers of
+block b = (k-1) // m >= 1 have their input neurons permuted by one seeded permutation per block.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from . import __version__
+from .errors import UserError
+from .network import GC_YMAX, Network, gc_bias
+
+
+def radixnet_base_layer(neurons: int, stride: int) -> sp.csr_matrix:
+    """Base layer in paper orientation: W[j, i] = 1/16 iff g(i) in {g(j), g(j)+s mod G}."""
+    groups = neurons // 16
+    out = np.arange(neurons, dtype=np.int64)
+    g_out = out % groups
+    members = np.arange(16, dtype=np.int64) * groups  # neurons of group 0; group g = members + g
+    g_in = np.stack([g_out, (g_out + stride) % groups], axis=1)  # (N, 2)
+    cols = (g_in[:, :, None] + members[None, None, :]).reshape(neurons, 32)
+    cols.sort(axis=1)
+    indptr = np.arange(0, 32 * neurons + 1, 32, dtype=np.int64)
+    data = np.full(32 * neurons, 1.0 / 16.0, dtype=np.float32)
+    return sp.csr_matrix((data, cols.reshape(-1).astype(np.int32), indptr), shape=(neurons, neurons))
+
+
+def radixnet(neurons: int, layers: int, seed: int, bias: float | None = None, ymax: float = GC_YMAX) -> Network:
+    m = _log2_groups(neurons)
+    if layers < 1:
+        raise UserError(f"--layers must be >= 1 (got {layers})")
+    rng = np.random.default_rng(seed)
+    bases = [radixnet_base_layer(neurons, 2**t) for t in range(m)]
+    b = gc_bias(neurons, bias)
+    ws, perm = [], None
+    for k in range(1, layers + 1):
+        block, t = divmod(k - 1, m)
+        if t == 0 and block >= 1:
+            perm = rng.permutation(neurons)
+        w = bases[t]
+        if block >= 1:
+            # Permute the input neurons (TSV rows = our columns): W_tsv[perm[i], j] = base[i, j].
+            w = sp.csr_matrix((w.data, perm[w.indices].astype(np.int32), w.indptr), shape=w.shape)
+            w.sort_indices()
+        ws.append(w)
+    prov = {
+        "generator": "radixnet",
+        "neurons": neurons,
+        "layers": layers,
+        "seed": seed,
+        "bias": b,
+        "ymax": ymax,
+        "spdnn_version": __version__,
+    }
+    return Network(ws, [np.full(neurons, b, np.float32) for _ in ws], ymax=ymax, provenance=prov)
+
+
+def _log2_groups(neurons: int) -> int:
+    if neurons < 32 or neurons % 16 or (neurons // 16) & (neurons // 16 - 1):
+        raise UserError(f"--neurons must be 16·2^m with m >= 1 (32, 64, ..., 1024, ...); got {neurons}")
+    return int(np.log2(neurons // 16))
+
+
+def sample_distinct(rng: np.random.Generator, rows: int, n: int, r: int) -> np.ndarray:
+    """rows × r distinct column ids in [0, n) per row, sorted; Floyd's algorithm, vectorised over rows."""
+    chosen = np.empty((rows, r), dtype=np.int64)
+    for t_idx, t in enumerate(range(n - r, n)):
+        cand = rng.integers(0, t + 1, size=rows)
+        dup = (chosen[:, :t_idx] == cand[:, None]).any(axis=1)
+        chosen[:, t_idx] = np.where(dup, t, cand)
+    chosen.sort(axis=1)
+    return chosen
+
+
+def random_sparse(
+    widths: list[int], nnz_per_row: int, seed: int, bias: float = 0.0, ymax: float = np.inf, init: str = "he"
+) -> Network:
+    """Each row of W^k reads `nnz_per_row` distinct inputs chosen uniformly.
+
+    Weights: `he` draws N(0, 2/R) (trainable; R = nnz per row), `constant` sets 1/R·2 as RadiX-Net does.
+    """
+    if len(widths) < 2:
+        raise UserError("--widths needs at least two widths (input and one layer)")
+    if min(widths) < 1:
+        raise UserError(f"--widths must be positive (got {widths})")
+    if nnz_per_row < 1:
+        raise UserError(f"--nnz-per-row must be >= 1 (got {nnz_per_row})")
+    rng = np.random.default_rng(seed)
+    ws = []
+    for k in range(1, len(widths)):
+        n_out, n_in = widths[k], widths[k - 1]
+        r = min(nnz_per_row, n_in)
+        cols = sample_distinct(rng, n_out, n_in, r)
+        if init == "he":
+            data = rng.normal(0.0, np.sqrt(2.0 / r), size=cols.size).astype(np.float32)
+        elif init == "constant":
+            data = np.full(cols.size, 2.0 / r, np.float32)
+        else:
+            raise UserError(f"--init must be 'he' or 'constant' (got {init!r})")
+        indptr = np.arange(0, r * n_out + 1, r, dtype=np.int64)
+        ws.append(sp.csr_matrix((data, cols.reshape(-1).astype(np.int32), indptr), shape=(n_out, n_in)))
+    prov = {
+        "generator": "random",
+        "widths": list(widths),
+        "nnz_per_row": nnz_per_row,
+        "seed": seed,
+        "init": init,
+        "bias": bias,
+        "spdnn_version": __version__,
+    }
+    return Network(ws, [np.full(w.shape[0], bias, np.float32) for w in ws], ymax=ymax, provenance=prov)

@@ -1,0 +1,263 @@
+"""Sparse DNN Graph Challenge formats: layer TSVs, image TSVs, categories; import and export.
+
+Layer files `neuron{N}/n{N}-l{k}.tsv` hold 1-based triples `row<TAB>col<TAB>value` with
+row = input neuron, col = output neuron (the transpose of the paper orientation).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import re
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from . import __version__
+from .atomic import atomic_path
+from .errors import UserError
+from .network import GC_YMAX, Network, gc_bias
+
+LAYER_RE = re.compile(r"(?:^|/)n(\d+)-l(\d+)\.tsv$")
+
+
+# ---------------------------------------------------------------- TSV triples
+def parse_triples(raw: bytes, where: str, shape: tuple[int, int] | None = None):
+    """Parse `row<TAB>col<TAB>value` lines (1-based) → (rows0, cols0, values) int64/int64/float64.
+
+    Vectorised (pandas C parser). On any problem, raise UserError naming `where` and the line.
+    """
+    if not raw.strip():
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    try:
+        df = pd.read_csv(
+            io.BytesIO(raw), sep="\t", header=None, names=["r", "c", "v"], dtype=str,
+            skip_blank_lines=False, engine="c", na_filter=False,
+        )
+    except pd.errors.ParserError as e:
+        m = re.search(r"line (\d+), saw (\d+)", str(e))
+        if m:
+            raise UserError(f"{where}: line {m.group(1)}: expected 3 tab-separated fields, found {m.group(2)}") from None
+        raise UserError(f"{where}: cannot parse ({e})") from None
+    arr = {}
+    for col in ("r", "c", "v"):
+        s = df[col]
+        vals = pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64)
+        bad = np.isnan(vals)
+        if bad.any():
+            line = int(np.argmax(bad)) + 1
+            field = s.iloc[line - 1]
+            if field == "":
+                raise UserError(f"{where}: line {line}: expected 3 tab-separated fields")
+            raise UserError(f"{where}: line {line}: non-numeric field {field!r}")
+        arr[col] = vals
+    for col, name, limit in (("r", "row", shape[0] if shape else None), ("c", "column", shape[1] if shape else None)):
+        v = arr[col]
+        bad = (v != np.floor(v)) | (v < 1)
+        if limit is not None:
+            bad |= v > limit
+        if bad.any():
+            line = int(np.argmax(bad)) + 1
+            what = "not an integer" if v[line - 1] != np.floor(v[line - 1]) else (
+                "index 0 (indices are 1-based)" if v[line - 1] < 1 else f"beyond the declared size {limit}")
+            raise UserError(f"{where}: line {line}: {name} index {v[line - 1]:g} is {what}")
+    return arr["r"].astype(np.int64) - 1, arr["c"].astype(np.int64) - 1, arr["v"]
+
+
+def format_triples(rows0: np.ndarray, cols0: np.ndarray, values: np.ndarray) -> bytes:
+    """1-based triples; values in the official `%e` style (exact for 1/16, shortest-exact otherwise)."""
+    df = pd.DataFrame({"r": rows0 + 1, "c": cols0 + 1, "v": values.astype(np.float64)})
+    fmt = "%.6e" if _six_digits_exact(values) else "%.9g"
+    return df.to_csv(sep="\t", header=False, index=False, float_format=fmt, lineterminator="\n").encode()
+
+
+def _six_digits_exact(values: np.ndarray) -> bool:
+    """True if '%.6e' round-trips every float32 value (as for the challenge's 0.0625)."""
+    v = np.unique(values.astype(np.float32))
+    if v.size > 4096:
+        return False
+    return all(np.float32(float(f"{x:.6e}")) == x for x in v)
+
+
+# ---------------------------------------------------------------- networks
+def _layer_sources(src: Path):
+    """Yield (name, loader) for every file in a directory or a .tar.gz archive, plus network.json text."""
+    if src.is_dir():
+        files = {str(p.relative_to(src)): p for p in src.rglob("*") if p.is_file()}
+        return {name: (lambda p=p: p.read_bytes()) for name, p in files.items()}
+    if src.is_file() and (src.name.endswith(".tar.gz") or src.name.endswith(".tgz") or src.name.endswith(".tar")):
+        return None  # streamed separately
+    raise UserError(f"{src}: not a directory or a neuron{{N}}.tar.gz archive")
+
+
+def _read_archive(src: Path, wanted) -> dict[str, bytes]:
+    out = {}
+    try:
+        with tarfile.open(src, "r:*") as tf:
+            for member in tf:
+                if member.isfile() and wanted(member.name):
+                    out[member.name] = tf.extractfile(member).read()
+    except (tarfile.ReadError, EOFError, OSError, gzip.BadGzipFile) as e:
+        raise UserError(f"{src}: truncated or corrupt archive ({e.__class__.__name__}: {e})") from None
+    return out
+
+
+def import_gc(src, layers: int | None = None, bias: float | None = None, ymax: float | None = None) -> Network:
+    """Read the official layout (directory or archive) into a Network (paper orientation)."""
+    src = Path(src)
+    if not src.exists():
+        raise UserError(f"{src}: no such file or directory")
+    wanted = lambda name: bool(LAYER_RE.search(name)) or name.endswith("network.json")  # noqa: E731
+    sources = _layer_sources(src)
+    if sources is None:
+        blobs = _read_archive(src, wanted)
+        get = blobs.__getitem__
+        names = list(blobs)
+    else:
+        names = [n for n in sources if wanted(n)]
+        get = lambda n: sources[n]()  # noqa: E731
+    meta = None
+    meta_names = [n for n in names if n.endswith("network.json")]
+    if meta_names:
+        try:
+            meta = json.loads(get(meta_names[0]))
+        except json.JSONDecodeError as e:
+            raise UserError(f"{src}/{meta_names[0]}: invalid JSON ({e})") from None
+    layer_files: dict[int, str] = {}
+    neurons = set()
+    for n in names:
+        m = LAYER_RE.search(n)
+        if m:
+            neurons.add(int(m.group(1)))
+            layer_files[int(m.group(2))] = n
+    if not layer_files:
+        raise UserError(f"{src}: no layer files n{{N}}-l{{k}}.tsv found")
+    if len(neurons) > 1:
+        raise UserError(f"{src}: layer files name different neuron counts {sorted(neurons)}")
+    n0 = neurons.pop()
+    count = layers if layers is not None else (len(meta["widths"]) - 1 if meta else max(layer_files))
+    missing = [k for k in range(1, count + 1) if k not in layer_files]
+    if missing:
+        raise UserError(f"{src}: missing layer file n{n0}-l{missing[0]}.tsv (need layers 1..{count})")
+    widths = meta["widths"][: count + 1] if meta else [n0] * (count + 1)
+    ws = []
+    digests = {}
+    for k in range(1, count + 1):
+        raw = get(layer_files[k])
+        digests[layer_files[k]] = hashlib.sha256(raw).hexdigest()
+        where = f"{src}:{layer_files[k]}" if sources is None else str(src / layer_files[k])
+        r, c, v = parse_triples(raw, where, shape=(widths[k - 1], widths[k]))
+        # TSV row = input neuron = our column; TSV col = output neuron = our row.
+        w = sp.csr_matrix((v.astype(np.float32), (c, r)), shape=(widths[k], widths[k - 1]))
+        ws.append(w)
+    if meta:
+        biases = [_bias_from_meta(meta, k, widths[k], get, names, src) for k in range(1, count + 1)]
+        net_ymax = float(meta.get("ymax", GC_YMAX)) if meta.get("ymax") is not None else np.inf
+        activation = meta.get("activation", "relu")
+    else:
+        b = gc_bias(n0, bias)
+        biases = [np.full(widths[k], b, np.float32) for k in range(1, count + 1)]
+        net_ymax, activation = GC_YMAX, "relu"
+    if ymax is not None:
+        net_ymax = ymax
+    prov = {"generator": "import-gc", "source": src.name, "layers": count, "sha256": digests,
+            "spdnn_version": __version__}
+    if meta and "provenance" in meta:
+        prov["source_provenance"] = meta["provenance"]
+    return Network(ws, biases, ymax=net_ymax, activation=activation, provenance=prov)
+
+
+def _bias_from_meta(meta, k, width, get, names, src):
+    b = meta["biases"][k - 1]
+    if isinstance(b, (int, float)):
+        return np.full(width, b, np.float32)
+    match = [n for n in names if n.endswith(str(b))]
+    if not match:
+        raise UserError(f"{src}: network.json names bias file {b} for layer {k}, which is missing")
+    vals = np.loadtxt(io.BytesIO(get(match[0])), dtype=np.float64, ndmin=1)
+    if vals.size != width:
+        raise UserError(f"{src}: bias file {b} has {vals.size} values, layer {k} has {width} neurons")
+    return vals.astype(np.float32)
+
+
+def export_gc(net: Network, outdir) -> Path:
+    """Write OUTDIR/neuron{n0}/n{n0}-l{k}.tsv for k = 1..L plus OUTDIR/network.json."""
+    outdir = Path(outdir)
+    n0 = net.widths[0]
+    sub = outdir / f"neuron{n0}"
+    sub.mkdir(parents=True, exist_ok=True)
+    meta_biases = []
+    for k, (w, b) in enumerate(zip(net.layers, net.biases), start=1):
+        coo = w.tocoo()
+        rows_tsv, cols_tsv = coo.col.astype(np.int64), coo.row.astype(np.int64)
+        order = np.lexsort((rows_tsv, cols_tsv))  # official order: by output neuron, then input
+        with atomic_path(sub / f"n{n0}-l{k}.tsv") as tmp:
+            tmp.write_bytes(format_triples(rows_tsv[order], cols_tsv[order], coo.data[order]))
+        if b.size and np.all(b == b[0]):
+            meta_biases.append(float(b[0]))
+        else:
+            name = f"n{n0}-l{k}-bias.tsv"
+            with atomic_path(sub / name) as tmp:
+                np.savetxt(tmp, b.astype(np.float64), fmt="%.9g")
+            meta_biases.append(name)
+    meta = {
+        "format": "spdnn-graphchallenge-export",
+        "widths": net.widths,
+        "biases": meta_biases,
+        "ymax": None if not np.isfinite(net.ymax) else float(net.ymax),
+        "activation": net.activation,
+        "provenance": net.provenance,
+    }
+    with atomic_path(outdir / "network.json") as tmp:
+        tmp.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    return sub
+
+
+# ---------------------------------------------------------------- images, categories
+def read_images(path, neurons: int) -> sp.csr_matrix:
+    """sparse-images-{N}.tsv(.gz): row = image, col = pixel (1-based) → CSR (images × N), float32."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such images file")
+    raw = path.read_bytes()
+    if path.suffix == ".gz":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as e:
+            raise UserError(f"{path}: truncated or corrupt gzip file ({e})") from None
+    r, c, v = parse_triples(raw, str(path), shape=(None, neurons))
+    n_images = int(r.max()) + 1 if r.size else 0
+    return sp.csr_matrix((v.astype(np.float32), (r, c)), shape=(n_images, neurons))
+
+
+def write_images(images: sp.csr_matrix, path) -> None:
+    coo = images.tocoo()
+    order = np.lexsort((coo.col, coo.row))
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(format_triples(coo.row[order].astype(np.int64), coo.col[order].astype(np.int64), coo.data[order]))
+
+
+def read_categories(path) -> np.ndarray:
+    """One 1-based image id per line → sorted 0-based ids."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such categories file")
+    text = path.read_text().split()
+    try:
+        ids = np.array([int(t) for t in text], dtype=np.int64)
+    except ValueError:
+        bad = next(t for t in text if not t.lstrip("-").isdigit())
+        raise UserError(f"{path}: non-integer image id {bad!r}") from None
+    if ids.size and ids.min() < 1:
+        raise UserError(f"{path}: image ids are 1-based; found {ids.min()}")
+    return np.sort(ids - 1)
+
+
+def write_categories(ids0: np.ndarray, path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(f"{i + 1}\n" for i in np.sort(ids0)))

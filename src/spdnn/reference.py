@@ -1,0 +1,118 @@
+"""Serial reference: Graph Challenge inference and mini-batch SGD on a sparse network.
+
+Activations are kept neuron-major, X^k of shape (n_k, B): a layer is one CSR × dense SpMM.
+These functions are the oracle the distributed runtime is tested against.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .network import Network
+
+
+# ---------------------------------------------------------------- inference (challenge semantics)
+def gc_layer(w, bias, x, ymax):
+    """z = W x; bias only on nonzero entries of z (the challenge's stored entries); clip to [0, ymax]."""
+    z = w @ x
+    nz = z != 0
+    z[nz] += np.broadcast_to(bias[:, None], z.shape)[nz]
+    np.clip(z, 0.0, ymax, out=z)
+    return z
+
+
+def gc_infer(net: Network, images, batch: int = 8192):
+    """Challenge inference on images (n_images × n_0, sparse or dense).
+
+    Returns (categories: sorted 0-based ids of images with any nonzero output, final activations
+    as (n_images × n_L) float32).
+    """
+    n_images = images.shape[0]
+    out = np.zeros((n_images, net.widths[-1]), dtype=np.float32)
+    for lo in range(0, n_images, batch):
+        hi = min(n_images, lo + batch)
+        x = _dense_block(images[lo:hi]).T.copy()  # (n_0, B)
+        for w, b in zip(net.layers, net.biases):
+            x = gc_layer(w, b, x, net.ymax)
+        out[lo:hi] = x.T
+    return np.flatnonzero(out.any(axis=1)), out
+
+
+def _dense_block(a):
+    return np.asarray(a.toarray() if hasattr(a, "toarray") else a, dtype=np.float32)
+
+
+# ---------------------------------------------------------------- training
+def activation(z, ymax):
+    return np.clip(z, 0.0, ymax)
+
+
+def activation_grad(z, ymax):
+    """f'(z) for f = min(max(z, 0), ymax): 1 strictly inside (0, ymax), else 0."""
+    return ((z > 0) & (z < ymax)).astype(z.dtype)
+
+
+def loss_and_delta(logits, y, loss: str, denom: int | None = None):
+    """Loss (mean over the batch) and δ^L = ∂loss/∂z^L for logits (n_L, B).
+
+    Cross-entropy: softmax over all n_L outputs, class c ↔ output neuron c.
+    MSE: ½‖z − onehot(y)‖² averaged over the batch. `denom` (default B) is the global batch size
+    when the batch is split over ranks (data-parallel): the loss returned is then a partial sum.
+    """
+    n_out, b = logits.shape
+    denom = b if denom is None else denom
+    if loss == "cross-entropy":
+        shifted = logits - logits.max(axis=0, keepdims=True)
+        e = np.exp(shifted)
+        p = e / e.sum(axis=0, keepdims=True)
+        value = float(-np.log(np.maximum(p[y, np.arange(b)], 1e-30)).sum() / denom)
+        delta = p
+        delta[y, np.arange(b)] -= 1.0
+        return value, (delta / denom).astype(np.float32)
+    target = np.zeros_like(logits)
+    target[y, np.arange(b)] = 1.0
+    diff = logits - target
+    return float(0.5 * (diff**2).sum() / denom), (diff / denom).astype(np.float32)
+
+
+def pattern_grad(w, delta, x, chunk: int = 1 << 22):
+    """∂L/∂W on W's fixed pattern: g_e = Σ_b δ[row_e, b] · x[col_e, b], chunked to bound memory."""
+    rows = np.repeat(np.arange(w.shape[0]), np.diff(w.indptr))
+    cols = w.indices
+    out = np.empty(w.nnz, dtype=np.float32)
+    step = max(1, chunk // max(1, delta.shape[1]))
+    for lo in range(0, w.nnz, step):
+        hi = min(w.nnz, lo + step)
+        out[lo:hi] = np.einsum("eb,eb->e", delta[rows[lo:hi]], x[cols[lo:hi]])
+    return out
+
+
+def forward(net: Network, x0):
+    """Training forward pass: hidden layers f(z) = clip(z, 0, ymax), last layer linear (logits)."""
+    xs, zs = [x0], []
+    for k, (w, b) in enumerate(zip(net.layers, net.biases), start=1):
+        z = w @ xs[-1] + b[:, None]
+        zs.append(z)
+        xs.append(activation(z, net.ymax) if k < net.num_layers else z)
+    return xs, zs
+
+
+def sgd_step(net: Network, x0, y, lr: float, loss: str = "cross-entropy") -> float:
+    """One SGD step in place; returns the batch loss. x0: (n_0, B) float32."""
+    xs, zs = forward(net, x0)
+    value, delta = loss_and_delta(zs[-1], y, loss)
+    for k in range(net.num_layers, 0, -1):
+        w = net.layers[k - 1]
+        grad_w = pattern_grad(w, delta, xs[k - 1])
+        grad_b = delta.sum(axis=1)
+        if k > 1:  # δ^0 is never needed
+            delta = (w.T @ delta) * activation_grad(zs[k - 2], net.ymax)
+        w.data -= lr * grad_w
+        net.biases[k - 1] -= lr * grad_b
+    return value
+
+
+def predict(net: Network, x):
+    """Class = argmax of the logits over the first `classes` outputs (x: samples × n_0)."""
+    _, zs = forward(net, np.ascontiguousarray(x.T, dtype=np.float32))
+    return zs[-1]

@@ -1,0 +1,102 @@
+"""Communication volume and balance of a row-wise partition (DESIGN.md §1), computed from the model.
+
+For layer k, the forward step sends x^{k-1}_j once from its owner p = part_{k-1}[j] to every other
+rank q that owns a row reading it: V_k = Σ_j (λ_j^k − 1). Backward (fold) sends the same words in
+reverse for k ≥ 2. Messages = directed pairs (p → q) with at least one word.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import UserError
+
+
+def split_by_layer(part: np.ndarray, widths) -> list[np.ndarray]:
+    off = np.concatenate([[0], np.cumsum(np.asarray(widths, dtype=np.int64))])
+    return [part[off[k]:off[k + 1]] for k in range(len(widths))]
+
+
+def layer_traffic(w, part_in: np.ndarray, part_out: np.ndarray, k_parts: int):
+    """Forward words of one layer as unique (j, receiver) pairs → (senders, receivers, columns)."""
+    rows = np.repeat(np.arange(w.shape[0], dtype=np.int64), np.diff(w.indptr))
+    cols = w.indices.astype(np.int64)
+    recv = part_out[rows].astype(np.int64)
+    remote = recv != part_in[cols]
+    key = np.unique(cols[remote] * k_parts + recv[remote])
+    j, q = np.divmod(key, k_parts)
+    return part_in[j].astype(np.int64), q, j
+
+
+def layer_loads(w, part_out: np.ndarray, k_parts: int) -> np.ndarray:
+    return np.bincount(part_out, weights=np.diff(w.indptr), minlength=k_parts).astype(np.int64)
+
+
+def balance_bound(row_weights: np.ndarray, k_parts: int, epsilon: float) -> float:
+    """max((1+ε)·avg, avg + w_max): rows are indivisible (DESIGN.md §1)."""
+    avg = row_weights.sum() / k_parts
+    return max((1.0 + epsilon) * avg, avg + (row_weights.max() if row_weights.size else 0))
+
+
+def layer_imbalance(loads: np.ndarray) -> float:
+    avg = loads.sum() / loads.size
+    return float(loads.max() / avg) if avg > 0 else 1.0
+
+
+def partition_metrics(layers, widths, part: np.ndarray, k_parts: int, epsilon: float | None = None) -> dict:
+    """Everything `spdnn volume` prints. Per-rank totals are summed over layers."""
+    parts = split_by_layer(part, widths)
+    per_layer_volume, per_layer_messages, per_layer_imbalance, per_layer_max_load = [], [], [], []
+    fwd_sent = np.zeros(k_parts, np.int64)
+    fwd_recv = np.zeros(k_parts, np.int64)
+    bwd_sent = np.zeros(k_parts, np.int64)
+    bwd_recv = np.zeros(k_parts, np.int64)
+    violations = []
+    for k, w in enumerate(layers, start=1):
+        senders, receivers, _ = layer_traffic(w, parts[k - 1], parts[k], k_parts)
+        per_layer_volume.append(int(senders.size))
+        per_layer_messages.append(int(np.unique(senders * k_parts + receivers).size))
+        s = np.bincount(senders, minlength=k_parts)
+        r = np.bincount(receivers, minlength=k_parts)
+        fwd_sent += s
+        fwd_recv += r
+        if k >= 2:  # the fold reverses the expand; layer 1 has none (δ^0 is never needed)
+            bwd_sent += r
+            bwd_recv += s
+        loads = layer_loads(w, parts[k], k_parts)
+        per_layer_imbalance.append(layer_imbalance(loads))
+        per_layer_max_load.append(int(loads.max()))
+        if epsilon is not None and loads.max() > balance_bound(np.diff(w.indptr), k_parts, epsilon) + 1e-9:
+            violations.append(k)
+    total = int(sum(per_layer_volume))
+    return {
+        "k": k_parts,
+        "layers": len(layers),
+        "volume_forward": total,
+        "volume_training": int(2 * total - per_layer_volume[0]),
+        "volume_per_layer": per_layer_volume,
+        "volume_per_layer_max": int(max(per_layer_volume)),
+        "messages_per_layer": per_layer_messages,
+        "messages_forward": int(sum(per_layer_messages)),
+        "imbalance_per_layer": per_layer_imbalance,
+        "imbalance_max": float(max(per_layer_imbalance)),
+        "max_load_per_layer": per_layer_max_load,
+        "max_send_forward": int(fwd_sent.max()),
+        "max_recv_forward": int(fwd_recv.max()),
+        "max_send_training": int((fwd_sent + bwd_sent).max()),
+        "max_recv_training": int((fwd_recv + bwd_recv).max()),
+        "epsilon": epsilon,
+        "balanced": None if epsilon is None else not violations,
+        "unbalanced_layers": violations,
+    }
+
+
+def check_partition(part: np.ndarray, widths, k_parts: int, where: str) -> None:
+    total = int(np.sum(widths, dtype=np.int64))
+    if part.size != total:
+        raise UserError(f"{where}: has {part.size} entries, the network has {total} vertices (n_0 + … + n_L)")
+    if part.size and part.min() < 0:
+        raise UserError(f"{where}: line {int(np.argmax(part < 0)) + 1}: negative part id {int(part.min())}")
+    if part.size and part.max() >= k_parts:
+        line = int(np.argmax(part >= k_parts)) + 1
+        raise UserError(f"{where}: line {line}: part id {int(part[line - 1])} >= K = {k_parts}")
