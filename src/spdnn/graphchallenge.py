@@ -112,7 +112,7 @@ def import_gc(src, layers: int | None = None, bias: float | None = None, ymax: f
     src = Path(src)
     if not src.exists():
         raise UserError(f"{src}: no such file or directory")
-    wanted = lambda name: bool(LAYER_RE.search(name)) or name.endswith("network.json")  # noqa: E731
+    wanted = lambda name: bool(LAYER_RE.search(name)) or name.endswith(("network.json", "-bias.tsv"))  # noqa: E731
     sources = _layer_sources(src)
     if sources is None:
         blobs = _read_archive(src, wanted)

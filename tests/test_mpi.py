@@ -1,0 +1,184 @@
+"""Distributed runs under real mpiexec: equal to the serial reference, words = model volume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import BIN, assert_user_error, env, mpirun, spdnn
+from spdnn.datasets import load_dataset
+from spdnn.graphchallenge import read_categories
+from spdnn.network import read_network
+from spdnn.reference import sgd_step
+from spdnn.training import batch_schedule
+
+TRAIN = ["--epochs", 1, "--batch-size", 32, "--lr", 0.05, "--seed", 3]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    d = tmp_path_factory.mktemp("mpi")
+    spdnn("generate", "radixnet", "--neurons", 256, "--layers", 8, "--seed", 2, "-o", d / "radix.h5")
+    spdnn("images", "--neurons", 256, "-o", d / "images.tsv")
+    spdnn("infer", d / "radix.h5", d / "images.tsv", "-o", d / "serial.tsv", "--activations", d / "serial_act.h5")
+    # A classifier with uneven rows (pruned-like): 64 → 90 → 70 → 10.
+    spdnn("generate", "random", "--widths", "64,90,70,10", "--nnz-per-row", 12, "--seed", 4, "-o", d / "clf.h5")
+    for k in (2, 3, 4, 8):
+        for method in ("random", "hypergraph"):
+            spdnn("partition", d / "radix.h5", "-k", k, "--method", method, "-o", d / f"radix-{method}-k{k}.part")
+        spdnn("partition", d / "clf.h5", "-k", k, "--method", "block" if k == 3 else "hypergraph", "-o", d / f"clf-k{k}.part")
+    (d / "radix-k1.part").write_text("0\n" * (256 * 9))
+    (d / "clf-k1.part").write_text("0\n" * (64 + 90 + 70 + 10))
+    return d
+
+
+def read_act(path):
+    with h5py.File(path) as f:
+        return f["activations"][:]
+
+
+@pytest.mark.parametrize("k,method", [(1, None), (2, "hypergraph"), (3, "random"), (4, "hypergraph"), (8, "random")])
+def test_inference_equals_serial(work, k, method):
+    part = work / ("radix-k1.part" if k == 1 else f"radix-{method}-k{k}.part")
+    out = work / f"cats-{k}.tsv"
+    mpirun(k, "infer", work / "radix.h5", work / "images.tsv", "--partition", part, "-o", out,
+           "--activations", work / f"act-{k}.h5", "--batch-size", 700, "--metrics", work / f"inf-{k}.json")
+    assert out.read_text() == (work / "serial.tsv").read_text()
+    serial = read_categories(work / "serial.tsv")
+    assert 0 < serial.size < 1797
+    np.testing.assert_allclose(read_act(work / f"act-{k}.h5"), read_act(work / "serial_act.h5"), rtol=1e-5, atol=1e-5)
+    m = json.loads((work / f"inf-{k}.json").read_text())
+    vol = json.loads(spdnn("volume", work / "radix.h5", part, "-k", k).stdout)
+    assert m["words_match_model"] is True
+    assert m["words_forward_counted"] == [1797 * v for v in vol["volume_per_layer"]]
+    assert sum(r["words_sent_forward"][0] for r in m["per_rank"]) == 1797 * vol["volume_per_layer"][0]
+    assert len(m["per_rank"]) == k and all(r["peak_rss_mb"] > 0 for r in m["per_rank"])
+
+
+def test_data_parallel_inference(work):
+    mpirun(3, "infer", work / "radix.h5", work / "images.tsv", "--mode", "data-parallel", "-o", work / "dp.tsv",
+           "--activations", work / "dp.h5")
+    assert (work / "dp.tsv").read_text() == (work / "serial.tsv").read_text()
+    np.testing.assert_allclose(read_act(work / "dp.h5"), read_act(work / "serial_act.h5"), rtol=1e-6)
+
+
+def serial_training(net_path, seed=3, lr=0.05, batch=32, epochs=1):
+    net = read_network(net_path)
+    data = load_dataset("digits", None, net.widths[0], seed)
+    for _, _, ids in batch_schedule(len(data.y_train), batch, epochs, seed):
+        sgd_step(net, np.ascontiguousarray(data.x_train[ids].T), data.y_train[ids], lr, "cross-entropy")
+    return net
+
+
+def assert_same_weights(a, b, rtol=1e-5):
+    for wa, wb in zip(a.layers, b.layers):
+        assert (wa != 0).nnz == (wb != 0).nnz or wa.nnz == wb.nnz
+        np.testing.assert_allclose(wa.toarray(), wb.toarray(), rtol=rtol, atol=1e-6)
+    for ba, bb in zip(a.biases, b.biases):
+        np.testing.assert_allclose(ba, bb, rtol=rtol, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def trained_k1(work):
+    mpirun(1, "train", work / "clf.h5", "--partition", work / "clf-k1.part", *TRAIN, "-o", work / "t1.h5")
+    return read_network(work / "t1.h5")
+
+
+def test_train_k1_equals_serial_reference(work, trained_k1):
+    ref = serial_training(work / "clf.h5")
+    assert_same_weights(trained_k1, ref, rtol=1e-6)
+    assert (trained_k1.layers[0] != read_network(work / "clf.h5").layers[0]).nnz > 0  # it did train
+
+
+@pytest.mark.parametrize("k", [2, 3, 4, 8])
+def test_train_equals_k1(work, trained_k1, k):
+    out = work / f"t{k}.h5"
+    mpirun(k, "train", work / "clf.h5", "--partition", work / f"clf-k{k}.part", *TRAIN, "-o", out,
+           "--metrics", work / f"t{k}.json")
+    assert_same_weights(read_network(out), trained_k1)
+    m = json.loads((work / f"t{k}.json").read_text())
+    vol = json.loads(spdnn("volume", work / "clf.h5", work / f"clf-k{k}.part", "-k", k).stdout)
+    samples = len(load_dataset("digits", None, 64, 3).y_train)  # every training sample passes once
+    assert m["words_match_model"] is True
+    assert m["words_forward_counted"] == [samples * v for v in vol["volume_per_layer"]]
+    assert m["words_backward_counted"] == [0] + [samples * v for v in vol["volume_per_layer"][1:]]
+    assert m["test_accuracy"] > 0.1 and m["steps"] == 45
+
+
+def test_data_parallel_training_equals_k1(work, trained_k1):
+    mpirun(3, "train", work / "clf.h5", "--mode", "data-parallel", *TRAIN, "-o", work / "tdp.h5", "--metrics", work / "tdp.json")
+    assert_same_weights(read_network(work / "tdp.h5"), trained_k1)
+    m = json.loads((work / "tdp.json").read_text())
+    net = read_network(work / "clf.h5")
+    assert m["grad_words_per_step"] == net.nnz + sum(net.widths[1:])
+
+
+def test_checkpoint_resume_gives_same_result(work):
+    out = work / "resumed.h5"
+    args = ["train", work / "clf.h5", "--partition", work / "clf-k2.part", *TRAIN, "-o", out, "--checkpoint-every", 5]
+    proc = mpirun(2, *args, "--stop-after", 12, check=False)
+    assert proc.returncode == 3, proc.stderr
+    assert not out.exists() and Path(str(out) + ".ckpt.h5").exists()
+    proc = mpirun(2, *args)
+    assert "resuming" in proc.stderr and "at step 10" in proc.stderr
+    mpirun(2, "train", work / "clf.h5", "--partition", work / "clf-k2.part", *TRAIN, "-o", work / "straight.h5")
+    a, b = read_network(out), read_network(work / "straight.h5")
+    for wa, wb in zip(a.layers, b.layers):
+        np.testing.assert_array_equal(wa.data, wb.data)  # bitwise: resume replays the same steps
+    assert not Path(str(out) + ".ckpt.h5").exists()
+
+
+def test_user_errors_from_every_rank(work, tmp_path):
+    proc = mpirun(3, "train", work / "clf.h5", "--partition", work / "clf-k2.part", *TRAIN, "-o", tmp_path / "x.h5", check=False)
+    assert_user_error(proc, "K = 2", "3 ranks")
+    proc = mpirun(2, "infer", work / "radix.h5", work / "images.tsv", "--partition", work / "clf-k2.part",
+                  "-o", tmp_path / "c.tsv", check=False)
+    assert_user_error(proc, "clf-k2.part", "entries")
+    np.savez(tmp_path / "bad.npz", X=np.zeros((5, 10)), y=np.zeros(5, int))
+    proc = mpirun(2, "train", work / "clf.h5", "--partition", work / "clf-k2.part", "--data", tmp_path / "bad.npz",
+                  "-o", tmp_path / "x.h5", check=False)
+    assert_user_error(proc, "bad.npz", "width 64")
+    assert not any(tmp_path.glob("x.h5*")) and not (tmp_path / "c.tsv").exists()
+
+
+def _rank_pids(marker: str):
+    pids = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                cmd = (p / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if any(marker.encode() in c for c in cmd) and any(c.endswith(b"/spdnn") for c in cmd[:2]):
+                pids.append(int(p.name))
+    return pids
+
+
+def test_a_dying_rank_fails_the_job_promptly(work, tmp_path):
+    out = tmp_path / "never.h5"
+    cmd = [str(BIN / "mpiexec"), "-n", "3", str(BIN / "spdnn"), "train", str(work / "clf.h5"), "--partition",
+           str(work / "clf-k3.part"), "--epochs", "200", "--batch-size", "8", "-o", str(out)]
+    proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    pids = []
+    while time.time() < deadline and len(pids) < 3:
+        time.sleep(0.5)
+        pids = _rank_pids(str(out))
+    assert len(pids) == 3, "ranks did not start"
+    time.sleep(3)  # well into training
+    os.kill(sorted(pids)[1], signal.SIGKILL)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("job hung after a rank died")
+    assert proc.returncode != 0
+    assert not out.exists()

@@ -1,0 +1,138 @@
+"""Hypergraph model and partitions: km1 = volume, balance in every layer, bad partition files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import assert_user_error, spdnn
+from spdnn.generate import radixnet, random_sparse
+from spdnn.hypergraph import build_hypergraph, connectivity_minus_one, read_hgr, write_hgr
+from spdnn.partition import METHODS, partition_network
+from spdnn.volume import balance_bound, partition_metrics, split_by_layer
+
+
+def brute_force_volume(net, part):
+    """Σ_k Σ_j (λ_j − 1), one net at a time, straight from the definition."""
+    parts = split_by_layer(part, net.widths)
+    total = 0
+    for k, w in enumerate(net.layers, start=1):
+        csc = w.tocsc()
+        for j in range(w.shape[1]):
+            owners = set(parts[k][csc.indices[csc.indptr[j]:csc.indptr[j + 1]]].tolist()) | {int(parts[k - 1][j])}
+            total += len(owners) - 1
+    return total
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_km1_on_hgr_equals_model_volume(tmp_path, seed):
+    rng = np.random.default_rng(seed)
+    widths = [int(x) for x in rng.integers(5, 30, size=4)]
+    net = random_sparse(widths, int(rng.integers(1, 6)), seed=seed)
+    hg = build_hypergraph(net.layers, net.widths)
+    write_hgr(hg, tmp_path / "n.hgr")
+    nv, indptr, pins, weights = read_hgr(tmp_path / "n.hgr")
+    assert nv == sum(widths) and indptr.size - 1 == sum(widths[:-1])
+    np.testing.assert_array_equal(weights, np.maximum(hg.vertex_weights, 1))
+    for k in (2, 3, 5):
+        part = rng.integers(0, k, size=nv)
+        vol = partition_metrics(net.layers, net.widths, part, k)["volume_forward"]
+        assert connectivity_minus_one(indptr, pins, part) == vol == brute_force_volume(net, part)
+
+
+def test_hgr_file_format(tmp_path):
+    net = random_sparse([3, 2], 2, seed=0)
+    spdnn("generate", "random", "--widths", "3,2", "--nnz-per-row", 2, "--seed", 0, "-o", tmp_path / "n.h5")
+    spdnn("hypergraph", tmp_path / "n.h5", "-o", tmp_path / "n.hgr")
+    lines = (tmp_path / "n.hgr").read_text().splitlines()
+    assert lines[0] == "3 5 10"  # nets, vertices, format 10 = vertex weights
+    csc = net.layers[0].tocsc()
+    for j in range(3):  # net (1, j): its source v_j^0 (pin j+1) then its readers (pins 4, 5)
+        pins = [int(x) for x in lines[1 + j].split()]
+        assert pins[0] == j + 1 and pins[1:] == [4 + i for i in csc.indices[csc.indptr[j]:csc.indptr[j + 1]]]
+    assert lines[4:] == ["1", "1", "1", "2", "2"]
+
+
+NETS = {
+    "radixnet": lambda: radixnet(64, 6, seed=1),
+    "uneven": lambda: _uneven(),
+}
+
+
+def _uneven():
+    """Rows of very different weight and a layer that is not square: per-layer balance is hard."""
+    net = random_sparse([40, 60, 33, 30], 9, seed=5)
+    for w in net.layers:
+        drop = np.random.default_rng(1).random(w.nnz) < np.linspace(0, 0.9, w.nnz)
+        w.data[drop] = 0
+        w.eliminate_zeros()
+    return net
+
+
+@pytest.mark.parametrize("name", list(NETS))
+@pytest.mark.parametrize("k", [2, 3, 4, 8])
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_balanced_in_every_layer(name, k, method):
+    net = NETS[name]()
+    part, metrics = partition_network(net.layers, net.widths, k, method, epsilon=0.03, seed=1)
+    assert part.size == sum(net.widths) and part.min() >= 0 and part.max() < k
+    parts = split_by_layer(part, net.widths)
+    for t, w in enumerate(net.layers, start=1):
+        rw = np.diff(w.indptr)
+        loads = np.bincount(parts[t], weights=rw, minlength=k)
+        assert loads.max() <= balance_bound(rw, k, 0.03) + 1e-9, (t, loads)
+    assert metrics["balanced"] and metrics["volume_forward"] == brute_force_volume(net, part)
+
+
+def test_hypergraph_beats_random_and_is_deterministic():
+    net = radixnet(256, 8, seed=3)
+    a, ma = partition_network(net.layers, net.widths, 4, "hypergraph", seed=5)
+    b, _ = partition_network(net.layers, net.widths, 4, "hypergraph", seed=5)
+    np.testing.assert_array_equal(a, b)
+    _, mr = partition_network(net.layers, net.widths, 4, "random", seed=5)
+    _, ms = partition_network(net.layers, net.widths, 4, "sweep", seed=5)
+    assert ma["volume_forward"] < 0.7 * mr["volume_forward"]
+    assert ma["volume_forward"] <= ms["volume_forward"]
+
+
+def test_partition_cli_and_volume(tmp_path):
+    spdnn("generate", "radixnet", "--neurons", 64, "--layers", 4, "--seed", 1, "-o", tmp_path / "n.h5")
+    spdnn("partition", tmp_path / "n.h5", "-k", 3, "--method", "hypergraph", "-o", tmp_path / "p")
+    side = json.loads((tmp_path / "p.json").read_text())
+    vol = json.loads(spdnn("volume", tmp_path / "n.h5", tmp_path / "p").stdout)
+    assert vol["volume_forward"] == side["volume_forward"] and vol["k"] == 3 and side["seconds"] >= 0
+    assert vol["volume_training"] == 2 * vol["volume_forward"] - vol["volume_per_layer"][0]
+    assert len(vol["messages_per_layer"]) == 4 and vol["balanced"]
+    # PaToH-style files (several ids per line) are read too.
+    ids = (tmp_path / "p").read_text().split()
+    (tmp_path / "patoh").write_text(" ".join(ids[:100]) + "\n" + " ".join(ids[100:]) + "\n")
+    assert json.loads(spdnn("volume", tmp_path / "n.h5", tmp_path / "patoh").stdout)["volume_forward"] == vol["volume_forward"]
+
+
+@pytest.mark.parametrize("content, fragment", [
+    ("0\n1\n", "has 2 entries"),
+    (None, "negative part id"),
+    (None, ">= K = 2"),
+    (None, "not an integer"),
+])
+def test_bad_partition_files(tmp_path, content, fragment):
+    spdnn("generate", "random", "--widths", "4,4", "--nnz-per-row", 2, "-o", tmp_path / "n.h5")
+    good = ["0", "1"] * 4
+    if fragment == "negative part id":
+        good[3] = "-1"
+    elif fragment == ">= K = 2":
+        good[5] = "2"
+    elif fragment == "not an integer":
+        good[6] = "1.5"
+    (tmp_path / "p").write_text(content or "\n".join(good) + "\n")
+    args = ["volume", tmp_path / "n.h5", tmp_path / "p"] + (["-k", 2] if fragment == ">= K = 2" else [])
+    assert_user_error(spdnn(*args, check=False), "p", fragment)
+
+
+def test_k_larger_than_a_layer(tmp_path):
+    spdnn("generate", "random", "--widths", "16,16,5", "--nnz-per-row", 2, "-o", tmp_path / "n.h5")
+    proc = spdnn("partition", tmp_path / "n.h5", "-k", 8, "--method", "block", "-o", tmp_path / "p", check=False)
+    assert_user_error(proc, "K=8", "layer 2", "5 rows")
+    assert not (tmp_path / "p").exists()
