@@ -74,7 +74,14 @@ def cmd_images(a):
 
     if a.dataset != "digits":
         raise UserError(f"unknown dataset {a.dataset!r} (available: digits)")
-    images = digits_images(a.neurons, a.threshold)
+    neurons = a.neurons
+    if a.network:
+        from .network import read_header
+
+        neurons = read_header(a.network).widths[0]
+    if neurons is None:
+        raise UserError("images needs --neurons N or --network NET.h5")
+    images = digits_images(neurons, a.threshold)
     write_images(images, a.output)
     _log(f"wrote {images.shape[0]} images, {images.nnz} nonzeros -> {a.output}")
 
@@ -133,6 +140,68 @@ def cmd_train(a):
     run_train(a)
 
 
+def cmd_aggregate(a):
+    from .results import partition_table, run_table, write_csv
+
+    write_csv(partition_table(a.partitions), a.partitions_out)
+    write_csv(run_table(a.runs), a.runs_out)
+    _log(f"{len(a.partitions)} partitions, {len(a.runs)} runs -> {a.partitions_out}, {a.runs_out}")
+
+
+def cmd_costmodel(a):
+    import pandas as pd
+
+    from .atomic import write_text_atomic
+    from .costmodel import CostParams, params_to_json, predict_table
+    from .results import write_csv
+
+    given = None
+    if a.gamma is not None:
+        given = CostParams(a.gamma, a.alpha or 0.0, a.beta or 0.0, a.delta or 0.0)
+    runs = pd.read_csv(a.runs)
+    params, pred, n_fit = predict_table(runs, a.partitions, a.batch_sizes, a.max_fit_k, given)
+    write_csv(pred, a.output)
+    write_text_atomic(a.params, params_to_json(params, "config" if given else "fitted", n_fit))
+    _log(f"cost model ({'config' if given else f'fitted on {n_fit} runs'}): {params} -> {a.output}")
+
+
+def cmd_plots(a):
+    import json as _json
+    from pathlib import Path
+
+    import pandas as pd
+
+    from . import plots
+    from .network import describe, read_header
+
+    out = Path(a.outdir)
+    parts = pd.read_csv(a.partitions)
+    runs = pd.read_csv(a.runs)
+    pred = pd.read_csv(a.predictions)
+    plots.volume_vs_k(parts, out / "volume_vs_k.png")
+    for net in parts["network"].unique():
+        kmax = int(parts[parts["network"] == net]["k"].max())
+        data = {}
+        for method in parts[(parts["network"] == net) & (parts["k"] == kmax)]["method"]:
+            m = _json.loads(Path(f"{a.results}/{net}/partitions/{method}-k{kmax}.part.json").read_text())
+            data[method] = {"volume": m["volume_per_layer"], "imbalance": m["imbalance_per_layer"]}
+        plots.per_layer(data, kmax, net, out / f"per_layer_{net}.png")
+    plots.speedup(runs, out / "speedup.png")
+    rw = runs[(runs["kind"] == "train") & (runs["mode"] == "row-wise")]
+    if not rw.empty:
+        r = rw.sort_values(["k", "batch_size"]).iloc[-1]
+        name = f"train-{r['method']}-k{r['k']}-row-wise-b{r['batch_size']}"
+        per_rank = _json.loads(Path(f"{a.results}/{r['network']}/runs/{name}.json").read_text())["per_rank"]
+        plots.time_breakdown(per_rank, f"{r['network']} {name}", out / "time_breakdown.png")
+    grad_words = {}  # M = nnz + biases: what a data-parallel step allreduces
+    for net in parts["network"].unique():
+        path = f"{a.results}/{net}/network.h5"
+        grad_words[net] = describe(path)["nnz_total"] + sum(read_header(path).widths[1:])
+    plots.crossover(parts, grad_words, out / "crossover.png")
+    plots.predicted_vs_k(pred, out / "predicted_vs_k.png")
+    _log(f"figures -> {out}")
+
+
 # ---------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spdnn", description=__doc__.splitlines()[0])
@@ -174,7 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     im = sub.add_parser("images", help="MNIST-like inputs in the Graph Challenge format")
     im.add_argument("--dataset", default="digits")
-    im.add_argument("--neurons", type=int, required=True)
+    im.add_argument("--neurons", type=int, default=None, help="input width N (a square)")
+    im.add_argument("--network", default=None, help="take N from this network's input layer")
     im.add_argument("--threshold", type=float, default=0.9,
                     help="binarisation threshold on pixel intensity in [0,1); 0.9 lets about 38%% of digits survive a RadiX-Net")
     im.add_argument("-o", "--output", required=True)
@@ -240,6 +310,31 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--metrics", default=None)
     t.add_argument("-o", "--output", required=True)
     t.set_defaults(func=cmd_train)
+    ag = sub.add_parser("aggregate", help="per-partition and per-run JSON → CSV tables")
+    ag.add_argument("--partitions", nargs="*", default=[])
+    ag.add_argument("--runs", nargs="*", default=[])
+    ag.add_argument("--partitions-out", required=True)
+    ag.add_argument("--runs-out", required=True)
+    ag.set_defaults(func=cmd_aggregate)
+
+    cm = sub.add_parser("costmodel", help="fit the latency-bandwidth model and predict step times")
+    cm.add_argument("runs", help="runs.csv")
+    cm.add_argument("--partitions", nargs="*", default=[])
+    cm.add_argument("--batch-sizes", type=_ints, default=[1, 16, 256])
+    cm.add_argument("--max-fit-k", type=int, default=2, help="fit on runs with K up to this (timings mean something)")
+    for name in ("gamma", "alpha", "beta", "delta"):
+        cm.add_argument(f"--{name}", type=float, default=None, help="use this value instead of fitting")
+    cm.add_argument("--params", required=True, help="JSON with the parameters used")
+    cm.add_argument("-o", "--output", required=True)
+    cm.set_defaults(func=cmd_costmodel)
+
+    pl = sub.add_parser("plots", help="figures from the results tables")
+    pl.add_argument("--partitions", required=True)
+    pl.add_argument("--runs", required=True)
+    pl.add_argument("--predictions", required=True)
+    pl.add_argument("--results", default="results")
+    pl.add_argument("outdir")
+    pl.set_defaults(func=cmd_plots)
     return p
 
 

@@ -1,0 +1,133 @@
+"""Figures a reader of the seed paper expects, from the results tables (matplotlib, Agg)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .atomic import atomic_path
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path):
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format=Path(path).suffix.lstrip("."))
+    _plt().close(fig)
+
+
+def volume_vs_k(parts: pd.DataFrame, path):
+    plt = _plt()
+    nets = sorted(parts["network"].unique())
+    fig, axes = plt.subplots(1, len(nets), figsize=(5 * len(nets), 3.8), squeeze=False)
+    for ax, net in zip(axes[0], nets):
+        d = parts[parts["network"] == net]
+        for method, g in d.groupby("method"):
+            g = g.sort_values("k")
+            ax.plot(g["k"], g["volume_forward"], marker="o", label=method)
+        ax.set(xscale="log", yscale="log", xlabel="K (processes)", ylabel="words per sample (forward)", title=net)
+        ax.set_xticks(sorted(d["k"].unique()), labels=[str(k) for k in sorted(d["k"].unique())])
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def per_layer(per_layer_data: dict, k: int, network: str, path):
+    """per_layer_data: {method: {"volume": [...], "imbalance": [...]}} for one network and K."""
+    plt = _plt()
+    fig, (a, b) = plt.subplots(2, 1, figsize=(8, 5), sharex=True)
+    for method, d in sorted(per_layer_data.items()):
+        x = np.arange(1, len(d["volume"]) + 1)
+        a.plot(x, d["volume"], label=method, lw=1)
+        b.plot(x, d["imbalance"], label=method, lw=1)
+    a.set(ylabel="words per sample", title=f"{network}, K={k}: per-layer volume and imbalance")
+    a.legend(fontsize=8)
+    b.set(xlabel="layer", ylabel="max load / average")
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
+def speedup(runs: pd.DataFrame, path):
+    plt = _plt()
+    t = runs[(runs["kind"] == "train")]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for (net, b_, method, mode), g in t.groupby(["network", "batch_size", "method", "mode"]):
+        base = t[(t["network"] == net) & (t["batch_size"] == b_) & (t["k"] == 1)]["step_seconds"]
+        if base.empty:
+            continue
+        g = pd.concat([t[(t["network"] == net) & (t["batch_size"] == b_) & (t["k"] == 1)], g]).drop_duplicates("k").sort_values("k")
+        s = base.iloc[0] / g["step_seconds"]
+        label = f"{net} B={b_} {mode if mode == 'data-parallel' else method}"
+        a.plot(g["k"], s, marker="o", label=label)
+        b.plot(g["k"], s / g["k"], marker="o", label=label)
+    a.set(xlabel="K", ylabel="speedup over K=1", title="training step")
+    b.set(xlabel="K", ylabel="parallel efficiency")
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+    a.legend(fontsize=6)
+    _save(fig, path)
+
+
+def time_breakdown(per_rank: list[dict], title: str, path):
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ranks = np.arange(len(per_rank))
+    comp = np.array([sum(r["compute_seconds"]) for r in per_rank])
+    comm = np.array([sum(r.get("comm_seconds", [0])) for r in per_rank])
+    wait = np.array([sum(r.get("wait_seconds", [0])) for r in per_rank])
+    ax.bar(ranks, comp, label="compute")
+    ax.bar(ranks, comm - wait, bottom=comp, label="communication (pack, post)")
+    ax.bar(ranks, wait, bottom=comp + comm - wait, label="wait")
+    ax.set(xlabel="rank", ylabel="seconds (whole run)", title=title)
+    ax.set_xticks(ranks)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def crossover(parts: pd.DataFrame, grad_words: dict, path, batch_sizes=(1, 4, 16, 64, 256, 1024)):
+    """Row-wise words per training step = B·(2V − V_1) vs data-parallel 2(K−1)·M (any B)."""
+    plt = _plt()
+    nets = sorted(parts["network"].unique())
+    fig, axes = plt.subplots(1, len(nets), figsize=(5 * len(nets), 3.8), squeeze=False)
+    bs = np.array(batch_sizes, dtype=float)
+    for ax, net in zip(axes[0], nets):
+        d = parts[(parts["network"] == net) & (parts["method"] == "hypergraph")]
+        if d.empty:
+            d = parts[parts["network"] == net]
+        for _, r in d.sort_values("k").iterrows():
+            line = ax.plot(bs, bs * r["volume_training"], marker="o", label=f"row-wise {r['method']} K={r['k']}")
+            ax.axhline(2 * (r["k"] - 1) * grad_words[net], color=line[0].get_color(), ls="--",
+                       label=f"data-parallel K={r['k']}")
+        ax.set(xscale="log", yscale="log", xlabel="batch size B", ylabel="words per training step", title=net)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=6)
+    _save(fig, path)
+
+
+def predicted_vs_k(pred: pd.DataFrame, path):
+    plt = _plt()
+    nets = sorted(pred["network"].unique())
+    fig, axes = plt.subplots(1, len(nets), figsize=(5 * len(nets), 3.8), squeeze=False)
+    for ax, net in zip(axes[0], nets):
+        d = pred[pred["network"] == net]
+        bmax = d["batch_size"].max()
+        d = d[d["batch_size"] == bmax]
+        for (method, mode), g in d.groupby(["method", "mode"]):
+            g = g.sort_values("k")
+            ax.plot(g["k"], g["predicted_step_seconds"], marker="o", label=mode if mode == "data-parallel" else method)
+            m = g.dropna(subset=["measured_step_seconds"])
+            ax.scatter(m["k"], m["measured_step_seconds"], marker="x", color="k")
+        ax.set(xscale="log", yscale="log", xlabel="K", ylabel="step seconds", title=f"{net}, B={bmax} (x = measured)")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    _save(fig, path)

@@ -1,0 +1,113 @@
+# Config validation and the named input functions every stage uses.
+import os
+
+from snakemake.utils import validate
+
+validate(config, os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"))
+
+NETWORKS = config["networks"]
+PART = config["partition"]
+RUNS = config["runs"]
+
+
+wildcard_constraints:
+    network="[A-Za-z0-9_.-]+",
+    method="[a-z]+",
+    k=r"\d+",
+    mode="row-wise|data-parallel",
+    b=r"\d+",
+
+
+def net_cfg(network):
+    return NETWORKS[network]
+
+
+def partition_ks(network):
+    """K list of a network (its own list, else the global one)."""
+    return net_cfg(network).get("k", PART["k"])
+
+
+def partition_methods(network):
+    return net_cfg(network).get("methods", PART["methods"])
+
+
+def external_partitions(network):
+    """{K: path} of partition files the user brings for this network (e.g. from PaToH)."""
+    return {int(k): path for k, path in net_cfg(network).get("external", {}).items()}
+
+
+def partition_targets():
+    out = []
+    for network in NETWORKS:
+        for k in partition_ks(network):
+            for method in partition_methods(network):
+                out.append(f"results/{network}/partitions/{method}-k{k}.part")
+        for k in external_partitions(network):
+            out.append(f"results/{network}/partitions/external-k{k}.part")
+    return out
+
+
+def run_targets():
+    """One training run per (network, method, K, mode, batch), one inference run per (network, method, K, mode)."""
+    out = []
+    for network in NETWORKS:
+        methods = [m for m in RUNS["methods"] if m in partition_methods(network) or m == "external"]
+        for k in RUNS["k"]:
+            rowwise = ["none"] if k == 1 else methods  # K = 1: the serial run, no partition needed
+            for method in rowwise:
+                out.append(f"results/{network}/runs/infer-{method}-k{k}-row-wise.json")
+                for b in RUNS["batch_sizes"]:
+                    out.append(f"results/{network}/runs/train-{method}-k{k}-row-wise-b{b}.json")
+            if "data-parallel" in RUNS["modes"] and k > 1:
+                out.append(f"results/{network}/runs/infer-none-k{k}-data-parallel.json")
+                for b in RUNS["batch_sizes"]:
+                    out.append(f"results/{network}/runs/train-none-k{k}-data-parallel-b{b}.json")
+    return out
+
+
+def all_outputs():
+    out = partition_targets() + run_targets()
+    out += [f"results/{n}/inference/serial-categories.tsv" for n in NETWORKS]
+    out += ["results/tables/partitions.csv", "results/tables/runs.csv", "results/tables/predictions.csv",
+            "results/figures/volume_vs_k.png"]
+    return out
+
+
+def partition_file(wildcards):
+    """The partition a run uses; K = 1 runs use the trivial one."""
+    if wildcards.method == "none":
+        return f"results/{wildcards.network}/partitions/trivial-k1.part"
+    return f"results/{wildcards.network}/partitions/{wildcards.method}-k{wildcards.k}.part"
+
+
+def images_file(wildcards):
+    cfg = net_cfg(wildcards.network)
+    return cfg.get("images", f"results/{wildcards.network}/images.tsv")
+
+
+def network_source(wildcards):
+    """Input files of the network rule (an import reads its source; generators read nothing)."""
+    cfg = net_cfg(wildcards.network)
+    if cfg["generator"] == "graphchallenge":
+        return [cfg["source"]]
+    return []
+
+
+def network_args(wildcards):
+    cfg = net_cfg(wildcards.network)
+    gen = cfg["generator"]
+    if gen == "radixnet":
+        args = f"generate radixnet --neurons {cfg['neurons']} --layers {cfg['layers']} --seed {cfg.get('seed', 0)}"
+    elif gen == "random":
+        widths = ",".join(str(w) for w in cfg["widths"])
+        args = f"generate random --widths {widths} --nnz-per-row {cfg['nnz_per_row']} --seed {cfg.get('seed', 0)}"
+    else:
+        args = f"import-gc {cfg['source']}" + (f" --layers {cfg['layers']}" if "layers" in cfg else "")
+    if "bias" in cfg and gen != "graphchallenge":
+        args += f" --bias {cfg['bias']}"
+    return args
+
+
+def mpi_threads(wildcards):
+    """Locally, a K-rank job occupies K cores of --cores; profiles/slurm sets threads to 1 per task."""
+    return int(wildcards.k)

@@ -1,0 +1,50 @@
+# Stage 1: networks (generated or imported) and MNIST-like inputs.
+
+
+rule network:
+    input:
+        network_source,
+    output:
+        "results/{network}/network.h5",
+    params:
+        args=network_args,
+    log:
+        "logs/{network}/network.log",
+    benchmark:
+        "benchmarks/{network}/network.tsv"
+    conda:
+        "../../envs/spdnn.yaml"
+    shell:
+        "spdnn {params.args} -o {output} 2> {log}"
+
+
+rule images:
+    input:
+        "results/{network}/network.h5",
+    output:
+        "results/{network}/images.tsv",
+    params:
+        threshold=config["inference"]["threshold"],
+    log:
+        "logs/{network}/images.log",
+    conda:
+        "../../envs/spdnn.yaml"
+    shell:
+        "spdnn images --dataset digits --network {input} --threshold {params.threshold} -o {output} 2> {log}"
+
+
+rule serial_inference:
+    input:
+        net="results/{network}/network.h5",
+        images=images_file,
+    output:
+        categories="results/{network}/inference/serial-categories.tsv",
+        metrics="results/{network}/inference/serial.json",
+    log:
+        "logs/{network}/serial_inference.log",
+    benchmark:
+        "benchmarks/{network}/serial_inference.tsv"
+    conda:
+        "../../envs/spdnn.yaml"
+    shell:
+        "spdnn infer {input.net} {input.images} -o {output.categories} --metrics {output.metrics} 2> {log}"

@@ -1,0 +1,63 @@
+# Stages 2-3: the hypergraph (interchange artifact) and partitions per (method, K).
+
+
+rule hypergraph:
+    input:
+        "results/{network}/network.h5",
+    output:
+        "results/{network}/network.hgr",
+    log:
+        "logs/{network}/hypergraph.log",
+    conda:
+        "../../envs/spdnn.yaml"
+    shell:
+        "spdnn hypergraph {input} -o {output} 2> {log}"
+
+
+rule partition:
+    input:
+        "results/{network}/network.h5",
+    output:
+        part="results/{network}/partitions/{method}-k{k}.part",
+        metrics="results/{network}/partitions/{method}-k{k}.part.json",
+    wildcard_constraints:
+        method="hypergraph|sweep|random|block",
+    params:
+        epsilon=PART["epsilon"],
+        seed=PART["seed"],
+    log:
+        "logs/{network}/partition-{method}-k{k}.log",
+    benchmark:
+        "benchmarks/{network}/partition-{method}-k{k}.tsv"
+    conda:
+        "../../envs/spdnn.yaml"
+    shell:
+        "spdnn partition {input} -k {wildcards.k} --method {wildcards.method} --epsilon {params.epsilon} "
+        "--seed {params.seed} -o {output.part} 2> {log}"
+
+
+rule trivial_partition:
+    input:
+        "results/{network}/network.h5",
+    output:
+        part="results/{network}/partitions/trivial-k1.part",
+        metrics="results/{network}/partitions/trivial-k1.part.json",
+    log:
+        "logs/{network}/partition-trivial.log",
+    shell:
+        "spdnn partition {input} -k 1 --method block -o {output.part} 2> {log}"
+
+
+rule external_partition:
+    # A partition the user brings (hMETIS/KaHyPar/PaToH format): validated, then used like the others.
+    input:
+        net="results/{network}/network.h5",
+        part=lambda wc: external_partitions(wc.network)[int(wc.k)],
+    output:
+        part="results/{network}/partitions/external-k{k}.part",
+        metrics="results/{network}/partitions/external-k{k}.part.json",
+    log:
+        "logs/{network}/partition-external-k{k}.log",
+    shell:
+        "spdnn volume {input.net} {input.part} -k {wildcards.k} > {output.metrics}.tmp 2> {log} "
+        "&& cp {input.part} {output.part} && mv {output.metrics}.tmp {output.metrics}"

@@ -1,0 +1,57 @@
+# Stage 4: distributed inference and training under MPI (mpiexec locally, srun on SLURM).
+# Each rule asks for K tasks; `threads` makes the local scheduler count K cores (profiles/slurm
+# sets it back to 1 so that SLURM gets K tasks of 1 CPU, not K x K CPUs).
+
+
+rule infer_run:
+    input:
+        net="results/{network}/network.h5",
+        images=images_file,
+        part=partition_file,
+        serial="results/{network}/inference/serial-categories.tsv",
+    output:
+        metrics="results/{network}/runs/infer-{method}-k{k}-{mode}.json",
+    threads: mpi_threads
+    resources:
+        tasks=lambda wc: int(wc.k),
+        mpi="mpiexec",
+    params:
+        part=lambda wc, input: "" if wc.mode == "data-parallel" else f"--partition {input.part}",
+        batch=config["inference"]["batch_size"],
+    log:
+        "logs/{network}/runs/infer-{method}-k{k}-{mode}.log",
+    benchmark:
+        "benchmarks/{network}/runs/infer-{method}-k{k}-{mode}.tsv"
+    conda:
+        "../../envs/spdnn.yaml"
+    shell:
+        "OMP_NUM_THREADS={config[runs][threads_per_rank]} {resources.mpi} -n {resources.tasks} "
+        "spdnn infer {input.net} {input.images} {params.part} --mode {wildcards.mode} "
+        "--batch-size {params.batch} --truth {input.serial} -o {output.metrics}.categories.tsv "
+        "--metrics {output.metrics} 2> {log} && rm -f {output.metrics}.categories.tsv"
+
+
+rule train_run:
+    input:
+        net="results/{network}/network.h5",
+        part=partition_file,
+    output:
+        metrics="results/{network}/runs/train-{method}-k{k}-{mode}-b{b}.json",
+        trained=temp("results/{network}/runs/train-{method}-k{k}-{mode}-b{b}.h5"),
+    threads: mpi_threads
+    resources:
+        tasks=lambda wc: int(wc.k),
+        mpi="mpiexec",
+    params:
+        part=lambda wc, input: "" if wc.mode == "data-parallel" else f"--partition {input.part}",
+    log:
+        "logs/{network}/runs/train-{method}-k{k}-{mode}-b{b}.log",
+    benchmark:
+        "benchmarks/{network}/runs/train-{method}-k{k}-{mode}-b{b}.tsv"
+    conda:
+        "../../envs/spdnn.yaml"
+    shell:
+        "OMP_NUM_THREADS={config[runs][threads_per_rank]} {resources.mpi} -n {resources.tasks} "
+        "spdnn train {input.net} {params.part} --mode {wildcards.mode} --dataset digits "
+        "--epochs {config[runs][epochs]} --batch-size {wildcards.b} --lr {config[runs][lr]} --seed {config[runs][seed]} "
+        "--checkpoint-every {config[runs][checkpoint_every]} -o {output.trained} --metrics {output.metrics} 2> {log}"
