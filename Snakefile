@@ -6,9 +6,9 @@ from snakemake.utils import min_version
 
 min_version("9.0")
 
-# The default config, unless the user gave --configfile (configs given there are not merged
-# with this one, so a small test config does not inherit the default networks).
-if not config:
+# The default config, unless the user gave --configfile (configs given there replace it rather
+# than merge into it, so a small test config does not inherit the default networks).
+if not workflow.overwrite_configfiles:
 
     configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 

@@ -1,9 +1,27 @@
 # Config validation and the named input functions every stage uses.
 import os
+import sys
 
+import jsonschema
+import yaml
 from snakemake.utils import validate
 
-validate(config, os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"))
+SCHEMA = os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml")
+
+
+def check_config(cfg, schema_path):
+    """One line naming the offending key, then stop (no traceback): a user error, not a crash."""
+    with open(schema_path) as f:
+        schema = yaml.safe_load(f)
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(cfg))
+    if error is not None:
+        key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+        print(f"spdnn workflow: config error at {key}: {error.message}", file=sys.stderr)
+        sys.exit(1)
+
+
+check_config(config, SCHEMA)
+validate(config, SCHEMA)  # fills in the schema's defaults
 
 NETWORKS = config["networks"]
 PART = config["partition"]
@@ -108,6 +126,19 @@ def network_args(wildcards):
     return args
 
 
+MPI_LAUNCHER = config.get("mpi_launcher", "mpiexec")
+
+
 def mpi_threads(wildcards):
     """Locally, a K-rank job occupies K cores of --cores; profiles/slurm sets threads to 1 per task."""
     return int(wildcards.k)
+
+
+def mpi_resource(wildcards):
+    """The launcher for K > 1. K = 1 runs are plain processes (mpi4py initialises a singleton):
+    the SLURM executor rejects MPI jobs with tasks=1."""
+    return MPI_LAUNCHER if int(wildcards.k) > 1 else ""
+
+
+def launch(wildcards, resources):
+    return f"{resources.mpi} -n {resources.tasks}" if resources.mpi else ""

@@ -1,4 +1,5 @@
-# Stage 4: distributed inference and training under MPI (mpiexec locally, srun on SLURM).
+# Stage 4: distributed inference and training under MPI (mpiexec locally, srun on SLURM:
+# config key mpi_launcher, set by profiles/slurm).
 # Each rule asks for K tasks; `threads` makes the local scheduler count K cores (profiles/slurm
 # sets it back to 1 so that SLURM gets K tasks of 1 CPU, not K x K CPUs).
 
@@ -14,8 +15,9 @@ rule infer_run:
     threads: mpi_threads
     resources:
         tasks=lambda wc: int(wc.k),
-        mpi="mpiexec",
+        mpi=mpi_resource,
     params:
+        launch=launch,
         part=lambda wc, input: "" if wc.mode == "data-parallel" else f"--partition {input.part}",
         batch=config["inference"]["batch_size"],
     log:
@@ -25,7 +27,7 @@ rule infer_run:
     conda:
         "../../envs/spdnn.yaml"
     shell:
-        "OMP_NUM_THREADS={config[runs][threads_per_rank]} {resources.mpi} -n {resources.tasks} "
+        "OMP_NUM_THREADS={config[runs][threads_per_rank]} {params.launch} "
         "spdnn infer {input.net} {input.images} {params.part} --mode {wildcards.mode} "
         "--batch-size {params.batch} --truth {input.serial} -o {output.metrics}.categories.tsv "
         "--metrics {output.metrics} 2> {log} && rm -f {output.metrics}.categories.tsv"
@@ -41,8 +43,9 @@ rule train_run:
     threads: mpi_threads
     resources:
         tasks=lambda wc: int(wc.k),
-        mpi="mpiexec",
+        mpi=mpi_resource,
     params:
+        launch=launch,
         part=lambda wc, input: "" if wc.mode == "data-parallel" else f"--partition {input.part}",
     log:
         "logs/{network}/runs/train-{method}-k{k}-{mode}-b{b}.log",
@@ -51,7 +54,7 @@ rule train_run:
     conda:
         "../../envs/spdnn.yaml"
     shell:
-        "OMP_NUM_THREADS={config[runs][threads_per_rank]} {resources.mpi} -n {resources.tasks} "
+        "OMP_NUM_THREADS={config[runs][threads_per_rank]} {params.launch} "
         "spdnn train {input.net} {params.part} --mode {wildcards.mode} --dataset digits "
         "--epochs {config[runs][epochs]} --batch-size {wildcards.b} --lr {config[runs][lr]} --seed {config[runs][seed]} "
         "--checkpoint-every {config[runs][checkpoint_every]} -o {output.trained} --metrics {output.metrics} 2> {log}"

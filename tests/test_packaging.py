@@ -1,0 +1,16 @@
+"""envs/spdnn.yaml (for --use-conda on clusters) lists what pyproject.toml requires."""
+
+from pathlib import Path
+
+import tomllib
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_conda_env_matches_pyproject():
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    env = yaml.safe_load((ROOT / "envs" / "spdnn.yaml").read_text())
+    pip = next(d for d in env["dependencies"] if isinstance(d, dict))["pip"]
+    assert sorted(p for p in pip if not p.startswith(".")) == sorted(deps)
+    assert "python=3.11" in env["dependencies"]
