@@ -19,7 +19,16 @@ def _plt():
     return plt
 
 
+def _plain_log_ticks(ax, ticks):
+    """Log-scaled x axis labelled at the given values only (no 3×10^0 minor labels)."""
+    from matplotlib.ticker import NullFormatter
+
+    ax.set_xticks(ticks, labels=[str(t) for t in ticks])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def _save(fig, path):
+    fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format=Path(path).suffix.lstrip("."))
     _plt().close(fig)
@@ -35,7 +44,7 @@ def volume_vs_k(parts: pd.DataFrame, path):
             g = g.sort_values("k")
             ax.plot(g["k"], g["volume_forward"], marker="o", label=method)
         ax.set(xscale="log", yscale="log", xlabel="K (processes)", ylabel="words per sample (forward)", title=net)
-        ax.set_xticks(sorted(d["k"].unique()), labels=[str(k) for k in sorted(d["k"].unique())])
+        _plain_log_ticks(ax, sorted(int(k) for k in d["k"].unique()))
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
     _save(fig, path)
@@ -128,6 +137,7 @@ def predicted_vs_k(pred: pd.DataFrame, path):
             m = g.dropna(subset=["measured_step_seconds"])
             ax.scatter(m["k"], m["measured_step_seconds"], marker="x", color="k")
         ax.set(xscale="log", yscale="log", xlabel="K", ylabel="step seconds", title=f"{net}, B={bmax} (x = measured)")
+        _plain_log_ticks(ax, sorted(int(k) for k in d["k"].unique()))
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
     _save(fig, path)
