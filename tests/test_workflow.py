@@ -47,7 +47,8 @@ def test_tiny_workflow_outputs(tiny):
     assert set(runs["kind"]) == {"infer", "train"} and set(runs["k"]) == {1, 2}
     pred = pd.read_csv(tiny / "results/tables/predictions.csv")
     assert pred["predicted_step_seconds"].notna().all()
-    for fig in ("volume_vs_k", "per_layer_tiny", "speedup", "time_breakdown", "crossover", "predicted_vs_k"):
+    assert set(parts["network"]) == {"tiny", "tinypruned"}
+    for fig in ("volume_vs_k", "per_layer_tiny", "per_layer_tinypruned", "speedup", "time_breakdown", "crossover", "predicted_vs_k"):
         assert (tiny / f"results/figures/{fig}.png").stat().st_size > 5000
     for log in (tiny / "logs").rglob("*.log"):
         assert "Traceback" not in log.read_text(), log
@@ -81,7 +82,7 @@ def test_config_failing_the_schema_is_one_line(tmp_path):
 def test_default_config_dry_run(tmp_path):
     proc = smk(tmp_path, "--cores", 2, "-n")
     jobs = planned_jobs(proc)
-    assert jobs.count("partition") == 2 * 4 * 3 and "train_run" in jobs
+    assert jobs.count("partition") == 3 * 4 * 3 and "train_run" in jobs and jobs.count("train_dense") == 1
 
 
 class _Resources(SimpleNamespace):

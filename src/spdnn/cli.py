@@ -202,6 +202,64 @@ def cmd_plots(a):
     _log(f"figures -> {out}")
 
 
+def cmd_train_dense(a):
+    from .network import write_network
+    from .prune import train_dense
+
+    net = train_dense(a.widths, a.dataset, a.data, a.epochs, a.seed, lr=a.lr, batch=a.batch_size)
+    write_network(net, a.output)
+    _log(f"dense {net.widths}: test accuracy {net.provenance['test_accuracy']:.4f} -> {a.output}")
+
+
+def cmd_prune(a):
+    from .network import read_network, write_network
+    from .prune import file_sha256, prune
+
+    dense = read_network(a.dense)
+    net = prune(dense, a.density, a.scope, a.schedule, a.finetune_epochs, a.steps, a.dataset, a.data, a.seed,
+                lr=a.lr, source=f"{a.dense} sha256:{file_sha256(a.dense)}")
+    write_network(net, a.output)
+    acc = net.provenance["test_accuracy"]
+    _log(f"pruned to density {a.density} ({net.nnz} weights)" + (f", test accuracy {acc:.4f}" if acc is not None else "")
+         + f" -> {a.output}")
+
+
+def cmd_import_npz(a):
+    from .network import write_network
+    from .prune import import_npz
+
+    net = import_npz(a.npz, a.transpose)
+    write_network(net, a.output)
+    _log(f"imported {net.num_layers} layers, widths {net.widths}, {net.nnz} nonzeros -> {a.output}")
+
+
+def cmd_import_mtx(a):
+    from .network import write_network
+    from .prune import import_mtx
+
+    net = import_mtx(a.mtx, a.transpose)
+    write_network(net, a.output)
+    _log(f"imported {net.num_layers} layers, widths {net.widths}, {net.nnz} nonzeros -> {a.output}")
+
+
+def cmd_evaluate(a):
+    if a.partition:
+        from .runtime import run_evaluate
+
+        run_evaluate(a)
+        return
+    from .datasets import load_dataset
+    from .network import read_network
+    from .reference import predict
+    from .training import accuracy, check_classes
+
+    net = read_network(a.network)
+    data = load_dataset(a.dataset, a.data, net.widths[0], a.seed)
+    check_classes(net.widths[-1], data.num_classes)
+    print(json.dumps({"test_accuracy": accuracy(predict(net, data.x_test), data.y_test, data.num_classes),
+                      "test_samples": int(data.y_test.size)}))
+
+
 # ---------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spdnn", description=__doc__.splitlines()[0])
@@ -310,6 +368,51 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--metrics", default=None)
     t.add_argument("-o", "--output", required=True)
     t.set_defaults(func=cmd_train)
+    td = sub.add_parser("train-dense", help="train a dense MLP (NumPy) to prune later")
+    td.add_argument("--dataset", default="digits")
+    td.add_argument("--data", default=None, help=".npz with X, y")
+    td.add_argument("--widths", type=_ints, required=True, help="e.g. 64,512,512,512,10")
+    td.add_argument("--epochs", type=int, default=30)
+    td.add_argument("--batch-size", type=int, default=32)
+    td.add_argument("--lr", type=float, default=0.05)
+    td.add_argument("--seed", type=int, default=0)
+    td.add_argument("-o", "--output", required=True)
+    td.set_defaults(func=cmd_train_dense)
+
+    pr = sub.add_parser("prune", help="magnitude pruning with fine-tuning (pattern fixed)")
+    pr.add_argument("dense")
+    pr.add_argument("--density", type=float, required=True, help="fraction of weights kept, in (0, 1]")
+    pr.add_argument("--scope", default="layer", choices=["layer", "global"])
+    pr.add_argument("--schedule", default="iterative", choices=["oneshot", "iterative"])
+    pr.add_argument("--steps", type=int, default=4, help="iterative: pruning rounds")
+    pr.add_argument("--finetune-epochs", type=int, default=5, help="epochs of fine-tuning after each round")
+    pr.add_argument("--lr", type=float, default=0.02)
+    pr.add_argument("--dataset", default=None, help="default: the dense file's recorded dataset")
+    pr.add_argument("--data", default=None)
+    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("-o", "--output", required=True)
+    pr.set_defaults(func=cmd_prune)
+
+    nz = sub.add_parser("import-npz", help="your own model: W1..WL (+ b1..bL) from an .npz")
+    nz.add_argument("npz")
+    nz.add_argument("--transpose", action="store_true", help="arrays are (in × out), e.g. Keras kernels")
+    nz.add_argument("-o", "--output", required=True)
+    nz.set_defaults(func=cmd_import_npz)
+
+    mx = sub.add_parser("import-mtx", help="your own model: one Matrix Market file per layer")
+    mx.add_argument("mtx", nargs="+")
+    mx.add_argument("--transpose", action="store_true")
+    mx.add_argument("-o", "--output", required=True)
+    mx.set_defaults(func=cmd_import_mtx)
+
+    ev = sub.add_parser("evaluate", help="test accuracy (serial, or under mpiexec with --partition)")
+    ev.add_argument("network")
+    ev.add_argument("--dataset", default="digits")
+    ev.add_argument("--data", default=None)
+    ev.add_argument("--partition", default=None)
+    ev.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
+    ev.set_defaults(func=cmd_evaluate)
+
     ag = sub.add_parser("aggregate", help="per-partition and per-run JSON → CSV tables")
     ag.add_argument("--partitions", nargs="*", default=[])
     ag.add_argument("--runs", nargs="*", default=[])

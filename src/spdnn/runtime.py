@@ -367,6 +367,23 @@ def MPI_time() -> float:
     return _mpi().Wtime()
 
 
+# ---------------------------------------------------------------- evaluation
+def run_evaluate(a) -> None:
+    run_collective(_mpi().COMM_WORLD, _evaluate, a)
+
+
+def _evaluate(comm, a):
+    header, parts = load_partition_collective(comm, a.network, a.partition)
+    data = load_dataset(a.dataset, a.data, header.widths[0], a.seed)
+    check_classes(header.widths[-1], data.num_classes)
+    model = RowWiseModel(comm, a.network, parts, header)
+    logits = model.class_logits(np.ascontiguousarray(data.x_test[:, model.owned[0]].T, dtype=np.float32),
+                                data.num_classes)
+    if comm.Get_rank() == 0:
+        acc = float((logits.argmax(axis=0) == data.y_test).mean())
+        print(json.dumps({"test_accuracy": acc, "test_samples": int(data.y_test.size), "ranks": comm.Get_size()}))
+
+
 # ---------------------------------------------------------------- training
 def run_train(a) -> None:
     MPI = _mpi()

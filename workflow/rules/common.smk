@@ -103,11 +103,28 @@ def images_file(wildcards):
     return cfg.get("images", f"results/{wildcards.network}/images.tsv")
 
 
+def dense_id(cfg):
+    """Pruned networks that share a dense spec share one trained dense network."""
+    widths = "-".join(str(w) for w in cfg["dense_widths"])
+    return f"w{widths}_e{cfg.get('dense_epochs', 30)}_s{cfg.get('seed', 0)}"
+
+
+def dense_targets():
+    """{dense id: its training parameters} for every pruned network's dense source."""
+    return {
+        dense_id(c): {"dense_widths_csv": ",".join(str(w) for w in c["dense_widths"]),
+                      "dense_epochs": c.get("dense_epochs", 30), "seed": c.get("seed", 0)}
+        for c in NETWORKS.values() if c["generator"] == "pruned"
+    }
+
+
 def network_source(wildcards):
-    """Input files of the network rule (an import reads its source; generators read nothing)."""
+    """Input files of the network rule (an import reads its source, a pruned network its dense one)."""
     cfg = net_cfg(wildcards.network)
     if cfg["generator"] == "graphchallenge":
         return [cfg["source"]]
+    if cfg["generator"] == "pruned":
+        return [f"results/dense/{dense_id(cfg)}.h5"]
     return []
 
 
@@ -119,9 +136,13 @@ def network_args(wildcards):
     elif gen == "random":
         widths = ",".join(str(w) for w in cfg["widths"])
         args = f"generate random --widths {widths} --nnz-per-row {cfg['nnz_per_row']} --seed {cfg.get('seed', 0)}"
+    elif gen == "pruned":
+        args = (f"prune results/dense/{dense_id(cfg)}.h5 --density {cfg['density']} --scope {cfg.get('scope', 'layer')} "
+                f"--schedule {cfg.get('schedule', 'iterative')} --finetune-epochs {cfg.get('finetune_epochs', 5)} "
+                f"--seed {cfg.get('seed', 0)}")
     else:
         args = f"import-gc {cfg['source']}" + (f" --layers {cfg['layers']}" if "layers" in cfg else "")
-    if "bias" in cfg and gen != "graphchallenge":
+    if "bias" in cfg and gen in ("radixnet", "random"):
         args += f" --bias {cfg['bias']}"
     return args
 

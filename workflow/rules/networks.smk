@@ -18,6 +18,23 @@ rule network:
         "spdnn {params.args} -o {output} 2> {log}"
 
 
+rule train_dense:
+    # The dense source of pruned networks, trained once per spec (digits, NumPy).
+    output:
+        "results/dense/{dense}.h5",
+    params:
+        cfg=lambda wc: dense_targets()[wc.dense],
+    log:
+        "logs/dense/{dense}.log",
+    benchmark:
+        "benchmarks/dense/{dense}.tsv"
+    conda:
+        "../../envs/spdnn.yaml"
+    shell:
+        "spdnn train-dense --dataset digits --widths {params.cfg[dense_widths_csv]} "
+        "--epochs {params.cfg[dense_epochs]} --seed {params.cfg[seed]} -o {output} 2> {log}"
+
+
 rule images:
     input:
         "results/{network}/network.h5",
