@@ -58,7 +58,9 @@ def test_inference_equals_serial(work, k, method):
     m = json.loads((work / f"inf-{k}.json").read_text())
     vol = json.loads(spdnn("volume", work / "radix.h5", part, "-k", k).stdout)
     assert m["words_match_model"] is True
-    assert m["words_forward_counted"] == [1797 * v for v in vol["volume_per_layer"]]
+    samples = m["samples_per_layer"]  # dead samples are dropped every few layers
+    assert samples[0] == 1797 and samples[-1] < 1797 and all(a >= b for a, b in zip(samples, samples[1:]))
+    assert m["words_forward_counted"] == [s * v for s, v in zip(samples, vol["volume_per_layer"])]
     assert sum(r["words_sent_forward"][0] for r in m["per_rank"]) == 1797 * vol["volume_per_layer"][0]
     assert len(m["per_rank"]) == k and all(r["peak_rss_mb"] > 0 for r in m["per_rank"])
 

@@ -32,7 +32,7 @@ from .datasets import load_dataset
 from .errors import UserError
 from .network import Network, iter_layer_rows, read_header, read_layer_pattern, read_network, write_network
 from .partition_io import read_partition
-from .reference import activation, activation_grad, gc_layer, loss_and_delta, pattern_grad
+from .reference import activation, activation_grad, drop_dead, gc_layer, loss_and_delta, pattern_grad
 from .training import LOSSES, batch_schedule, check_classes
 from .volume import check_partition, layer_traffic, split_by_layer
 
@@ -89,6 +89,7 @@ class RowWiseModel:
         self.widths = header.widths
         self.owned = [np.flatnonzero(p == rank) for p in parts]
         self.layers: list[LocalLayer] = []
+        self.samples_per_layer = np.zeros(header.num_layers, np.int64)  # samples each expand carried
         for k, w, b in iter_layer_rows(path, self.owned[1:]):
             plan, local_cols = build_plan(comm, k, self.owned[k - 1], parts[k - 1], w.indices.astype(np.int64))
             ext_ids = np.empty(plan.ext_len, np.int64)
@@ -103,19 +104,29 @@ class RowWiseModel:
         return len(self.layers)
 
     # -- inference with Graph Challenge semantics
-    def gc_forward(self, x0_owned: np.ndarray) -> np.ndarray:
+    def gc_forward(self, x0_owned: np.ndarray, ids: np.ndarray, counters: dict, compact_every: int = 4):
+        """Forward pass of a batch; every `compact_every` layers the ranks agree (Allreduce of B
+        booleans, counted apart) on which samples died and drop them. Returns (x_L owned, ids)."""
         x = x0_owned
         for layer in self.layers:
+            self.samples_per_layer[layer.k - 1] += x.shape[1]
             ext = layer.plan.forward(self.comm, x)
             t0 = time.perf_counter()
             x = gc_layer(layer.w, layer.bias, ext, self.ymax)
             layer.compute_seconds += time.perf_counter() - t0
-        return x
+            if layer.k % compact_every == 0 and layer.k < self.num_layers and ids.size:
+                local = x.any(axis=0) if x.shape[0] else np.zeros(ids.size, bool)
+                alive = np.empty_like(local)
+                self.comm.Allreduce(local, alive, op=_mpi().LOR)
+                counters["allreduce_words"] += ids.size
+                x, ids = drop_dead(x, ids, alive)
+        return x, ids
 
     # -- training
     def forward(self, x0_owned):
         exts, zs, x = [], [], x0_owned
         for layer in self.layers:
+            self.samples_per_layer[layer.k - 1] += x.shape[1]
             ext = layer.plan.forward(self.comm, x)
             t0 = time.perf_counter()
             z = layer.w @ ext + layer.bias[:, None]
@@ -247,8 +258,13 @@ def model_volume(network, parts, k_parts: int) -> list[int]:
             for k in range(1, len(parts))]
 
 
-def verify_words(comm, model: RowWiseModel, network, parts, samples: int, training: bool) -> dict:
-    """Counted words (all ranks) vs samples × model volume, per layer; abort on any difference."""
+def verify_words(comm, model: RowWiseModel, network, parts, training: bool) -> dict:
+    """Counted words (all ranks) vs samples × model volume, per layer; abort on any difference.
+
+    samples = the samples each layer's expand carried (inference drops dead samples on the way);
+    in training every forwarded sample is also folded back (layers ≥ 2).
+    """
+    samples = model.samples_per_layer
     rep = model.exchange_report()
     fwd = np.array(comm.allreduce(np.array(rep["words_sent_forward"], np.int64)))
     bwd = np.array(comm.allreduce(np.array(rep["words_sent_backward"], np.int64)))
@@ -260,7 +276,8 @@ def verify_words(comm, model: RowWiseModel, network, parts, samples: int, traini
         if training:
             exp_b[0] = 0
         bad = np.flatnonzero((fwd != exp_f) | (bwd != exp_b))
-        result = {"volume_per_layer_model": vol.tolist(), "words_forward_counted": fwd.tolist(),
+        result = {"volume_per_layer_model": vol.tolist(), "samples_per_layer": samples.tolist(),
+                  "words_forward_counted": fwd.tolist(),
                   "words_backward_counted": bwd.tolist(), "words_forward_model": exp_f.tolist(),
                   "words_backward_model": exp_b.tolist(), "words_match_model": bool(bad.size == 0)}
         if bad.size:
@@ -302,22 +319,25 @@ def _infer(comm, a):
         final = np.zeros((n_images, header.widths[-1]), np.float32) if (a.activations and rank == 0) else None
         comm.Barrier()
         t0 = MPI_time()
-        reduce_words = 0
+        counters = {"allreduce_words": 0}
         cols0 = model.owned[0]
         for lo in range(0, n_images, a.batch_size):
             hi = min(n_images, lo + a.batch_size)
             x0 = np.ascontiguousarray(images[lo:hi][:, cols0].toarray().T, dtype=np.float32)
-            x = model.gc_forward(x0)
-            local = x.any(axis=0) if x.shape[0] else np.zeros(hi - lo, bool)
-            comm.Allreduce(local, alive[lo:hi], op=_mpi().LOR)
-            reduce_words += hi - lo
+            x, ids = model.gc_forward(x0, np.arange(lo, hi), counters)
+            local = x.any(axis=0) if x.shape[0] else np.zeros(ids.size, bool)
+            survived = np.empty_like(local)
+            comm.Allreduce(local, survived, op=_mpi().LOR)
+            counters["allreduce_words"] += ids.size
+            alive[ids] = survived
             if a.activations:
                 got = comm.gather((final_rows, x), root=0)
                 if rank == 0:
                     for r, v in got:
-                        final[lo:hi, r] = v.T
+                        final[ids[:, None], r[None, :]] = v.T
         seconds = MPI_time() - t0
-        words = verify_words(comm, model, a.network, parts, n_images, training=False)
+        reduce_words = counters["allreduce_words"]
+        words = verify_words(comm, model, a.network, parts, training=False)
         rep = model.exchange_report()
     else:
         net = read_network(a.network)
@@ -494,7 +514,7 @@ class RowWiseStepper:
 
     def verify(self, samples):
         m = self.model
-        return verify_words(m.comm, m, self.a.network, self.parts, samples, training=True)
+        return verify_words(m.comm, m, self.a.network, self.parts, training=True)
 
     def accuracy(self, x, y, num_classes):
         logits = self.model.class_logits(np.ascontiguousarray(x[:, self.model.owned[0]].T, dtype=np.float32),
