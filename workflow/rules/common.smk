@@ -151,8 +151,9 @@ MPI_LAUNCHER = config.get("mpi_launcher", "mpiexec")
 
 
 def mpi_threads(wildcards):
-    """Locally, a K-rank job occupies K cores of --cores; profiles/slurm sets threads to 1 per task."""
-    return int(wildcards.k)
+    """Locally a run takes all of --cores (at least K): runs never share cores with other jobs, so
+    their timings mean something (the cost model is fitted on them). profiles/slurm sets 1 per task."""
+    return max(int(wildcards.k), workflow.cores or 1)
 
 
 def mpi_resource(wildcards):
