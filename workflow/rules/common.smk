@@ -4,6 +4,7 @@ import sys
 
 import jsonschema
 import yaml
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 SCHEMA = os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml")
@@ -153,7 +154,11 @@ MPI_LAUNCHER = config.get("mpi_launcher", "mpiexec")
 def mpi_threads(wildcards):
     """Locally a run takes all of --cores (at least K): runs never share cores with other jobs, so
     their timings mean something (the cost model is fitted on them). profiles/slurm sets 1 per task."""
-    return max(int(wildcards.k), workflow.cores or 1)
+    try:
+        cores = workflow.cores
+    except WorkflowError:  # --report or a dry run without --cores: nothing is scheduled
+        cores = 1
+    return max(int(wildcards.k), cores or 1)
 
 
 def mpi_resource(wildcards):
