@@ -136,3 +136,11 @@ def test_k_larger_than_a_layer(tmp_path):
     proc = spdnn("partition", tmp_path / "n.h5", "-k", 8, "--method", "block", "-o", tmp_path / "p", check=False)
     assert_user_error(proc, "K=8", "layer 2", "5 rows")
     assert not (tmp_path / "p").exists()
+
+
+def test_parallel_refinement_is_reproducible_and_balanced():
+    net = radixnet(128, 6, seed=2)
+    a, ma = partition_network(net.layers, net.widths, 4, "hypergraph", seed=1, jobs=2)
+    b, _ = partition_network(net.layers, net.widths, 4, "hypergraph", seed=1, jobs=2)
+    np.testing.assert_array_equal(a, b)
+    assert ma["balanced"]

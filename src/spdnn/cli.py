@@ -115,7 +115,8 @@ def cmd_partition(a):
 
     net = read_network(a.network)
     part, metrics = partition_network(net.layers, net.widths, a.k, a.method, a.epsilon, a.seed,
-                                      passes=a.passes, preset=a.preset, threads=a.threads, verbose=True)
+                                      passes=a.passes, preset=a.preset, threads=a.threads, verbose=True,
+                                      jobs=a.jobs)
     metrics["network"] = str(a.network)
     write_partition(part, a.output, sidecar=metrics)
     _log(f"{a.method} K={a.k}: volume {metrics['volume_forward']}, max layer imbalance "
@@ -341,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--passes", type=int, default=1, help="hypergraph: refinement passes over the layers")
     pa.add_argument("--preset", default="default", choices=PRESETS, help="Mt-KaHyPar preset (default: 1 thread, seeded)")
     pa.add_argument("--threads", type=int, default=1, help="Mt-KaHyPar threads (deterministic preset: same result)")
+    pa.add_argument("--jobs", type=int, default=1, help="hypergraph: processes for the refinement (same result)")
     pa.add_argument("-o", "--output", required=True, help="partition file; metrics go to OUTPUT.json")
     pa.set_defaults(func=cmd_partition)
 

@@ -146,19 +146,66 @@ def sweep(layers, rws, widths, k, epsilon, seed, preset, threads, progress):
     return parts
 
 
-def refine(layers, rws, widths, parts, k, epsilon, seed, preset, threads, passes, progress):
-    """Block-coordinate descent: re-solve each layer with both neighbours fixed; keep improvements."""
+def improve_layer(layers, rws, widths, parts, t, k, epsilon, seed, preset, threads):
+    """Re-solve layer t with both neighbours fixed; the new layer partition, or None if no better."""
+    before = local_volume(layers, widths, parts, t, k)
+    trial = list(parts)
+    trial[t], _ = solve_layer(layers, rws, widths, t, trial, k, epsilon, seed, preset, threads)
+    rebalance_layer(layers, rws, trial, t, k, epsilon)
+    return trial[t] if local_volume(layers, widths, trial, t, k) < before else None
+
+
+def _refine_batch(network, k, epsilon, preset, batch, results):
+    """One worker process: re-solve its fixed batch of layers (in order) and send back the results.
+
+    A fresh process per batch and phase: Mt-KaHyPar's result for a seed depends on the calls its
+    process made before (measured), so a worker must see the same history on every run."""
+    layers, rws, widths = network
+    out = []
+    for t, neighbours, seed in batch:
+        parts = [None] * len(widths)
+        for offset, p in zip((-1, 0, 1), neighbours):
+            if p is not None:
+                parts[t + offset] = p
+        out.append((t, improve_layer(layers, rws, widths, parts, t, k, epsilon, seed, preset, 1)))
+    results.put(out)
+
+
+def _solve_parallel(network, k, epsilon, preset, work, jobs):
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")  # not fork: Mt-KaHyPar's thread pool does not survive a fork
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_refine_batch, args=(network, k, epsilon, preset, work[w::jobs], results))
+             for w in range(jobs)]
+    for p in procs:
+        p.start()
+    got = dict(item for _ in procs for item in results.get())
+    for p in procs:
+        p.join()
+        if p.exitcode != 0:
+            raise RuntimeError(f"refinement worker failed with exit code {p.exitcode}")
+    return [got[t] for t, _, _ in work]
+
+
+def refine(layers, rws, widths, parts, k, epsilon, seed, preset, threads, passes, progress, jobs=1):
+    """Block-coordinate descent, red-black: every odd layer is re-solved with both (even) neighbours
+    fixed, then every even layer; a new layer partition is kept only if it lowers the exact local
+    volume. Layers of one colour are independent, so `jobs` processes solve them in parallel, each
+    a fixed share (same seed and jobs → same result)."""
     L = len(layers)
     for n in range(passes):
-        order = range(L, 0, -1) if n % 2 == 0 else range(1, L + 1)
-        for t in order:
-            before = local_volume(layers, widths, parts, t, k)
-            old = parts[t]
-            parts[t], _ = solve_layer(layers, rws, widths, t, parts, k, epsilon, seed + 7919 * (n + 1) + t,
-                                      preset, threads)
-            rebalance_layer(layers, rws, parts, t, k, epsilon)
-            if local_volume(layers, widths, parts, t, k) >= before:
-                parts[t] = old
+        for colour in (1, 0):
+            work = [(t, (parts[t - 1], parts[t], parts[t + 1] if t < L else None), seed + 7919 * (n + 1) + t)
+                    for t in range(1, L + 1) if t % 2 == colour]
+            if jobs > 1:
+                results = _solve_parallel((layers, rws, widths), k, epsilon, preset, work, jobs)
+            else:
+                results = [improve_layer(layers, rws, widths, parts, t, k, epsilon, sd, preset, threads)
+                           for t, _, sd in work]
+            for (t, _, _), new in zip(work, results):
+                if new is not None:
+                    parts[t] = new
         parts[0] = place_inputs(layers, parts, k)
         if progress:
             progress(L, L)
@@ -220,7 +267,8 @@ def check_k(widths, k: int) -> None:
 
 
 def partition_network(layers, widths, k: int, method: str, epsilon: float = 0.03, seed: int = 0,
-                      passes: int = 1, preset: str = "default", threads: int = 1, verbose: bool = False):
+                      passes: int = 1, preset: str = "default", threads: int = 1, verbose: bool = False,
+                      jobs: int = 1):
     """Return (part over all vertices, metrics dict incl. seconds). Balance verified per layer."""
     if method not in METHODS:
         raise UserError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
@@ -241,7 +289,7 @@ def partition_network(layers, widths, k: int, method: str, epsilon: float = 0.03
         parts = sweep(layers, rws, widths, k, epsilon, seed, preset, threads, progress)
     else:
         parts = sweep(layers, rws, widths, k, epsilon, seed, preset, threads, progress)
-        parts = refine(layers, rws, widths, parts, k, epsilon, seed, preset, threads, passes, progress)
+        parts = refine(layers, rws, widths, parts, k, epsilon, seed, preset, threads, passes, progress, jobs)
     for t in range(1, L + 1):
         rebalance_layer(layers, rws, parts, t, k, epsilon)
     part = np.concatenate(parts).astype(np.int64)

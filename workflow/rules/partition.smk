@@ -22,9 +22,13 @@ rule partition:
         metrics="results/{network}/partitions/{method}-k{k}.part.json",
     wildcard_constraints:
         method="hypergraph|sweep|random|block",
+    threads: PART["jobs"]
     params:
         epsilon=PART["epsilon"],
         seed=PART["seed"],
+        # A fixed number of refinement processes (not {threads}): the partition must not depend
+        # on --cores. Same seed and jobs, same bytes.
+        jobs=PART["jobs"],
     log:
         "logs/{network}/partition-{method}-k{k}.log",
     benchmark:
@@ -33,7 +37,7 @@ rule partition:
         "../../envs/spdnn.yaml"
     shell:
         "spdnn partition {input} -k {wildcards.k} --method {wildcards.method} --epsilon {params.epsilon} "
-        "--seed {params.seed} -o {output.part} 2> {log}"
+        "--seed {params.seed} --jobs {params.jobs} -o {output.part} 2> {log}"
 
 
 rule trivial_partition:
