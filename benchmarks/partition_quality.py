@@ -1,8 +1,9 @@
-"""Partition quality on the 1024×120 network and scaling with N (run via `run.py --partitions`).
+"""Partition quality on the 1024×120 network and scaling with N (run via `run.py --partitions [--big]`).
 
 Quality: forward words per sample, worst per-layer imbalance and seconds for random, sweep and
 hypergraph at each K (ε = 0.03). Scaling: the hypergraph method on generated RadiX-Nets with
-N = 1024 and 4096 (and 16384 with --big) at L = 120, each in its own process for peak RSS.
+N = 1024 and 4096 (and 16384 with --big) at L = 120, each in its own process for peak RSS
+(which includes the children of the parallel refinement only as far as the parent holds memory).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def quality(net, ks, methods=("random", "sweep", "hypergraph")):
     for k in ks:
         for method in methods:
             t0 = time.perf_counter()
-            _, m = partition_network(net.layers, net.widths, k, method, epsilon=0.03, seed=0)
+            _, m = partition_network(net.layers, net.widths, k, method, epsilon=0.03, seed=0, jobs=2)
             rows.append({"K": k, "method": method, "volume": m["volume_forward"],
                          "max layer imbalance": round(m["imbalance_max"], 4), "seconds": round(time.perf_counter() - t0, 1)})
             print(f"  K={k} {method}: {m['volume_forward']} words, imbalance {m['imbalance_max']:.4f}, "
@@ -37,13 +38,14 @@ def scaling_one(neurons, layers, k):
 
     net = radixnet(neurons, layers, seed=0)
     t0 = time.perf_counter()
-    _, m = partition_network(net.layers, net.widths, k, "hypergraph", seed=0)
+    _, m = partition_network(net.layers, net.widths, k, "hypergraph", seed=0, jobs=2)
     print(json.dumps({"N": neurons, "L": layers, "K": k, "nnz": net.nnz, "volume": m["volume_forward"],
                       "max layer imbalance": round(m["imbalance_max"], 4), "seconds": round(time.perf_counter() - t0, 1),
                       "peak MB": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}))
 
 
-def run(net, name, ks, out: Path, sizes=((1024, 120), (4096, 120)), scaling_k=8):
+def run(net, name, ks, out: Path, sizes=((1024, 120), (4096, 120)), scaling_k=8, big=False):
+    sizes = tuple(sizes) + (((16384, 120),) if big else ())
     print(f"Partition quality on {name} (forward words per sample, ε = 0.03)")
     q = quality(net, ks)
     print(q.pivot(index="method", columns="K", values="volume").to_string(), "\n")

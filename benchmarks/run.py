@@ -272,6 +272,7 @@ def main():
     p.add_argument("--out", default=str(HERE / "out"))
     p.add_argument("--partitions", action="store_true", help="run the partition quality table instead")
     p.add_argument("--ks", default="2,8,32")
+    p.add_argument("--big", action="store_true", help="--partitions: also N=16384 in the scaling table")
     p.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
     p.add_argument("--net", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
@@ -298,7 +299,7 @@ def main():
     if args.partitions:
         from partition_quality import run as run_partitions
 
-        run_partitions(net, net_name, [int(k) for k in args.ks.split(",")], out)
+        run_partitions(net, net_name, [int(k) for k in args.ks.split(",")], out, big=args.big)
         return
     print(f"network: {net_name}, {net.nnz} weights; inputs: 1,797 digits binarised at 0.9\n")
 
