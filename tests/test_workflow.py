@@ -112,3 +112,33 @@ def test_slurm_profile(tmp_path):
         assert res.get("mpi", "") == ("srun" if k > 1 else "")
         seen.add(k)
     assert seen == {1, 2}
+
+
+def test_graphchallenge_network_fetched_from_a_url(tmp_path):
+    """config: fetch: downloads the official layout (here from a file:// mirror) and runs on it."""
+    import gzip
+    import tarfile
+
+    from spdnn.generate import radixnet
+    from spdnn.graphchallenge import export_gc, write_images
+    from spdnn.datasets import digits_images
+
+    mirror = tmp_path / "mirror"
+    (mirror / "dnn").mkdir(parents=True)
+    (mirror / "mnist").mkdir()
+    export_gc(radixnet(64, 3, seed=1), tmp_path / "exp")
+    with tarfile.open(mirror / "dnn" / "neuron64.tar.gz", "w:gz") as tf:
+        tf.add(tmp_path / "exp" / "neuron64", arcname="neuron64")
+    (mirror / "dnn" / "neuron64-l3-categories.tsv").write_text("1\n")
+    write_images(digits_images(64, 0.5), tmp_path / "im.tsv")
+    (mirror / "mnist" / "sparse-images-64.tsv.gz").write_bytes(gzip.compress((tmp_path / "im.tsv").read_bytes()))
+    cfg = yaml.safe_load((ROOT / "config" / "test.yaml").read_text())
+    cfg["networks"] = {"gc": {"generator": "graphchallenge",
+                              "fetch": {"root": mirror.as_uri() + "/", "neurons": 64, "layers": 3}}}
+    cfg["runs"].update(k=[2], modes=["row-wise"])
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    work = tmp_path / "w"
+    smk(work, "--configfile", tmp_path / "c.yaml", "--cores", 2)
+    assert (work / "resources/gc/provenance.json").exists()
+    runs = pd.read_csv(work / "results/tables/runs.csv")
+    assert set(runs["network"]) == {"gc"} and runs["words_match_model"].all()

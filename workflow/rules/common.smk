@@ -100,7 +100,10 @@ def partition_file(wildcards):
 
 
 def images_file(wildcards):
+    """The official inputs when fetched, a user's file, or MNIST-like digits."""
     cfg = net_cfg(wildcards.network)
+    if "fetch" in cfg and "images" not in cfg:
+        return f"resources/{wildcards.network}/sparse-images-{cfg['fetch']['neurons']}.tsv.gz"
     return cfg.get("images", f"results/{wildcards.network}/images.tsv")
 
 
@@ -119,11 +122,19 @@ def dense_targets():
     }
 
 
+def gc_source(network):
+    """A Graph Challenge network's archive: a local path, or where the fetch rule puts it."""
+    cfg = net_cfg(network)
+    if "fetch" in cfg:
+        return f"resources/{network}/neuron{cfg['fetch']['neurons']}.tar.gz"
+    return cfg["source"]
+
+
 def network_source(wildcards):
     """Input files of the network rule (an import reads its source, a pruned network its dense one)."""
     cfg = net_cfg(wildcards.network)
     if cfg["generator"] == "graphchallenge":
-        return [cfg["source"]]
+        return [gc_source(wildcards.network)]
     if cfg["generator"] == "pruned":
         return [f"results/dense/{dense_id(cfg)}.h5"]
     return []
@@ -142,7 +153,7 @@ def network_args(wildcards):
                 f"--schedule {cfg.get('schedule', 'iterative')} --finetune-epochs {cfg.get('finetune_epochs', 5)} "
                 f"--seed {cfg.get('seed', 0)}")
     else:
-        args = f"import-gc {cfg['source']}" + (f" --layers {cfg['layers']}" if "layers" in cfg else "")
+        args = f"import-gc {gc_source(wildcards.network)}" + (f" --layers {cfg['layers']}" if "layers" in cfg else "")
     if "bias" in cfg and gen in ("radixnet", "random"):
         args += f" --bias {cfg['bias']}"
     return args

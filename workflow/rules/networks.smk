@@ -18,6 +18,21 @@ rule network:
         "spdnn {params.args} -o {output} 2> {log}"
 
 
+rule fetch_gc:
+    # The official Graph Challenge files for a network configured with `fetch:` (needs internet,
+    # or a mirror / file:// root): resumable, gzip-checked, sha256 in provenance.json.
+    output:
+        archive="resources/{network}/neuron{n}.tar.gz",
+        images="resources/{network}/sparse-images-{n}.tsv.gz",
+    params:
+        fetch=lambda wc: net_cfg(wc.network)["fetch"],
+    log:
+        "logs/{network}/fetch-{n}.log",
+    shell:
+        "spdnn fetch-gc --neurons {wildcards.n} --layers {params.fetch[layers]} --root {params.fetch[root]} "
+        "resources/{wildcards.network} > {log} 2>&1"
+
+
 rule train_dense:
     # The dense source of pruned networks, trained once per spec (digits, NumPy).
     output:
