@@ -158,12 +158,13 @@ def cmd_costmodel(a):
 
     given = None
     if a.gamma is not None:
-        given = CostParams(a.gamma, a.alpha or 0.0, a.beta or 0.0, a.delta or 0.0)
+        given = CostParams(a.gamma, a.alpha or 0.0, a.beta or 0.0, a.delta or 0.0, a.mu or 0.0)
     runs = pd.read_csv(a.runs)
     params, pred, n_fit = predict_table(runs, a.partitions, a.batch_sizes, a.max_fit_k, given)
     write_csv(pred, a.output)
     write_text_atomic(a.params, params_to_json(params, "config" if given else "fitted", n_fit))
-    _log(f"cost model ({'config' if given else f'fitted on {n_fit} runs'}): {params} -> {a.output}")
+    values = ", ".join(f"{k}={float(v):.3g}" for k, v in vars(params).items())
+    _log(f"cost model ({'config' if given else f'fitted on {n_fit} runs'}): {values} -> {a.output}")
 
 
 def cmd_plots(a):
@@ -427,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     cm.add_argument("--partitions", nargs="*", default=[])
     cm.add_argument("--batch-sizes", type=_ints, default=[1, 16, 256])
     cm.add_argument("--max-fit-k", type=int, default=2, help="fit on runs with K up to this (timings mean something)")
-    for name in ("gamma", "alpha", "beta", "delta"):
+    for name in ("gamma", "alpha", "beta", "delta", "mu"):
         cm.add_argument(f"--{name}", type=float, default=None, help="use this value instead of fitting")
     cm.add_argument("--params", required=True, help="JSON with the parameters used")
     cm.add_argument("-o", "--output", required=True)

@@ -4,12 +4,13 @@ Row-wise, per layer k: T_k = max_p (γ·c·B·load_k(p) + α·d_k·msgs_k(p) + �
 with load = nonzeros of p's rows, msgs/words = messages and words p sends plus receives per
 sample in the expand, d_k = 2 for training (expand + fold; 1 for k = 1), c = 3 (forward SpMM,
 backward SpMM, gradient). A step adds δ per layer (interpreter and launch overhead, which a
-Python runtime does have): T = Σ_k T_k + δ·L.
+Python runtime does have) and μ per weight it updates (the SGD update, independent of B):
+T = Σ_k T_k + δ·L + μ·Σ_k max_p load_k(p).
 
-Data-parallel: T = γ·c·B·nnz/K + δ·L + α·2(K−1) + β·2(K−1)/K·M, M = nnz + Σ n_k
-(a bandwidth-optimal allreduce of all gradients).
+Data-parallel: T = γ·c·B·nnz/K + δ·L + μ·M + α·2(K−1) + β·2(K−1)/K·M, M = nnz + Σ n_k
+(every rank packs and updates all M gradients; a bandwidth-optimal allreduce moves them).
 
-γ, α, β, δ are fitted by non-negative least squares on measured step times (runs with K ≤ 2,
+γ, α, β, δ, μ are fitted by non-negative least squares on measured step times (runs with K ≤ 2,
 where timings mean something on this 2-core machine), or taken from the config for a cluster.
 """
 
@@ -32,9 +33,10 @@ class CostParams:
     alpha: float  # s per message
     beta: float  # s per word
     delta: float  # s per layer per step (overhead)
+    mu: float = 0.0  # s per updated weight per step
 
     def vector(self):
-        return np.array([self.gamma, self.alpha, self.beta, self.delta])
+        return np.array([self.gamma, self.alpha, self.beta, self.delta, self.mu])
 
 
 def rank_layer_stats(layers, widths, part: np.ndarray, k_parts: int):
@@ -66,11 +68,11 @@ def rowwise_terms(stats, batch: int, params: CostParams) -> float:
     d[0] = 1.0
     per_rank = (params.gamma * COMPUTE_PASSES * batch * load + params.alpha * d[:, None] * msgs
                 + params.beta * d[:, None] * batch * words)
-    return float(per_rank.max(axis=1).sum() + params.delta * load.shape[0])
+    return float(per_rank.max(axis=1).sum() + params.delta * load.shape[0] + params.mu * load.max(axis=1).sum())
 
 
 def rowwise_features(stats, batch: int, params: CostParams | None = None) -> np.ndarray:
-    """Linear features [γ, α, β, δ] of the step time at the critical rank of each layer.
+    """Linear features [γ, α, β, δ, μ] of the step time at the critical rank of each layer.
 
     The critical rank is chosen with `params` (or by load when fitting from scratch), which
     makes the max linear around the fitted point.
@@ -85,11 +87,12 @@ def rowwise_features(stats, batch: int, params: CostParams | None = None) -> np.
                 + params.beta * d[:, None] * batch * words).argmax(axis=1)
     idx = np.arange(load.shape[0])
     return np.array([COMPUTE_PASSES * batch * load[idx, crit].sum(), (d * msgs[idx, crit]).sum(),
-                     batch * (d * words[idx, crit]).sum(), load.shape[0]])
+                     batch * (d * words[idx, crit]).sum(), load.shape[0], load[idx, crit].sum()])
 
 
 def data_parallel_features(nnz: int, grad_words: int, num_layers: int, k: int, batch: int) -> np.ndarray:
-    return np.array([COMPUTE_PASSES * batch * nnz / k, 2 * (k - 1), 2 * (k - 1) / k * grad_words, num_layers])
+    return np.array([COMPUTE_PASSES * batch * nnz / k, 2 * (k - 1), 2 * (k - 1) / k * grad_words, num_layers,
+                     grad_words])
 
 
 def fit(features: np.ndarray, seconds: np.ndarray) -> CostParams:

@@ -27,7 +27,7 @@ rule aggregate:
 
 def costmodel_args():
     cm = config.get("costmodel") or {}
-    given = [f"--{k} {cm[k]}" for k in ("gamma", "alpha", "beta", "delta") if cm.get(k) is not None]
+    given = [f"--{k} {cm[k]}" for k in ("gamma", "alpha", "beta", "delta", "mu") if cm.get(k) is not None]
     return " ".join(given)
 
 
