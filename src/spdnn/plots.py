@@ -67,23 +67,28 @@ def per_layer(per_layer_data: dict, k: int, network: str, path):
 
 
 def speedup(runs: pd.DataFrame, path):
+    """Speedup and efficiency of a training step over K = 1, one column of panels per network."""
     plt = _plt()
-    t = runs[(runs["kind"] == "train")]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for (net, b_, method, mode), g in t.groupby(["network", "batch_size", "method", "mode"]):
-        base = t[(t["network"] == net) & (t["batch_size"] == b_) & (t["k"] == 1)]["step_seconds"]
-        if base.empty:
-            continue
-        g = pd.concat([t[(t["network"] == net) & (t["batch_size"] == b_) & (t["k"] == 1)], g]).drop_duplicates("k").sort_values("k")
-        s = base.iloc[0] / g["step_seconds"]
-        label = f"{net} B={b_} {mode if mode == 'data-parallel' else method}"
-        a.plot(g["k"], s, marker="o", label=label)
-        b.plot(g["k"], s / g["k"], marker="o", label=label)
-    a.set(xlabel="K", ylabel="speedup over K=1", title="training step")
-    b.set(xlabel="K", ylabel="parallel efficiency")
-    for ax in (a, b):
-        ax.grid(alpha=0.3)
-    a.legend(fontsize=6)
+    t = runs[runs["kind"] == "train"]
+    nets = sorted(t["network"].unique())
+    fig, axes = plt.subplots(2, max(1, len(nets)), figsize=(4.5 * max(1, len(nets)), 6), squeeze=False, sharex=True)
+    for col, net in enumerate(nets):
+        d = t[t["network"] == net]
+        for (b_, method, mode), g in d[d["k"] > 1].groupby(["batch_size", "method", "mode"]):
+            base = d[(d["batch_size"] == b_) & (d["k"] == 1)]["step_seconds"]
+            if base.empty:
+                continue
+            g = g.sort_values("k")
+            ks = np.concatenate([[1], g["k"].to_numpy()])
+            s = base.iloc[0] / np.concatenate([[base.iloc[0]], g["step_seconds"].to_numpy()])
+            label = f"B={b_} {mode if mode == 'data-parallel' else method}"
+            axes[0][col].plot(ks, s, marker="o", label=label)
+            axes[1][col].plot(ks, s / ks, marker="o", label=label)
+        axes[0][col].set(title=f"{net}: training step", ylabel="speedup over K=1")
+        axes[1][col].set(xlabel="K (2 cores here: K > 2 shares cores)", ylabel="parallel efficiency")
+        for ax in axes[:, col]:
+            ax.grid(alpha=0.3)
+        axes[0][col].legend(fontsize=7)
     _save(fig, path)
 
 
