@@ -115,6 +115,17 @@ def test_train_equals_k1(work, trained_k1, k):
     assert m["test_accuracy"] > 0.1 and m["steps"] == 45
 
 
+def test_neighbor_collectives_transport(work, trained_k1):
+    """MPI-3 Neighbor_alltoallv moves the same words and gives the same results as point-to-point."""
+    mpirun(4, "train", work / "clf.h5", "--partition", work / "clf-k4.part", *TRAIN, "-o", work / "tn.h5",
+           "--exchange", "neighbor", "--metrics", work / "tn.json")
+    assert_same_weights(read_network(work / "tn.h5"), trained_k1)
+    assert json.loads((work / "tn.json").read_text())["words_match_model"] is True
+    mpirun(3, "infer", work / "radix.h5", work / "images.tsv", "--partition", work / "radix-random-k3.part",
+           "-o", work / "cn.tsv", "--exchange", "neighbor")
+    assert (work / "cn.tsv").read_text() == (work / "serial.tsv").read_text()
+
+
 def test_data_parallel_training_equals_k1(work, trained_k1):
     mpirun(3, "train", work / "clf.h5", "--mode", "data-parallel", *TRAIN, "-o", work / "tdp.h5", "--metrics", work / "tdp.json")
     assert_same_weights(read_network(work / "tdp.h5"), trained_k1)

@@ -322,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--partition", default=None)
     inf.add_argument("--mode", default="row-wise", choices=["row-wise", "data-parallel"])
     inf.add_argument("--batch-size", type=int, default=4096)
+    inf.add_argument("--exchange", default="p2p", choices=["p2p", "neighbor"],
+                     help="row-wise transport: non-blocking point-to-point or MPI-3 neighbourhood collectives")
     inf.add_argument("--metrics", default=None)
     inf.add_argument("--truth", default=None, help="categories file to compare against")
     inf.set_defaults(func=cmd_infer)
@@ -366,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--loss", default="cross-entropy", choices=["cross-entropy", "mse"])
     t.add_argument("--test-fraction", type=float, default=0.2)
+    t.add_argument("--exchange", default="p2p", choices=["p2p", "neighbor"],
+                   help="row-wise transport: non-blocking point-to-point or MPI-3 neighbourhood collectives")
     t.add_argument("--checkpoint-every", type=int, default=0, help="steps between checkpoints (OUTPUT.ckpt.h5)")
     t.add_argument("--stop-after", type=int, default=0, help="stop after this many steps, as a time limit would")
     t.add_argument("--metrics", default=None)

@@ -6,6 +6,10 @@ renumbered into that vector. `forward` (expand) sends each needed x^{k−1}_j on
 to every rank that reads it; `backward` (fold) sends the partial sums of (W^k)^T δ^k for those
 same entries back to the owner, which adds them. One message per neighbour per direction per
 mini-batch, the B samples batched (rows of an (n × B) array are contiguous).
+
+Two transports move the same words: `p2p` (Irecv/Isend to each neighbour, then Waitall) and
+`neighbor` (MPI-3 Neighbor_alltoallv on a distributed-graph communicator per layer and direction,
+created once with the plan). `benchmarks/exchange.py` measures both.
 """
 
 from __future__ import annotations
@@ -41,12 +45,32 @@ class CommPlan:
     ext_len: int
     forward_stats: ExchangeStats = field(default_factory=ExchangeStats)
     backward_stats: ExchangeStats = field(default_factory=ExchangeStats)
+    transport: str = "p2p"
+    graphs: tuple | None = None  # (forward, backward) dist-graph communicators for `neighbor`
+
+    def use_neighbor_collectives(self, comm) -> None:
+        """Collective: build the two distributed-graph communicators (sources = who sends to me)."""
+        fwd = comm.Create_dist_graph_adjacent(self.recv_ranks, self.send_ranks, reorder=False)
+        bwd = comm.Create_dist_graph_adjacent(self.send_ranks, self.recv_ranks, reorder=False)
+        self.graphs, self.transport = (fwd, bwd), "neighbor"
+        self._send_all = np.concatenate(self.send_idx) if self.send_idx else np.zeros(0, np.int64)
+        self._send_counts = np.array([i.size for i in self.send_idx], np.int64)
+        self._recv_counts = np.array([s.stop - s.start for s in self.recv_slices], np.int64)
 
     def forward(self, comm, x_owned: np.ndarray) -> np.ndarray:
         """Expand: (n_owned × B) owned activations → (ext_len × B) extended vector."""
         b = x_owned.shape[1]
         ext = np.empty((self.ext_len, b), dtype=x_owned.dtype)
         ext[: self.n_owned] = x_owned
+        if self.transport == "neighbor":
+            t0 = time.perf_counter()
+            send = np.ascontiguousarray(x_owned[self._send_all])
+            t1 = time.perf_counter()
+            self.graphs[0].Neighbor_alltoallv([send, (self._send_counts * b, _displs(self._send_counts * b))],
+                                              [ext[self.n_owned:], (self._recv_counts * b, _displs(self._recv_counts * b))])
+            t2 = time.perf_counter()
+            self.forward_stats.add(send.size, len(self.send_idx), t2 - t0, t2 - t1)
+            return ext
         t0 = time.perf_counter()
         reqs = [comm.Irecv(ext[s], source=q, tag=2 * self.layer) for q, s in zip(self.recv_ranks, self.recv_slices)]
         bufs = [np.ascontiguousarray(x_owned[idx]) for idx in self.send_idx]
@@ -61,6 +85,20 @@ class CommPlan:
         """Fold: (ext_len × B) partial sums → (n_owned × B) summed for my owned entries."""
         b = y_ext.shape[1]
         out = np.array(y_ext[: self.n_owned], copy=True)
+        if self.transport == "neighbor":
+            t0 = time.perf_counter()
+            send = np.ascontiguousarray(y_ext[self.n_owned:])
+            recv = np.empty((self._send_all.size, b), dtype=y_ext.dtype)
+            t1 = time.perf_counter()
+            self.graphs[1].Neighbor_alltoallv([send, (self._recv_counts * b, _displs(self._recv_counts * b))],
+                                              [recv, (self._send_counts * b, _displs(self._send_counts * b))])
+            t2 = time.perf_counter()
+            lo = 0
+            for idx in self.send_idx:  # segments in send_ranks order; no repeats inside one
+                out[idx] += recv[lo:lo + idx.size]
+                lo += idx.size
+            self.backward_stats.add(send.size, len(self.recv_ranks), time.perf_counter() - t0, t2 - t1)
+            return out
         t0 = time.perf_counter()
         bufs = [np.empty((idx.size, b), dtype=y_ext.dtype) for idx in self.send_idx]
         reqs = [comm.Irecv(buf, source=q, tag=2 * self.layer + 1) for q, buf in zip(self.send_ranks, bufs)]
@@ -121,4 +159,5 @@ def build_plan(comm, layer: int, owned_in: np.ndarray, part_in: np.ndarray, colu
 
 
 def _displs(counts: np.ndarray) -> np.ndarray:
-    return np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    """Exclusive prefix sum (same length as counts, also when empty)."""
+    return (np.cumsum(counts) - counts).astype(np.int64)

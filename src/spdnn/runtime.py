@@ -82,7 +82,7 @@ class LocalLayer:
 class RowWiseModel:
     """This rank's share of the network plus the per-layer communication plans."""
 
-    def __init__(self, comm, path, parts: list[np.ndarray], header):
+    def __init__(self, comm, path, parts: list[np.ndarray], header, transport: str = "p2p"):
         rank = comm.Get_rank()
         self.comm = comm
         self.ymax = header.ymax
@@ -92,6 +92,8 @@ class RowWiseModel:
         self.samples_per_layer = np.zeros(header.num_layers, np.int64)  # samples each expand carried
         for k, w, b in iter_layer_rows(path, self.owned[1:]):
             plan, local_cols = build_plan(comm, k, self.owned[k - 1], parts[k - 1], w.indices.astype(np.int64))
+            if transport == "neighbor":
+                plan.use_neighbor_collectives(comm)
             ext_ids = np.empty(plan.ext_len, np.int64)
             ext_ids[local_cols] = w.indices
             ext_ids[: plan.n_owned] = self.owned[k - 1]
@@ -312,7 +314,7 @@ def _infer(comm, a):
     if a.mode == "row-wise":
         header, parts = load_partition_collective(comm, a.network, a.partition)
         t0 = MPI_time()
-        model = RowWiseModel(comm, a.network, parts, header)
+        model = RowWiseModel(comm, a.network, parts, header, a.exchange)
         setup = MPI_time() - t0
         alive = np.zeros(n_images, bool)
         final_rows = model.layers[-1].rows
@@ -367,7 +369,8 @@ def _infer(comm, a):
     cats = np.flatnonzero(alive)
     nnz = sum(int(read_layer_pattern(a.network, k).nnz) for k in range(1, header.num_layers + 1))
     metrics = {
-        "command": "infer", "mode": a.mode, "ranks": size, "network": str(a.network), "partition": a.partition,
+        "command": "infer", "mode": a.mode, "exchange": a.exchange, "ranks": size, "network": str(a.network),
+        "partition": a.partition,
         "images": n_images, "survivors": int(cats.size), "batch_size": a.batch_size,
         "seconds": seconds, "setup_seconds": setup, "wall_seconds": MPI_time() - t_start,
         "edges_per_second": n_images * nnz / seconds if seconds > 0 else None,
@@ -444,7 +447,7 @@ def _train(comm, a):
     counters = {"allreduce_words": 0}
     if a.mode == "row-wise":
         header, parts = load_partition_collective(comm, a.network, a.partition)
-        model = RowWiseModel(comm, source, parts, header)
+        model = RowWiseModel(comm, source, parts, header, a.exchange)
         stepper = RowWiseStepper(model, a, counters, parts)
     else:
         stepper = DataParallelStepper(comm, read_network(source), a, counters)
@@ -490,7 +493,8 @@ def _train(comm, a):
         ckpt.unlink()
     step_time = float(np.mean(step_times)) if step_times else None
     metrics = {
-        "command": "train", "mode": a.mode, "ranks": size, "network": str(a.network), "partition": a.partition,
+        "command": "train", "mode": a.mode, "exchange": a.exchange, "ranks": size, "network": str(a.network),
+        "partition": a.partition,
         "dataset": data.name, "epochs": a.epochs, "batch_size": a.batch_size, "lr": a.lr, "seed": a.seed,
         "steps": len(schedule), "steps_run": steps_run, "resumed_from_step": start_step,
         "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
