@@ -168,98 +168,10 @@ def cmd_costmodel(a):
 
 
 def cmd_plots(a):
-    import json as _json
-    from pathlib import Path
+    from .plots import make_figures
 
-    import pandas as pd
-
-    from . import plots
-    from .network import describe, read_header
-
-    out = Path(a.outdir)
-    parts = pd.read_csv(a.partitions)
-    runs = pd.read_csv(a.runs)
-    pred = pd.read_csv(a.predictions)
-    plots.volume_vs_k(parts, out / "volume_vs_k.png")
-    for net in parts["network"].unique():
-        kmax = int(parts[parts["network"] == net]["k"].max())
-        data = {}
-        for method in parts[(parts["network"] == net) & (parts["k"] == kmax)]["method"]:
-            m = _json.loads(Path(f"{a.results}/{net}/partitions/{method}-k{kmax}.part.json").read_text())
-            data[method] = {"volume": m["volume_per_layer"], "imbalance": m["imbalance_per_layer"]}
-        plots.per_layer(data, kmax, net, out / f"per_layer_{net}.png")
-    plots.speedup(runs, out / "speedup.png")
-    rw = runs[(runs["kind"] == "train") & (runs["mode"] == "row-wise")]
-    if not rw.empty:
-        r = rw.sort_values(["k", "batch_size"]).iloc[-1]
-        name = f"train-{r['method']}-k{r['k']}-row-wise-b{r['batch_size']}"
-        per_rank = _json.loads(Path(f"{a.results}/{r['network']}/runs/{name}.json").read_text())["per_rank"]
-        plots.time_breakdown(per_rank, f"{r['network']} {name}", out / "time_breakdown.png")
-    grad_words = {}  # M = nnz + biases: what a data-parallel step allreduces
-    for net in parts["network"].unique():
-        path = f"{a.results}/{net}/network.h5"
-        grad_words[net] = describe(path)["nnz_total"] + sum(read_header(path).widths[1:])
-    plots.crossover(parts, grad_words, out / "crossover.png")
-    plots.predicted_vs_k(pred, out / "predicted_vs_k.png")
-    _log(f"figures -> {out}")
-
-
-def cmd_train_dense(a):
-    from .network import write_network
-    from .prune import train_dense
-
-    net = train_dense(a.widths, a.dataset, a.data, a.epochs, a.seed, lr=a.lr, batch=a.batch_size)
-    write_network(net, a.output)
-    _log(f"dense {net.widths}: test accuracy {net.provenance['test_accuracy']:.4f} -> {a.output}")
-
-
-def cmd_prune(a):
-    from .network import read_network, write_network
-    from .prune import file_sha256, prune
-
-    dense = read_network(a.dense)
-    net = prune(dense, a.density, a.scope, a.schedule, a.finetune_epochs, a.steps, a.dataset, a.data, a.seed,
-                lr=a.lr, source=f"{a.dense} sha256:{file_sha256(a.dense)}")
-    write_network(net, a.output)
-    acc = net.provenance["test_accuracy"]
-    _log(f"pruned to density {a.density} ({net.nnz} weights)" + (f", test accuracy {acc:.4f}" if acc is not None else "")
-         + f" -> {a.output}")
-
-
-def cmd_import_npz(a):
-    from .network import write_network
-    from .prune import import_npz
-
-    net = import_npz(a.npz, a.transpose)
-    write_network(net, a.output)
-    _log(f"imported {net.num_layers} layers, widths {net.widths}, {net.nnz} nonzeros -> {a.output}")
-
-
-def cmd_import_mtx(a):
-    from .network import write_network
-    from .prune import import_mtx
-
-    net = import_mtx(a.mtx, a.transpose)
-    write_network(net, a.output)
-    _log(f"imported {net.num_layers} layers, widths {net.widths}, {net.nnz} nonzeros -> {a.output}")
-
-
-def cmd_evaluate(a):
-    if a.partition:
-        from .runtime import run_evaluate
-
-        run_evaluate(a)
-        return
-    from .datasets import load_dataset
-    from .network import read_network
-    from .reference import predict
-    from .training import accuracy, check_classes
-
-    net = read_network(a.network)
-    data = load_dataset(a.dataset, a.data, net.widths[0], a.seed)
-    check_classes(net.widths[-1], data.num_classes)
-    print(json.dumps({"test_accuracy": accuracy(predict(net, data.x_test), data.y_test, data.num_classes),
-                      "test_samples": int(data.y_test.size)}))
+    make_figures(a.partitions, a.runs, a.predictions, a.results, a.outdir)
+    _log(f"figures -> {a.outdir}")
 
 
 # ---------------------------------------------------------------- parser

@@ -85,78 +85,80 @@ def _six_digits_exact(values: np.ndarray) -> bool:
 
 
 # ---------------------------------------------------------------- networks
-def _layer_sources(src: Path):
-    """Yield (name, loader) for every file in a directory or a .tar.gz archive, plus network.json text."""
+def _members(src: Path, wanted):
+    """Yield (name, where, bytes) of the wanted files of a directory or a .tar(.gz) archive, one
+    at a time (an archive is read in one streaming pass)."""
     if src.is_dir():
-        files = {str(p.relative_to(src)): p for p in src.rglob("*") if p.is_file()}
-        return {name: (lambda p=p: p.read_bytes()) for name, p in files.items()}
-    if src.is_file() and (src.name.endswith(".tar.gz") or src.name.endswith(".tgz") or src.name.endswith(".tar")):
-        return None  # streamed separately
-    raise UserError(f"{src}: not a directory or a neuron{{N}}.tar.gz archive")
-
-
-def _read_archive(src: Path, wanted) -> dict[str, bytes]:
-    out = {}
+        for p in sorted(src.rglob("*")):
+            name = str(p.relative_to(src))
+            if p.is_file() and wanted(name):
+                yield name, str(p), p.read_bytes()
+        return
+    if not (src.is_file() and src.name.endswith((".tar.gz", ".tgz", ".tar"))):
+        raise UserError(f"{src}: not a directory or a neuron{{N}}.tar.gz archive")
     try:
         with tarfile.open(src, "r:*") as tf:
             for member in tf:
                 if member.isfile() and wanted(member.name):
-                    out[member.name] = tf.extractfile(member).read()
+                    yield member.name, f"{src}:{member.name}", tf.extractfile(member).read()
     except (tarfile.ReadError, EOFError, OSError, gzip.BadGzipFile) as e:
         raise UserError(f"{src}: truncated or corrupt archive ({e.__class__.__name__}: {e})") from None
-    return out
+
+
+def _check_bounds(idx: np.ndarray, limit: int, where: str, what: str) -> None:
+    if idx.size and idx.max() >= limit:
+        line = int(np.argmax(idx >= limit)) + 1
+        raise UserError(f"{where}: line {line}: {what} index {int(idx[line - 1]) + 1} is beyond the declared size {limit}")
 
 
 def import_gc(src, layers: int | None = None, bias: float | None = None, ymax: float | None = None) -> Network:
-    """Read the official layout (directory or archive) into a Network (paper orientation)."""
+    """Read the official layout (directory or archive) into a Network (paper orientation).
+
+    Each layer file is parsed as it is read (int32/float32 triples kept, the text dropped), so
+    memory stays at the network's binary size plus one layer's text.
+    """
     src = Path(src)
     if not src.exists():
         raise UserError(f"{src}: no such file or directory")
     wanted = lambda name: bool(LAYER_RE.search(name)) or name.endswith(("network.json", "-bias.tsv"))  # noqa: E731
-    sources = _layer_sources(src)
-    if sources is None:
-        blobs = _read_archive(src, wanted)
-        get = blobs.__getitem__
-        names = list(blobs)
-    else:
-        names = [n for n in sources if wanted(n)]
-        get = lambda n: sources[n]()  # noqa: E731
-    meta = None
-    meta_names = [n for n in names if n.endswith("network.json")]
-    if meta_names:
-        try:
-            meta = json.loads(get(meta_names[0]))
-        except json.JSONDecodeError as e:
-            raise UserError(f"{src}/{meta_names[0]}: invalid JSON ({e})") from None
-    layer_files: dict[int, str] = {}
-    neurons = set()
-    for n in names:
-        m = LAYER_RE.search(n)
-        if m:
+    meta, extras, parsed, neurons = None, {}, {}, set()
+    for name, where, raw in _members(src, wanted):
+        if name.endswith("network.json"):
+            try:
+                meta = json.loads(raw)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{where}: invalid JSON ({e})") from None
+        elif name.endswith("-bias.tsv"):
+            extras[name] = raw
+        else:
+            m = LAYER_RE.search(name)
+            k = int(m.group(2))
             neurons.add(int(m.group(1)))
-            layer_files[int(m.group(2))] = n
-    if not layer_files:
+            if layers is not None and k > layers:
+                continue
+            r, c, v = parse_triples(raw, where)
+            parsed[k] = (name, where, r.astype(np.int32), c.astype(np.int32), v.astype(np.float32),
+                         hashlib.sha256(raw).hexdigest())
+    if not parsed:
         raise UserError(f"{src}: no layer files n{{N}}-l{{k}}.tsv found")
     if len(neurons) > 1:
         raise UserError(f"{src}: layer files name different neuron counts {sorted(neurons)}")
     n0 = neurons.pop()
-    count = layers if layers is not None else (len(meta["widths"]) - 1 if meta else max(layer_files))
-    missing = [k for k in range(1, count + 1) if k not in layer_files]
+    count = layers if layers is not None else (len(meta["widths"]) - 1 if meta else max(parsed))
+    missing = [k for k in range(1, count + 1) if k not in parsed]
     if missing:
         raise UserError(f"{src}: missing layer file n{n0}-l{missing[0]}.tsv (need layers 1..{count})")
     widths = meta["widths"][: count + 1] if meta else [n0] * (count + 1)
-    ws = []
-    digests = {}
+    ws, digests = [], {}
     for k in range(1, count + 1):
-        raw = get(layer_files[k])
-        digests[layer_files[k]] = hashlib.sha256(raw).hexdigest()
-        where = f"{src}:{layer_files[k]}" if sources is None else str(src / layer_files[k])
-        r, c, v = parse_triples(raw, where, shape=(widths[k - 1], widths[k]))
+        name, where, r, c, v, digest = parsed.pop(k)
+        _check_bounds(r, widths[k - 1], where, "row")
+        _check_bounds(c, widths[k], where, "column")
         # TSV row = input neuron = our column; TSV col = output neuron = our row.
-        w = sp.csr_matrix((v.astype(np.float32), (c, r)), shape=(widths[k], widths[k - 1]))
-        ws.append(w)
+        ws.append(sp.csr_matrix((v, (c, r)), shape=(widths[k], widths[k - 1])))
+        digests[name] = digest
     if meta:
-        biases = [_bias_from_meta(meta, k, widths[k], get, names, src) for k in range(1, count + 1)]
+        biases = [_bias_from_meta(meta, k, widths[k], extras, src) for k in range(1, count + 1)]
         net_ymax = float(meta.get("ymax", GC_YMAX)) if meta.get("ymax") is not None else np.inf
         activation = meta.get("activation", "relu")
     else:
@@ -172,14 +174,14 @@ def import_gc(src, layers: int | None = None, bias: float | None = None, ymax: f
     return Network(ws, biases, ymax=net_ymax, activation=activation, provenance=prov)
 
 
-def _bias_from_meta(meta, k, width, get, names, src):
+def _bias_from_meta(meta, k, width, extras: dict, src):
     b = meta["biases"][k - 1]
     if isinstance(b, (int, float)):
         return np.full(width, b, np.float32)
-    match = [n for n in names if n.endswith(str(b))]
+    match = [n for n in extras if n.endswith(str(b))]
     if not match:
         raise UserError(f"{src}: network.json names bias file {b} for layer {k}, which is missing")
-    vals = np.loadtxt(io.BytesIO(get(match[0])), dtype=np.float64, ndmin=1)
+    vals = np.loadtxt(io.BytesIO(extras[match[0]]), dtype=np.float64, ndmin=1)
     if vals.size != width:
         raise UserError(f"{src}: bias file {b} has {vals.size} values, layer {k} has {width} neurons")
     return vals.astype(np.float32)

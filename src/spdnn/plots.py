@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -146,3 +147,33 @@ def predicted_vs_k(pred: pd.DataFrame, path):
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
     _save(fig, path)
+
+
+def make_figures(partitions_csv, runs_csv, predictions_csv, results_dir, outdir) -> None:
+    """Every figure of the report, from the tables and the per-partition/per-run JSON they came from."""
+    from .network import describe, read_header
+
+    out, results = Path(outdir), Path(results_dir)
+    parts = pd.read_csv(partitions_csv)
+    runs = pd.read_csv(runs_csv)
+    volume_vs_k(parts, out / "volume_vs_k.png")
+    for net in parts["network"].unique():
+        kmax = int(parts[parts["network"] == net]["k"].max())
+        data = {}
+        for method in parts[(parts["network"] == net) & (parts["k"] == kmax)]["method"]:
+            m = json.loads((results / net / "partitions" / f"{method}-k{kmax}.part.json").read_text())
+            data[method] = {"volume": m["volume_per_layer"], "imbalance": m["imbalance_per_layer"]}
+        per_layer(data, kmax, net, out / f"per_layer_{net}.png")
+    speedup(runs, out / "speedup.png")
+    rw = runs[(runs["kind"] == "train") & (runs["mode"] == "row-wise")]
+    if not rw.empty:  # the largest row-wise training run
+        r = rw.sort_values(["k", "batch_size"]).iloc[-1]
+        name = f"train-{r['method']}-k{r['k']}-row-wise-b{r['batch_size']}"
+        ranks = json.loads((results / r["network"] / "runs" / f"{name}.json").read_text())["per_rank"]
+        time_breakdown(ranks, f"{r['network']} {name}", out / "time_breakdown.png")
+    grad_words = {}  # M = nnz + biases: what a data-parallel step allreduces
+    for net in parts["network"].unique():
+        path = results / net / "network.h5"
+        grad_words[net] = describe(path)["nnz_total"] + sum(read_header(path).widths[1:])
+    crossover(parts, grad_words, out / "crossover.png")
+    predicted_vs_k(pd.read_csv(predictions_csv), out / "predicted_vs_k.png")
