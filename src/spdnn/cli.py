@@ -174,6 +174,64 @@ def cmd_plots(a):
     _log(f"figures -> {a.outdir}")
 
 
+def cmd_train_dense(a):
+    from .network import write_network
+    from .prune import train_dense
+
+    net = train_dense(a.widths, a.dataset, a.data, a.epochs, a.seed, lr=a.lr, batch=a.batch_size)
+    write_network(net, a.output)
+    _log(f"dense {net.widths}: test accuracy {net.provenance['test_accuracy']:.4f} -> {a.output}")
+
+
+def cmd_prune(a):
+    from .network import read_network, write_network
+    from .prune import file_sha256, prune
+
+    dense = read_network(a.dense)
+    net = prune(dense, a.density, a.scope, a.schedule, a.finetune_epochs, a.steps, a.dataset, a.data, a.seed,
+                lr=a.lr, source=f"{a.dense} sha256:{file_sha256(a.dense)}")
+    write_network(net, a.output)
+    acc = net.provenance["test_accuracy"]
+    _log(f"pruned to density {a.density} ({net.nnz} weights)" + (f", test accuracy {acc:.4f}" if acc is not None else "")
+         + f" -> {a.output}")
+
+
+def cmd_import_npz(a):
+    from .network import write_network
+    from .prune import import_npz
+
+    net = import_npz(a.npz, a.transpose)
+    write_network(net, a.output)
+    _log(f"imported {net.num_layers} layers, widths {net.widths}, {net.nnz} nonzeros -> {a.output}")
+
+
+def cmd_import_mtx(a):
+    from .network import write_network
+    from .prune import import_mtx
+
+    net = import_mtx(a.mtx, a.transpose)
+    write_network(net, a.output)
+    _log(f"imported {net.num_layers} layers, widths {net.widths}, {net.nnz} nonzeros -> {a.output}")
+
+
+def cmd_evaluate(a):
+    if a.partition:
+        from .runtime import run_evaluate
+
+        run_evaluate(a)
+        return
+    from .datasets import load_dataset
+    from .network import read_network
+    from .reference import predict
+    from .training import accuracy, check_classes
+
+    net = read_network(a.network)
+    data = load_dataset(a.dataset, a.data, net.widths[0], a.seed)
+    check_classes(net.widths[-1], data.num_classes)
+    print(json.dumps({"test_accuracy": accuracy(predict(net, data.x_test), data.y_test, data.num_classes),
+                      "test_samples": int(data.y_test.size)}))
+
+
 # ---------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spdnn", description=__doc__.splitlines()[0])
