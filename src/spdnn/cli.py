@@ -313,7 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--epsilon", type=float, default=0.03, help="allowed imbalance per layer (default 0.03)")
     pa.add_argument("--seed", type=int, default=0)
     pa.add_argument("--passes", type=int, default=1, help="hypergraph: refinement passes over the layers")
-    pa.add_argument("--preset", default="default", choices=PRESETS, help="Mt-KaHyPar preset (default: 1 thread, seeded)")
+    pa.add_argument("--preset", default="quality", choices=PRESETS,
+                    help="Mt-KaHyPar preset for the per-layer subproblems (quality: as fast as default here, ~1%% less volume)")
     pa.add_argument("--threads", type=int, default=1, help="Mt-KaHyPar threads (deterministic preset: same result)")
     pa.add_argument("--jobs", type=int, default=1, help="hypergraph: processes for the refinement (same result)")
     pa.add_argument("-o", "--output", required=True, help="partition file; metrics go to OUTPUT.json")

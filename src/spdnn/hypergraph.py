@@ -31,7 +31,6 @@ class Hypergraph:
     net_indptr: np.ndarray  # int64[num_nets + 1]
     pins: np.ndarray  # int64 vertex ids, 0-based
     vertex_weights: np.ndarray  # int64, 0 for input vertices
-    net_layer_offsets: np.ndarray  # first net of layer k = net_layer_offsets[k-1]
 
     @property
     def num_nets(self) -> int:
@@ -41,7 +40,7 @@ class Hypergraph:
 def build_hypergraph(layers, widths) -> Hypergraph:
     """Nets of layer k are the columns of W^k, each led by its source vertex v_j^{k-1}."""
     off = vertex_offsets(widths)
-    indptrs, pins_parts, net_offsets = [np.zeros(1, np.int64)], [], [0]
+    indptrs, pins_parts = [np.zeros(1, np.int64)], []
     base = np.int64(0)
     for k, w in enumerate(layers, start=1):
         csc = sp.csc_matrix(w)
@@ -58,10 +57,8 @@ def build_hypergraph(layers, widths) -> Hypergraph:
         pins_parts.append(pins)
         indptrs.append(base + np.cumsum(sizes))
         base = base + np.int64(pins.size)
-        net_offsets.append(net_offsets[-1] + n_in)
     weights = np.concatenate([np.zeros(widths[0], np.int64)] + row_weights(layers))
-    return Hypergraph(int(off[-1]), np.concatenate(indptrs), np.concatenate(pins_parts), weights,
-                      np.asarray(net_offsets, dtype=np.int64))
+    return Hypergraph(int(off[-1]), np.concatenate(indptrs), np.concatenate(pins_parts), weights)
 
 
 def write_hgr(hg: Hypergraph, path, chunk_pins: int = 1 << 22) -> None:

@@ -267,7 +267,7 @@ def check_k(widths, k: int) -> None:
 
 
 def partition_network(layers, widths, k: int, method: str, epsilon: float = 0.03, seed: int = 0,
-                      passes: int = 1, preset: str = "default", threads: int = 1, verbose: bool = False,
+                      passes: int = 1, preset: str = "quality", threads: int = 1, verbose: bool = False,
                       jobs: int = 1):
     """Return (part over all vertices, metrics dict incl. seconds). Balance verified per layer."""
     if method not in METHODS:
