@@ -243,10 +243,10 @@ def load_partition_collective(comm, network, partition):
     error, parts = None, None
     try:
         part = read_partition(partition)
-        check_partition(part, header.widths, comm.Get_size(), str(partition))
-        if part.size and part.max() + 1 != comm.Get_size():
-            raise UserError(f"{partition}: partition has K = {int(part.max()) + 1} parts, "
-                            f"but the job runs {comm.Get_size()} ranks")
+        k_file = int(part.max()) + 1 if part.size else 0
+        check_partition(part, header.widths, max(k_file, 1), str(partition))  # length, negative ids
+        if k_file != comm.Get_size():
+            raise UserError(f"{partition}: partition has K = {k_file} parts, but the job runs {comm.Get_size()} ranks")
         parts = split_by_layer(part.astype(np.int32), header.widths)
     except UserError as e:
         error = str(e)
@@ -470,6 +470,9 @@ def _train(comm, a):
         samples += len(ids)
         steps_run += 1
         last_step = step + 1
+        if rank == 0 and (last_step == len(schedule) or schedule[last_step][1] != epoch):  # progress
+            print(f"epoch {epoch + 1}/{a.epochs}: step {last_step}/{len(schedule)}, loss {losses[-1]:.4f}, "
+                  f"{1e3 * float(np.median(step_times)):.2f} ms/step", file=sys.stderr, flush=True)
         if a.checkpoint_every and last_step % a.checkpoint_every == 0 and last_step < len(schedule):
             net = stepper.gather(provenance)
             if rank == 0:
