@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import tarfile
 
 import h5py
 import numpy as np
 import pytest
-import scipy.sparse as sp
 
 from conftest import assert_user_error, spdnn
 from spdnn.generate import radixnet, random_sparse

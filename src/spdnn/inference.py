@@ -12,7 +12,7 @@ import numpy as np
 from .atomic import atomic_path, write_text_atomic
 from .errors import UserError
 from .graphchallenge import read_categories, read_images, write_categories
-from .network import read_header, read_network
+from .network import read_network
 
 
 def write_activations(path, activations: np.ndarray) -> None:

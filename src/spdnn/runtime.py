@@ -26,7 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import __version__
-from .atomic import atomic_path, write_text_atomic
+from .atomic import write_text_atomic
 from .comm_plan import CommPlan, build_plan
 from .datasets import load_dataset
 from .errors import UserError
@@ -292,9 +292,7 @@ def verify_words(comm, model: RowWiseModel, network, parts, training: bool) -> d
 
 # ---------------------------------------------------------------- inference
 def run_infer(a) -> None:
-    MPI = _mpi()
-    comm = MPI.COMM_WORLD
-    run_collective(comm, _infer, a)
+    run_collective(_mpi().COMM_WORLD, _infer, a)
 
 
 def _infer(comm, a):
@@ -409,9 +407,7 @@ def _evaluate(comm, a):
 
 # ---------------------------------------------------------------- training
 def run_train(a) -> None:
-    MPI = _mpi()
-    comm = MPI.COMM_WORLD
-    run_collective(comm, _train, a)
+    run_collective(_mpi().COMM_WORLD, _train, a)
 
 
 def run_key(a, partition_bytes: bytes | None) -> str:
@@ -424,7 +420,6 @@ def run_key(a, partition_bytes: bytes | None) -> str:
 
 
 def _train(comm, a):
-    MPI = _mpi()
     rank, size = comm.Get_rank(), comm.Get_size()
     if a.loss not in LOSSES:
         raise UserError(f"--loss must be one of {', '.join(LOSSES)}")
