@@ -11,7 +11,7 @@ rule network:
     log:
         "logs/{network}/network.log",
     benchmark:
-        "benchmarks/{network}/network.tsv"
+        "results/benchmarks/{network}/network.tsv"
     conda:
         "../../envs/spdnn.yaml"
     shell:
@@ -42,7 +42,7 @@ rule train_dense:
     log:
         "logs/dense/{dense}.log",
     benchmark:
-        "benchmarks/dense/{dense}.tsv"
+        "results/benchmarks/dense/{dense}.tsv"
     conda:
         "../../envs/spdnn.yaml"
     shell:
@@ -75,7 +75,7 @@ rule serial_inference:
     log:
         "logs/{network}/serial_inference.log",
     benchmark:
-        "benchmarks/{network}/serial_inference.tsv"
+        "results/benchmarks/{network}/serial_inference.tsv"
     conda:
         "../../envs/spdnn.yaml"
     shell:

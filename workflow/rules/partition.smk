@@ -32,7 +32,7 @@ rule partition:
     log:
         "logs/{network}/partition-{method}-k{k}.log",
     benchmark:
-        "benchmarks/{network}/partition-{method}-k{k}.tsv"
+        "results/benchmarks/{network}/partition-{method}-k{k}.tsv"
     conda:
         "../../envs/spdnn.yaml"
     shell:

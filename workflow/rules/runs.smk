@@ -23,7 +23,7 @@ rule infer_run:
     log:
         "logs/{network}/runs/infer-{method}-k{k}-{mode}.log",
     benchmark:
-        "benchmarks/{network}/runs/infer-{method}-k{k}-{mode}.tsv"
+        "results/benchmarks/{network}/runs/infer-{method}-k{k}-{mode}.tsv"
     conda:
         "../../envs/spdnn.yaml"
     shell:
@@ -50,7 +50,7 @@ rule train_run:
     log:
         "logs/{network}/runs/train-{method}-k{k}-{mode}-b{b}.log",
     benchmark:
-        "benchmarks/{network}/runs/train-{method}-k{k}-{mode}-b{b}.tsv"
+        "results/benchmarks/{network}/runs/train-{method}-k{k}-{mode}-b{b}.tsv"
     conda:
         "../../envs/spdnn.yaml"
     shell:
