@@ -1,0 +1,70 @@
+"""Aggregation on small synthetic per-partition and per-run JSON files."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from spdnn.errors import UserError
+from spdnn.results import partition_table, run_table, write_csv
+
+
+def _write(path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+    return path
+
+
+def test_partition_and_run_tables(tmp_path):
+    r = tmp_path / "results" / "net"
+    parts = [
+        _write(r / "partitions" / "hypergraph-k2.part.json", {
+            "volume_forward": 10, "volume_training": 18, "volume_per_layer_max": 6, "imbalance_max": 1.01,
+            "messages_forward": 4, "max_send_forward": 5, "max_recv_forward": 5, "max_send_training": 9,
+            "max_recv_training": 9, "seconds": 0.5}),
+        _write(r / "partitions" / "random-k2.part.json", {"volume_forward": 30, "seconds": 0.01}),
+    ]
+    rank = {"compute_seconds": [0.2, 0.2], "comm_seconds": [0.1, 0.1], "wait_seconds": [0.05, 0.05],
+            "messages_sent_forward": [1, 1], "messages_sent_backward": [0, 1], "peak_rss_mb": 100.0}
+    runs = [
+        _write(r / "runs" / "train-hypergraph-k2-row-wise-b16.json", {
+            "steps_run": 10, "step_seconds": 0.05, "samples_per_second": 320.0, "test_accuracy": 0.9,
+            "loss_last": 0.3, "words_match_model": True, "words_forward_counted": [100, 60],
+            "words_backward_counted": [0, 60], "words_forward_model": [100, 60], "words_backward_model": [0, 60],
+            "per_rank": [rank, dict(rank, peak_rss_mb=120.0)]}),
+        _write(r / "runs" / "train-none-k2-data-parallel-b16.json", {
+            "steps_run": 10, "step_seconds": 0.08, "grad_words_per_step": 1000,
+            "per_rank": [{"compute_seconds": [0.5], "comm_seconds": [0.2], "wait_seconds": [0.2],
+                          "words_sent_allreduce": 10000, "peak_rss_mb": 90.0}] * 2}),
+        _write(r / "runs" / "infer-hypergraph-k2-row-wise.json", {
+            "seconds": 0.4, "batch_size": 4096, "edges_per_second": 1e9, "words_forward_counted": [50],
+            "words_backward_counted": [0], "words_forward_model": [50], "words_backward_model": [0],
+            "per_rank": [rank]}),
+    ]
+    pt = partition_table(parts)
+    assert list(pt["method"]) == ["hypergraph", "random"] and pt.loc[0, "partition_seconds"] == 0.5
+    assert pt.loc[1, "volume_forward"] == 30 and pd.isna(pt.loc[1, "imbalance_max"])
+    rt = run_table(runs).set_index(["kind", "mode"])
+    tr = rt.loc[("train", "row-wise")]
+    assert tr["words_per_step_counted"] == 22 and tr["words_per_step_model"] == 22  # 220 words / 10 steps
+    assert tr["messages_per_step"] == pytest.approx(0.6) and tr["compute_seconds"] == pytest.approx(0.04)
+    assert tr["peak_rss_mb_max"] == 120.0 and tr["batch_size"] == 16
+    dp = rt.loc[("train", "data-parallel")]
+    assert dp["words_per_step_model"] == 2 * 1 * 1000 and dp["words_per_step_counted"] == 2000
+    inf = rt.loc[("infer", "row-wise")]
+    assert inf["step_seconds"] == 0.4 and inf["words_per_step_counted"] == 50 and inf["batch_size"] == 4096
+    write_csv(rt.reset_index(), tmp_path / "runs.csv")
+    assert len(pd.read_csv(tmp_path / "runs.csv")) == 3 and not list(tmp_path.glob(".runs.csv*"))
+
+
+def test_unknown_paths_and_bad_json(tmp_path):
+    bad = _write(tmp_path / "elsewhere.json", {})
+    with pytest.raises(UserError, match="not a results"):
+        partition_table([bad])
+    broken = tmp_path / "results" / "n" / "partitions" / "block-k2.part.json"
+    broken.parent.mkdir(parents=True)
+    broken.write_text("{")
+    with pytest.raises(UserError, match="cannot read metrics"):
+        partition_table([broken])
