@@ -212,11 +212,6 @@ def iter_layer_rows(path, rows_per_layer):
             yield k, sub, g["bias"][:][rows]
 
 
-def read_layer_indptr(path, k: int) -> np.ndarray:
-    with _open(path) as f:
-        return f[_layer_name(k)]["indptr"][:]
-
-
 def read_layer_pattern(path, k: int) -> sp.csr_matrix:
     """The sparsity pattern of one layer (values included), for model-level computations."""
     with _open(path) as f:

@@ -35,12 +35,16 @@ def _save(fig, path):
     _plt().close(fig)
 
 
+def _network_panels(table: pd.DataFrame):
+    """One panel per network, side by side: (figure, [(axis, network, its rows)])."""
+    nets = sorted(table["network"].unique())
+    fig, axes = _plt().subplots(1, len(nets), figsize=(5 * len(nets), 3.8), squeeze=False)
+    return fig, [(ax, net, table[table["network"] == net]) for ax, net in zip(axes[0], nets)]
+
+
 def volume_vs_k(parts: pd.DataFrame, path):
-    plt = _plt()
-    nets = sorted(parts["network"].unique())
-    fig, axes = plt.subplots(1, len(nets), figsize=(5 * len(nets), 3.8), squeeze=False)
-    for ax, net in zip(axes[0], nets):
-        d = parts[parts["network"] == net]
+    fig, panels = _network_panels(parts)
+    for ax, net, d in panels:
         for method, g in d.groupby("method"):
             g = g.sort_values("k")
             ax.plot(g["k"], g["volume_forward"], marker="o", label=method)
@@ -111,14 +115,12 @@ def time_breakdown(per_rank: list[dict], title: str, path):
 
 def crossover(parts: pd.DataFrame, grad_words: dict, path, batch_sizes=(1, 4, 16, 64, 256, 1024)):
     """Row-wise words per training step = B·(2V − V_1) vs data-parallel 2(K−1)·M (any B)."""
-    plt = _plt()
-    nets = sorted(parts["network"].unique())
-    fig, axes = plt.subplots(1, len(nets), figsize=(5 * len(nets), 3.8), squeeze=False)
+    fig, panels = _network_panels(parts)
     bs = np.array(batch_sizes, dtype=float)
-    for ax, net in zip(axes[0], nets):
-        d = parts[(parts["network"] == net) & (parts["method"] == "hypergraph")]
+    for ax, net, all_rows in panels:
+        d = all_rows[all_rows["method"] == "hypergraph"]
         if d.empty:
-            d = parts[parts["network"] == net]
+            d = all_rows
         for _, r in d.sort_values("k").iterrows():
             line = ax.plot(bs, bs * r["volume_training"], marker="o", label=f"row-wise {r['method']} K={r['k']}")
             ax.axhline(2 * (r["k"] - 1) * grad_words[net], color=line[0].get_color(), ls="--",
@@ -130,11 +132,8 @@ def crossover(parts: pd.DataFrame, grad_words: dict, path, batch_sizes=(1, 4, 16
 
 
 def predicted_vs_k(pred: pd.DataFrame, path):
-    plt = _plt()
-    nets = sorted(pred["network"].unique())
-    fig, axes = plt.subplots(1, len(nets), figsize=(5 * len(nets), 3.8), squeeze=False)
-    for ax, net in zip(axes[0], nets):
-        d = pred[pred["network"] == net]
+    fig, panels = _network_panels(pred)
+    for ax, net, d in panels:
         bmax = d["batch_size"].max()
         d = d[d["batch_size"] == bmax]
         for (method, mode), g in d.groupby(["method", "mode"]):

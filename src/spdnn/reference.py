@@ -145,6 +145,6 @@ def sgd_step(net: Network, x0, y, lr: float, loss: str = "cross-entropy") -> flo
 
 
 def predict(net: Network, x):
-    """Class = argmax of the logits over the first `classes` outputs (x: samples × n_0)."""
+    """Logits (n_L × samples) of the training forward pass for inputs x (samples × n_0)."""
     _, zs = forward(net, np.ascontiguousarray(x.T, dtype=np.float32))
     return zs[-1]

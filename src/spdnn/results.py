@@ -9,7 +9,6 @@ import json
 import re
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from .atomic import atomic_path
@@ -101,9 +100,3 @@ def run_table(paths) -> pd.DataFrame:
 def write_csv(df: pd.DataFrame, path) -> None:
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False, float_format="%.6g")
-
-
-def per_layer_of(path) -> dict:
-    """Per-layer volume and imbalance of one partition JSON (for the per-layer figure)."""
-    m = _load(path)
-    return {"volume": np.asarray(m["volume_per_layer"]), "imbalance": np.asarray(m["imbalance_per_layer"])}

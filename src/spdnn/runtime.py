@@ -30,7 +30,7 @@ from .atomic import write_text_atomic
 from .comm_plan import CommPlan, build_plan
 from .datasets import load_dataset
 from .errors import UserError
-from .network import Network, iter_layer_rows, read_header, read_layer_pattern, read_network, write_network
+from .network import Network, describe, iter_layer_rows, read_header, read_layer_pattern, read_network, write_network
 from .partition_io import read_partition
 from .reference import activation, activation_grad, drop_dead, gc_layer, loss_and_delta, pattern_grad
 from .training import LOSSES, batch_schedule, check_classes
@@ -365,7 +365,7 @@ def _infer(comm, a):
     if rank != 0:
         return
     cats = np.flatnonzero(alive)
-    nnz = sum(int(read_layer_pattern(a.network, k).nnz) for k in range(1, header.num_layers + 1))
+    nnz = describe(a.network)["nnz_total"]  # dataset shapes only, no layer data read
     metrics = {
         "command": "infer", "mode": a.mode, "exchange": a.exchange, "ranks": size, "network": str(a.network),
         "partition": a.partition,
@@ -480,7 +480,7 @@ def _train(comm, a):
                 print(f"stopped after step {last_step} of {len(schedule)} (--stop-after); rerun to resume",
                       file=sys.stderr, flush=True)
             raise SystemExit(3)
-    words = stepper.verify(samples)
+    words = stepper.verify()
     reports = comm.gather(stepper.report(), root=0)  # before evaluation adds its own exchanges
     acc = stepper.accuracy(data.x_test, data.y_test, data.num_classes)
     net = stepper.gather(provenance)
@@ -517,7 +517,7 @@ class RowWiseStepper:
         x0 = np.ascontiguousarray(x[:, self.model.owned[0]].T, dtype=np.float32)
         return self.model.sgd_step(x0, y, self.a.lr, self.a.loss, self.counters)
 
-    def verify(self, samples):
+    def verify(self):
         m = self.model
         return verify_words(m.comm, m, self.a.network, self.parts, training=True)
 
@@ -577,7 +577,7 @@ class DataParallelStepper:
         self.words_sent += int(round(2 * (size - 1) / size * flat.size))
         return self.comm.allreduce(value)
 
-    def verify(self, samples):
+    def verify(self):
         return {"words_match_model": None, "grad_words_per_step": self.grad_words,
                 "words_per_step_per_rank": 2 * (self.comm.Get_size() - 1) / self.comm.Get_size() * self.grad_words}
 
