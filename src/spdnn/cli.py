@@ -135,6 +135,20 @@ def cmd_volume(a):
     print(json.dumps(partition_metrics(net.layers, net.widths, part, k, a.epsilon), indent=1))
 
 
+def cmd_bound(a):
+    from .bound import volume_lower_bound
+    from .network import read_network
+    from .partition import check_k
+
+    net = read_network(a.network)
+    for k in a.k:
+        check_k(net.widths, k)
+    for k in a.k:
+        result = volume_lower_bound(net.layers, net.widths, k, a.epsilon, a.iterations)
+        result["network"] = str(a.network)
+        print(json.dumps(result), flush=True)
+
+
 def cmd_train(a):
     from .runtime import run_train
 
@@ -326,6 +340,13 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("-k", type=int, default=None, help="number of parts (default: max id + 1)")
     v.add_argument("--epsilon", type=float, default=0.03)
     v.set_defaults(func=cmd_volume)
+
+    b = sub.add_parser("bound", help="lower bound on the forward volume of any per-layer balanced partition")
+    b.add_argument("network")
+    b.add_argument("-k", type=_ints, required=True, help="number(s) of processes, e.g. 8 or 2,8,32")
+    b.add_argument("--epsilon", type=float, default=0.03)
+    b.add_argument("--iterations", type=int, default=300, help="subgradient steps on the coverage multipliers")
+    b.set_defaults(func=cmd_bound)
 
     t = sub.add_parser("train", help="SGD under mpiexec: row-wise (--partition) or --mode data-parallel")
     t.add_argument("network")

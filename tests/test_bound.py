@@ -1,0 +1,126 @@
+"""The volume lower bound: never above the exact optimum (brute force on tiny chains), never above
+any partition we can build, and its parts (expansion, submatrix sums) checked on their own."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from conftest import assert_user_error, spdnn
+from spdnn.bound import expansion, identical_classes, submatrix_bound, volume_lower_bound
+from spdnn.generate import radixnet, random_sparse
+from spdnn.partition import METHODS, partition_network
+from spdnn.volume import balance_bound
+
+
+def tiny_radix(groups, per_group, strides, seed):
+    """A miniature Graph Challenge network: circulant group structure, inputs permuted after layer 1."""
+    rng = np.random.default_rng(seed)
+    n = groups * per_group
+    g = np.arange(n) % groups
+    layers = []
+    for t, s in enumerate(strides):
+        plays = g[rng.permutation(n)] if t else g  # the group neuron j plays as an input of layer t
+        w = (g[:, None] == plays[None, :]) | (g[:, None] == (plays[None, :] - s) % groups)
+        layers.append(sp.csr_matrix(w.astype(np.float32)))
+    return layers, [n] * (len(strides) + 1)
+
+
+def tiny_random(widths, per_row, seed):
+    net = random_sparse(widths, per_row, seed=seed)
+    return net.layers, net.widths
+
+
+def exact_optimum(layers, widths, k, epsilon):
+    """min over every balanced partition of Σ_t V_t: dynamic programme over the chain of layers,
+    each state one complete assignment of a layer (K^n states: tiny networks only)."""
+    f = None
+    for t, w in enumerate(layers):
+        d = (w.toarray() != 0).astype(np.int64)  # [i, j]
+        prev = np.array(list(itertools.product(range(k), repeat=d.shape[1])))
+        cur = np.array(list(itertools.product(range(k), repeat=d.shape[0])))
+        if f is None:
+            f = np.zeros(len(prev))
+        readers = np.stack([(cur == p).astype(np.int64) @ d > 0 for p in range(k)], axis=2)  # [b, j, p]
+        spread = readers.sum(axis=2)
+        owner_reads = readers[:, np.arange(d.shape[1])[None, :], prev]  # [b, a, j]
+        volume = (spread[:, None, :] - owner_reads).sum(axis=2)  # λ − 1 summed over j, [b, a]
+        rw = d.sum(axis=1)
+        loads = np.stack([((cur == p) * rw).sum(axis=1) for p in range(k)], axis=1)
+        balanced = loads.max(axis=1) <= balance_bound(rw, k, epsilon) + 1e-9
+        f = np.where(balanced, (f[None, :] + volume).min(axis=1), np.inf)
+    return float(f.min())
+
+
+CASES = [
+    ("radix 4x2 K=2", lambda s: tiny_radix(4, 2, (1, 2, 1, 2), s), 2),
+    ("radix 3x2 K=3", lambda s: tiny_radix(3, 2, (1, 1, 1), s), 3),
+    ("radix 2x4 K=2", lambda s: tiny_radix(2, 4, (1, 1, 1), s), 2),
+    ("random K=2", lambda s: tiny_random([6, 8, 7, 8], 2, s), 2),
+    ("random K=3", lambda s: tiny_random([5, 6, 6, 5], 3, s), 3),
+]
+
+
+@pytest.mark.parametrize("name, make, k", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("epsilon", [0.0, 0.3])
+def test_bound_never_exceeds_the_exact_optimum(name, make, k, epsilon):
+    tight = 0
+    for seed in range(3):
+        layers, widths = make(seed)
+        opt = exact_optimum(layers, widths, k, epsilon)
+        lb = volume_lower_bound(layers, widths, k, epsilon)["lower_bound_forward"]
+        assert 0 <= lb <= opt, (seed, lb, opt)
+        assert lb > 0 or not name.startswith("radix")  # not vacuous where rows repeat
+        tight += lb == opt
+    if name == "radix 4x2 K=2" and epsilon == 0.0:
+        assert tight >= 1  # and there it meets the optimum
+
+
+def test_bound_below_every_method_on_a_radixnet():
+    net = radixnet(256, 8, seed=3)
+    for k in (2, 4, 8, 16):
+        lb = volume_lower_bound(net.layers, net.widths, k)["lower_bound_forward"]
+        vols = {m: partition_network(net.layers, net.widths, k, m)[1]["volume_forward"] for m in METHODS}
+        assert 0 < lb <= min(vols.values()), (k, lb, vols)
+
+
+def test_expansion_on_cycles_and_generic_layers():
+    # RadiX-Net stride-1 layer over 8 groups: one cycle of 8 row classes; u < 8 classes read u + 1
+    layers, _ = tiny_radix(8, 3, (1,), 0)
+    w = layers[0]
+    rc, cc = identical_classes(w), identical_classes(w.T.tocsr())
+    e = expansion(rc, cc, w)
+    assert list(e) == [0, 2, 3, 4, 5, 6, 7, 8, 8]
+    # brute force on a random layer (every row its own class): e[u] ≤ true minimum
+    net = random_sparse([9, 7], 3, seed=4)
+    w = net.layers[0]
+    rc, cc = identical_classes(w), identical_classes(w.T.tocsr())
+    e = expansion(rc, cc, w)
+    reps = [int(np.flatnonzero(rc == a)[0]) for a in range(rc.max() + 1)]  # one row per row class
+    for u in range(1, len(reps) + 1):
+        true = min(len(set(cc[w[list(rows)].indices])) for rows in itertools.combinations(reps, u))
+        assert e[u] <= true
+
+
+def test_submatrix_bound_is_an_upper_bound_and_exact_where_enumerated():
+    rng = np.random.default_rng(0)
+    m = rng.poisson(0.6, size=(9, 7)).astype(float)
+    s = submatrix_bound(m, 9)
+    for u in range(1, 10):
+        for v in range(1, 8):
+            true = max(np.sort(m[list(rows)].sum(axis=0))[::-1][:v].sum()
+                       for rows in itertools.combinations(range(9), u))
+            assert s[u, v] >= true - 1e-9
+            assert s[u, v] == pytest.approx(true)  # 9 rows: every size is enumerated
+
+
+def test_bound_cli(tmp_path):
+    spdnn("generate", "radixnet", "--neurons", 64, "--layers", 6, "--seed", 0, "-o", tmp_path / "n.h5")
+    out = spdnn("bound", tmp_path / "n.h5", "-k", "2,4").stdout
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["k"] for r in rows] == [2, 4] and all(r["lower_bound_forward"] > 0 for r in rows)
+    assert_user_error(spdnn("bound", tmp_path / "n.h5", "-k", "65", check=False), "K=65", "layer 1")
