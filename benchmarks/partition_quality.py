@@ -1,7 +1,8 @@
 """Partition quality on the 1024×120 network and scaling with N (run via `run.py --partitions [--big]`).
 
 Quality: forward words per sample, worst per-layer imbalance and seconds for random, sweep and
-hypergraph at each K (ε = 0.03). Scaling: the hypergraph method on generated RadiX-Nets with
+hypergraph at each K (ε = 0.03), next to the lower bound of `spdnn bound` (no balanced partition
+sends less). Scaling: the hypergraph method on generated RadiX-Nets with
 N = 1024 and 4096 (and 16384 with --big) at L = 120, each in its own process for peak RSS
 (which includes the children of the parallel refinement only as far as the parent holds memory).
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from spdnn.bound import volume_lower_bound
 from spdnn.partition import partition_network
 
 
@@ -30,6 +32,9 @@ def quality(net, ks, methods=("random", "sweep", "hypergraph")):
                          "max layer imbalance": round(m["imbalance_max"], 4), "seconds": round(time.perf_counter() - t0, 1)})
             print(f"  K={k} {method}: {m['volume_forward']} words, imbalance {m['imbalance_max']:.4f}, "
                   f"{time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+        b = volume_lower_bound(net.layers, net.widths, k, epsilon=0.03)  # no partition can send less
+        rows.append({"K": k, "method": "lower bound", "volume": b["lower_bound_forward"],
+                     "max layer imbalance": None, "seconds": round(b["seconds"], 1)})
     return pd.DataFrame(rows)
 
 

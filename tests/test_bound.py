@@ -11,8 +11,9 @@ import pytest
 import scipy.sparse as sp
 
 from conftest import assert_user_error, spdnn
-from spdnn.bound import expansion, identical_classes, submatrix_bound, volume_lower_bound
+from spdnn.bound import expansion, submatrix_bound, volume_lower_bound
 from spdnn.generate import radixnet, random_sparse
+from spdnn.hypergraph import identical_rows
 from spdnn.partition import METHODS, partition_network
 from spdnn.volume import balance_bound
 
@@ -92,18 +93,27 @@ def test_expansion_on_cycles_and_generic_layers():
     # RadiX-Net stride-1 layer over 8 groups: one cycle of 8 row classes; u < 8 classes read u + 1
     layers, _ = tiny_radix(8, 3, (1,), 0)
     w = layers[0]
-    rc, cc = identical_classes(w), identical_classes(w.T.tocsr())
+    rc, cc = identical_rows(w), identical_rows(w.T.tocsr())
     e = expansion(rc, cc, w)
     assert list(e) == [0, 2, 3, 4, 5, 6, 7, 8, 8]
     # brute force on a random layer (every row its own class): e[u] ≤ true minimum
     net = random_sparse([9, 7], 3, seed=4)
     w = net.layers[0]
-    rc, cc = identical_classes(w), identical_classes(w.T.tocsr())
+    rc, cc = identical_rows(w), identical_rows(w.T.tocsr())
     e = expansion(rc, cc, w)
     reps = [int(np.flatnonzero(rc == a)[0]) for a in range(rc.max() + 1)]  # one row per row class
     for u in range(1, len(reps) + 1):
         true = min(len(set(cc[w[list(rows)].indices])) for rows in itertools.combinations(reps, u))
         assert e[u] <= true
+
+
+def test_identical_rows_matches_a_dictionary_of_patterns():
+    for seed in range(20):
+        m = sp.random(30, 6, density=0.3, random_state=seed, format="csr")
+        m = sp.vstack([m, m[:5], sp.csr_matrix((3, 6))]).tocsr()  # duplicates and empty rows, last ones empty
+        seen = {}
+        expected = [seen.setdefault(tuple(sorted(m[i].indices)), len(seen)) for i in range(m.shape[0])]
+        assert identical_rows(m).tolist() == expected
 
 
 def test_submatrix_bound_is_an_upper_bound_and_exact_where_enumerated():

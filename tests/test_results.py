@@ -43,8 +43,11 @@ def test_partition_and_run_tables(tmp_path):
             "words_backward_counted": [0], "words_forward_model": [50], "words_backward_model": [0],
             "per_rank": [rank]}),
     ]
-    pt = partition_table(parts)
+    bounds = [_write(r / "bounds" / "k2.json", {"k": 2, "lower_bound_forward": 7})]
+    pt = partition_table(parts, bounds)
     assert list(pt["method"]) == ["hypergraph", "random"] and pt.loc[0, "partition_seconds"] == 0.5
+    assert list(pt["lower_bound_forward"]) == [7, 7]  # beside every partition of that network and K
+    assert pd.isna(partition_table(parts).loc[0, "lower_bound_forward"])  # bound switched off
     assert pt.loc[1, "volume_forward"] == 30 and pd.isna(pt.loc[1, "imbalance_max"])
     rt = run_table(runs).set_index(["kind", "mode"])
     tr = rt.loc[("train", "row-wise")]

@@ -43,21 +43,13 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
+from .errors import UserError
+from .hypergraph import identical_rows
 from .volume import balance_bound
 
 EXACT_SUBSETS = 50_000  # enumerate row subsets of S_t(u, ·) exactly while C(R, u) stays below this
 DENSE_LIMIT = 1 << 25  # largest M_t kept dense; beyond it the alignment is bounded by cap alone
-
-
-def identical_classes(m: sp.csr_matrix) -> np.ndarray:
-    """Class id per row of `m`: rows with the same column pattern share an id (ids in first-seen order)."""
-    m = sp.csr_matrix(m)
-    m.sort_indices()
-    seen: dict[bytes, int] = {}
-    ids = np.empty(m.shape[0], np.int64)
-    for i in range(m.shape[0]):
-        ids[i] = seen.setdefault(m.indices[m.indptr[i]:m.indptr[i + 1]].tobytes(), len(seen))
-    return ids
+STATE_LIMIT = 200_000_000  # Σ_t (states of u_{t−1}) × (states of u_t): the DP's memory, 8 bytes each
 
 
 def rows_per_part(weights: np.ndarray, k: int, epsilon: float) -> tuple[int, int]:
@@ -130,16 +122,21 @@ def layer_costs(layers, k: int, epsilon: float, progress=None):
     """h_t as matrices [u_{t−1}, u_t] (inf where a u is impossible), R_t and the class size z_t per layer."""
     caps, row_classes, costs, counts, sizes = [None], [None], [], [], []
     cache: dict = {}
+    states = 0
     for t, w in enumerate(layers, start=1):
         w = sp.csr_matrix(w)
         weights = np.diff(w.indptr).astype(np.int64)
         most, fewest = rows_per_part(weights, k, epsilon)
-        rc = identical_classes(w)
-        cc = identical_classes(w.T.tocsr())
+        rc = identical_rows(w)
+        cc = identical_rows(w.T.tocsr())
         n_r, n_c = int(rc.max()) + 1, int(cc.max()) + 1
         size = np.bincount(rc).max()
         u_lo, u_hi = -(-fewest // size), min(n_r, most)
         z = np.bincount(cc)
+        states += (1 if t == 1 else caps[-1][0] + 1) * (u_hi + 1)
+        if states > STATE_LIMIT:
+            raise UserError(f"bound: layer {t}: up to {u_hi} row classes per part; the bound's tables would exceed "
+                            f"{STATE_LIMIT * 8 / 1e9:.1f} GB (too many distinct rows per part; use fewer layers or a larger K)")
         h = np.full((1 if t == 1 else caps[-1][0] + 1, u_hi + 1), np.inf)
         sizes.append(float(z[0]) if (z == z[0]).all() else 0.0)
         if (z == z[0]).all():

@@ -158,7 +158,7 @@ def cmd_train(a):
 def cmd_aggregate(a):
     from .results import partition_table, run_table, write_csv
 
-    write_csv(partition_table(a.partitions), a.partitions_out)
+    write_csv(partition_table(a.partitions, a.bounds), a.partitions_out)
     write_csv(run_table(a.runs), a.runs_out)
     _log(f"{len(a.partitions)} partitions, {len(a.runs)} runs -> {a.partitions_out}, {a.runs_out}")
 
@@ -414,6 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ag = sub.add_parser("aggregate", help="per-partition and per-run JSON → CSV tables")
     ag.add_argument("--partitions", nargs="*", default=[])
+    ag.add_argument("--bounds", nargs="*", default=[], help="`spdnn bound` outputs (results/NET/bounds/kK.json)")
     ag.add_argument("--runs", nargs="*", default=[])
     ag.add_argument("--partitions-out", required=True)
     ag.add_argument("--runs-out", required=True)

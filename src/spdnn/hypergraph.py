@@ -15,6 +15,35 @@ import scipy.sparse as sp
 from .atomic import atomic_path
 
 
+def identical_rows(m) -> np.ndarray:
+    """Class id per row: rows with the same column pattern share one (ids in order of first row).
+
+    Vectorised: two random 64-bit sums per row and the row length group candidates, then every row
+    is compared with its group's first row, so a hash collision can never merge different rows."""
+    m = sp.csr_matrix(m)
+    m.sort_indices()
+    n = m.shape[0]
+    lengths = np.diff(m.indptr)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    rng = np.random.default_rng(0x5EED)
+    keys = [lengths.astype(np.uint64)]
+    for _ in range(2):
+        r = rng.integers(1, np.iinfo(np.int64).max, size=max(m.shape[1], 1), dtype=np.int64).astype(np.uint64)
+        running = np.concatenate([np.zeros(1, np.uint64), np.cumsum(r[m.indices], dtype=np.uint64)])
+        keys.append(running[m.indptr[1:]] - running[m.indptr[:-1]])  # row sums, mod 2^64
+    _, first, group = np.unique(np.stack(keys, axis=1), axis=0, return_index=True, return_inverse=True)
+    group = group.reshape(-1)
+    rep = first[group]  # the first row of each row's group
+    offset = np.arange(m.nnz) - np.repeat(m.indptr[:-1], lengths)
+    same = m.indices == m.indices[np.repeat(m.indptr[rep], lengths) + offset]
+    if not same.all():  # a collision (never seen): fall back to exact keys
+        seen: dict[bytes, int] = {}
+        rep = np.array([seen.setdefault(m.indices[m.indptr[i]:m.indptr[i + 1]].tobytes(), i) for i in range(n)])
+    order = np.unique(rep, return_inverse=True)[1].reshape(-1)  # renumber by first row
+    return order.astype(np.int64)
+
+
 def vertex_offsets(widths) -> np.ndarray:
     """offsets[k] = id of v_0^k; offsets[-1] = number of vertices (int64)."""
     return np.concatenate([[0], np.cumsum(np.asarray(widths, dtype=np.int64))])

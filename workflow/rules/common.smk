@@ -66,6 +66,13 @@ def partition_targets():
     return out
 
 
+def bound_targets():
+    """One volume lower bound per (network, K) when partition.bound is on."""
+    if not PART.get("bound", True):
+        return []
+    return [f"results/{network}/bounds/k{k}.json" for network in NETWORKS for k in partition_ks(network)]
+
+
 def run_targets():
     """One training run per (network, method, K, mode, batch), one inference run per (network, method, K, mode)."""
     out = []

@@ -40,6 +40,26 @@ rule partition:
         "--seed {params.seed} --jobs {params.jobs} -o {output.part} 2> {log}"
 
 
+rule bound:
+    # What no partition balanced in every layer can beat (src/spdnn/bound.py): the reference line
+    # for the partitions' volumes.
+    input:
+        "results/{network}/network.h5",
+    output:
+        "results/{network}/bounds/k{k}.json",
+    params:
+        epsilon=PART["epsilon"],
+    log:
+        "logs/{network}/bound-k{k}.log",
+    benchmark:
+        "results/benchmarks/{network}/bound-k{k}.tsv"
+    conda:
+        "../../envs/spdnn.yaml"
+    shell:
+        "spdnn bound {input} -k {wildcards.k} --epsilon {params.epsilon} > {output}.tmp 2> {log} "
+        "&& mv {output}.tmp {output}"
+
+
 rule trivial_partition:
     input:
         "results/{network}/network.h5",

@@ -12,6 +12,7 @@ def run_jsons():
 rule aggregate:
     input:
         partitions=partition_jsons(),
+        bounds=bound_targets(),
         runs=run_jsons(),
     output:
         partitions=report("results/tables/partitions.csv", caption="../report/partitions.rst", category="Tables"),
@@ -21,7 +22,7 @@ rule aggregate:
     conda:
         "../../envs/spdnn.yaml"
     shell:
-        "spdnn aggregate --partitions {input.partitions} --runs {input.runs} "
+        "spdnn aggregate --partitions {input.partitions} --bounds {input.bounds} --runs {input.runs} "
         "--partitions-out {output.partitions} --runs-out {output.runs} 2> {log}"
 
 
