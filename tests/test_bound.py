@@ -128,6 +128,25 @@ def test_submatrix_bound_is_an_upper_bound_and_exact_where_enumerated():
             assert s[u, v] == pytest.approx(true)  # 9 rows: every size is enumerated
 
 
+def test_submatrix_bound_spectral_branch_on_regular_matrices():
+    """Sums of permutation matrices (all row and column sums equal) take the mixing-lemma branch:
+    with exact enumeration switched off it must still bound every submatrix from above."""
+    import spdnn.bound as bound
+
+    rng = np.random.default_rng(1)
+    for trial in range(5):
+        m = sum(np.eye(10)[rng.permutation(10)] for _ in range(3))
+        old, bound.EXACT_SUBSETS = bound.EXACT_SUBSETS, 0
+        try:
+            s = submatrix_bound(m, 10)
+        finally:
+            bound.EXACT_SUBSETS = old
+        for u in range(1, 11):
+            true = [max(np.sort(m[list(rows)].sum(axis=0))[::-1][:v].sum()
+                        for rows in itertools.combinations(range(10), u)) for v in range(1, 11)]
+            assert (s[u, 1:] >= np.array(true) - 1e-9).all()
+
+
 def test_bound_cli(tmp_path):
     spdnn("generate", "radixnet", "--neurons", 64, "--layers", 6, "--seed", 0, "-o", tmp_path / "n.h5")
     out = spdnn("bound", tmp_path / "n.h5", "-k", "2,4").stdout

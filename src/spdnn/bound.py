@@ -87,9 +87,11 @@ def expansion(row_class, col_class, w: sp.csr_matrix) -> np.ndarray:
 def submatrix_bound(m: np.ndarray, u_max: int) -> np.ndarray:
     """S[u, v] ≥ the largest sum of a u-row × v-column submatrix of m ≥ 0 (u ≤ u_max, v ≤ columns).
 
-    Exact for the u whose row subsets are few enough to enumerate; otherwise the smaller of two
-    relaxations (best u rows each with its own best v columns, and the transpose), tightened by
-    subadditivity over the exact sizes."""
+    Exact for the u whose row subsets are few enough to enumerate; otherwise the smallest of three
+    relaxations (best u rows each with its own best v columns; the transpose; and, when all row
+    sums and all column sums are equal, the expander mixing lemma
+    sum ≤ total·u·v/(R·C) + σ₂·√(u(1 − u/R)·v(1 − v/C)) with σ₂ the second singular value),
+    tightened by subadditivity over the exact sizes."""
     n_r, n_c = m.shape
     u_max = min(u_max, n_r)
     row_best = np.cumsum(-np.sort(-m, axis=1), axis=1)  # [a, v-1]: row a's best v columns
@@ -98,6 +100,14 @@ def submatrix_bound(m: np.ndarray, u_max: int) -> np.ndarray:
     by_rows = np.cumsum(-np.sort(-row_best, axis=0), axis=0)  # [u-1, v-1]
     by_cols = np.cumsum(-np.sort(-col_best, axis=1), axis=1)  # [u-1, v-1]
     s[1:, 1:] = np.minimum(by_rows[:u_max], by_cols[:u_max])
+    rows, cols = m.sum(axis=1), m.sum(axis=0)
+    if n_r > 1 and n_c > 1 and np.ptp(rows) == 0 and np.ptp(cols) == 0:
+        # biregular: the top singular pair is (total/√(RC), 1/√R, 1/√C) and the rest is bounded by σ₂
+        sigma2 = np.linalg.svd(m, compute_uv=False)[1] * (1 + 1e-9) + 1e-9
+        u = np.arange(u_max + 1)[:, None].astype(float)
+        v = np.arange(n_c + 1)[None, :].astype(float)
+        mixing = m.sum() * u * v / (n_r * n_c) + sigma2 * np.sqrt(u * (1 - u / n_r) * v * (1 - v / n_c))
+        s = np.minimum(s, mixing + 1e-7)
     exact = [u for u in range(1, u_max + 1) if math.comb(n_r, u) <= EXACT_SUBSETS]
     for u in exact:
         best = np.zeros(n_c)
