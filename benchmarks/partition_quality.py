@@ -1,9 +1,9 @@
-"""Partition quality on the 1024×120 network and scaling with N (run via `run.py --partitions [--big]`).
+"""Partition quality on the 1024×120 network and scaling with N and L (run via `run.py --partitions [--big]`).
 
 Quality: forward words per sample, worst per-layer imbalance and seconds for random, sweep and
 hypergraph at each K (ε = 0.03), next to the lower bound of `spdnn bound` (no balanced partition
 sends less). Scaling: the hypergraph method on generated RadiX-Nets with
-N = 1024 and 4096 (and 16384 with --big) at L = 120, each in its own process for peak RSS
+N = 1024 and 4096 (and 16384 with --big) at L = 120, and N = 1024 at L = 480, each in its own process for peak RSS
 (which includes the children of the parallel refinement only as far as the parent holds memory).
 """
 
@@ -49,7 +49,7 @@ def scaling_one(neurons, layers, k):
                       "peak MB": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}))
 
 
-def run(net, name, ks, out: Path, sizes=((1024, 120), (4096, 120)), scaling_k=8, big=False):
+def run(net, name, ks, out: Path, sizes=((1024, 120), (1024, 480), (4096, 120)), scaling_k=8, big=False):
     sizes = tuple(sizes) + (((16384, 120),) if big else ())
     print(f"Partition quality on {name} (forward words per sample, ε = 0.03)")
     q = quality(net, ks)
