@@ -22,13 +22,22 @@ and at most z to the alignment, so
 
     cost_p^t ≥ h_t(u_{t−1}, u_t) = min_{v ≥ e_t(u_t)} [z·v − min(cap_{t−1}, S_t(u_{t−1}, v), z·v)].
 
+Where the row classes and column classes of a layer form cycles (RadiX-Net: row class g reads
+column classes g and g + s), a part's row classes split into r partial runs and whole cycles, it
+reads exactly u + r column classes, and those form r arcs plus whole cycles. The state of a part
+in a layer is then (u, r) (r ≤ RUNS; more runs, or no cycles, keep the generic bound), and the
+alignment is also at most the sum over the pieces of the best single arc of that length
+(`arc_bound`, `runs_bound`), on the column side (this layer's runs) and on the row side (the
+previous layer's runs). This is what makes the bound tight on Graph Challenge layers: a dense
+u×v block of M_t is easy to find, a dense block whose columns are a few arcs is not.
+
 Parts are coupled only through coverage (Σ_p u_t^p ≥ R_t, every row class is held somewhere),
 which is moved into the objective with multipliers μ_t ≥ 0 (weak duality):
 
-    V ≥ K · min_{u_0..u_L} Σ_t (h_t(u_{t−1}, u_t) − μ_t u_t) + Σ_t μ_t R_t − n_0,
+    V ≥ K · min_{s_1..s_L} Σ_t (h_t(s_{t−1}, s_t) − μ_t u(s_t)) + Σ_t μ_t R_t − n_0,
 
 (layer 1's alignment with the weightless inputs is at most n_0 in total). The inner minimum is a
-shortest path over u (`_chain_minimum`); μ is improved by projected subgradient steps and every
+shortest path over the states (`_chain_minimum`); μ is improved by projected subgradient steps and every
 iterate is a valid bound: the best is reported. Layers whose column classes differ in size
 contribute 0 (still valid).
 """
@@ -128,11 +137,134 @@ def _batched(iterable, size):
         yield chunk
 
 
+def cycles(row_class, col_class, w: sp.csr_matrix):
+    """The incidence row class → column classes as cycles, or None if it is not a union of cycles.
+
+    Each cycle is (rows, cols) with rows[i] reading cols[i] and cols[(i+1) % ℓ]: a run of a < ℓ
+    consecutive rows reads the a + 1 consecutive columns from the same start."""
+    n_r, n_c = int(row_class.max()) + 1, int(col_class.max()) + 1
+    rows = np.repeat(np.arange(w.shape[0]), np.diff(w.indptr))
+    pairs = np.unique(row_class[rows] * n_c + col_class[w.indices])
+    a, c = np.divmod(pairs, n_c)
+    if not ((np.bincount(a, minlength=n_r) == 2).all() and (np.bincount(c, minlength=n_c) == 2).all()):
+        return None
+    row_cols = c.reshape(n_r, 2)  # pairs are sorted by row class: two columns each
+    col_rows = a[np.argsort(c, kind="stable")].reshape(n_c, 2)
+    seen = np.zeros(n_r, bool)
+    out = []
+    for start in range(n_r):
+        if seen[start]:
+            continue
+        rs, cs = [start], [int(row_cols[start, 0])]
+        r, col = start, int(row_cols[start, 1])
+        while True:
+            seen[r] = True
+            cs.append(col)
+            nxt = int(col_rows[col, 0] if col_rows[col, 1] == r else col_rows[col, 1])
+            if nxt == start:
+                break
+            rs.append(nxt)
+            col = int(row_cols[nxt, 0] if row_cols[nxt, 1] == col else row_cols[nxt, 1])
+            r = nxt
+        out.append((np.array(rs), np.array(cs[:len(rs)])))
+    return out
+
+
+def arc_bound(m: np.ndarray, cyc, lengths) -> np.ndarray:
+    """best[L, u] ≥ the sum of the best u rows of m over any L consecutive columns of one cycle.
+
+    `cyc` orders m's columns in cycles; u = 0..rows, L = 1..max length (whole cycles included)."""
+    n_r = m.shape[0]
+    best = np.full((lengths + 1, n_r + 1), -np.inf)
+    best[0] = 0.0
+    for length in range(1, lengths + 1):
+        sums = []
+        for _, cols in cyc:
+            ell = cols.size
+            if length > ell:
+                continue
+            run = np.concatenate([np.zeros((n_r, 1)), np.cumsum(m[:, np.concatenate([cols, cols])], axis=1)], axis=1)
+            starts = np.arange(ell if length < ell else 1)
+            sums.append((run[:, starts + length] - run[:, starts]).T)  # [start, row]
+        if sums:
+            top = np.cumsum(-np.sort(-np.concatenate(sums), axis=1), axis=1)
+            best[length, 1:] = top.max(axis=0)
+            best[length, 0] = 0.0
+    return best
+
+
+def runs_bound(piece: np.ndarray, lo: int, hi: int, whole: int, total_max: int, runs_max: int) -> np.ndarray:
+    """out[r, x, ·] ≥ the alignment of r partial runs (lengths lo..hi) plus any number of whole
+    cycles (length `whole`), x in total; `piece[L, ·]` bounds one run of length L (`arc_bound`).
+
+    Each piece takes its own best rows, so the sum bounds the union from above; −inf marks an
+    impossible (r, x)."""
+    n = piece.shape[1]
+    out = np.full((runs_max + 1, total_max + 1, n), -np.inf)
+    out[0, 0] = 0.0
+    for r in range(1, runs_max + 1):
+        for length in range(lo, min(hi, total_max) + 1):
+            out[r, length:] = np.maximum(out[r, length:], out[r - 1, :total_max + 1 - length] + piece[length][None, :])
+    for x in range(whole, total_max + 1):
+        out[:, x] = np.maximum(out[:, x], out[:, x - whole] + piece[whole][None, :])
+    return out
+
+
+RUNS = 4  # partial runs tracked per part and layer; more fall back to the generic bound
+SPAN = 12  # row-class counts above the least possible one tracked with runs
+
+
+def _generic_alignment(m, prev_u, cache):
+    key = ("generic", m.tobytes(), m.shape, int(prev_u.max()))
+    if key not in cache:
+        cache[key] = submatrix_bound(m, int(prev_u.max()))
+    return cache[key][prev_u]  # [prev state, v]
+
+
+def _row_runs_alignment(m, prev_cyc, prev_u, prev_r, cache):
+    """[prev state, v] bound when the previous layer's rows lie in prev_r runs along its cycles
+    (inf where the state is not a runs state or the cycles differ in length)."""
+    out = np.full((prev_u.size, m.shape[1] + 1), np.inf)
+    ell = {r.size for r, _ in prev_cyc}
+    if len(ell) != 1:
+        return out
+    ell = ell.pop()
+    key = ("rows", m.tobytes(), str([r.tolist() for r, _ in prev_cyc]), int(prev_u.max()))
+    if key not in cache:
+        piece = arc_bound(m.T, [(c, r) for r, c in prev_cyc], ell)  # [rows in run, v]
+        cache[key] = runs_bound(piece, 1, ell - 1, ell, int(prev_u.max()), RUNS)  # [r', u', v]
+    table = cache[key]
+    sel = prev_r <= RUNS
+    out[sel] = table[prev_r[sel], prev_u[sel]]
+    return np.where(np.isneginf(out), -np.inf, out)
+
+
+def _col_runs_alignment(m, cyc, prev_u, u, r, cache):
+    """[prev state, run state] bound when this layer's rows lie in r runs along its cycles, so
+    they read u + r columns made of r arcs and whole cycles."""
+    ell = {c.size for _, c in cyc}
+    if len(ell) != 1:
+        return np.full((prev_u.size, u.size), np.inf)
+    ell = ell.pop()
+    total = int((u + r).max())
+    key = ("cols", m.tobytes(), str([c.tolist() for _, c in cyc]), total)
+    if key not in cache:
+        piece = arc_bound(m, cyc, ell)  # [columns in arc, u']
+        cache[key] = runs_bound(piece, 2, ell, ell, total, RUNS)  # [r, v, u']
+    return cache[key][r[None, :], (u + r)[None, :], prev_u[:, None]]
+
+
 def layer_costs(layers, k: int, epsilon: float, progress=None):
-    """h_t as matrices [u_{t−1}, u_t] (inf where a u is impossible), R_t and the class size z_t per layer."""
-    caps, row_classes, costs, counts, sizes = [None], [None], [], [], []
+    """Per layer: h_t as a matrix [state_{t−1}, state_t] (inf where impossible), the row classes
+    touched in each state, R_t and the class size z_t.
+
+    A state is (u, r): u row classes touched and, on layers whose classes form cycles, r ≤ RUNS
+    partial runs along them, so that exactly u + r column classes are read; r = RUNS + 1 stands
+    for "more runs" or "no cycles" and gets the generic bound (≥ e(u) classes)."""
+    prev = None  # (u of state, r of state, rows a part may hold, row classes, cycles)
     cache: dict = {}
-    states = 0
+    costs, counts, sizes, u_states = [], [], [], []
+    cells = 0
     for t, w in enumerate(layers, start=1):
         w = sp.csr_matrix(w)
         weights = np.diff(w.indptr).astype(np.int64)
@@ -140,63 +272,85 @@ def layer_costs(layers, k: int, epsilon: float, progress=None):
         rc = identical_rows(w)
         cc = identical_rows(w.T.tocsr())
         n_r, n_c = int(rc.max()) + 1, int(cc.max()) + 1
-        size = np.bincount(rc).max()
-        u_lo, u_hi = -(-fewest // size), min(n_r, most)
+        u_lo, u_hi = -(-fewest // np.bincount(rc).max()), min(n_r, most)
         z = np.bincount(cc)
-        states += (1 if t == 1 else caps[-1][0] + 1) * (u_hi + 1)
-        if states > STATE_LIMIT:
+        uniform = bool((z == z[0]).all())
+        cyc = cycles(rc, cc, w) if uniform else None
+        u_of, r_of = [np.arange(u_hi + 1)], [np.full(u_hi + 1, RUNS + 1)]
+        if cyc:
+            u_run = np.arange(min(u_hi, u_lo + SPAN) + 1)
+            for r in range(RUNS + 1):
+                u_of.append(u_run)
+                r_of.append(np.full(u_run.size, r))
+        u_of, r_of = np.concatenate(u_of), np.concatenate(r_of)
+        runs = r_of <= RUNS
+        n_prev = 1 if prev is None else prev[0].size
+        cells += n_prev * u_of.size
+        if cells > STATE_LIMIT:
             raise UserError(f"bound: layer {t}: up to {u_hi} row classes per part; the bound's tables would exceed "
-                            f"{STATE_LIMIT * 8 / 1e9:.1f} GB (too many distinct rows per part; use fewer layers or a larger K)")
-        h = np.full((1 if t == 1 else caps[-1][0] + 1, u_hi + 1), np.inf)
-        sizes.append(float(z[0]) if (z == z[0]).all() else 0.0)
-        if (z == z[0]).all():
-            e = expansion(rc, cc, w)[:u_hi + 1]
+                            f"{STATE_LIMIT * 8 / 1e9:.1f} GB (use fewer layers or a larger K)")
+        if not uniform:  # classes of different sizes: no per-part bound here, the layer contributes 0
+            h = np.zeros((n_prev, u_of.size))
+        else:
+            zz = float(z[0])
             v = np.arange(n_c + 1)
-            if t == 1:
+            m = None
+            if prev is None:
                 aligned = np.zeros((1, n_c + 1))  # inputs: alignment taken off once, globally
             else:
-                (prev_u, prev_cap), prev_rc = caps[-1], row_classes[-1]
-                if (int(prev_rc.max()) + 1) * n_c <= DENSE_LIMIT:
-                    m = np.zeros((int(prev_rc.max()) + 1, n_c))
-                    np.add.at(m, (prev_rc, cc), 1)
-                    key = (m.tobytes(), m.shape, prev_cap)
-                    if key not in cache:
-                        cache[key] = submatrix_bound(m, prev_u)
-                    aligned = cache[key][:prev_u + 1]
-                else:
-                    aligned = np.full((prev_u + 1, n_c + 1), np.inf)
-                aligned = np.minimum(aligned, prev_cap)
-            g = z[0] * v[None, :] - np.minimum(aligned, z[0] * v[None, :])
-            suffix = np.minimum.accumulate(g[:, ::-1], axis=1)[:, ::-1]  # min over v ≥ e(u)
-            h[:, :] = suffix[:, e]
-        else:  # classes of different sizes: no per-part bound here, the layer contributes 0
-            h[:, :] = 0.0
-        h[:, :u_lo] = np.inf
+                p_u, p_r, p_most, p_rc, p_cyc = prev
+                aligned = np.full((p_u.size, n_c + 1), float(p_most))
+                if (int(p_rc.max()) + 1) * n_c <= DENSE_LIMIT:
+                    m = np.zeros((int(p_rc.max()) + 1, n_c))
+                    np.add.at(m, (p_rc, cc), 1)
+                    aligned = np.minimum(aligned, _generic_alignment(m, p_u, cache))
+                    if p_cyc:
+                        aligned = np.minimum(aligned, _row_runs_alignment(m, p_cyc, p_u, p_r, cache))
+            aligned = np.minimum(aligned, zz * v[None, :])
+            g = zz * v[None, :] - aligned  # [prev state, v]; +inf where the previous state is impossible
+            suffix = np.minimum.accumulate(g[:, ::-1], axis=1)[:, ::-1]  # min over at least v classes
+            e = expansion(rc, cc, w)
+            least = e[u_of]  # generic states: at least e(u) classes; with cycles, "more runs": u + RUNS + 1
+            if cyc:
+                least = np.where(u_of <= u_lo + SPAN, np.maximum(least, u_of + RUNS + 1), least)
+            h = suffix[:, np.minimum(least, n_c)]
+            h[:, least > n_c] = np.inf
+            if cyc:  # runs states read exactly u + r classes
+                width = u_of[runs] + r_of[runs]
+                exact = g[:, np.minimum(width, n_c)]
+                if m is not None:
+                    cols = _col_runs_alignment(m, cyc, prev[0], u_of[runs], r_of[runs], cache)
+                    exact = np.maximum(exact, zz * width[None, :] - np.minimum(aligned[:, np.minimum(width, n_c)], cols))
+                exact[:, (width > n_c) | (r_of[runs] > u_of[runs])] = np.inf
+                h[:, runs] = exact
+        h[:, u_of < u_lo] = np.inf
         costs.append(h)
         counts.append(n_r)
-        caps.append((u_hi, most))
-        row_classes.append(rc)
+        sizes.append(float(z[0]) if uniform else 0.0)
+        u_states.append(u_of)
+        prev = (u_of, r_of, most, rc, cyc)
         if progress:
             progress(t, len(layers))
-    return costs, counts, sizes
+    return costs, counts, sizes, u_states
 
 
-def _chain_minimum(costs, mu):
-    """min over u_1..u_L of Σ_t (h_t(u_{t−1}, u_t) − μ_t u_t) and the minimising u."""
+def _chain_minimum(costs, u_states, mu):
+    """min over states s_1..s_L of Σ_t (h_t(s_{t−1}, s_t) − μ_t u(s_t)) and the minimising u per layer."""
     f = None
     choices = []
     for t, h in enumerate(costs):
-        step = h - mu[t] * np.arange(h.shape[1])[None, :]
+        step = h - mu[t] * u_states[t][None, :]
         total = step if f is None else f[:, None] + step
         choices.append(total.argmin(axis=0))
         f = total[choices[-1], np.arange(total.shape[1])]
-    u = int(np.argmin(f))
-    value = float(f[u])
-    path = [u]
+    s = int(np.argmin(f))
+    value = float(f[s])
+    path = [s]
     for choice in reversed(choices[1:]):
-        u = int(choice[u])
-        path.append(u)
-    return value, np.array(path[::-1])
+        s = int(choice[s])
+        path.append(s)
+    states = path[::-1]
+    return value, np.array([u_states[t][s] for t, s in enumerate(states)])
 
 
 def volume_lower_bound(layers, widths, k: int, epsilon: float = 0.03, iterations: int = 300, progress=None) -> dict:
@@ -205,12 +359,12 @@ def volume_lower_bound(layers, widths, k: int, epsilon: float = 0.03, iterations
     if k == 1:
         return {"k": 1, "epsilon": epsilon, "lower_bound_forward": 0, "iterations": 0,
                 "seconds": time.perf_counter() - t0}
-    costs, counts, sizes = layer_costs(layers, k, epsilon, progress)
+    costs, counts, sizes, u_states = layer_costs(layers, k, epsilon, progress)
     counts = np.asarray(counts, np.float64)
     mu = np.asarray(sizes)  # start at the price of one more column class
     best = -np.inf
     for i in range(iterations):
-        value, path = _chain_minimum(costs, mu)
+        value, path = _chain_minimum(costs, u_states, mu)
         best = max(best, k * value + float(mu @ counts) - widths[0])
         grad = counts - k * path  # coverage slack: positive where parts touch too few classes
         if not grad.any():
