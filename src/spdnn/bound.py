@@ -3,7 +3,8 @@
 A partitioner's volume says little on its own: this bound says how much any partition with the
 same K and ε must send, so a target below it is out of reach and the gap above it is what a
 better partitioner could still win. It holds for every network; it is strong where rows repeat
-(RadiX-Net and the Graph Challenge networks: 16 identical rows per group) and weak on random ones.
+(RadiX-Net and the Graph Challenge networks: 16 identical rows per group); on random and pruned
+networks it is valid but near 0.
 
 Derivation. In layer t, a *column class* is a set of columns read by exactly the same rows (z_c
 columns) and a *row class* a set of identical rows. For column j of class c, with T_c the parts
@@ -320,7 +321,8 @@ def layer_costs(layers, k: int, epsilon: float, progress=None):
                 exact = g[:, np.minimum(width, n_c)]
                 if m is not None:
                     cols = _col_runs_alignment(m, cyc, prev[0], u_of[runs], r_of[runs], cache)
-                    exact = np.maximum(exact, zz * width[None, :] - np.minimum(aligned[:, np.minimum(width, n_c)], cols))
+                    best = np.minimum(aligned[:, np.minimum(width, n_c)], cols)
+                    exact = np.maximum(exact, zz * width[None, :] - best)
                 exact[:, (width > n_c) | (r_of[runs] > u_of[runs])] = np.inf
                 h[:, runs] = exact
         h[:, u_of < u_lo] = np.inf

@@ -329,7 +329,8 @@ def partition_network(layers, widths, k: int, method: str, epsilon: float = 0.03
     metrics = partition_metrics(layers, widths, part, k, epsilon)
     if not metrics["balanced"]:  # a bug, not a user error: every method must meet the bound
         raise RuntimeError(f"{method}: layers {metrics['unbalanced_layers'][:5]} exceed the balance bound")
-    metrics.update({"method": method, "seed": seed, "seconds": seconds, "passes": passes if method == "hypergraph" else None,
+    metrics.update({"method": method, "seed": seed, "seconds": seconds,
+                    "passes": passes if method == "hypergraph" else None,
                     "preset": preset if method in ("hypergraph", "sweep") else None})
     return part, metrics
 
