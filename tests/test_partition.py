@@ -144,3 +144,30 @@ def test_parallel_refinement_is_reproducible_and_balanced():
     b, _ = partition_network(net.layers, net.widths, 4, "hypergraph", seed=1, jobs=2)
     np.testing.assert_array_equal(a, b)
     assert ma["balanced"]
+
+
+def test_merged_identical_rows_keep_the_exact_subproblem_cost():
+    """Merging a layer's identical rows into one vertex changes nothing for partitions that keep
+    them together: same connectivity−1 on the merged and the original subproblem (both neighbours
+    fixed); empty rows are never merged."""
+    from spdnn.hypergraph import row_weights
+    from spdnn.partition import layer_subproblem, merge_identical_rows, mergeable_rows
+
+    net = radixnet(64, 6, seed=2)
+    layers, widths, rws = net.layers, net.widths, row_weights(net.layers)
+    rng = np.random.default_rng(0)
+    k, t = 3, 3
+    parts = [rng.integers(0, k, size=n) for n in widths]
+    nv, indptr, pins, weights, fixed = layer_subproblem(layers, rws, widths, t, parts, k)
+    classes = mergeable_rows(layers[t - 1])
+    assert classes.max() + 1 == 4  # 64 neurons = 4 groups of 16 identical rows
+    (nv2, indptr2, pins2, weights2, fixed2), new_id = merge_identical_rows(widths[t], classes, nv, indptr, pins,
+                                                                            weights, fixed)
+    assert nv2 == 4 + k and weights2.sum() == weights.sum()
+    for _ in range(5):
+        block = np.where(fixed2 >= 0, fixed2, rng.integers(0, k, size=nv2))
+        assert connectivity_minus_one(indptr2, pins2, block) == connectivity_minus_one(indptr, pins, block[new_id])
+    w = layers[0].tolil()
+    w[[5, 9], :] = 0  # two dead neurons: empty rows stay apart
+    got = mergeable_rows(w.tocsr())
+    assert got[5] != got[9] and np.unique(got).size == 4 + 2  # four groups, two lone dead rows

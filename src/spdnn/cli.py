@@ -144,7 +144,14 @@ def cmd_bound(a):
     for k in a.k:
         check_k(net.widths, k)
     for k in a.k:
-        result = volume_lower_bound(net.layers, net.widths, k, a.epsilon, a.iterations)
+        step = max(1, -(-net.num_layers // 10))
+
+        def progress(t, total, k=k):
+            if t % step == 0 or t == total:
+                _log(f"  bound K={k}: layer tables {t}/{total}")
+
+        result = volume_lower_bound(net.layers, net.widths, k, a.epsilon, a.iterations, progress=progress)
+        _log(f"bound K={k}: {result['lower_bound_forward']} words per sample, {result['seconds']:.1f} s")
         result["network"] = str(a.network)
         print(json.dumps(result), flush=True)
 

@@ -106,6 +106,18 @@ def layer_subproblem(layers, rws, widths, t: int, parts, k: int):
     return nv, indptr, pin_of[keep], weights, fixed
 
 
+def mergeable_rows(w) -> np.ndarray:
+    """Rows that move as one vertex: identical non-empty rows. Empty rows (dead neurons of a pruned
+    layer) read nothing, so merging them gains nothing and would tie all their readers together."""
+    classes = identical_rows(w)
+    empty = np.flatnonzero(np.diff(w.indptr) == 0)
+    if empty.size:
+        classes = classes.copy()
+        classes[empty] = classes.max() + 1 + np.arange(empty.size)
+        classes = np.unique(classes, return_inverse=True)[1].reshape(-1)
+    return classes
+
+
 def merge_identical_rows(n: int, classes: np.ndarray, nv: int, indptr, pins, weights, fixed):
     """The subproblem with layer t's identical rows (vertices < n) merged into one vertex per class.
 
@@ -317,7 +329,7 @@ def partition_network(layers, widths, k: int, method: str, epsilon: float = 0.03
     elif method == "random":
         parts = random_partition(widths, rws, k, seed)
     else:
-        classes = [None] + [identical_rows(w) for w in layers]
+        classes = [None] + [mergeable_rows(w) for w in layers]
         parts = sweep(layers, rws, widths, k, epsilon, seed, preset, threads, progress, classes)
         if method == "hypergraph":
             parts = refine(layers, rws, widths, parts, k, epsilon, seed, preset, threads, passes, progress, classes,
