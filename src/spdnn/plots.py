@@ -51,7 +51,9 @@ def volume_vs_k(parts: pd.DataFrame, path):
         if "lower_bound_forward" in d and d["lower_bound_forward"].notna().any():
             lb = d.dropna(subset=["lower_bound_forward"]).drop_duplicates("k").sort_values("k")
             lb = lb[lb["lower_bound_forward"] > 0]  # a zero bound has no place on a log axis
-            ax.plot(lb["k"], lb["lower_bound_forward"], ls="--", color="black", label="lower bound (any partition)")
+            if not lb.empty:
+                ax.plot(lb["k"], lb["lower_bound_forward"], ls="--", color="black",
+                        label="lower bound (any partition)")
         ax.set(xscale="log", yscale="log", xlabel="K (processes)", ylabel="words per sample (forward)", title=net)
         _plain_log_ticks(ax, sorted(int(k) for k in d["k"].unique()))
         ax.grid(alpha=0.3, which="both")
