@@ -11,7 +11,7 @@ constraint is that layer's own balance (per-layer balance by construction, then 
 repaired by `rebalance_layer` for indivisible rows). Identical rows of the layer (same inputs:
 16 per group on RadiX-Net layers, none on a random or pruned layer) enter the subproblem as one
 vertex: keeping them together never costs an incoming word, and the solver gets 16× fewer
-vertices on Graph Challenge layers (1024×120 at K=32: 18 s instead of 106 s, 0.6% less volume).
+vertices on Graph Challenge layers (1024×120, sweep at K=32: 10 s instead of 68 s).
 
 - `sweep`: layer k with layer k−1 fixed, k = 1..L (the layer sweep of DESIGN.md §1).
 - `hypergraph`: the sweep; then more candidates per layer (every layer partitioned on its own,
@@ -104,16 +104,19 @@ def layer_subproblem(layers, rws, widths, t: int, parts, k: int):
         net_ids += [n_nets + np.arange(n, dtype=np.int64), n_nets + nxt.indices.astype(np.int64)]
         pin_ids += [np.arange(n, dtype=np.int64), anchor + reader_part]
         n_nets += n
-    net_ids = np.concatenate(net_ids)
-    pin_ids = np.concatenate(pin_ids)
-    key = np.unique(net_ids * nv + pin_ids)  # collapsed anchors repeat; single-pin nets cost nothing
-    net_of, pin_of = np.divmod(key, nv)
-    sizes = np.bincount(net_of, minlength=n_nets)
-    keep = sizes[net_of] >= 2
-    indptr = np.concatenate([[0], np.cumsum(sizes[sizes >= 2])]).astype(np.int64)
+    indptr, pins = compact_nets(np.concatenate(net_ids), np.concatenate(pin_ids), nv, n_nets)
     weights = np.concatenate([rws[t - 1], np.zeros(n_free - n, np.int64), np.ones(k, np.int64)])
     fixed = np.concatenate([np.full(n_free, -1, np.int64), np.arange(k, dtype=np.int64)])
-    return nv, indptr, pin_of[keep], weights, fixed
+    return nv, indptr, pins, weights, fixed
+
+
+def compact_nets(net_ids: np.ndarray, pin_ids: np.ndarray, nv: int, n_nets: int):
+    """(indptr, pins) from (net, pin) pairs: each pin once per net (collapsed anchors and merged
+    rows repeat), nets with fewer than two pins dropped (they cost nothing)."""
+    net_of, pin_of = np.divmod(np.unique(net_ids * nv + pin_ids), nv)
+    sizes = np.bincount(net_of, minlength=n_nets)
+    indptr = np.concatenate([[0], np.cumsum(sizes[sizes >= 2])]).astype(np.int64)
+    return indptr, pin_of[sizes[net_of] >= 2]
 
 
 def mergeable_rows(w) -> np.ndarray:
@@ -138,15 +141,11 @@ def merge_identical_rows(n: int, classes: np.ndarray, nv: int, indptr, pins, wei
     new_id = np.concatenate([classes, n_cls + np.arange(nv - n, dtype=np.int64)])
     nv_new = n_cls + nv - n
     net_of = np.repeat(np.arange(indptr.size - 1, dtype=np.int64), np.diff(indptr))
-    key = np.unique(net_of * nv_new + new_id[pins])
-    net_new, pin_new = np.divmod(key, nv_new)
-    sizes = np.bincount(net_new, minlength=indptr.size - 1)
-    keep = sizes[net_new] >= 2
-    indptr_new = np.concatenate([[0], np.cumsum(sizes[sizes >= 2])]).astype(np.int64)
+    indptr_new, pins_new = compact_nets(net_of, new_id[pins], nv_new, indptr.size - 1)
     weights_new = np.bincount(new_id, weights=weights, minlength=nv_new).astype(np.int64)
     fixed_new = np.full(nv_new, -1, np.int64)
     fixed_new[new_id] = fixed
-    return (nv_new, indptr_new, pin_new[keep], weights_new, fixed_new), new_id
+    return (nv_new, indptr_new, pins_new, weights_new, fixed_new), new_id
 
 
 def solve_layer(layers, rws, widths, t, parts, k, epsilon, seed, preset, threads, classes=None):
@@ -241,10 +240,34 @@ def chains_from(layers, rws, widths, k, epsilon, seed, preset, threads, classes,
     return out
 
 
-def _chains_worker(network, k, epsilon, seed, preset, window, starts, results):
+def _chain_share(network, k, epsilon, seed, preset, window, starts):
     layers, rws, widths, classes = network
-    results.put((starts[0] if starts else 0, chains_from(layers, rws, widths, k, epsilon, seed, preset, 1, classes,
-                                                          window, starts)))
+    return chains_from(layers, rws, widths, k, epsilon, seed, preset, 1, classes, window, starts)
+
+
+def in_processes(task, common: tuple, shares: list) -> list:
+    """task(*common, share) for each share, each in its own spawned process; results in share order.
+
+    A fresh process per share: Mt-KaHyPar's result for a seed depends on the calls its process
+    made before (measured), so a fixed share in a fresh process gives the same result every run.
+    Spawn, not fork: Mt-KaHyPar's thread pool does not survive a fork."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_run_share, args=(task, common, share, i, results)) for i, share in enumerate(shares)]
+    for p in procs:
+        p.start()
+    got = dict(results.get() for _ in procs)
+    for p in procs:
+        p.join()
+        if p.exitcode != 0:
+            raise RuntimeError(f"partition worker failed with exit code {p.exitcode}")
+    return [got[i] for i in range(len(shares))]
+
+
+def _run_share(task, common, share, index, results):
+    results.put((index, task(*common, share)))
 
 
 def candidate_chains(layers, rws, widths, k, epsilon, seed, preset, threads, classes, window, progress=None, jobs=1):
@@ -254,21 +277,9 @@ def candidate_chains(layers, rws, widths, k, epsilon, seed, preset, threads, cla
     L = len(layers)
     starts = list(range(1, L + 1))
     if jobs > 1:
-        import multiprocessing as mp
-
-        ctx = mp.get_context("spawn")  # as in refine: Mt-KaHyPar's thread pool does not survive a fork
-        results = ctx.Queue()
         shares = [starts[w::jobs] for w in range(jobs)]
-        procs = [ctx.Process(target=_chains_worker, args=((layers, rws, widths, classes), k, epsilon, seed, preset,
-                                                           window, share, results)) for share in shares]
-        for p in procs:
-            p.start()
-        got = dict(results.get() for _ in procs)
-        for p in procs:
-            p.join()
-            if p.exitcode != 0:
-                raise RuntimeError(f"candidate worker failed with exit code {p.exitcode}")
-        pairs = [pair for share in shares for pair in got[share[0] if share else 0]]
+        done = in_processes(_chain_share, ((layers, rws, widths, classes), k, epsilon, seed, preset, window), shares)
+        pairs = [pair for share in done for pair in share]
         if progress:
             progress(L, L)
     else:
@@ -315,11 +326,8 @@ def improve_layer(layers, rws, widths, parts, t, k, epsilon, seed, preset, threa
     return trial[t] if local_volume(layers, widths, trial, t, k) < before else None
 
 
-def _refine_batch(network, k, epsilon, preset, batch, results):
-    """One worker process: re-solve its fixed batch of layers (in order) and send back the results.
-
-    A fresh process per batch and phase: Mt-KaHyPar's result for a seed depends on the calls its
-    process made before (measured), so a worker must see the same history on every run."""
+def _refine_share(network, k, epsilon, preset, batch):
+    """Re-solve a fixed batch of layers (in order): [(t, new layer partition or None), ...]."""
     layers, rws, widths, classes = network
     out = []
     for t, neighbours, seed in batch:
@@ -328,24 +336,7 @@ def _refine_batch(network, k, epsilon, preset, batch, results):
             if p is not None:
                 parts[t + offset] = p
         out.append((t, improve_layer(layers, rws, widths, parts, t, k, epsilon, seed, preset, 1, classes)))
-    results.put(out)
-
-
-def _solve_parallel(network, k, epsilon, preset, work, jobs):
-    import multiprocessing as mp
-
-    ctx = mp.get_context("spawn")  # not fork: Mt-KaHyPar's thread pool does not survive a fork
-    results = ctx.Queue()
-    procs = [ctx.Process(target=_refine_batch, args=(network, k, epsilon, preset, work[w::jobs], results))
-             for w in range(jobs)]
-    for p in procs:
-        p.start()
-    got = dict(item for _ in procs for item in results.get())
-    for p in procs:
-        p.join()
-        if p.exitcode != 0:
-            raise RuntimeError(f"refinement worker failed with exit code {p.exitcode}")
-    return [got[t] for t, _, _ in work]
+    return out
 
 
 def refine(layers, rws, widths, parts, k, epsilon, seed, preset, threads, passes, progress, classes, jobs=1):
@@ -359,7 +350,10 @@ def refine(layers, rws, widths, parts, k, epsilon, seed, preset, threads, passes
             work = [(t, (parts[t - 1], parts[t], parts[t + 1] if t < L else None), seed + 7919 * (n + 1) + t)
                     for t in range(1, L + 1) if t % 2 == colour]
             if jobs > 1:
-                results = _solve_parallel((layers, rws, widths, classes), k, epsilon, preset, work, jobs)
+                done = in_processes(_refine_share, ((layers, rws, widths, classes), k, epsilon, preset),
+                                    [work[w::jobs] for w in range(jobs)])
+                got = dict(item for share in done for item in share)
+                results = [got[t] for t, _, _ in work]
             else:
                 results = [improve_layer(layers, rws, widths, parts, t, k, epsilon, sd, preset, threads, classes)
                            for t, _, sd in work]
