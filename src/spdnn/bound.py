@@ -51,7 +51,6 @@ import time
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.sparse.csgraph import connected_components
 
 from .errors import UserError
 from .hypergraph import identical_rows
@@ -69,27 +68,32 @@ def rows_per_part(weights: np.ndarray, k: int, epsilon: float) -> tuple[int, int
     return most, max(0, weights.size - (k - 1) * most)
 
 
-def expansion(row_class, col_class, w: sp.csr_matrix) -> np.ndarray:
+def _incidence(row_class, col_class, w: sp.csr_matrix):
+    """(row class, column class) pairs of the layer, each once, sorted by row class; and the counts."""
+    n_r, n_c = int(row_class.max()) + 1, int(col_class.max()) + 1
+    rows = np.repeat(np.arange(w.shape[0]), np.diff(w.indptr))
+    a, c = np.divmod(np.unique(row_class[rows] * n_c + col_class[w.indices]), n_c)
+    return a, c, n_r, n_c
+
+
+def expansion(row_class, col_class, w: sp.csr_matrix, cyc=None) -> np.ndarray:
     """e[u] ≤ the number of column classes read by any u row classes (u = 0..R).
 
     Always: counting incidences, e(u) ≥ ⌈u·d_row/d_col⌉ with d_row the fewest classes a row class
     reads and d_col the most row classes reading one column class. Sharper where the incidence is
-    a union of cycles (RadiX-Net layers): u row classes that are not whole cycles read ≥ u + 1."""
-    n_r, n_c = int(row_class.max()) + 1, int(col_class.max()) + 1
-    rows = np.repeat(np.arange(w.shape[0]), np.diff(w.indptr))
-    pairs = np.unique(row_class[rows] * n_c + col_class[w.indices])
-    a, c = np.divmod(pairs, n_c)
+    a union of cycles (RadiX-Net layers; `cycles`, computed here when cyc is None): u row classes that
+    are not whole cycles read ≥ u + 1."""
+    a, c, n_r, n_c = _incidence(row_class, col_class, w)
     d_row, d_col = np.bincount(a, minlength=n_r), np.bincount(c, minlength=n_c)
     u = np.arange(n_r + 1)
     e = np.maximum(np.where(u > 0, d_row.min(), 0), -(-u * d_row.min() // max(int(d_col.max()), 1)))
-    if (d_row == 2).all() and (d_col == 2).all():  # union of even cycles
-        graph = sp.coo_matrix((np.ones(a.size), (a, n_r + c)), shape=(n_r + n_c,) * 2)
-        _, label = connected_components(graph, directed=False)
+    cyc = cycles(row_class, col_class, w) if cyc is None else cyc
+    if cyc:
         whole = np.zeros(n_r + 1, bool)  # u reachable as a union of whole cycles
         whole[0] = True
-        for length in np.bincount(label[:n_r]):
-            if length:
-                whole[length:] |= whole[:-length].copy()
+        for rows_of_cycle, _ in cyc:
+            length = rows_of_cycle.size
+            whole[length:] |= whole[:-length].copy()
         e = np.maximum(e, u + ~whole)
     return np.minimum(e, n_c)
 
@@ -143,10 +147,7 @@ def cycles(row_class, col_class, w: sp.csr_matrix):
 
     Each cycle is (rows, cols) with rows[i] reading cols[i] and cols[(i+1) % ℓ]: a run of a < ℓ
     consecutive rows reads the a + 1 consecutive columns from the same start."""
-    n_r, n_c = int(row_class.max()) + 1, int(col_class.max()) + 1
-    rows = np.repeat(np.arange(w.shape[0]), np.diff(w.indptr))
-    pairs = np.unique(row_class[rows] * n_c + col_class[w.indices])
-    a, c = np.divmod(pairs, n_c)
+    a, c, n_r, n_c = _incidence(row_class, col_class, w)
     if not ((np.bincount(a, minlength=n_r) == 2).all() and (np.bincount(c, minlength=n_c) == 2).all()):
         return None
     row_cols = c.reshape(n_r, 2)  # pairs are sorted by row class: two columns each
@@ -310,7 +311,7 @@ def layer_costs(layers, k: int, epsilon: float, progress=None):
             aligned = np.minimum(aligned, zz * v[None, :])
             g = zz * v[None, :] - aligned  # [prev state, v]; +inf where the previous state is impossible
             suffix = np.minimum.accumulate(g[:, ::-1], axis=1)[:, ::-1]  # min over at least v classes
-            e = expansion(rc, cc, w)
+            e = expansion(rc, cc, w, cyc or False)  # False: known to have no cycles
             least = e[u_of]  # generic states: at least e(u) classes; with cycles, "more runs": u + RUNS + 1
             if cyc:
                 least = np.where(u_of <= u_lo + SPAN, np.maximum(least, u_of + RUNS + 1), least)
