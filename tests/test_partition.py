@@ -99,7 +99,10 @@ def test_hypergraph_beats_random_and_is_deterministic():
 
 def test_partition_cli_and_volume(tmp_path):
     spdnn("generate", "radixnet", "--neurons", 64, "--layers", 4, "--seed", 1, "-o", tmp_path / "n.h5")
-    spdnn("partition", tmp_path / "n.h5", "-k", 3, "--method", "hypergraph", "-o", tmp_path / "p")
+    proc = spdnn("partition", tmp_path / "n.h5", "-k", 3, "--method", "hypergraph", "-o", tmp_path / "p")
+    # Progress lines say which pass they belong to (each pass runs over all layers).
+    for stage in ("sweep: layer 4/4", "candidates: layer 4/4", "refinement pass 1/1: layer 4/4"):
+        assert sum(stage in line for line in proc.stderr.splitlines()) == 1, proc.stderr
     side = json.loads((tmp_path / "p.json").read_text())
     vol = json.loads(spdnn("volume", tmp_path / "n.h5", tmp_path / "p").stdout)
     assert vol["volume_forward"] == side["volume_forward"] and vol["k"] == 3 and side["seconds"] >= 0
@@ -192,7 +195,7 @@ def test_best_relabel_is_the_best_renaming():
 
 def _relabelled_radixnet(neurons, blocks, seed):
     """Unpermuted RadiX-Net blocks with every layer's neurons renamed at random: the structure is
-    there to be found (DESIGN.md §1), but not in the neuron ids."""
+    there to be found (README, "Design reference"), but not in the neuron ids."""
     import scipy.sparse as sp
 
     from spdnn.generate import radixnet_base_layer

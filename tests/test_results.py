@@ -35,7 +35,7 @@ def test_partition_and_run_tables(tmp_path):
             "words_backward_counted": [0, 60], "words_forward_model": [100, 60], "words_backward_model": [0, 60],
             "per_rank": [rank, dict(rank, peak_rss_mb=120.0)]}),
         _write(r / "runs" / "train-none-k2-data-parallel-b16.json", {
-            "steps_run": 10, "step_seconds": 0.08, "grad_words_per_step": 1000,
+            "steps_run": 10, "step_seconds": 0.08, "grad_words_per_step": 1000, "words_per_step_per_rank": 1000,
             "per_rank": [{"compute_seconds": [0.5], "comm_seconds": [0.2], "wait_seconds": [0.2],
                           "words_sent_allreduce": 10000, "peak_rss_mb": 90.0}] * 2}),
         _write(r / "runs" / "infer-hypergraph-k2-row-wise.json", {
@@ -71,3 +71,26 @@ def test_unknown_paths_and_bad_json(tmp_path):
     broken.write_text("{")
     with pytest.raises(UserError, match="cannot read metrics"):
         partition_table([broken])
+
+
+def test_every_method_has_its_own_fixed_style():
+    """Colour, marker and line style all differ between methods (random and block coincide at
+    K = 2, and must both stay visible), and a method's style does not depend on the config."""
+    from spdnn.plots import STYLES, style
+
+    methods = ["hypergraph", "sweep", "random", "block", "external", "data-parallel"]
+    for attr in ("color", "marker", "ls"):
+        values = [repr(style(m)[attr]) for m in methods]
+        assert len(set(values)) == len(values), attr
+    assert style("random") == STYLES["random"] and style("random") is not STYLES["random"]
+
+
+def test_inference_table(tmp_path):
+    from spdnn.results import inference_table
+
+    p = tmp_path / "results" / "gc" / "inference" / "serial.json"
+    p.parent.mkdir(parents=True)
+    p.write_text(json.dumps({"images": 10, "survivors": 3, "seconds": 0.5, "samples_per_second": 20.0,
+                             "edges_per_second": 1e6, "truth": "t.tsv", "matches_truth": True}))
+    table = inference_table([p])
+    assert table.loc[0, "network"] == "gc" and bool(table.loc[0, "matches_truth"]) and table.loc[0, "survivors"] == 3

@@ -38,7 +38,7 @@ def tiny(tmp_path_factory):
 def test_tiny_workflow_outputs(tiny):
     parts = pd.read_csv(tiny / "results/tables/partitions.csv")
     assert set(parts["method"]) == {"random", "hypergraph"} and set(parts["k"]) == {2, 3}
-    assert (parts["imbalance_max"] <= 1.2).all()
+    assert (parts["imbalance_max"] <= 1.2).all() and parts["balanced"].all()
     runs = pd.read_csv(tiny / "results/tables/runs.csv")
     rw = runs[runs["mode"] == "row-wise"]
     assert rw["words_match_model"].all()
@@ -49,6 +49,9 @@ def test_tiny_workflow_outputs(tiny):
     assert set(parts["network"]) == {"tiny", "tinypruned"}
     for fig in ("volume_vs_k", "per_layer_tiny", "per_layer_tinypruned", "speedup", "time_breakdown", "crossover", "predicted_vs_k"):
         assert (tiny / f"results/figures/{fig}.png").stat().st_size > 5000
+    infer = runs[runs["kind"] == "infer"]
+    assert infer["samples_per_second"].notna().all() and runs["words_match_model"].notna().all()
+    assert pd.read_csv(tiny / "results/tables/inference.csv")["matches_truth"].isna().all()  # generated inputs
     for log in (tiny / "logs").rglob("*.log"):
         assert "Traceback" not in log.read_text(), log
 
@@ -59,6 +62,54 @@ def test_rerun_does_nothing_and_deletion_redoes_only_dependents(tiny):
     (tiny / "results/tiny/runs/train-hypergraph-k2-row-wise-b32.json").unlink()
     proc = smk(tiny, "--configfile", ROOT / "config" / "test.yaml", "--cores", 2, "-n")
     assert sorted(planned_jobs(proc)) == ["aggregate", "all", "costmodel", "figures", "train_run"]
+
+
+def test_changing_a_run_setting_reruns_exactly_the_training_jobs(tiny, tmp_path):
+    """runs.lr reaches train_run through params: a config copy with another lr plans the training
+    runs again (and what aggregates them), nothing upstream."""
+    cfg = yaml.safe_load((ROOT / "config" / "test.yaml").read_text())
+    cfg["runs"]["lr"] = 0.02
+    (tmp_path / "lr.yaml").write_text(yaml.safe_dump(cfg))
+    proc = smk(tiny, "--configfile", tmp_path / "lr.yaml", "--cores", 2, "-n")
+    jobs = planned_jobs(proc)
+    assert set(jobs) == {"train_run", "aggregate", "costmodel", "figures", "all"}, jobs
+    assert jobs.count("train_run") == 6  # 2 networks × (K=1, K=2 row-wise, K=2 data-parallel)
+
+
+def test_lint_is_clean(tmp_path):
+    proc = smk(tmp_path, "--lint")
+    assert "Congratulations" in proc.stdout + proc.stderr, proc.stdout
+
+
+def test_nested_config_overrides(tmp_path):
+    """--config with nested values (parsed as strings by Snakemake) is validated as the user meant."""
+    proc = smk(tmp_path, "--cores", 2, "-n", "-p", "--config", "partition={k: [4], epsilon: 0.05}")
+    assert "partition" in planned_jobs(proc)
+    assert "-k 4 --method" in proc.stdout and "--epsilon 0.05" in proc.stdout
+    proc = smk(tmp_path, "--cores", 2, "-n", "--config", "partition={k: [1]}", check=False)
+    assert proc.returncode == 2 and "config error at partition.k.0: 1 is less than the minimum of 2" in proc.stderr
+
+
+def test_conda_post_deploy_installs_this_checkout(tmp_path):
+    """envs/spdnn.post-deploy.sh, run from a copy elsewhere (as Snakemake does) inside a fresh
+    environment, installs spdnn from the workflow's directory."""
+    import shutil
+    import sys
+
+    venv = tmp_path / "env"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", venv], check=True)
+    script = tmp_path / "copy.post-deploy.sh"
+    shutil.copy(ROOT / "envs" / "spdnn.post-deploy.sh", script)
+    e = env()
+    e["PATH"] = f"{venv / 'bin'}:{e['PATH']}"
+    e.pop("SPDNN_WORKFLOW_DIR", None)
+    proc = subprocess.run(["bash", script], env=e, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode != 0 and "SPDNN_WORKFLOW_DIR" in proc.stderr
+    e["SPDNN_WORKFLOW_DIR"] = str(ROOT)
+    subprocess.run(["bash", script], env=e, capture_output=True, text=True, cwd=tmp_path, check=True)
+    where = subprocess.run([venv / "bin" / "python", "-c", "import spdnn; print(spdnn.__file__)"], env=e,
+                           capture_output=True, text=True, check=True, cwd=tmp_path).stdout
+    assert where.strip() == str(ROOT / "src" / "spdnn" / "__init__.py")
 
 
 def test_report(tiny):
@@ -119,8 +170,9 @@ def test_graphchallenge_network_fetched_from_a_url(tmp_path):
     import tarfile
 
     from spdnn.generate import radixnet
-    from spdnn.graphchallenge import export_gc, write_images
     from spdnn.datasets import digits_images
+    from spdnn.graphchallenge import export_gc, write_categories, write_images
+    from spdnn.reference import gc_infer
 
     mirror = tmp_path / "mirror"
     (mirror / "dnn").mkdir(parents=True)
@@ -128,8 +180,10 @@ def test_graphchallenge_network_fetched_from_a_url(tmp_path):
     export_gc(radixnet(64, 3, seed=1), tmp_path / "exp")
     with tarfile.open(mirror / "dnn" / "neuron64.tar.gz", "w:gz") as tf:
         tf.add(tmp_path / "exp" / "neuron64", arcname="neuron64")
-    (mirror / "dnn" / "neuron64-l3-categories.tsv").write_text("1\n")
-    write_images(digits_images(64, 0.5), tmp_path / "im.tsv")
+    images = digits_images(64, 0.5)
+    cats, _ = gc_infer(radixnet(64, 3, seed=1), images)  # the truth serial inference must reproduce
+    write_categories(cats, mirror / "dnn" / "neuron64-l3-categories.tsv")
+    write_images(images, tmp_path / "im.tsv")
     (mirror / "mnist" / "sparse-images-64.tsv.gz").write_bytes(gzip.compress((tmp_path / "im.tsv").read_bytes()))
     cfg = yaml.safe_load((ROOT / "config" / "test.yaml").read_text())
     cfg["networks"] = {"gc": {"generator": "graphchallenge",
@@ -138,6 +192,24 @@ def test_graphchallenge_network_fetched_from_a_url(tmp_path):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     work = tmp_path / "w"
     smk(work, "--configfile", tmp_path / "c.yaml", "--cores", 2)
-    assert (work / "resources/gc/provenance.json").exists()
+    assert (work / "resources/gc/neuron64-l3/provenance.json").exists()
     runs = pd.read_csv(work / "results/tables/runs.csv")
     assert set(runs["network"]) == {"gc"} and runs["words_match_model"].all()
+    inference = pd.read_csv(work / "results/tables/inference.csv")
+    assert inference["matches_truth"].tolist() == [True]
+    # A wrong official categories file stops the workflow at serial inference, in one line.
+    write_categories(cats[1:], mirror / "dnn" / "neuron64-l3-categories.tsv")
+    proc = smk(tmp_path / "w2", "--configfile", tmp_path / "c.yaml", "--cores", 2, check=False)
+    assert proc.returncode != 0
+    log = (tmp_path / "w2/logs/gc/serial_inference.log").read_text()
+    assert "categories differ from" in log and "Traceback" not in log
+
+
+def test_graphchallenge_config_offline_with_one_line(tmp_path, gc_archive):
+    """config/graphchallenge.yaml: uncommenting `source:` is all it takes to run without a network."""
+    text = (ROOT / "config" / "graphchallenge.yaml").read_text()
+    assert text.count("# source: /path/to/neuron1024.tar.gz") == 1
+    (tmp_path / "gc.yaml").write_text(text.replace("# source: /path/to/neuron1024.tar.gz", f"source: {gc_archive}"))
+    proc = smk(tmp_path / "w", "--configfile", tmp_path / "gc.yaml", "--cores", 2, "-n")
+    jobs = planned_jobs(proc)
+    assert "fetch_gc" not in jobs and jobs.count("network") == 1 and "images" in jobs and "trainable" in jobs

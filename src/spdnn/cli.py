@@ -89,7 +89,7 @@ def cmd_images(a):
 def cmd_info(a):
     from .network import describe
 
-    print(json.dumps(describe(a.network), indent=1))
+    print(json.dumps(describe(a.network, verify=not a.quick), indent=1))
 
 
 def cmd_infer(a):
@@ -125,13 +125,18 @@ def cmd_partition(a):
 
 def cmd_volume(a):
     from .network import read_network
+    from .partition import check_k
     from .partition_io import read_partition
     from .volume import check_partition, partition_metrics
 
     net = read_network(a.network)
     part = read_partition(a.partition)
-    k = a.k if a.k is not None else (int(part.max()) + 1 if part.size else 1)
+    k = a.k
+    if k is None:  # said aloud: an id of 5 silently meaning K = 6 would hide a wrong file
+        k = int(part.max()) + 1 if part.size else 1
+        _log(f"volume: K = {k} inferred from the largest part id in {a.partition} (give -k to check it)")
     check_partition(part, net.widths, k, a.partition)
+    check_k(net.widths, k)
     print(json.dumps(partition_metrics(net.layers, net.widths, part, k, a.epsilon), indent=1))
 
 
@@ -157,16 +162,25 @@ def cmd_bound(a):
 
 
 def cmd_train(a):
-    from .runtime import run_train
+    from .train import run_train
 
     run_train(a)
 
 
+def cmd_reinit(a):
+    from .training import reinitialise
+
+    prov = reinitialise(a.network, a.output, a.init, a.seed)
+    _log(f"{a.output}: pattern of {a.network}, {prov['init']}-initialised weights (seed {a.seed}), zero biases")
+
+
 def cmd_aggregate(a):
-    from .results import partition_table, run_table, write_csv
+    from .results import inference_table, partition_table, run_table, write_csv
 
     write_csv(partition_table(a.partitions, a.bounds), a.partitions_out)
     write_csv(run_table(a.runs), a.runs_out)
+    if a.inference_out:
+        write_csv(inference_table(a.inference), a.inference_out)
     _log(f"{len(a.partitions)} partitions, {len(a.runs)} runs -> {a.partitions_out}, {a.runs_out}")
 
 
@@ -237,7 +251,7 @@ def cmd_import_mtx(a):
 
 def cmd_evaluate(a):
     if a.partition:
-        from .runtime import run_evaluate
+        from .train import run_evaluate
 
         run_evaluate(a)
         return
@@ -257,7 +271,14 @@ def cmd_evaluate(a):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spdnn", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
+    for group in (_network_commands, _infer_commands, _partition_commands, _train_commands, _prune_commands,
+                  _results_commands):
+        group(sub)
+    return p
 
+
+def _network_commands(sub) -> None:
+    """Stage 1: networks and inputs."""
     g = sub.add_parser("generate", help="generate a network (radixnet | random)")
     g.add_argument("kind", choices=["radixnet", "random"])
     g.add_argument("--neurons", type=int, help="radixnet: neurons per layer, 16·2^m")
@@ -303,8 +324,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     n = sub.add_parser("info", help="print layers, widths, nnz and provenance")
     n.add_argument("network")
+    n.add_argument("--quick", action="store_true", help="shapes only: do not read the layers to verify checksums")
     n.set_defaults(func=cmd_info)
 
+
+
+def _infer_commands(sub) -> None:
+    """Inference (serial and under MPI)."""
     inf = sub.add_parser("infer", help="Graph Challenge inference (serial, or under mpiexec with --partition)")
     inf.add_argument("network")
     inf.add_argument("images")
@@ -319,6 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--truth", default=None, help="categories file to compare against")
     inf.set_defaults(func=cmd_infer)
 
+
+
+def _partition_commands(sub) -> None:
+    """Stages 2-3: hypergraph, partitions, volume, bound."""
     h = sub.add_parser("hypergraph", help="write the hypergraph model in hMETIS format")
     h.add_argument("network")
     h.add_argument("-o", "--output", required=True)
@@ -344,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("volume", help="communication volume and balance of a partition (JSON)")
     v.add_argument("network")
     v.add_argument("partition")
-    v.add_argument("-k", type=int, default=None, help="number of parts (default: max id + 1)")
+    v.add_argument("-k", type=int, default=None, help="number of parts (default: max id + 1, said on stderr)")
     v.add_argument("--epsilon", type=float, default=0.03)
     v.set_defaults(func=cmd_volume)
 
@@ -355,6 +385,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--iterations", type=int, default=300, help="subgradient steps on the coverage multipliers")
     b.set_defaults(func=cmd_bound)
 
+
+
+def _train_commands(sub) -> None:
+    """Stage 4: training under MPI, and the recipe's trainable network."""
     t = sub.add_parser("train", help="SGD under mpiexec: row-wise (--partition) or --mode data-parallel")
     t.add_argument("network")
     t.add_argument("--partition", default=None)
@@ -363,17 +397,31 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", default=None, help=".npz with X (samples × input width) and y")
     t.add_argument("--epochs", type=int, default=1)
     t.add_argument("--batch-size", type=int, default=32, help="global batch size")
-    t.add_argument("--lr", type=float, default=0.01)
+    t.add_argument("--lr", type=float, default=0.01, help="learning rate (the peak, with --lr-schedule cosine)")
+    t.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine"],
+                   help="cosine: linear warm-up over 5%% of the steps, then cosine decay to 0 (the recipe)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--loss", default="cross-entropy", choices=["cross-entropy", "mse"])
     t.add_argument("--test-fraction", type=float, default=0.2)
     t.add_argument("--exchange", default="p2p", choices=["p2p", "neighbor"],
                    help="row-wise transport: non-blocking point-to-point or MPI-3 neighbourhood collectives")
     t.add_argument("--checkpoint-every", type=int, default=0, help="steps between checkpoints (OUTPUT.ckpt.h5)")
-    t.add_argument("--stop-after", type=int, default=0, help="stop after this many steps, as a time limit would")
+    t.add_argument("--stop-after", type=int, default=0,
+                   help="stop after this many steps, as a time limit would, leaving a checkpoint to resume from")
     t.add_argument("--metrics", default=None)
     t.add_argument("-o", "--output", required=True)
     t.set_defaults(func=cmd_train)
+
+    ri = sub.add_parser("reinit", help="the training recipe's network: same pattern, He-initialised weights, zero biases")
+    ri.add_argument("network")
+    ri.add_argument("--init", default="he", choices=["he"])
+    ri.add_argument("--seed", type=int, default=0)
+    ri.add_argument("-o", "--output", required=True)
+    ri.set_defaults(func=cmd_reinit)
+
+
+def _prune_commands(sub) -> None:
+    """The pruning stage and your own models."""
     td = sub.add_parser("train-dense", help="train a dense MLP (NumPy) to prune later")
     td.add_argument("--dataset", default="digits")
     td.add_argument("--data", default=None, help=".npz with X, y")
@@ -419,10 +467,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
     ev.set_defaults(func=cmd_evaluate)
 
+
+
+def _results_commands(sub) -> None:
+    """Stage 5: tables, cost model, figures."""
     ag = sub.add_parser("aggregate", help="per-partition and per-run JSON → CSV tables")
     ag.add_argument("--partitions", nargs="*", default=[])
     ag.add_argument("--bounds", nargs="*", default=[], help="`spdnn bound` outputs (results/NET/bounds/kK.json)")
     ag.add_argument("--runs", nargs="*", default=[])
+    ag.add_argument("--inference", nargs="*", default=[], help="serial inference metrics (results/NET/inference/serial.json)")
+    ag.add_argument("--inference-out", default=None)
     ag.add_argument("--partitions-out", required=True)
     ag.add_argument("--runs-out", required=True)
     ag.set_defaults(func=cmd_aggregate)
@@ -445,7 +499,6 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--results", default="results")
     pl.add_argument("outdir")
     pl.set_defaults(func=cmd_plots)
-    return p
 
 
 def _radix_defaults(a):

@@ -1,6 +1,6 @@
 """Network generators: RadiX-Net in the Graph Challenge construction, and random sparse.
 
-RadiX-Net (DESIGN.md §2): N = 16·2^m neurons, G = N/16 groups, g(n) = n mod G. Base layer
+RadiX-Net (README, "Design reference"): N = 16·2^m neurons, G = N/16 groups, g(n) = n mod G. Base layer
 t = 1..m has stride s = 2^(t-1); the Graph Challenge TSV entry (input i -> output j) is 1/16
 iff g(i) = g(j) or g(i) = (g(j) + s) mod G. Layer k uses base ((k-1) mod m) + 1; layers of
 block b = (k-1) // m >= 1 have their input neurons permuted by one seeded permutation per block.

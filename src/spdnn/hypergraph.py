@@ -1,4 +1,4 @@
-"""The hypergraph model of row-wise parallel SGD (DESIGN.md §1), built vectorised from CSR.
+"""The hypergraph model of row-wise parallel SGD (README, "Design reference"), built vectorised from CSR.
 
 Vertices: one per neuron of every layer 0..L, id(k, i) = n_0 + … + n_{k-1} + i.
 Nets: one per (k, j), k = 1..L, j < n_{k-1}: {v_j^{k-1}} ∪ {v_i^k : W^k_ij ≠ 0}, in that order.

@@ -1,4 +1,4 @@
-"""`spdnn infer`: Graph Challenge inference, serial or row-wise/data-parallel under MPI."""
+"""`spdnn infer`: Graph Challenge inference, serial, or row-wise / data-parallel under MPI."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import time
 import h5py
 import numpy as np
 
+from . import __version__
 from .atomic import atomic_path, write_text_atomic
 from .errors import UserError
 from .graphchallenge import read_categories, read_images, write_categories
-from .network import read_network
+from .network import describe, read_header, read_network
 
 
 def write_activations(path, activations: np.ndarray) -> None:
@@ -21,11 +22,32 @@ def write_activations(path, activations: np.ndarray) -> None:
                          compression_opts=1, chunks=True)
 
 
+def check_truth(a, cats: np.ndarray, metrics: dict) -> None:
+    """With --truth, the categories must equal the given file's (e.g. the official categories)."""
+    if not a.truth:
+        return
+    truth = read_categories(a.truth)
+    metrics["truth"] = str(a.truth)
+    metrics["matches_truth"] = bool(np.array_equal(truth, cats))
+    if not metrics["matches_truth"]:
+        raise UserError(f"categories differ from {a.truth}: {cats.size} survivors here, {truth.size} there, "
+                        f"{np.setxor1d(truth, cats).size} ids differ")
+
+
+def write_outputs(a, cats, activations, metrics) -> None:
+    check_truth(a, cats, metrics)  # before anything is written: a mismatch leaves no output
+    write_categories(cats, a.output)
+    if a.activations:
+        write_activations(a.activations, activations)
+    if a.metrics:
+        write_text_atomic(a.metrics, json.dumps(metrics, indent=1) + "\n")
+
+
 def infer_main(a) -> None:
     if a.partition is not None or a.mode == "data-parallel":
-        from .runtime import run_infer
+        from .collective import mpi, run_collective
 
-        run_infer(a)
+        run_collective(mpi().COMM_WORLD, _infer_distributed, a)
         return
     t0 = time.perf_counter()
     net = read_network(a.network)
@@ -36,17 +58,93 @@ def infer_main(a) -> None:
     t0 = time.perf_counter()
     cats, act = gc_infer(net, images, batch=a.batch_size)
     seconds = time.perf_counter() - t0
-    write_categories(cats, a.output)
-    if a.activations:
-        write_activations(a.activations, act)
-    edges = images.shape[0] * net.nnz
-    metrics = {"mode": "serial", "ranks": 1, "images": images.shape[0], "survivors": int(cats.size),
-               "seconds": seconds, "read_seconds": t_read, "edges_per_second": edges / seconds if seconds else None}
-    if a.truth:
-        metrics["matches_truth"] = bool(np.array_equal(read_categories(a.truth), cats))
-        if not metrics["matches_truth"]:
-            raise UserError(f"categories differ from {a.truth}")
-    if a.metrics:
-        write_text_atomic(a.metrics, json.dumps(metrics, indent=1) + "\n")
-    print(f"{cats.size} of {images.shape[0]} images survive; {seconds:.3f} s, {metrics['edges_per_second']:.3g} edges/s",
-          file=sys.stderr)
+    n_images = images.shape[0]
+    metrics = {"command": "infer", "mode": "serial", "ranks": 1, "network": str(a.network), "images": n_images,
+               "survivors": int(cats.size), "seconds": seconds, "read_seconds": t_read,
+               "samples_per_second": n_images / seconds if seconds else None,
+               "edges_per_second": n_images * net.nnz / seconds if seconds else None, "spdnn_version": __version__}
+    write_outputs(a, cats, act, metrics)
+    print(f"{cats.size} of {n_images} images survive; {seconds:.3f} s, {metrics['edges_per_second']:.3g} edges/s"
+          + (", categories match the truth file" if a.truth else ""), file=sys.stderr)
+
+
+def _infer_distributed(comm, a):
+    from .collective import mpi, peak_rss_mb, wtime
+    from .rowwise import RowWiseModel, load_partition_collective, verify_words
+
+    rank, size = comm.Get_rank(), comm.Get_size()
+    if a.mode == "data-parallel" and a.partition:
+        raise UserError("--mode data-parallel replicates the network: do not give --partition")
+    if a.mode == "row-wise" and not a.partition:
+        raise UserError("row-wise inference needs --partition PART (K = number of ranks)")
+    header = read_header(a.network)
+    images = read_images(a.images, header.widths[0])
+    n_images = images.shape[0]
+    comm.Barrier()
+    t_start = wtime()
+    if a.mode == "row-wise":
+        header, parts = load_partition_collective(comm, a.network, a.partition)
+        t0 = wtime()
+        model = RowWiseModel(comm, a.network, parts, header, a.exchange)
+        setup = wtime() - t0
+        alive = np.zeros(n_images, bool)
+        final_rows = model.layers[-1].rows
+        final = np.zeros((n_images, header.widths[-1]), np.float32) if (a.activations and rank == 0) else None
+        comm.Barrier()
+        t0 = wtime()
+        cols0 = model.owned[0]
+        for lo in range(0, n_images, a.batch_size):
+            hi = min(n_images, lo + a.batch_size)
+            x0 = np.ascontiguousarray(images[lo:hi][:, cols0].toarray().T, dtype=np.float32)
+            x, ids = model.gc_forward(x0, np.arange(lo, hi))
+            alive[ids] = model.alive(x, ids.size)
+            if a.activations:
+                got = comm.gather((final_rows, x), root=0)
+                if rank == 0:
+                    for r, v in got:
+                        final[ids[:, None], r[None, :]] = v.T
+        seconds = wtime() - t0
+        words = verify_words(comm, model, a.network, parts, training=False)
+        words["allreduce_words"] = model.allreduce_words
+        rep = model.exchange_report()
+    else:
+        net = read_network(a.network)
+        from .reference import gc_infer
+
+        setup = 0.0
+        mine = np.array_split(np.arange(n_images), size)[rank]
+        comm.Barrier()
+        t0 = wtime()
+        cats_local, act_local = gc_infer(net, images[mine], batch=a.batch_size)
+        seconds_local = wtime() - t0
+        got = comm.gather((mine, cats_local, act_local if a.activations else None), root=0)
+        seconds = comm.allreduce(seconds_local, op=mpi().MAX)
+        alive = np.zeros(n_images, bool)
+        final = None
+        if rank == 0:
+            final = np.zeros((n_images, header.widths[-1]), np.float32) if a.activations else None
+            for ids, cats, act in got:
+                alive[ids[cats]] = True
+                if final is not None:
+                    final[ids] = act
+        # Data-parallel inference sends no activations: nothing to count, nothing to model.
+        words = {"words_match_model": True, "allreduce_words": 0}
+        rep = {"compute_seconds": [seconds_local], "peak_rss_mb": peak_rss_mb()}
+    reports = comm.gather(rep, root=0)
+    if rank != 0:
+        return
+    cats = np.flatnonzero(alive)
+    nnz = describe(a.network)["nnz_total"]  # dataset shapes only, no layer data read
+    metrics = {
+        "command": "infer", "mode": a.mode, "exchange": a.exchange, "ranks": size, "network": str(a.network),
+        "partition": a.partition,
+        "images": n_images, "survivors": int(cats.size), "batch_size": a.batch_size,
+        "seconds": seconds, "setup_seconds": setup, "wall_seconds": wtime() - t_start,
+        "samples_per_second": n_images / seconds if seconds > 0 else None,
+        "edges_per_second": n_images * nnz / seconds if seconds > 0 else None,
+        **words, "per_rank": reports, "spdnn_version": __version__,
+    }
+    a.metrics = a.metrics or str(a.output) + ".metrics.json"
+    write_outputs(a, cats, final, metrics)
+    print(f"{cats.size} of {n_images} images survive; {size} ranks {a.mode}: {seconds:.3f} s, "
+          f"{metrics['edges_per_second']:.3g} edges/s", file=sys.stderr)

@@ -3,7 +3,7 @@
 Orientation is the paper's: layer k (1..L) holds W^k of shape (n_k, n_{k-1}) in CSR,
 row i = output neuron i, column j = input neuron j. Layer 0 is the input vector.
 
-Schema (format "spdnn-network", version 1.0)::
+Schema (format "spdnn-network", version 1.1)::
 
     /                       attrs: format, format_version, widths (int64[L+1]),
                                    ymax (float64, inf = no cap), activation (str),
@@ -14,13 +14,18 @@ Schema (format "spdnn-network", version 1.0)::
         data     float32[nnz_k]
         bias     float32[n_k]
 
-Readers refuse another major version. Global totals (Σ nnz) are int64: N=65536, L=1920
-has 4.0e9 nonzeros. Files are byte-identical for identical content (no timestamps).
+Every non-empty dataset is chunked and carries HDF5's Fletcher-32 checksum (1.1; 1.0 files have
+none and still read): a flipped byte inside the weights is reported, not read as a weight.
+Readers also check each layer's CSR arrays (indptr monotone from 0 to nnz, column indices below
+the input width) and refuse another major version. Every problem reading a file is one line
+naming the file (`UserError`). Global totals (Σ nnz) are int64: N=65536, L=1920 has 4.0e9
+nonzeros. Files are byte-identical for identical content (no timestamps).
 """
 
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,10 +38,10 @@ from .atomic import atomic_path
 from .errors import UserError
 
 FORMAT = "spdnn-network"
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"
 SUPPORTED_MAJOR = 1
 
-# Graph Challenge bias per neuron count (DESIGN.md §2); ymax = 32 for all.
+# Graph Challenge bias per neuron count (README, "Design reference"); ymax = 32 for all.
 GC_BIAS = {1024: -0.3, 4096: -0.35, 16384: -0.4, 65536: -0.45}
 GC_YMAX = 32.0
 DEFAULT_BIAS = -0.3
@@ -102,30 +107,79 @@ def _layer_name(k: int) -> str:
     return f"layers/l{k:05d}"
 
 
-def write_network(net: Network, path) -> None:
-    """Write atomically; identical content gives identical bytes."""
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w", track_order=False, libver=("earliest", "v110")) as f:
-            f.attrs["format"] = FORMAT
-            f.attrs["format_version"] = FORMAT_VERSION
-            f.attrs["widths"] = np.asarray(net.widths, dtype=np.int64)
-            f.attrs["ymax"] = np.float64(net.ymax)
-            f.attrs["activation"] = net.activation
-            f.attrs["provenance"] = json.dumps(net.provenance, sort_keys=True)
-            f.attrs["spdnn_version"] = __version__
-            for k, (w, b) in enumerate(zip(net.layers, net.biases), start=1):
-                g = f.create_group(_layer_name(k))
-                _dataset(g, "indptr", w.indptr.astype(np.int64))
-                _dataset(g, "indices", w.indices.astype(np.int32))
-                _dataset(g, "data", w.data.astype(np.float32))
-                _dataset(g, "bias", b.astype(np.float32))
+class NetworkWriter:
+    """Write a network file layer by layer (memory: one layer), atomically: the file appears under
+    its name only when `close()` ran after the last layer.
+
+        with NetworkWriter(path, widths, ymax, activation, provenance) as out:
+            for k, (w, b) in enumerate(layers, start=1):
+                out.write_layer(k, w, b)
+    """
+
+    def __init__(self, path, widths, ymax=np.inf, activation="relu", provenance=None, attrs=None):
+        self._atomic = atomic_path(path)
+        tmp = self._atomic.__enter__()
+        self.widths = [int(x) for x in widths]
+        self.f = h5py.File(tmp, "w", track_order=False, libver=("earliest", "v110"))
+        self.f.attrs["format"] = FORMAT
+        self.f.attrs["format_version"] = FORMAT_VERSION
+        self.f.attrs["widths"] = np.asarray(self.widths, dtype=np.int64)
+        self.f.attrs["ymax"] = np.float64(ymax)
+        self.f.attrs["activation"] = activation
+        self.f.attrs["provenance"] = json.dumps(provenance or {}, sort_keys=True)
+        self.f.attrs["spdnn_version"] = __version__
+        for key, value in (attrs or {}).items():
+            self.f.attrs[key] = value
+        self.written = 0
+
+    def write_layer(self, k: int, w: sp.csr_matrix, bias) -> None:
+        if k != self.written + 1:
+            raise ValueError(f"layers must be written in order (got {k} after {self.written})")
+        if w.shape != (self.widths[k], self.widths[k - 1]):
+            raise UserError(f"layer {k} has shape {w.shape}, the widths say {(self.widths[k], self.widths[k - 1])}")
+        g = self.f.create_group(_layer_name(k))
+        _dataset(g, "indptr", w.indptr.astype(np.int64))
+        _dataset(g, "indices", w.indices.astype(np.int32))
+        _dataset(g, "data", w.data.astype(np.float32))
+        _dataset(g, "bias", np.asarray(bias, dtype=np.float32))
+        self.written = k
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.f.close()
+        incomplete = exc_type is None and self.written != len(self.widths) - 1
+        if incomplete:
+            exc = RuntimeError(f"network file: wrote {self.written} of {len(self.widths) - 1} layers")
+        if exc is None:
+            self._atomic.__exit__(None, None, None)  # complete: rename into place
+            return False
+        try:
+            self._atomic.__exit__(type(exc), exc, exc.__traceback__)  # removes the temporary file
+        except BaseException:
+            pass
+        if incomplete:
+            raise exc
+        return False
+
+
+def write_network(net: Network, path, attrs: dict | None = None) -> None:
+    """Write atomically; identical content gives identical bytes. `attrs`: extra root attributes
+    (a checkpoint's step and run key), written in the same atomic step."""
+    with NetworkWriter(path, net.widths, net.ymax, net.activation, net.provenance, attrs) as out:
+        for k, (w, b) in enumerate(zip(net.layers, net.biases), start=1):
+            out.write_layer(k, w, b)
 
 
 def _dataset(group, name, array):
-    # Chunked + shuffled gzip: the constant weights and sorted indices compress ~5x.
+    # Chunked with a Fletcher-32 checksum per chunk (corruption is detected on read); shuffled gzip
+    # for larger arrays: the constant weights and sorted indices compress ~5x.
     kw = {}
+    if array.size:
+        kw = dict(chunks=(min(array.size, 1 << 18),), fletcher32=True)
     if array.size >= 4096:
-        kw = dict(chunks=(min(array.size, 1 << 18),), compression="gzip", compression_opts=1, shuffle=True)
+        kw.update(compression="gzip", compression_opts=1, shuffle=True)
     group.create_dataset(name, data=array, track_times=False, **kw)
 
 
@@ -141,7 +195,10 @@ class NetworkHeader:
         return len(self.widths) - 1
 
 
-def _open(path) -> h5py.File:
+@contextmanager
+def _reading(path):
+    """Open a network file; any HDF5 error inside (a checksum mismatch, a damaged header or
+    B-tree, a missing dataset) becomes one line naming the file instead of an h5py traceback."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: no such network file")
@@ -149,16 +206,22 @@ def _open(path) -> h5py.File:
         f = h5py.File(path, "r")
     except OSError as e:
         raise UserError(f"{path}: not an HDF5 network file ({e})") from None
-    fmt = f.attrs.get("format")
-    if fmt != FORMAT:
-        f.close()
-        raise UserError(f"{path}: not a spdnn network file (format attribute {fmt!r})")
-    version = str(f.attrs.get("format_version", "?"))
-    major = version.split(".")[0]
-    if not major.isdigit() or int(major) != SUPPORTED_MAJOR:
-        f.close()
-        raise UserError(f"{path}: network format version {version} is not supported (this spdnn reads {SUPPORTED_MAJOR}.x)")
-    return f
+    try:
+        with f:
+            fmt = f.attrs.get("format")
+            if fmt != FORMAT:
+                raise UserError(f"{path}: not a spdnn network file (format attribute {fmt!r})")
+            version = str(f.attrs.get("format_version", "?"))
+            major = version.split(".")[0]
+            if not major.isdigit() or int(major) != SUPPORTED_MAJOR:
+                raise UserError(f"{path}: network format version {version} is not supported "
+                                f"(this spdnn reads {SUPPORTED_MAJOR}.x)")
+            yield f
+    except UserError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as e:
+        msg = " ".join(str(e).split())[:200]
+        raise UserError(f"{path}: corrupt network file ({e.__class__.__name__}: {msg})") from None
 
 
 def _header(f) -> NetworkHeader:
@@ -171,19 +234,51 @@ def _header(f) -> NetworkHeader:
 
 
 def read_header(path) -> NetworkHeader:
-    with _open(path) as f:
+    with _reading(path) as f:
         return _header(f)
 
 
-def read_network(path) -> Network:
-    with _open(path) as f:
+def _check_layer(path, k: int, indptr, indices, bias, shape) -> None:
+    """The CSR arrays of layer k must describe a (n_k × n_{k−1}) matrix: a damaged file whose
+    checksums still pass (or a 1.0 file without them) is refused here, not computed with."""
+    n_out, n_in = shape
+    bad = None
+    if indptr.shape != (n_out + 1,) or bias.shape != (n_out,):
+        bad = f"indptr has {indptr.size} entries and bias {bias.size}, expected {n_out + 1} and {n_out}"
+    elif indptr[0] != 0 or indptr[-1] != indices.size or np.any(np.diff(indptr) < 0):
+        bad = "indptr is not a non-decreasing offset array from 0 to nnz"
+    elif indices.size and (int(indices.min()) < 0 or int(indices.max()) >= n_in):
+        bad = f"column index {int(indices.max() if indices.max() >= n_in else indices.min())} outside 0..{n_in - 1}"
+    if bad:
+        raise UserError(f"{path}: corrupt network file (layer {k}: {bad})")
+
+
+def _read_layer(f, path, h: NetworkHeader, k: int):
+    """(W^k as CSR, b^k), checked."""
+    g = f[_layer_name(k)]
+    shape = (h.widths[k], h.widths[k - 1])
+    indptr, indices, data, bias = g["indptr"][:], g["indices"][:], g["data"][:], g["bias"][:]
+    _check_layer(path, k, indptr, indices, bias, shape)
+    if data.shape != indices.shape:
+        raise UserError(f"{path}: corrupt network file (layer {k}: {data.size} values for {indices.size} indices)")
+    return sp.csr_matrix((data, indices, indptr), shape=shape), bias
+
+
+def iter_layers(path):
+    """Yield (k, W^k, b^k) for k = 1..L, one layer in memory at a time."""
+    with _reading(path) as f:
         h = _header(f)
-        layers, biases = [], []
         for k in range(1, h.num_layers + 1):
-            g = f[_layer_name(k)]
-            shape = (h.widths[k], h.widths[k - 1])
-            layers.append(sp.csr_matrix((g["data"][:], g["indices"][:], g["indptr"][:]), shape=shape))
-            biases.append(g["bias"][:])
+            w, b = _read_layer(f, path, h, k)
+            yield k, w, b
+
+
+def read_network(path) -> Network:
+    h = read_header(path)
+    layers, biases = [], []
+    for _, w, b in iter_layers(path):
+        layers.append(w)
+        biases.append(b)
     return Network(layers, biases, ymax=h.ymax, activation=h.activation, provenance=h.provenance)
 
 
@@ -192,50 +287,32 @@ def iter_layer_rows(path, rows_per_layer):
 
     Memory: the selected rows plus one layer's index arrays, never the whole network.
     """
-    with _open(path) as f:
+    with _reading(path) as f:
         h = _header(f)
         for k in range(1, h.num_layers + 1):
-            g = f[_layer_name(k)]
+            w, bias = _read_layer(f, path, h, k)
             rows = np.asarray(rows_per_layer[k - 1], dtype=np.int64)
-            indptr = g["indptr"][:]
-            indices, data = g["indices"], g["data"]
-            lo, hi = indptr[rows], indptr[rows + 1]
-            counts = hi - lo
-            sub_indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-            if rows.size and counts.sum():
-                # Read the whole layer once: scattered rows would cost one HDF5 read each.
-                all_idx, all_val = indices[:], data[:]
-                take = _ranges(lo, counts)
-                sub = sp.csr_matrix((all_val[take], all_idx[take], sub_indptr), shape=(rows.size, h.widths[k - 1]))
-            else:
-                sub = sp.csr_matrix((rows.size, h.widths[k - 1]), dtype=np.float32)
-            yield k, sub, g["bias"][:][rows]
+            yield k, w[rows], bias[rows]
 
 
 def read_layer_pattern(path, k: int) -> sp.csr_matrix:
-    """The sparsity pattern of one layer (values included), for model-level computations."""
-    with _open(path) as f:
-        h = _header(f)
-        g = f[_layer_name(k)]
-        return sp.csr_matrix((g["data"][:], g["indices"][:], g["indptr"][:]), shape=(h.widths[k], h.widths[k - 1]))
+    """One layer (pattern and values), for model-level computations."""
+    with _reading(path) as f:
+        return _read_layer(f, path, _header(f), k)[0]
 
 
-def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Concatenate arange(s, s+c) for each (s, c), vectorised."""
-    counts = counts.astype(np.int64)
-    total = int(counts.sum())
-    if total == 0:
-        return np.zeros(0, dtype=np.int64)
-    offsets = np.repeat(starts.astype(np.int64) - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
-    return np.arange(total, dtype=np.int64) + offsets
-
-
-def describe(path) -> dict:
-    """What `spdnn info` prints."""
-    with _open(path) as f:
+def describe(path, verify: bool = False) -> dict:
+    """What `spdnn info` prints. Shapes only, unless `verify`: then every layer is read once
+    (one at a time), so checksums and CSR arrays are checked too."""
+    with _reading(path) as f:
         h = _header(f)
         nnz = [int(f[_layer_name(k)]["indices"].shape[0]) for k in range(1, h.num_layers + 1)]
         version = str(f.attrs["format_version"])
+        checksums = all(f[_layer_name(k)][name].fletcher32 or f[_layer_name(k)][name].size == 0
+                        for k in range(1, h.num_layers + 1) for name in ("indptr", "indices", "data", "bias"))
+        if verify:
+            for k in range(1, h.num_layers + 1):
+                _read_layer(f, path, h, k)
     return {
         "file": str(path),
         "format_version": version,
@@ -246,5 +323,7 @@ def describe(path) -> dict:
         "nnz_per_layer_max": max(nnz),
         "ymax": h.ymax,
         "activation": h.activation,
+        "checksums": checksums,
+        "verified": verify,
         "provenance": h.provenance,
     }

@@ -13,7 +13,7 @@ repaired by `rebalance_layer` for indivisible rows). Identical rows of the layer
 vertex: keeping them together never costs an incoming word, and the solver gets 16× fewer
 vertices on Graph Challenge layers (1024×120, sweep at K=32: 10 s instead of 68 s).
 
-- `sweep`: layer k with layer k−1 fixed, k = 1..L (the layer sweep of DESIGN.md §1).
+- `sweep`: layer k with layer k−1 fixed, k = 1..L (the layer sweep of README, "Design reference").
 - `hypergraph`: the sweep; then more candidates per layer (every layer partitioned on its own,
   then swept WINDOW−1 layers on) and the cheapest sequence of candidates by dynamic programming
   over the layers, each candidate's part names matched to the previous layer's by the Hungarian
@@ -194,13 +194,13 @@ def sweep(layers, rws, widths, k, epsilon, seed, preset, threads, progress, clas
             parts[0] = inputs
         rebalance_layer(layers, rws, parts, t, k, epsilon)
         if progress:
-            progress(t, len(widths) - 1)
+            progress("sweep", t, len(widths) - 1)
     return parts
 
 
 # ---------------------------------------------------------------- choosing among candidate layer partitions
 def reader_parts(w, part: np.ndarray, k: int) -> np.ndarray:
-    """[input j, part q]: does part q hold a row reading j (the sets T_j of DESIGN.md §1)."""
+    """[input j, part q]: does part q hold a row reading j (the sets T_j of README, "Design reference")."""
     csc = sp.csc_matrix(w)
     held = np.zeros((w.shape[1], k), bool)
     held[np.repeat(np.arange(w.shape[1]), np.diff(csc.indptr)), part[csc.indices]] = True
@@ -236,7 +236,7 @@ def chains_from(layers, rws, widths, k, epsilon, seed, preset, threads, classes,
             rebalance_layer(layers, rws, chain, t, k, epsilon)
             out.append((t, chain[t]))
         if progress:
-            progress(t0, L)
+            progress("candidates", t0, L)
     return out
 
 
@@ -281,7 +281,7 @@ def candidate_chains(layers, rws, widths, k, epsilon, seed, preset, threads, cla
         done = in_processes(_chain_share, ((layers, rws, widths, classes), k, epsilon, seed, preset, window), shares)
         pairs = [pair for share in done for pair in share]
         if progress:
-            progress(L, L)
+            progress(f"candidates ({jobs} processes)", L, L)
     else:
         pairs = chains_from(layers, rws, widths, k, epsilon, seed, preset, threads, classes, window, starts, progress)
     cands = [[] for _ in range(L + 1)]
@@ -362,7 +362,7 @@ def refine(layers, rws, widths, parts, k, epsilon, seed, preset, threads, passes
                     parts[t] = new
         parts[0] = place_inputs(layers, parts, k)
         if progress:
-            progress(L, L)
+            progress(f"refinement pass {n + 1}/{passes}", L, L)
     return parts
 
 
@@ -464,12 +464,15 @@ def partition_network(layers, widths, k: int, method: str, epsilon: float = 0.03
 
 
 def _progress(method: str, k: int):
-    state = {"next": 0.0, "t0": time.perf_counter()}
+    """progress(stage, done, total): a line per ~10 % of each stage, naming the stage."""
+    state = {"stage": None, "next": 0.0, "t0": time.perf_counter()}
 
-    def report(done: int, total: int):
+    def report(stage: str, done: int, total: int):
+        if stage != state["stage"]:
+            state.update(stage=stage, next=0.0)
         frac = done / max(total, 1)
         if frac >= state["next"] or done == total:
-            print(f"  {method} K={k}: layer {done}/{total} ({time.perf_counter() - state['t0']:.1f} s)",
+            print(f"  {method} K={k}, {stage}: layer {done}/{total} ({time.perf_counter() - state['t0']:.1f} s)",
                   file=sys.stderr, flush=True)
             state["next"] = frac + 0.1
 

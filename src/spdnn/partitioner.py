@@ -2,7 +2,7 @@
 
 Mt-KaHyPar (PyPI `mtkahypar`) is used rather than KaHyPar (`kahypar`): same algorithm family,
 built-in presets (KaHyPar's wheel ships none and exit()s on a bad .ini), Python exceptions,
-fixed vertices, and ≈15× faster on this model (DESIGN.md §4).
+fixed vertices, and ≈15× faster on this model (README, "Design reference").
 """
 
 from __future__ import annotations

@@ -20,6 +20,30 @@ def _plt():
     return plt
 
 
+# One style per method in every figure of every config: colour, marker and line style all differ,
+# so methods with equal values (random and block at K = 2) stay visible, also in grey print.
+STYLES = {
+    "hypergraph": dict(color="tab:blue", marker="o", ls="-"),
+    "sweep": dict(color="tab:orange", marker="s", ls="--"),
+    "random": dict(color="tab:red", marker="^", ls=":", ms=8),
+    "block": dict(color="tab:green", marker="v", ls="-.", mfc="none", ms=10),
+    "external": dict(color="tab:purple", marker="D", ls=(0, (5, 1, 1, 1))),
+    "data-parallel": dict(color="tab:brown", marker="P", ls=(0, (1, 1))),
+    "none": dict(color="tab:gray", marker="x", ls="-"),
+    "trivial": dict(color="tab:gray", marker="x", ls="-"),
+}
+
+
+def style(method: str) -> dict:
+    return dict(STYLES.get(method, dict(color="tab:olive", marker="*", ls="-")))
+
+
+def _integer_axis(axis):
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _plain_log_ticks(ax, ticks):
     """Log-scaled x axis labelled at the given values only (no 3×10^0 minor labels)."""
     from matplotlib.ticker import NullFormatter
@@ -47,7 +71,7 @@ def volume_vs_k(parts: pd.DataFrame, path):
     for ax, net, d in panels:
         for method, g in d.groupby("method"):
             g = g.sort_values("k")
-            ax.plot(g["k"], g["volume_forward"], marker="o", label=method)
+            ax.plot(g["k"], g["volume_forward"], label=method, **style(method))
         if "lower_bound_forward" in d and d["lower_bound_forward"].notna().any():
             lb = d.dropna(subset=["lower_bound_forward"]).drop_duplicates("k").sort_values("k")
             lb = lb[lb["lower_bound_forward"] > 0]  # a zero bound has no place on a log axis
@@ -67,13 +91,16 @@ def per_layer(per_layer_data: dict, k: int, network: str, path):
     fig, (a, b) = plt.subplots(2, 1, figsize=(8, 5), sharex=True)
     for method, d in sorted(per_layer_data.items()):
         x = np.arange(1, len(d["volume"]) + 1)
-        a.plot(x, d["volume"], label=method, lw=1)
-        b.plot(x, d["imbalance"], label=method, lw=1)
+        st = style(method)
+        st["markevery"] = max(1, len(x) // 12)
+        a.plot(x, d["volume"], label=method, lw=1.2, **st)
+        b.plot(x, d["imbalance"], label=method, lw=1.2, **st)
     a.set(ylabel="words per sample", title=f"{network}, K={k}: per-layer volume and imbalance")
     a.legend(fontsize=8)
     b.set(xlabel="layer", ylabel="max load / average")
     for ax in (a, b):
         ax.grid(alpha=0.3)
+        _integer_axis(ax.xaxis)
     _save(fig, path)
 
 
@@ -92,13 +119,17 @@ def speedup(runs: pd.DataFrame, path):
             g = g.sort_values("k")
             ks = np.concatenate([[1], g["k"].to_numpy()])
             s = base.iloc[0] / np.concatenate([[base.iloc[0]], g["step_seconds"].to_numpy()])
-            label = f"B={b_} {mode if mode == 'data-parallel' else method}"
-            axes[0][col].plot(ks, s, marker="o", label=label)
-            axes[1][col].plot(ks, s / ks, marker="o", label=label)
+            name = mode if mode == "data-parallel" else method
+            label = f"B={b_} {name}"
+            st = style(name)
+            st["ls"] = "-" if b_ == d["batch_size"].max() else ":"  # line style: batch size
+            axes[0][col].plot(ks, s, label=label, **st)
+            axes[1][col].plot(ks, s / ks, label=label, **st)
         axes[0][col].set(title=f"{net}: training step", ylabel="speedup over K=1")
         axes[1][col].set(xlabel="K (2 cores here: K > 2 shares cores)", ylabel="parallel efficiency")
         for ax in axes[:, col]:
             ax.grid(alpha=0.3)
+            ax.set_xticks(sorted(int(k) for k in d["k"].unique()))  # the K that ran, no others
         axes[0][col].legend(fontsize=7)
     _save(fig, path)
 
@@ -144,13 +175,19 @@ def predicted_vs_k(pred: pd.DataFrame, path):
         d = d[d["batch_size"] == bmax]
         for (method, mode), g in d.groupby(["method", "mode"]):
             g = g.sort_values("k")
-            ax.plot(g["k"], g["predicted_step_seconds"], marker="o", label=mode if mode == "data-parallel" else method)
+            name = mode if mode == "data-parallel" else method
+            st = style(name)
+            name = "serial (K=1)" if name == "none" else name
+            ax.plot(g["k"], g["predicted_step_seconds"], label=f"{name}: predicted", **st)
             m = g.dropna(subset=["measured_step_seconds"])
-            ax.scatter(m["k"], m["measured_step_seconds"], marker="x", color="k")
-        ax.set(xscale="log", yscale="log", xlabel="K", ylabel="step seconds", title=f"{net}, B={bmax} (x = measured)")
+            if not m.empty:
+                ax.scatter(m["k"], m["measured_step_seconds"], marker="x", s=60, color=st["color"],
+                           label=f"{name}: measured", zorder=3)
+        ax.set(xscale="log", yscale="log", xlabel="K", ylabel="step seconds",
+               title=f"{net}, B={bmax}: lines predicted, x measured")
         _plain_log_ticks(ax, sorted(int(k) for k in d["k"].unique()))
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.15))  # below: no data hidden
     _save(fig, path)
 
 
@@ -170,12 +207,14 @@ def make_figures(partitions_csv, runs_csv, predictions_csv, results_dir, outdir)
             data[method] = {"volume": m["volume_per_layer"], "imbalance": m["imbalance_per_layer"]}
         per_layer(data, kmax, net, out / f"per_layer_{net}.png")
     speedup(runs, out / "speedup.png")
-    rw = runs[(runs["kind"] == "train") & (runs["mode"] == "row-wise")]
-    if not rw.empty:  # the largest row-wise training run
-        r = rw.sort_values(["k", "batch_size"]).iloc[-1]
+    rw = runs[(runs["kind"] == "train") & (runs["mode"] == "row-wise") & (runs["k"] > 1)]
+    if not rw.empty:  # the largest row-wise training run (most ranks, then largest batch) of the largest network
+        sizes = {net: describe(results / net / "network.h5")["nnz_total"] for net in rw["network"].unique()}
+        rw = rw.assign(nnz=rw["network"].map(sizes), ours=rw["method"] == "hypergraph")  # ties: the project's method
+        r = rw.sort_values(["nnz", "k", "batch_size", "ours"]).iloc[-1]
         name = f"train-{r['method']}-k{r['k']}-row-wise-b{r['batch_size']}"
         ranks = json.loads((results / r["network"] / "runs" / f"{name}.json").read_text())["per_rank"]
-        time_breakdown(ranks, f"{r['network']} {name}", out / "time_breakdown.png")
+        time_breakdown(ranks, f"{r['network']} ({r['nnz']:,} weights): {name}", out / "time_breakdown.png")
     grad_words = {}  # M = nnz + biases: what a data-parallel step allreduces
     for net in parts["network"].unique():
         path = results / net / "network.h5"

@@ -67,39 +67,60 @@ def activation_grad(z, ymax):
     return ((z > 0) & (z < ymax)).astype(z.dtype)
 
 
-def loss_and_delta(logits, y, loss: str, denom: int | None = None):
-    """Loss (mean over the batch) and δ^L = ∂loss/∂z^L for logits (n_L, B).
+def class_loss(logits, rows, y, loss: str, num_classes: int, denom: int, reduce=None):
+    """Loss and δ^L = ∂loss/∂z^L for the output rows `rows` (sorted global ids) of logits (r, B).
 
-    Cross-entropy: softmax over all n_L outputs, class c ↔ output neuron c.
-    MSE: ½‖z − onehot(y)‖² averaged over the batch. `denom` (default B) is the global batch size
-    when the batch is split over ranks (data-parallel): the loss returned is then a partial sum.
-    """
-    n_out, b = logits.shape
-    denom = b if denom is None else denom
+    The readout is the first `num_classes` outputs: class c ↔ output neuron c; outputs ≥ C take no
+    part in the loss and get δ = 0 (a square Graph Challenge network trains on 10 classes).
+    Cross-entropy: softmax over the class outputs; MSE: ½‖z − onehot(y)‖² over them. The loss is
+    summed over the samples and divided by `denom` (the global batch size).
+    `reduce(array, op)` (op "max" or "sum") combines across ranks when the output rows are spread
+    over ranks (row-wise); serially (None) it is the identity. Returns (loss, δ float32)."""
+    reduce = reduce or (lambda a, op: a)
+    b = logits.shape[1]
+    is_class = rows < num_classes
+    z = logits[is_class]
+    delta = np.zeros(logits.shape, np.float32)
+    pos = np.searchsorted(rows[is_class], y)  # where each sample's target row sits, if I own it
+    mine = np.flatnonzero((pos < z.shape[0]) & (rows[is_class][np.minimum(pos, max(z.shape[0] - 1, 0))] == y)
+                           if z.shape[0] else np.zeros(b, bool))
     if loss == "cross-entropy":
-        shifted = logits - logits.max(axis=0, keepdims=True)
-        e = np.exp(shifted)
-        p = e / e.sum(axis=0, keepdims=True)
-        value = float(-np.log(np.maximum(p[y, np.arange(b)], 1e-30)).sum() / denom)
-        delta = p
-        delta[y, np.arange(b)] -= 1.0
-        return value, (delta / denom).astype(np.float32)
-    target = np.zeros_like(logits)
-    target[y, np.arange(b)] = 1.0
-    diff = logits - target
-    return float(0.5 * (diff**2).sum() / denom), (diff / denom).astype(np.float32)
+        zmax = reduce(z.max(axis=0) if z.shape[0] else np.full(b, -np.inf, z.dtype), "max")
+        e = np.exp(z - zmax[None, :])
+        # The denominator in float64 for the same reason as the backward pass: the ranks' partial
+        # sums added in another order give the serial result once rounded.
+        d = e / reduce(e.sum(axis=0, dtype=np.float64), "sum")[None, :]  # softmax probabilities
+        part = float(-np.log(np.maximum(d[pos[mine], mine], 1e-30)).sum())
+        d[pos[mine], mine] -= 1.0
+    else:
+        d = z.copy()
+        d[pos[mine], mine] -= 1.0
+        part = float(0.5 * (d**2).sum())
+    delta[is_class] = d / denom
+    value = float(reduce(np.array([part]), "sum")[0]) / denom
+    return value, delta
+
+
+def loss_and_delta(logits, y, loss: str, num_classes: int | None = None, denom: int | None = None):
+    """`class_loss` of a whole output layer on one process (all rows held). C defaults to all outputs."""
+    rows = np.arange(logits.shape[0])
+    c = logits.shape[0] if num_classes is None else num_classes
+    return class_loss(logits, rows, y, loss, c, logits.shape[1] if denom is None else denom)
 
 
 def pattern_grad(w, delta, x, chunk_elems: int = 1 << 16):
-    """∂L/∂W on W's fixed pattern (an SDDMM): g_e = Σ_b δ[row_e, b] · x[col_e, b].
+    """∂L/∂W on W's fixed pattern (an SDDMM): g_e = Σ_b δ[row_e, b] · x[col_e, b], in float64.
 
-    Works in chunks whose gathered activations (≈ chunk_elems floats) stay in cache: gathering
-    all nnz × B at once was 10× slower at B = 256. Rows of equal length (RadiX-Net, random
-    generator) use a batched matvec per row and never gather δ.
+    The products of float32 values are exact in float64 and the sum over the batch nearly so:
+    rounded once by the caller, a gradient summed over the batch in parts (data-parallel ranks,
+    each with its share of the samples) equals the one summed at once. Works in chunks whose
+    gathered activations (≈ chunk_elems values) stay in cache: gathering all nnz × B at once was
+    10× slower at B = 256. Rows of equal length (RadiX-Net, random generator) use a batched matvec
+    per row and never gather δ.
     """
     n_rows, b = delta.shape
     counts = np.diff(w.indptr)
-    out = np.empty(w.nnz, dtype=np.float32)
+    out = np.empty(w.nnz, dtype=np.float64)
     if w.nnz == 0:
         return out
     cols = w.indices
@@ -108,39 +129,77 @@ def pattern_grad(w, delta, x, chunk_elems: int = 1 << 16):
         rows_per_chunk = max(1, chunk_elems // (r * b))
         for lo in range(0, n_rows, rows_per_chunk):
             hi = min(n_rows, lo + rows_per_chunk)
-            xg = np.take(x, cols[lo * r:hi * r], axis=0).reshape(hi - lo, r, b)
-            out[lo * r:hi * r] = np.matmul(xg, delta[lo:hi, :, None]).reshape(-1)
+            xg = np.take(x, cols[lo * r:hi * r], axis=0).reshape(hi - lo, r, b).astype(np.float64)
+            out[lo * r:hi * r] = np.matmul(xg, delta[lo:hi, :, None].astype(np.float64)).reshape(-1)
         return out
     rows = np.repeat(np.arange(n_rows), counts)
     step = max(1, chunk_elems // b)
     for lo in range(0, w.nnz, step):
         hi = min(w.nnz, lo + step)
-        out[lo:hi] = np.einsum("eb,eb->e", np.take(delta, rows[lo:hi], axis=0), np.take(x, cols[lo:hi], axis=0))
+        out[lo:hi] = np.einsum("eb,eb->e", np.take(delta, rows[lo:hi], axis=0), np.take(x, cols[lo:hi], axis=0),
+                               dtype=np.float64)
     return out
 
 
 def forward(net: Network, x0):
     """Training forward pass: hidden layers f(z) = clip(z, 0, ymax), last layer linear (logits)."""
-    xs, zs = [x0], []
-    for k, (w, b) in enumerate(zip(net.layers, net.biases), start=1):
-        z = w @ xs[-1] + b[:, None]
+    return forward_layers(net.layers, net.biases, x0, net.ymax)
+
+
+def forward_layers(layers, biases, x0, ymax, expand=None):
+    """xs[k−1] = what layer k reads, zs[k−1] = its pre-activations. `expand(k, x)` turns a layer's
+    owned activations into the vector layer k reads (row-wise: the expand exchange)."""
+    xs, zs, x = [], [], x0
+    for k, (w, b) in enumerate(zip(layers, biases), start=1):
+        x = expand(k, x) if expand else x
+        z = w @ x + b[:, None]
+        xs.append(x)
         zs.append(z)
-        xs.append(activation(z, net.ymax) if k < net.num_layers else z)
+        x = activation(z, ymax) if k < len(layers) else z
     return xs, zs
 
 
-def sgd_step(net: Network, x0, y, lr: float, loss: str = "cross-entropy") -> float:
+def backpropagate(layers, xs, zs, delta, ymax, update, fold=None):
+    """From δ^L down to layer 1: update(k, ∂L/∂W^k on the pattern, ∂L/∂b^k) for k = L..1.
+
+    δ^{k−1} = fold(W^kᵀ δ^k) ⊙ f'(z^{k−1}) uses W^k before its update. `fold(k, y)` returns the
+    partial sums to the owners of layer k−1's neurons (row-wise); serially it is the identity.
+    δ^0 is never needed: layer 1 has no fold. The one backward pass of the serial reference, the
+    row-wise runtime and the data-parallel runtime."""
+    for k in range(len(layers), 0, -1):
+        w = layers[k - 1]
+        grad_w = pattern_grad(w, delta, xs[k - 1])  # float64: see pattern_grad
+        grad_b = delta.sum(axis=1, dtype=np.float64)
+        if k > 1:
+            # Summed in float64 and rounded to float32 once: the products of float32 values are
+            # exact in float64 and the sums nearly so, so the fold's other order of summation (own
+            # partial sums plus each neighbour's) rounds to the serial float32 result. In float32 the
+            # orders differ in the last bit, and a deep network amplifies that step after step.
+            back = w.T @ delta.astype(np.float64)
+            delta = ((fold(k, back) if fold else back) * activation_grad(zs[k - 2], ymax)).astype(np.float32)
+        update(k, grad_w, grad_b)
+
+
+def sgd_apply(w_data, bias, lr: float, grad_w, grad_b) -> None:
+    """W ← W − lr·∂L/∂W on the fixed pattern, b ← b − lr·∂L/∂b, in float32, gradients rounded to
+    float32 first (they arrive as float64 sums). The one update of every runtime."""
+    w_data -= np.float32(lr) * grad_w.astype(np.float32)
+    bias -= np.float32(lr) * grad_b.astype(np.float32)
+
+
+def sgd_update(layers, biases, lr: float):
+    """The update callback of plain SGD for `backpropagate`."""
+    def update(k, grad_w, grad_b):
+        sgd_apply(layers[k - 1].data, biases[k - 1], lr, grad_w, grad_b)
+
+    return update
+
+
+def sgd_step(net: Network, x0, y, lr: float, loss: str = "cross-entropy", num_classes: int | None = None) -> float:
     """One SGD step in place; returns the batch loss. x0: (n_0, B) float32."""
     xs, zs = forward(net, x0)
-    value, delta = loss_and_delta(zs[-1], y, loss)
-    for k in range(net.num_layers, 0, -1):
-        w = net.layers[k - 1]
-        grad_w = pattern_grad(w, delta, xs[k - 1])
-        grad_b = delta.sum(axis=1)
-        if k > 1:  # δ^0 is never needed
-            delta = (w.T @ delta) * activation_grad(zs[k - 2], net.ymax)
-        w.data -= lr * grad_w
-        net.biases[k - 1] -= lr * grad_b
+    value, delta = loss_and_delta(zs[-1], y, loss, num_classes)
+    backpropagate(net.layers, xs, zs, delta, net.ymax, sgd_update(net.layers, net.biases, lr))
     return value
 
 

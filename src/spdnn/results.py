@@ -20,7 +20,7 @@ RUN_RE = re.compile(r"(?:^|/)results/(?P<network>[^/]+)/runs/(?P<kind>infer|trai
                     r"(?P<mode>row-wise|data-parallel)(?:-b(?P<b>\d+))?\.json$")
 
 PARTITION_COLUMNS = ["network", "method", "k", "volume_forward", "volume_training", "volume_per_layer_max",
-                     "imbalance_max", "messages_forward", "max_send_forward", "max_recv_forward",
+                     "imbalance_max", "imbalance_max_wide", "balanced", "messages_forward", "max_send_forward", "max_recv_forward",
                      "max_send_training", "max_recv_training", "partition_seconds", "lower_bound_forward"]
 RUN_COLUMNS = ["network", "kind", "method", "k", "mode", "batch_size", "step_seconds", "compute_seconds",
                "comm_seconds", "wait_seconds", "words_per_step_counted", "words_per_step_model",
@@ -86,7 +86,8 @@ def run_row(path) -> dict:
     else:
         k = int(key["k"])
         sent = sum(r.get("words_sent_allreduce", 0) for r in m.get("per_rank", []))
-        model = 2 * (k - 1) * m.get("grad_words_per_step", 0) if train else 0
+        # Model: K ranks each send round(2(K−1)/K·M) words per step (data_parallel.py states the rounding).
+        model = k * m.get("words_per_step_per_rank", 0) if train else 0
         row.update(words_per_step_counted=sent / steps if train else 0, words_per_step_model=model,
                    messages_per_step=2 * (k - 1) * k if train else 0)
     row["samples_per_second"] = m.get("samples_per_second")
@@ -103,6 +104,22 @@ def run_table(paths) -> pd.DataFrame:
     rows = [run_row(p) for p in paths]
     return pd.DataFrame(rows, columns=RUN_COLUMNS).sort_values(
         ["network", "kind", "mode", "method", "k", "batch_size"], ignore_index=True, na_position="first")
+
+
+INFERENCE_COLUMNS = ["network", "images", "survivors", "seconds", "samples_per_second", "edges_per_second",
+                     "truth", "matches_truth"]
+SERIAL_RE = re.compile(r"(?:^|/)results/(?P<network>[^/]+)/inference/serial\.json$")
+
+
+def inference_table(paths) -> pd.DataFrame:
+    """Serial inference per network; `matches_truth` is true where the official categories were
+    given and reproduced (a mismatch fails the workflow before this table is made), empty where
+    the inputs were generated and there is nothing to check against."""
+    rows = []
+    for p in paths:
+        key, m = _match(SERIAL_RE, p), _load(p)
+        rows.append({"network": key["network"], **{c: m.get(c) for c in INFERENCE_COLUMNS[1:]}})
+    return pd.DataFrame(rows, columns=INFERENCE_COLUMNS).sort_values("network", ignore_index=True)
 
 
 def write_csv(df: pd.DataFrame, path) -> None:

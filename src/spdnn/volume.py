@@ -1,4 +1,4 @@
-"""Communication volume and balance of a row-wise partition (DESIGN.md §1), computed from the model.
+"""Communication volume and balance of a row-wise partition (README, "Design reference"), from the model.
 
 For layer k, the forward step sends x^{k-1}_j once from its owner p = part_{k-1}[j] to every other
 rank q that owns a row reading it: V_k = Σ_j (λ_j^k − 1). Backward (fold) sends the same words in
@@ -10,6 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import UserError
+
+
+WIDE_ROWS_PER_PART = 10  # `imbalance_max_wide`: layers with at least 10·K rows
 
 
 def split_by_layer(part: np.ndarray, widths) -> list[np.ndarray]:
@@ -33,7 +36,7 @@ def layer_loads(w, part_out: np.ndarray, k_parts: int) -> np.ndarray:
 
 
 def balance_bound(row_weights: np.ndarray, k_parts: int, epsilon: float) -> float:
-    """max((1+ε)·avg, avg + w_max): rows are indivisible (DESIGN.md §1)."""
+    """max((1+ε)·avg, avg + w_max): rows are indivisible (README, "Design reference")."""
     avg = row_weights.sum() / k_parts
     return max((1.0 + epsilon) * avg, avg + (row_weights.max() if row_weights.size else 0))
 
@@ -69,6 +72,9 @@ def partition_metrics(layers, widths, part: np.ndarray, k_parts: int, epsilon: f
         if epsilon is not None and loads.max() > balance_bound(np.diff(w.indptr), k_parts, epsilon) + 1e-9:
             violations.append(k)
     total = int(sum(per_layer_volume))
+    # A layer of few rows (a 10-row classifier at K = 8) cannot be balanced better than a row per
+    # rank: its imbalance says nothing about the partitioner. Tables show both.
+    wide = [imb for imb, w in zip(per_layer_imbalance, layers) if w.shape[0] >= WIDE_ROWS_PER_PART * k_parts]
     return {
         "k": k_parts,
         "layers": len(layers),
@@ -80,6 +86,7 @@ def partition_metrics(layers, widths, part: np.ndarray, k_parts: int, epsilon: f
         "messages_forward": int(sum(per_layer_messages)),
         "imbalance_per_layer": per_layer_imbalance,
         "imbalance_max": float(max(per_layer_imbalance)),
+        "imbalance_max_wide": float(max(wide)) if wide else None,
         "max_load_per_layer": per_layer_max_load,
         "max_send_forward": int(fwd_sent.max()),
         "max_recv_forward": int(fwd_recv.max()),

@@ -1,4 +1,5 @@
 # Config validation and the named input functions every stage uses.
+import math
 import os
 import sys
 
@@ -8,17 +9,52 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 SCHEMA = os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml")
+# The conda environment's post-deploy script installs spdnn from here (envs/spdnn.post-deploy.sh):
+# Snakemake copies the env file elsewhere, so a path relative to it would not find this checkout.
+os.environ.update(SPDNN_WORKFLOW_DIR=workflow.basedir)
+
+CONFIG_EXIT_STATUS = 2  # a user error, as every spdnn command's
+
+
+def _set(cfg, path, value):
+    for key in path[:-1]:
+        cfg = cfg[key]
+    cfg[path[-1]] = value
+
+
+def coerce_overrides(cfg, validator):
+    """`--config key='{a: [4]}'` reaches the config as strings inside nested values (Snakemake
+    parses them with YAML's BaseLoader). Where the schema wants a number or a boolean and finds a
+    string, read that string as YAML; anything else is left for the schema to report."""
+    for _ in range(1000):  # each pass fixes at least one value
+        fixed = False
+        for error in validator.iter_errors(cfg):
+            wanted = error.validator_value if error.validator == "type" else None
+            wanted = [wanted] if isinstance(wanted, str) else (wanted or [])
+            if isinstance(error.instance, str) and {"integer", "number", "boolean"} & set(wanted):
+                try:
+                    value = yaml.safe_load(error.instance)
+                except yaml.YAMLError:
+                    continue
+                if isinstance(value, (int, float, bool)) and value != error.instance:
+                    _set(cfg, list(error.absolute_path), value)
+                    fixed = True
+                    break
+        if not fixed:
+            return
 
 
 def check_config(cfg, schema_path):
-    """One line naming the offending key, then stop (no traceback): a user error, not a crash."""
+    """One line naming the offending key, exit status 2 (no traceback): a user error, not a crash."""
     with open(schema_path) as f:
         schema = yaml.safe_load(f)
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(cfg))
+    validator = jsonschema.Draft202012Validator(schema)
+    coerce_overrides(cfg, validator)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(cfg))
     if error is not None:
         key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
         print(f"spdnn workflow: config error at {key}: {error.message}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(CONFIG_EXIT_STATUS)
 
 
 check_config(config, SCHEMA)
@@ -106,12 +142,73 @@ def partition_file(wildcards):
     return f"results/{wildcards.network}/partitions/{wildcards.method}-k{wildcards.k}.part"
 
 
+def uses_fetch(network):
+    """The archive comes from `fetch:` unless `source:` points at a local copy (offline)."""
+    cfg = net_cfg(network)
+    return "fetch" in cfg and "source" not in cfg
+
+
+def fetch_dir(network):
+    """Where rule fetch_gc puts a network's official files (spdnn fetch-gc names them)."""
+    f = net_cfg(network)["fetch"]
+    return f"resources/{network}/neuron{f['neurons']}-l{f['layers']}"
+
+
 def images_file(wildcards):
     """The official inputs when fetched, a user's file, or MNIST-like digits."""
     cfg = net_cfg(wildcards.network)
-    if "fetch" in cfg and "images" not in cfg:
-        return f"resources/{wildcards.network}/sparse-images-{cfg['fetch']['neurons']}.tsv.gz"
+    if uses_fetch(wildcards.network) and "images" not in cfg:
+        return f"{fetch_dir(wildcards.network)}/sparse-images-{cfg['fetch']['neurons']}.tsv.gz"
     return cfg.get("images", f"results/{wildcards.network}/images.tsv")
+
+
+def categories_file(network):
+    """The official categories that serial inference must reproduce: fetched with the official
+    images, or given with `categories:` beside `images:`; None for generated inputs."""
+    cfg = net_cfg(network)
+    if "categories" in cfg:
+        return cfg["categories"]
+    if uses_fetch(network) and "images" not in cfg:
+        f = cfg["fetch"]
+        return f"{fetch_dir(network)}/neuron{f['neurons']}-l{f['layers']}-categories.tsv"
+    return None
+
+
+def serial_inference_inputs(wildcards):
+    inputs = {"net": f"results/{wildcards.network}/network.h5", "images": images_file(wildcards)}
+    truth = categories_file(wildcards.network)
+    if truth:
+        inputs["truth"] = truth
+    return inputs
+
+
+def truth_arg(wildcards, input):
+    return f"--truth {input.truth}" if "truth" in input.keys() else ""
+
+
+TRAIN_INIT_DEFAULT = {"radixnet": "he", "graphchallenge": "he", "random": "keep", "pruned": "keep"}
+
+
+def train_init(network):
+    """The recipe's starting weights: `he` (pattern kept, weights re-drawn: challenge networks)
+    or `keep` (the network's own weights: a random He-initialised or a pruned trained network)."""
+    cfg = net_cfg(network)
+    return cfg.get("train_init", TRAIN_INIT_DEFAULT[cfg["generator"]])
+
+
+def train_network(wildcards):
+    """The network a training run starts from (inference always uses the network itself)."""
+    if train_init(wildcards.network) == "keep":
+        return f"results/{wildcards.network}/network.h5"
+    return f"results/{wildcards.network}/trainable-{train_init(wildcards.network)}.h5"
+
+
+def train_lr(wildcards):
+    """Peak learning rate for batch size B: the network's `lr` (else runs.lr) at
+    runs.lr_reference_batch, scaled by sqrt(B / reference) (larger batches average more samples,
+    so they take larger steps). Deep networks need a smaller lr than shallow ones."""
+    base = net_cfg(wildcards.network).get("lr", RUNS["lr"])
+    return base * math.sqrt(int(wildcards.b) / RUNS["lr_reference_batch"])
 
 
 def dense_id(cfg):
@@ -130,10 +227,10 @@ def dense_targets():
 
 
 def gc_source(network):
-    """A Graph Challenge network's archive: a local path, or where the fetch rule puts it."""
+    """A Graph Challenge network's archive: a local path (`source:`), or where the fetch rule puts it."""
     cfg = net_cfg(network)
-    if "fetch" in cfg:
-        return f"resources/{network}/neuron{cfg['fetch']['neurons']}.tar.gz"
+    if uses_fetch(network):
+        return f"{fetch_dir(network)}/neuron{cfg['fetch']['neurons']}.tar.gz"
     return cfg["source"]
 
 
@@ -187,3 +284,17 @@ def mpi_resource(wildcards):
 
 def launch(wildcards, resources):
     return f"{resources.mpi} -n {resources.tasks}" if resources.mpi else ""
+
+
+def partition_jsons():
+    return [f"{p}.json" for p in partition_targets()]
+
+
+def costmodel_args():
+    cm = config.get("costmodel") or {}
+    given = [f"--{k} {cm[k]}" for k in ("gamma", "alpha", "beta", "delta", "mu") if cm.get(k) is not None]
+    return " ".join(given)
+
+
+def serial_inference_metrics():
+    return [f"results/{n}/inference/serial.json" for n in NETWORKS]

@@ -22,15 +22,18 @@ rule fetch_gc:
     # The official Graph Challenge files for a network configured with `fetch:` (needs internet,
     # or a mirror / file:// root): resumable, gzip-checked, sha256 in provenance.json.
     output:
-        archive="resources/{network}/neuron{n}.tar.gz",
-        images="resources/{network}/sparse-images-{n}.tsv.gz",
+        archive="resources/{network}/neuron{n}-l{layers}/neuron{n}.tar.gz",
+        images="resources/{network}/neuron{n}-l{layers}/sparse-images-{n}.tsv.gz",
+        categories="resources/{network}/neuron{n}-l{layers}/neuron{n}-l{layers}-categories.tsv",
     params:
         fetch=lambda wc: net_cfg(wc.network)["fetch"],
     log:
-        "logs/{network}/fetch-{n}.log",
+        "logs/{network}/fetch-{n}-l{layers}.log",
+    conda:
+        "../../envs/spdnn.yaml"
     shell:
-        "spdnn fetch-gc --neurons {wildcards.n} --layers {params.fetch[layers]} --root {params.fetch[root]} "
-        "resources/{wildcards.network} > {log} 2>&1"
+        "spdnn fetch-gc --neurons {wildcards.n} --layers {wildcards.layers} --root {params.fetch[root]} "
+        "resources/{wildcards.network}/neuron{wildcards.n}-l{wildcards.layers} > {log} 2>&1"
 
 
 rule train_dense:
@@ -65,10 +68,30 @@ rule images:
         "spdnn images --dataset digits --network {input} --threshold {params.threshold} -o {output} 2> {log}"
 
 
-rule serial_inference:
+rule trainable:
+    # The training recipe's starting point (README "Training recipe"): the network's pattern with
+    # He-initialised weights and zero biases. Partitions of the network apply unchanged.
     input:
-        net="results/{network}/network.h5",
-        images=images_file,
+        "results/{network}/network.h5",
+    output:
+        "results/{network}/trainable-{init}.h5",
+    wildcard_constraints:
+        init="he",
+    params:
+        seed=RUNS["seed"],
+    log:
+        "logs/{network}/trainable-{init}.log",
+    conda:
+        "../../envs/spdnn.yaml"
+    shell:
+        "spdnn reinit {input} --init {wildcards.init} --seed {params.seed} -o {output} 2> {log}"
+
+
+rule serial_inference:
+    # With the official images, the official categories must come out (--truth): a mismatch fails
+    # the job; the table results/tables/inference.csv says which networks were checked.
+    input:
+        unpack(serial_inference_inputs),
     output:
         categories="results/{network}/inference/serial-categories.tsv",
         metrics="results/{network}/inference/serial.json",
@@ -78,5 +101,7 @@ rule serial_inference:
         "results/benchmarks/{network}/serial_inference.tsv"
     conda:
         "../../envs/spdnn.yaml"
+    params:
+        truth=truth_arg,
     shell:
-        "spdnn infer {input.net} {input.images} -o {output.categories} --metrics {output.metrics} 2> {log}"
+        "spdnn infer {input.net} {input.images} {params.truth} -o {output.categories} --metrics {output.metrics} 2> {log}"

@@ -68,6 +68,8 @@ rule trivial_partition:
         metrics="results/{network}/partitions/trivial-k1.part.json",
     log:
         "logs/{network}/partition-trivial.log",
+    conda:
+        "../../envs/spdnn.yaml"
     shell:
         "spdnn partition {input} -k 1 --method block -o {output.part} 2> {log}"
 
@@ -82,6 +84,8 @@ rule external_partition:
         metrics="results/{network}/partitions/external-k{k}.part.json",
     log:
         "logs/{network}/partition-external-k{k}.log",
+    conda:
+        "../../envs/spdnn.yaml"
     shell:
         "spdnn volume {input.net} {input.part} -k {wildcards.k} > {output.metrics}.tmp 2> {log} "
         "&& cp {input.part} {output.part} && mv {output.metrics}.tmp {output.metrics}"

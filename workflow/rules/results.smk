@@ -1,35 +1,24 @@
 # Stage 5: tables, cost model, figures; all captioned for `snakemake --report report.html`.
 
 
-def partition_jsons():
-    return [p + ".json" for p in partition_targets()]
-
-
-def run_jsons():
-    return run_targets()
-
-
 rule aggregate:
     input:
         partitions=partition_jsons(),
         bounds=bound_targets(),
-        runs=run_jsons(),
+        runs=run_targets(),
+        inference=serial_inference_metrics(),
     output:
         partitions=report("results/tables/partitions.csv", caption="../report/partitions.rst", category="Tables"),
         runs=report("results/tables/runs.csv", caption="../report/runs.rst", category="Tables"),
+        inference=report("results/tables/inference.csv", caption="../report/inference.rst", category="Tables"),
     log:
         "logs/aggregate.log",
     conda:
         "../../envs/spdnn.yaml"
     shell:
         "spdnn aggregate --partitions {input.partitions} --bounds {input.bounds} --runs {input.runs} "
-        "--partitions-out {output.partitions} --runs-out {output.runs} 2> {log}"
-
-
-def costmodel_args():
-    cm = config.get("costmodel") or {}
-    given = [f"--{k} {cm[k]}" for k in ("gamma", "alpha", "beta", "delta", "mu") if cm.get(k) is not None]
-    return " ".join(given)
+        "--inference {input.inference} --partitions-out {output.partitions} --runs-out {output.runs} "
+        "--inference-out {output.inference} 2> {log}"
 
 
 rule costmodel:

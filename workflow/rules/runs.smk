@@ -20,6 +20,7 @@ rule infer_run:
         launch=launch,
         part=lambda wc, input: "" if wc.mode == "data-parallel" else f"--partition {input.part}",
         batch=config["inference"]["batch_size"],
+        threads=RUNS["threads_per_rank"],
     log:
         "logs/{network}/runs/infer-{method}-k{k}-{mode}.log",
     benchmark:
@@ -27,15 +28,18 @@ rule infer_run:
     conda:
         "../../envs/spdnn.yaml"
     shell:
-        "OMP_NUM_THREADS={config[runs][threads_per_rank]} {params.launch} "
+        "OMP_NUM_THREADS={params.threads} {params.launch} "
         "spdnn infer {input.net} {input.images} {params.part} --mode {wildcards.mode} "
         "--batch-size {params.batch} --truth {input.serial} -o {output.metrics}.categories.tsv "
         "--metrics {output.metrics} 2> {log} && rm -f {output.metrics}.categories.tsv"
 
 
 rule train_run:
+    # Trains the recipe's network (README "Training recipe"): for Graph Challenge-style networks the
+    # pattern with He-initialised weights (rule trainable), else the network itself. Every value
+    # that changes the result is a param, so changing it reruns exactly these jobs.
     input:
-        net="results/{network}/network.h5",
+        net=train_network,
         part=partition_file,
     output:
         metrics="results/{network}/runs/train-{method}-k{k}-{mode}-b{b}.json",
@@ -47,6 +51,12 @@ rule train_run:
     params:
         launch=launch,
         part=lambda wc, input: "" if wc.mode == "data-parallel" else f"--partition {input.part}",
+        threads=RUNS["threads_per_rank"],
+        epochs=RUNS["epochs"],
+        lr=train_lr,
+        lr_schedule=RUNS["lr_schedule"],
+        seed=RUNS["seed"],
+        checkpoint_every=RUNS["checkpoint_every"],
     log:
         "logs/{network}/runs/train-{method}-k{k}-{mode}-b{b}.log",
     benchmark:
@@ -54,7 +64,8 @@ rule train_run:
     conda:
         "../../envs/spdnn.yaml"
     shell:
-        "OMP_NUM_THREADS={config[runs][threads_per_rank]} {params.launch} "
+        "OMP_NUM_THREADS={params.threads} {params.launch} "
         "spdnn train {input.net} {params.part} --mode {wildcards.mode} --dataset digits "
-        "--epochs {config[runs][epochs]} --batch-size {wildcards.b} --lr {config[runs][lr]} --seed {config[runs][seed]} "
-        "--checkpoint-every {config[runs][checkpoint_every]} -o {output.trained} --metrics {output.metrics} 2> {log}"
+        "--epochs {params.epochs} --batch-size {wildcards.b} --lr {params.lr} --lr-schedule {params.lr_schedule} "
+        "--seed {params.seed} --checkpoint-every {params.checkpoint_every} -o {output.trained} "
+        "--metrics {output.metrics} 2> {log}"

@@ -1,0 +1,81 @@
+"""What every MPI command shares: agreeing on user errors, aborting on crashes, clocks, memory.
+
+MPI is imported lazily (inside functions): serial commands never load an MPI library.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import sys
+import threading
+import traceback
+
+from .errors import UserError
+
+
+def mpi():
+    from mpi4py import MPI
+
+    return MPI
+
+
+def wtime() -> float:
+    return mpi().Wtime()
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def agree(comm, error: str | None) -> None:
+    """Collective: if any rank found a user error, every rank raises the first one (rank order)."""
+    errors = comm.allgather(error)
+    first = next((e for e in errors if e), None)
+    if first:
+        raise UserError(first)
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _exit_on_signal(rank: int) -> None:
+    """SIGTERM or SIGINT (Snakemake, SLURM or Ctrl-C cancelling the job): one line from rank 0,
+    then every rank leaves at once.
+
+    Python runs signal handlers only when the main thread returns from C, and a rank blocked in
+    an MPI wait never does. But Python's C-level handler writes the signal number to the wake-up
+    fd at once, from whatever thread received it: a thread blocked reading that pipe does the
+    exit. No MPI_Finalize (other ranks may be blocked in a collective and never join it) and no
+    exception unwinding through MPI calls (a backtrace per rank). Outputs are written under
+    temporary names, so nothing half-written is left looking complete."""
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, lambda signum, frame: None)  # the wake-up fd does the work
+    signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+
+    def wait():
+        signum = os.read(r, 1)[0]
+        if rank == 0:
+            os.write(2, f"spdnn: interrupted by {signal.Signals(signum).name}; no output written\n".encode())
+        os._exit(128 + signum)
+
+    threading.Thread(target=wait, name="spdnn-signals", daemon=True).start()
+
+
+def run_collective(comm, fn, *args):
+    """Run fn on every rank. A user error exits every rank with status 2 (all ranks raise it); a
+    crash on one rank aborts the job so that the others do not wait forever; a cancelled job
+    (SIGTERM/SIGINT) leaves one line, not a backtrace per rank."""
+    _exit_on_signal(comm.Get_rank())
+    try:
+        return fn(comm, *args)
+    except UserError:
+        raise
+    except Exception:  # a bug on one rank must not leave the others waiting forever
+        traceback.print_exc()
+        sys.stderr.flush()
+        comm.Abort(1)
