@@ -125,19 +125,19 @@ def pattern_grad(w, delta, x, chunk_elems: int = 1 << 16):
         return out
     cols = w.indices
     r = int(counts[0])
+    x, delta = x.astype(np.float64), delta.astype(np.float64)  # once per layer: cheaper than per chunk
     if r > 0 and b >= 8 and np.all(counts == r):  # tiny batches: one einsum is cheaper
         rows_per_chunk = max(1, chunk_elems // (r * b))
         for lo in range(0, n_rows, rows_per_chunk):
             hi = min(n_rows, lo + rows_per_chunk)
-            xg = np.take(x, cols[lo * r:hi * r], axis=0).reshape(hi - lo, r, b).astype(np.float64)
-            out[lo * r:hi * r] = np.matmul(xg, delta[lo:hi, :, None].astype(np.float64)).reshape(-1)
+            xg = np.take(x, cols[lo * r:hi * r], axis=0).reshape(hi - lo, r, b)
+            out[lo * r:hi * r] = np.matmul(xg, delta[lo:hi, :, None]).reshape(-1)
         return out
     rows = np.repeat(np.arange(n_rows), counts)
     step = max(1, chunk_elems // b)
     for lo in range(0, w.nnz, step):
         hi = min(w.nnz, lo + step)
-        out[lo:hi] = np.einsum("eb,eb->e", np.take(delta, rows[lo:hi], axis=0), np.take(x, cols[lo:hi], axis=0),
-                               dtype=np.float64)
+        out[lo:hi] = np.einsum("eb,eb->e", np.take(delta, rows[lo:hi], axis=0), np.take(x, cols[lo:hi], axis=0))
     return out
 
 
