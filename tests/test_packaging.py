@@ -15,3 +15,11 @@ def test_conda_env_matches_pyproject():
     strip = lambda d: d.split("#")[0].strip()  # noqa: E731
     assert sorted(strip(p) for p in pip if not p.startswith(".")) == sorted(strip(d) for d in deps)
     assert "python=3.11" in env["dependencies"]
+
+
+def test_docs_are_self_contained():
+    """The code and config cite the repository's own docs, not a design file users do not have."""
+    cited = [p for p in [*ROOT.glob("src/spdnn/*.py"), *ROOT.glob("config/*.yaml"), *ROOT.glob("workflow/**/*.smk")]
+             if "DESIGN.md" in p.read_text()]
+    assert not cited, cited
+    assert "## Design reference" in (ROOT / "README.md").read_text()

@@ -215,3 +215,12 @@ def test_hypergraph_recovers_structure_the_sweep_misses():
         sweep = partition_network(layers, widths, k, "sweep")[1]["volume_forward"]
         ours = partition_network(layers, widths, k, "hypergraph")[1]
         assert ours["balanced"] and ours["volume_forward"] <= ratio * sweep, (k, ours["volume_forward"], sweep)
+
+
+def test_imbalance_of_wide_layers_beside_all_layers():
+    """A 10-row classifier at K = 8 cannot be balanced better than 2 rows on one rank (1.6): the
+    all-layer column shows it, the wide-layer column (>= 10·K rows) shows the partitioner."""
+    net = random_sparse([64, 90, 90, 10], 8, seed=2)
+    part, m = partition_network(net.layers, net.widths, 8, "random", 0.03, 0)
+    assert m["balanced"] and m["imbalance_max"] == pytest.approx(1.6)
+    assert m["imbalance_max_wide"] == max(m["imbalance_per_layer"][:2]) <= (90 + 8) / 90  # avg + one row
