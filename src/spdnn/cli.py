@@ -118,7 +118,7 @@ def cmd_partition(a):
                                       passes=a.passes, preset=a.preset, threads=a.threads, verbose=True,
                                       jobs=a.jobs)
     metrics["network"] = str(a.network)
-    write_partition(part, a.output, sidecar=metrics)
+    write_partition(part, a.output, sidecar=metrics, k=a.k)
     _log(f"{a.method} K={a.k}: volume {metrics['volume_forward']}, max layer imbalance "
          f"{metrics['imbalance_max']:.3f}, {metrics['seconds']:.1f} s -> {a.output}")
 
@@ -408,6 +408,9 @@ def _train_commands(sub) -> None:
     t.add_argument("--checkpoint-every", type=int, default=0, help="steps between checkpoints (OUTPUT.ckpt.h5)")
     t.add_argument("--stop-after", type=int, default=0,
                    help="stop after this many steps, as a time limit would, leaving a checkpoint to resume from")
+    t.add_argument("--max-memory", type=float, default=None,
+                   help="GiB per rank the run may use (default: the node's available memory / its ranks); "
+                        "a run whose activations would not fit stops up front")
     t.add_argument("--metrics", default=None)
     t.add_argument("-o", "--output", required=True)
     t.set_defaults(func=cmd_train)

@@ -8,8 +8,11 @@ same entries back to the owner, which adds them. One message per neighbour per d
 mini-batch, the B samples batched (rows of an (n × B) array are contiguous).
 
 Two transports move the same words: `p2p` (Irecv/Isend to each neighbour, then Waitall) and
-`neighbor` (MPI-3 Neighbor_alltoallv on a distributed-graph communicator per layer and direction,
-created once with the plan). `benchmarks/exchange.py` measures both.
+`neighbor` (MPI-3 Neighbor_alltoallv). The neighbour transport uses one distributed-graph
+communicator for all layers and both directions, over the union of the ranks this rank exchanges
+with in any layer (zero counts for those a layer does not involve): a communicator per layer and
+direction would exceed MPICH's limit of about 2,000 communicators at L ≈ 1,000.
+`benchmarks/exchange.py` measures both.
 """
 
 from __future__ import annotations
@@ -46,16 +49,20 @@ class CommPlan:
     forward_stats: ExchangeStats = field(default_factory=ExchangeStats)
     backward_stats: ExchangeStats = field(default_factory=ExchangeStats)
     transport: str = "p2p"
-    graphs: tuple | None = None  # (forward, backward) dist-graph communicators for `neighbor`
+    graphs: object = None  # the shared dist-graph communicator for `neighbor`
 
-    def use_neighbor_collectives(self, comm) -> None:
-        """Collective: build the two distributed-graph communicators (sources = who sends to me)."""
-        fwd = comm.Create_dist_graph_adjacent(self.recv_ranks, self.send_ranks, reorder=False)
-        bwd = comm.Create_dist_graph_adjacent(self.send_ranks, self.recv_ranks, reorder=False)
-        self.graphs, self.transport = (fwd, bwd), "neighbor"
+    def use_graph(self, graph, neighbours: np.ndarray) -> None:
+        """Exchange through `graph`, a dist-graph communicator whose sources and destinations are
+        both `neighbours` (sorted): per-neighbour counts of this layer, zero where it sends nothing."""
+        self.graphs, self.transport = graph, "neighbor"
         self._send_all = np.concatenate(self.send_idx) if self.send_idx else np.zeros(0, np.int64)
-        self._send_counts = np.array([i.size for i in self.send_idx], np.int64)
-        self._recv_counts = np.array([s.stop - s.start for s in self.recv_slices], np.int64)
+        pos = {int(q): i for i, q in enumerate(neighbours)}
+        self._send_counts = np.zeros(len(neighbours), np.int64)
+        self._recv_counts = np.zeros(len(neighbours), np.int64)
+        for q, idx in zip(self.send_ranks, self.send_idx):
+            self._send_counts[pos[q]] = idx.size
+        for q, sl in zip(self.recv_ranks, self.recv_slices):
+            self._recv_counts[pos[q]] = sl.stop - sl.start
 
     def forward(self, comm, x_owned: np.ndarray) -> np.ndarray:
         """Expand: (n_owned × B) owned activations → (ext_len × B) extended vector."""
@@ -66,8 +73,8 @@ class CommPlan:
             t0 = time.perf_counter()
             send = np.ascontiguousarray(x_owned[self._send_all])
             t1 = time.perf_counter()
-            self.graphs[0].Neighbor_alltoallv([send, (self._send_counts * b, _displs(self._send_counts * b))],
-                                              [ext[self.n_owned:], (self._recv_counts * b, _displs(self._recv_counts * b))])
+            self.graphs.Neighbor_alltoallv([send, (self._send_counts * b, _displs(self._send_counts * b))],
+                                           [ext[self.n_owned:], (self._recv_counts * b, _displs(self._recv_counts * b))])
             t2 = time.perf_counter()
             self.forward_stats.add(send.size, len(self.send_idx), t2 - t0, t2 - t1)
             return ext
@@ -90,8 +97,8 @@ class CommPlan:
             send = np.ascontiguousarray(y_ext[self.n_owned:])
             recv = np.empty((self._send_all.size, b), dtype=y_ext.dtype)
             t1 = time.perf_counter()
-            self.graphs[1].Neighbor_alltoallv([send, (self._recv_counts * b, _displs(self._recv_counts * b))],
-                                              [recv, (self._send_counts * b, _displs(self._send_counts * b))])
+            self.graphs.Neighbor_alltoallv([send, (self._recv_counts * b, _displs(self._recv_counts * b))],
+                                           [recv, (self._send_counts * b, _displs(self._send_counts * b))])
             t2 = time.perf_counter()
             lo = 0
             for idx in self.send_idx:  # segments in send_ranks order; no repeats inside one
@@ -117,6 +124,17 @@ def _waitall(reqs):
     from mpi4py import MPI
 
     MPI.Request.Waitall(reqs)
+
+
+def use_neighbor_collectives(comm, plans) -> None:
+    """Collective: one dist-graph communicator over the union of every plan's neighbours (both
+    directions), shared by all layers. The relation is symmetric (if I send to q in some layer's
+    expand, q sends to me in that layer's fold), so sources = destinations = the union."""
+    neighbours = sorted({q for plan in plans for q in (*plan.send_ranks, *plan.recv_ranks)})
+    graph = comm.Create_dist_graph_adjacent(neighbours, neighbours, reorder=False)
+    arr = np.array(neighbours, np.int64)
+    for plan in plans:
+        plan.use_graph(graph, arr)
 
 
 def build_plan(comm, layer: int, owned_in: np.ndarray, part_in: np.ndarray, columns: np.ndarray):

@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from .collective import peak_rss_mb
-from .network import Network
+from .network import Network, write_network
 from .reference import backpropagate, forward, loss_and_delta, sgd_apply
 
 
@@ -81,12 +81,12 @@ class DataParallelStepper:
 
         return float((predict(self.net, x)[:num_classes].argmax(axis=0) == y).mean())
 
-    def gather(self, provenance):
-        if self.comm.Get_rank() != 0:
-            return None
-        net = self.net
-        return Network([w.copy() for w in net.layers], [b.copy() for b in net.biases], ymax=net.ymax,
-                       provenance=provenance)
+    def write(self, path, provenance, attrs=None):
+        """Rank 0 writes its replica (every rank holds the same weights)."""
+        if self.comm.Get_rank() == 0:
+            net = self.net
+            write_network(Network(net.layers, net.biases, ymax=net.ymax, provenance=provenance), path, attrs)
+        self.comm.Barrier()
 
     def report(self):
         return {"compute_seconds": [self.compute], "comm_seconds": [self.comm_seconds],

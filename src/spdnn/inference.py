@@ -68,6 +68,23 @@ def infer_main(a) -> None:
           + (", categories match the truth file" if a.truth else ""), file=sys.stderr)
 
 
+def scatter_image_columns(comm, path, width: int, owned0: np.ndarray):
+    """Collective: rank 0 reads the images file once and sends every rank the columns (pixels) of
+    its own input neurons, as CSR; no other rank reads or parses it."""
+    from .collective import agree
+
+    error, images = None, None
+    if comm.Get_rank() == 0:
+        try:
+            images = read_images(path, width)
+        except UserError as e:
+            error = str(e)
+    agree(comm, error)
+    wanted = comm.gather(owned0, root=0)
+    pieces = [images[:, cols] for cols in wanted] if comm.Get_rank() == 0 else None
+    return comm.scatter(pieces, root=0)
+
+
 def _infer_distributed(comm, a):
     from .collective import mpi, peak_rss_mb, wtime
     from .rowwise import RowWiseModel, load_partition_collective, verify_words
@@ -78,24 +95,21 @@ def _infer_distributed(comm, a):
     if a.mode == "row-wise" and not a.partition:
         raise UserError("row-wise inference needs --partition PART (K = number of ranks)")
     header = read_header(a.network)
-    images = read_images(a.images, header.widths[0])
-    n_images = images.shape[0]
-    comm.Barrier()
-    t_start = wtime()
     if a.mode == "row-wise":
-        header, parts = load_partition_collective(comm, a.network, a.partition)
+        header, partition = load_partition_collective(comm, a.network, a.partition)
         t0 = wtime()
-        model = RowWiseModel(comm, a.network, parts, header, a.exchange)
+        model = RowWiseModel(comm, a.network, partition, header, a.exchange)
         setup = wtime() - t0
+        images = scatter_image_columns(comm, a.images, header.widths[0], model.owned0)
+        n_images = images.shape[0]
         alive = np.zeros(n_images, bool)
         final_rows = model.layers[-1].rows
         final = np.zeros((n_images, header.widths[-1]), np.float32) if (a.activations and rank == 0) else None
         comm.Barrier()
-        t0 = wtime()
-        cols0 = model.owned[0]
+        t_start = t0 = wtime()
         for lo in range(0, n_images, a.batch_size):
             hi = min(n_images, lo + a.batch_size)
-            x0 = np.ascontiguousarray(images[lo:hi][:, cols0].toarray().T, dtype=np.float32)
+            x0 = np.ascontiguousarray(images[lo:hi].toarray().T, dtype=np.float32)
             x, ids = model.gc_forward(x0, np.arange(lo, hi))
             alive[ids] = model.alive(x, ids.size)
             if a.activations:
@@ -104,13 +118,16 @@ def _infer_distributed(comm, a):
                     for r, v in got:
                         final[ids[:, None], r[None, :]] = v.T
         seconds = wtime() - t0
-        words = verify_words(comm, model, a.network, parts, training=False)
+        words = verify_words(comm, model, training=False)
         words["allreduce_words"] = model.allreduce_words
         rep = model.exchange_report()
     else:
         net = read_network(a.network)
+        images = read_images(a.images, header.widths[0])
+        n_images = images.shape[0]
         from .reference import gc_infer
 
+        t_start = wtime()
         setup = 0.0
         mine = np.array_split(np.arange(n_images), size)[rank]
         comm.Barrier()

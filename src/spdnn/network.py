@@ -264,6 +264,33 @@ def _read_layer(f, path, h: NetworkHeader, k: int):
     return sp.csr_matrix((data, indices, indptr), shape=shape), bias
 
 
+@contextmanager
+def open_network(path):
+    """(open file, header) for reading layers one by one with `read_layer`; errors as UserError."""
+    with _reading(path) as f:
+        yield f, _header(f)
+
+
+def read_layer(f, path, h: NetworkHeader, k: int):
+    """(W^k, b^k, bytes of the file read for it) from a file opened with `open_network`."""
+    with _reading_errors(path):
+        w, b = _read_layer(f, path, h, k)
+        g = f[_layer_name(k)]
+        stored = sum(int(g[name].id.get_storage_size()) for name in ("indptr", "indices", "data", "bias"))
+    return w, b, stored
+
+
+@contextmanager
+def _reading_errors(path):
+    try:
+        yield
+    except UserError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as e:
+        msg = " ".join(str(e).split())[:200]
+        raise UserError(f"{path}: corrupt network file ({e.__class__.__name__}: {msg})") from None
+
+
 def iter_layers(path):
     """Yield (k, W^k, b^k) for k = 1..L, one layer in memory at a time."""
     with _reading(path) as f:

@@ -19,12 +19,12 @@ import numpy as np
 import scipy.sparse as sp
 
 from .collective import agree, mpi, peak_rss_mb
-from .comm_plan import CommPlan, build_plan
+from .comm_plan import CommPlan, _displs, build_plan, use_neighbor_collectives
 from .errors import UserError
-from .network import Network, iter_layer_rows, read_header, read_layer_pattern
-from .partition_io import read_partition
+from .network import NetworkWriter, open_network, read_header, read_layer
+from .partition import check_k
+from .partition_io import PartitionReader
 from .reference import backpropagate, class_loss, drop_dead, forward_layers, gc_layer, sgd_update
-from .volume import check_partition, layer_traffic, split_by_layer
 
 
 @dataclass
@@ -37,30 +37,108 @@ class LocalLayer:
     ext_ids: np.ndarray  # global layer-(k−1) id of each extended-vector position
 
 
-class RowWiseModel:
-    """This rank's share of the network plus the per-layer communication plans."""
+def scatter_layer_rows(comm, f, path, header, k: int, part_k: np.ndarray, rows: np.ndarray):
+    """Collective: rank (k−1) mod K reads layer k and sends every rank its rows (Scatterv); the
+    others read nothing of it. Returns (my rows of W^k as CSR, my biases, bytes of the file I read).
 
-    def __init__(self, comm, path, parts: list[np.ndarray], header, transport: str = "p2p"):
+    One reader per layer rather than a hyperslab read per rank: the layer's arrays are stored in
+    compressed chunks, and a rank's rows are scattered over the layer (a partition is not a
+    contiguous split), so every rank would decompress nearly every chunk. With one reader, the
+    file is read once in all and each rank reads ≈ 1/K of it; on a parallel file system the K
+    readers of consecutive layers read different files regions at the same time."""
+    size, rank = comm.Get_size(), comm.Get_rank()
+    reader = (k - 1) % size
+    n_in = header.widths[k - 1]
+    stored = 0
+    sends = (None, None, None, None)
+    nnz_per_rank = None
+    error = None
+    if rank == reader:
+        try:
+            w, bias, stored = read_layer(f, path, header, k)
+        except UserError as e:  # a damaged layer: every rank must hear it, not wait for its rows
+            error = str(e)
+        else:
+            order = np.argsort(part_k, kind="stable")  # rows grouped by rank, ascending ids within each
+            lens = np.diff(w.indptr)[order]
+            take = _ranges(w.indptr[:-1][order], lens)
+            nnz_per_rank = np.bincount(part_k, weights=np.diff(w.indptr), minlength=size).astype(np.int64)
+            sends = (lens.astype(np.int64), w.indices[take], w.data[take], bias[order].astype(np.float32))
+    error, nnz_per_rank = comm.bcast((error, nnz_per_rank), root=reader)
+    if error:
+        raise UserError(error)
+    rows_per_rank = np.bincount(part_k, minlength=size).astype(np.int64)
+    nnz_mine = int(nnz_per_rank[rank])
+    lens = np.empty(rows.size, np.int64)
+    indices = np.empty(nnz_mine, np.int32)
+    data = np.empty(nnz_mine, np.float32)
+    bias = np.empty(rows.size, np.float32)
+    for send, recv, counts in ((sends[0], lens, rows_per_rank), (sends[1], indices, nnz_per_rank),
+                               (sends[2], data, nnz_per_rank), (sends[3], bias, rows_per_rank)):
+        sendspec = [send, (counts, _displs(counts))] if rank == reader else None
+        comm.Scatterv(sendspec, recv, root=reader)
+    indptr = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+    return sp.csr_matrix((data, indices, indptr), shape=(rows.size, n_in)), bias, stored
+
+
+def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Concatenate arange(s, s+c) for each (s, c), vectorised."""
+    counts = counts.astype(np.int64)
+    total = int(counts.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    offsets = np.repeat(starts.astype(np.int64) - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+    return np.arange(total, dtype=np.int64) + offsets
+
+
+def received_words(columns: np.ndarray, part_in: np.ndarray, rank: int) -> int:
+    """Words per sample this rank receives in a layer's expand, modelled from the partition: the
+    distinct columns its rows read that another rank owns (Σ over ranks = V_k)."""
+    needed = np.unique(columns)
+    return int(np.count_nonzero(part_in[needed] != rank))
+
+
+class RowWiseModel:
+    """This rank's share of the network plus the per-layer communication plans.
+
+    Memory: this rank's rows, the plans, and two layers' slices of the partition at a time while
+    loading; nothing of the whole network. `bytes_read` counts the network and partition bytes
+    this rank read."""
+
+    def __init__(self, comm, path, partition: PartitionReader, header, transport: str = "p2p"):
         rank = comm.Get_rank()
         self.comm = comm
         self.ymax = header.ymax
         self.widths = header.widths
-        self.owned = [np.flatnonzero(p == rank) for p in parts]
+        part_prev = partition.layer(0)
+        self.owned0 = np.flatnonzero(part_prev == rank)
+        owned_prev = self.owned0
         self.layers: list[LocalLayer] = []
         self.samples_per_layer = np.zeros(header.num_layers, np.int64)  # samples each expand carried
+        self.model_recv_words = np.zeros(header.num_layers, np.int64)  # per sample, from the partition
         self.compute_seconds = 0.0
         self.allreduce_words = 0  # softmax max/sum, loss, alive flags: counted apart from the model volume
-        for k, w, b in iter_layer_rows(path, self.owned[1:]):
-            plan, local_cols = build_plan(comm, k, self.owned[k - 1], parts[k - 1], w.indices.astype(np.int64))
-            if transport == "neighbor":
-                plan.use_neighbor_collectives(comm)
-            ext_ids = np.empty(plan.ext_len, np.int64)
-            ext_ids[local_cols] = w.indices
-            ext_ids[: plan.n_owned] = self.owned[k - 1]
-            # Entries keep their order within each row, so each row's sum is the serial one's.
-            w_local = sp.csr_matrix((w.data.astype(np.float32), local_cols.astype(np.int32), w.indptr),
-                                    shape=(w.shape[0], plan.ext_len))
-            self.layers.append(LocalLayer(k, self.owned[k], w_local, b.astype(np.float32), plan, ext_ids))
+        self.bytes_read = 0  # network file, this rank
+        with open_network(path) as (f, h):
+            for k in range(1, header.num_layers + 1):
+                part_k = partition.layer(k)
+                rows = np.flatnonzero(part_k == rank)
+                w, b, stored = scatter_layer_rows(comm, f, path, h, k, part_k, rows)
+                self.bytes_read += stored
+                columns = w.indices.astype(np.int64)
+                self.model_recv_words[k - 1] = received_words(columns, part_prev, rank)
+                plan, local_cols = build_plan(comm, k, owned_prev, part_prev, columns)
+                ext_ids = np.empty(plan.ext_len, np.int64)
+                ext_ids[local_cols] = w.indices
+                ext_ids[: plan.n_owned] = owned_prev
+                # Entries keep their order within each row, so each row's sum is the serial one's.
+                w_local = sp.csr_matrix((w.data.astype(np.float32), local_cols.astype(np.int32), w.indptr),
+                                        shape=(w.shape[0], plan.ext_len))
+                self.layers.append(LocalLayer(k, rows, w_local, b.astype(np.float32), plan, ext_ids))
+                part_prev, owned_prev = part_k, rows
+        self.bytes_read_partition = partition.bytes_read  # its checks and the slices read here
+        if transport == "neighbor":
+            use_neighbor_collectives(comm, [layer.plan for layer in self.layers])
 
     @property
     def num_layers(self) -> int:
@@ -85,7 +163,8 @@ class RowWiseModel:
     # -- inference with Graph Challenge semantics
     def gc_forward(self, x0_owned: np.ndarray, ids: np.ndarray, compact_every: int = 4):
         """Forward pass of a batch; every `compact_every` layers the ranks agree (Allreduce of B
-        booleans, counted apart) on which samples died and drop them. Returns (x_L owned, ids)."""
+        booleans, counted apart) on which samples died and drop them; once none is alive on any
+        rank, the remaining layers exchange nothing. Returns (x_L owned, ids)."""
         x = x0_owned
         for layer in self.layers:
             ext = self._expand(layer.k, x)
@@ -94,6 +173,8 @@ class RowWiseModel:
             self.compute_seconds += time.perf_counter() - t0
             if layer.k % compact_every == 0 and layer.k < self.num_layers and ids.size:
                 x, ids = drop_dead(x, ids, self.alive(x, ids.size))
+                if not ids.size:  # every rank agrees: the flags were allreduced
+                    return np.zeros((self.layers[-1].rows.size, 0), np.float32), ids
         return x, ids
 
     def alive(self, x, batch: int) -> np.ndarray:
@@ -132,26 +213,41 @@ class RowWiseModel:
             out[r] = z
         return out
 
-    def gather_network(self, provenance: dict) -> Network | None:
-        """Assemble the whole network on rank 0, one layer at a time (checkpoint / final output)."""
-        layers, biases = [], []
-        for layer in self.layers:
-            coo = layer.w.tocoo()
-            piece = (layer.rows[coo.row], layer.ext_ids[coo.col], coo.data, layer.rows, layer.bias)
-            got = self.comm.gather(piece, root=0)
-            if self.comm.Get_rank() == 0:
-                r = np.concatenate([g[0] for g in got])
-                c = np.concatenate([g[1] for g in got])
-                v = np.concatenate([g[2] for g in got])
-                shape = (self.widths[layer.k], self.widths[layer.k - 1])
-                layers.append(sp.csr_matrix((v, (r, c)), shape=shape))
-                bias = np.zeros(shape[0], np.float32)
-                for g in got:
-                    bias[g[3]] = g[4]
-                biases.append(bias)
-        if self.comm.Get_rank() != 0:
-            return None
-        return Network(layers, biases, ymax=self.ymax, provenance=provenance)
+    def write_network(self, path, provenance: dict, attrs: dict | None = None) -> None:
+        """Collective: the trained network written by rank 0 one layer at a time, each layer
+        gathered from its owners just before it is written (rank 0 holds one layer, never the
+        network); atomic like every output."""
+        writer = NetworkWriter(path, self.widths, self.ymax, "relu", provenance, attrs) if self.comm.Get_rank() == 0 else None
+        try:
+            for layer in self.layers:
+                coo = layer.w.tocoo()
+                piece = (layer.rows[coo.row], layer.ext_ids[coo.col], coo.data, layer.rows, layer.bias)
+                got = self.comm.gather(piece, root=0)
+                if writer is not None:
+                    r = np.concatenate([g[0] for g in got])
+                    c = np.concatenate([g[1] for g in got])
+                    v = np.concatenate([g[2] for g in got])
+                    shape = (self.widths[layer.k], self.widths[layer.k - 1])
+                    bias = np.zeros(shape[0], np.float32)
+                    for g in got:
+                        bias[g[3]] = g[4]
+                    w = sp.csr_matrix((v.astype(np.float32), (r, c)), shape=shape)
+                    w.sort_indices()
+                    writer.write_layer(layer.k, w, bias)
+        except BaseException as e:
+            if writer is not None:
+                writer.__exit__(type(e), e, e.__traceback__)
+            raise
+        if writer is not None:
+            writer.__exit__(None, None, None)
+
+    def activation_bytes(self, batch: int) -> int:
+        """Training keeps, per layer, the extended input block and the pre-activations until the
+        backward pass: Σ_k (ext_k + rows_k) · B float32 values on this rank, ≈ L · (n/K) · B · 4 ·
+        (1 + remote share), plus float64 temporaries of one layer in the backward pass."""
+        held = sum((l.plan.ext_len + l.rows.size) * batch * 4 for l in self.layers)
+        one_layer = max((l.plan.ext_len + l.rows.size) * batch * 8 for l in self.layers) if self.layers else 0
+        return int(held + 2 * one_layer)
 
     def exchange_report(self) -> dict:
         """Per-layer words/messages/times this rank recorded (forward and backward)."""
@@ -167,35 +263,39 @@ class RowWiseModel:
             "messages_sent_backward": [y.messages_sent for y in b],
             "rows_per_layer": [int(layer.rows.size) for layer in self.layers],
             "nnz_local": int(sum(layer.w.nnz for layer in self.layers)),
+            "bytes_read": int(self.bytes_read),
+            "bytes_read_partition": int(self.bytes_read_partition),
             "peak_rss_mb": peak_rss_mb(),
         }
 
 
-def load_partition_collective(comm, network, partition):
-    """Read and validate PART on every rank (same checks → same verdict on every rank)."""
+def load_partition_collective(comm, network, partition) -> tuple:
+    """Open PART on every rank and check it, a layer slice at a time (binary PART.npy when current;
+    the text form otherwise): length, ids in [0, K), K = number of ranks, K ≤ every layer's rows.
+    Same checks → the same verdict on every rank. Returns (header, PartitionReader)."""
     header = read_header(network)
-    error, parts = None, None
+    error, reader = None, None
     try:
-        part = read_partition(partition)
-        k_file = int(part.max()) + 1 if part.size else 0
-        check_partition(part, header.widths, max(k_file, 1), str(partition))  # length, negative ids
-        if k_file != comm.Get_size():
-            raise UserError(f"{partition}: partition has K = {k_file} parts, but the job runs {comm.Get_size()} ranks")
-        parts = split_by_layer(part.astype(np.int32), header.widths)
+        reader = PartitionReader(partition, header.widths)
+        reader.check_length()
+        size = comm.Get_size()
+        k_file, negative = reader.id_range()
+        if negative:
+            raise UserError(f"{partition}: line {negative}: negative part id")
+        if k_file != size:
+            raise UserError(f"{partition}: partition has K = {k_file} parts, but the job runs {size} ranks")
+        check_k(header.widths, size)
     except UserError as e:
         error = str(e)
     agree(comm, error)
-    return header, parts
+    return header, reader
 
 
-def model_volume(network, parts, k_parts: int) -> list[int]:
-    """V_k per layer from the network file and the partition, one layer in memory at a time."""
-    return [int(layer_traffic(read_layer_pattern(network, k), parts[k - 1], parts[k], k_parts)[0].size)
-            for k in range(1, len(parts))]
-
-
-def verify_words(comm, model: RowWiseModel, network, parts, training: bool) -> dict:
-    """Counted words (all ranks) vs samples × model volume, per layer; abort on any difference.
+def verify_words(comm, model: RowWiseModel, training: bool) -> dict:
+    """Counted words vs samples × model volume, per layer, abort on any difference. Two independent
+    computations, both O(network/K) per rank and combined by one Allreduce each: counted = words
+    the ranks' plans actually sent; model = Σ over ranks of the distinct remote columns each rank's
+    rows read (from its rows and the partition, `received_words`), Σ_ranks = V_k.
 
     samples = the samples each layer's expand carried (inference drops dead samples on the way);
     in training every forwarded sample is also folded back (layers ≥ 2).
@@ -204,21 +304,19 @@ def verify_words(comm, model: RowWiseModel, network, parts, training: bool) -> d
     rep = model.exchange_report()
     fwd = np.array(comm.allreduce(np.array(rep["words_sent_forward"], np.int64)))
     bwd = np.array(comm.allreduce(np.array(rep["words_sent_backward"], np.int64)))
-    result = None
-    if comm.Get_rank() == 0:
-        vol = np.array(model_volume(network, parts, comm.Get_size()), np.int64)
-        exp_f = samples * vol
-        exp_b = samples * vol if training else np.zeros_like(vol)
-        if training:
-            exp_b[0] = 0
-        bad = np.flatnonzero((fwd != exp_f) | (bwd != exp_b))
-        result = {"volume_per_layer_model": vol.tolist(), "samples_per_layer": samples.tolist(),
-                  "words_forward_counted": fwd.tolist(),
-                  "words_backward_counted": bwd.tolist(), "words_forward_model": exp_f.tolist(),
-                  "words_backward_model": exp_b.tolist(), "words_match_model": bool(bad.size == 0)}
-        if bad.size:
+    vol = np.array(comm.allreduce(model.model_recv_words))
+    exp_f = samples * vol
+    exp_b = samples * vol if training else np.zeros_like(vol)
+    if training:
+        exp_b[0] = 0
+    bad = np.flatnonzero((fwd != exp_f) | (bwd != exp_b))
+    if bad.size:
+        if comm.Get_rank() == 0:
             k = int(bad[0]) + 1
             print(f"spdnn: FATAL: layer {k}: counted {fwd[k - 1]}+{bwd[k - 1]} words, model predicts "
                   f"{exp_f[k - 1]}+{exp_b[k - 1]}", file=sys.stderr, flush=True)
-            comm.Abort(3)
-    return comm.bcast(result, root=0)
+        comm.Abort(3)
+    return {"volume_per_layer_model": vol.tolist(), "samples_per_layer": samples.tolist(),
+            "words_forward_counted": fwd.tolist(), "words_backward_counted": bwd.tolist(),
+            "words_forward_model": exp_f.tolist(), "words_backward_model": exp_b.tolist(),
+            "words_match_model": True}

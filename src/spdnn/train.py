@@ -18,60 +18,117 @@ import numpy as np
 
 from . import __version__
 from .atomic import write_text_atomic
-from .collective import run_collective, wtime
+from .collective import agree, mpi, run_collective, wtime
 from .data_parallel import DataParallelStepper
-from .datasets import load_dataset
+from .datasets import Dataset, load_dataset
 from .errors import UserError
-from .network import read_header, read_network, write_network
+from .network import read_header, read_network
 from .rowwise import RowWiseModel, load_partition_collective, verify_words
 from .training import LOSSES, DivergenceGuard, batch_schedule, check_classes, learning_rate
 
 
 class RowWiseStepper:
-    def __init__(self, model: RowWiseModel, a, lr_at, num_classes: int, parts):
-        self.model, self.a, self.lr_at, self.num_classes, self.parts = model, a, lr_at, num_classes, parts
+    """Row-wise SGD: inputs arrive already sliced to this rank's input neurons (`scatter_columns`)."""
 
-    def _owned_inputs(self, x):
-        return np.ascontiguousarray(x[:, self.model.owned[0]].T, dtype=np.float32)
+    def __init__(self, model: RowWiseModel, a, lr_at, num_classes: int):
+        self.model, self.a, self.lr_at, self.num_classes = model, a, lr_at, num_classes
 
-    def step(self, step, x, y):
-        return self.model.sgd_step(self._owned_inputs(x), y, self.lr_at(step), self.a.loss, self.num_classes)
+    def step(self, step, x_mine, y):
+        x0 = np.ascontiguousarray(x_mine.T, dtype=np.float32)
+        return self.model.sgd_step(x0, y, self.lr_at(step), self.a.loss, self.num_classes)
 
     def verify(self):
         m = self.model
-        words = verify_words(m.comm, m, self.a.network, self.parts, training=True)
-        return {**words, "allreduce_words": m.allreduce_words}
+        return {**verify_words(m.comm, m, training=True), "allreduce_words": m.allreduce_words}
 
-    def accuracy(self, x, y, num_classes):
-        logits = self.model.class_logits(self._owned_inputs(x), num_classes)
+    def accuracy(self, x_mine, y, num_classes):
+        logits = self.model.class_logits(np.ascontiguousarray(x_mine.T, dtype=np.float32), num_classes)
         return self.model.comm.bcast(None if logits is None else float((logits.argmax(axis=0) == y).mean()), root=0)
 
-    def gather(self, provenance):
-        return self.model.gather_network(provenance)
+    def write(self, path, provenance, attrs=None):
+        self.model.write_network(path, provenance, attrs)
 
     def report(self):
         return self.model.exchange_report()
 
 
-def run_key(a, partition_bytes: bytes | None) -> str:
-    """Identifies a training run: a checkpoint is resumed only by the same run."""
+def scatter_columns(comm, x: np.ndarray | None, owned0: np.ndarray) -> np.ndarray:
+    """Collective: rank 0 holds the samples (samples × n_0); every rank gets the columns of its
+    own input neurons. No other rank reads or holds the whole data."""
+    wanted = comm.gather(owned0, root=0)
+    pieces = [np.ascontiguousarray(x[:, cols]) for cols in wanted] if comm.Get_rank() == 0 else None
+    return comm.scatter(pieces, root=0)
+
+
+def load_data_collective(comm, a, width: int, owned0: np.ndarray | None):
+    """The dataset read once, on rank 0; labels broadcast; samples sent whole (data-parallel) or
+    as each rank's input columns (row-wise, `owned0`). A user error on rank 0 stops every rank."""
+    error, data = None, None
+    if comm.Get_rank() == 0:
+        try:
+            data = load_dataset(a.dataset, a.data, width, a.seed, a.test_fraction)
+        except UserError as e:
+            error = str(e)
+    agree(comm, error)
+    labels = comm.bcast(None if data is None else (data.y_train, data.y_test, data.name), root=0)
+    if owned0 is None:
+        xs = comm.bcast(None if data is None else (data.x_train, data.x_test), root=0)
+    else:
+        xs = (scatter_columns(comm, None if data is None else data.x_train, owned0),
+              scatter_columns(comm, None if data is None else data.x_test, owned0))
+    return Dataset(xs[0], labels[0], xs[1], labels[1], labels[2])
+
+
+def check_memory(comm, need: int, what: str, limit_gib: float | None = None) -> None:
+    """Refuse a run that would not fit, up front and in one line, instead of being killed later:
+    `need` bytes on this rank against `limit_gib` per rank, or else the memory available on its
+    node (MemAvailable) shared by its ranks there."""
+    node = comm.Split_type(mpi().COMM_TYPE_SHARED)
+    local_ranks = node.Get_size()
+    node.Free()
+    if limit_gib is not None:
+        per_rank, where = limit_gib * 2**30, f"--max-memory {limit_gib:g} GiB per rank"
+    else:
+        available = _available_bytes()
+        per_rank = None if available is None else available / local_ranks
+        where = f"{(available or 0) / 2**30:.1f} GiB available for {local_ranks} ranks on this node"
+    error = None
+    if per_rank is not None and need > per_rank:
+        error = (f"{what} needs {need / 2**30:.3g} GiB per rank, beyond {where}: use more ranks (nodes), a "
+                 f"smaller batch, or fewer layers")
+    agree(comm, error)
+
+
+def _available_bytes() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def run_key(a) -> str:
+    """Identifies a training run: a checkpoint is resumed only by the same run (settings and the
+    partition's bytes, read in blocks: never the whole file in memory)."""
     h = hashlib.sha256()
     for item in (a.network, a.mode, a.dataset, a.data, a.epochs, a.batch_size, a.lr, a.lr_schedule, a.seed, a.loss,
                  a.test_fraction):
         h.update(repr(item).encode())
-    h.update(partition_bytes or b"")
+    if a.partition:
+        with open(a.partition, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
     return h.hexdigest()
 
 
-def write_checkpoint(stepper, provenance, ckpt: Path, key: str, step: int, rank: int) -> None:
-    net = stepper.gather(provenance)
-    if rank == 0:
-        write_network(net, ckpt, attrs={"run_key": key, "step": step})
+def write_checkpoint(stepper, provenance, ckpt: Path, key: str, step: int) -> None:
+    stepper.write(ckpt, provenance, attrs={"run_key": key, "step": step})
 
 
 def run_train(a) -> None:
-    from .collective import mpi
-
     run_collective(mpi().COMM_WORLD, _train, a)
 
 
@@ -86,7 +143,24 @@ def _train(comm, a):
     if a.lr <= 0:
         raise UserError(f"--lr must be positive (got {a.lr})")
     header = read_header(a.network)
-    data = load_dataset(a.dataset, a.data, header.widths[0], a.seed, a.test_fraction)
+    ckpt = Path(str(a.output) + ".ckpt.h5")
+    start_step, source, key = 0, a.network, None
+    if rank == 0:
+        key = run_key(a)
+        if ckpt.exists():
+            with h5py.File(ckpt, "r") as f:
+                if f.attrs.get("run_key") == key:
+                    start_step, source = int(f.attrs["step"]), str(ckpt)
+    start_step, source, key = comm.bcast((start_step, source, key), root=0)
+    if a.mode == "row-wise":
+        header, partition = load_partition_collective(comm, a.network, a.partition)
+        model = RowWiseModel(comm, source, partition, header, a.exchange)
+        data = load_data_collective(comm, a, header.widths[0], model.owned0)
+        batch = min(a.batch_size, len(data.y_train))
+        check_memory(comm, model.activation_bytes(batch), f"training at B={batch} (activations of "
+                     f"{header.num_layers} layers kept for the backward pass)", a.max_memory)
+    else:
+        data = load_data_collective(comm, a, header.widths[0], None)
     check_classes(header.widths[-1], data.num_classes)
     schedule = list(batch_schedule(len(data.y_train), a.batch_size, a.epochs, a.seed))
     learning_rate(0, len(schedule), a.lr, a.lr_schedule)  # validates the schedule name
@@ -94,18 +168,8 @@ def _train(comm, a):
     def lr_at(step):
         return learning_rate(step, len(schedule), a.lr, a.lr_schedule)
 
-    ckpt = Path(str(a.output) + ".ckpt.h5")
-    key = run_key(a, Path(a.partition).read_bytes() if a.partition else None)
-    start_step, source = 0, a.network
-    if rank == 0 and ckpt.exists():
-        with h5py.File(ckpt, "r") as f:
-            if f.attrs.get("run_key") == key:
-                start_step, source = int(f.attrs["step"]), str(ckpt)
-    start_step, source = comm.bcast((start_step, source), root=0)
     if a.mode == "row-wise":
-        header, parts = load_partition_collective(comm, a.network, a.partition)
-        model = RowWiseModel(comm, source, parts, header, a.exchange)
-        stepper = RowWiseStepper(model, a, lr_at, data.num_classes, parts)
+        stepper = RowWiseStepper(model, a, lr_at, data.num_classes)
     else:
         stepper = DataParallelStepper(comm, read_network(source), lr_at, a.loss, data.num_classes)
     if start_step and rank == 0:
@@ -132,7 +196,7 @@ def _train(comm, a):
                   f"lr {lr_at(step):.3g}, {1e3 * float(np.median(step_times)):.2f} ms/step", file=sys.stderr, flush=True)
         stopping = bool(a.stop_after) and steps_run >= a.stop_after and last_step < len(schedule)
         if last_step < len(schedule) and (stopping or (a.checkpoint_every and last_step % a.checkpoint_every == 0)):
-            write_checkpoint(stepper, provenance, ckpt, key, last_step, rank)
+            write_checkpoint(stepper, provenance, ckpt, key, last_step)
         if stopping:
             if rank == 0:
                 print(f"stopped after step {last_step} of {len(schedule)} (--stop-after); checkpoint {ckpt}: "
@@ -141,10 +205,9 @@ def _train(comm, a):
     words = stepper.verify()
     reports = comm.gather(stepper.report(), root=0)  # before evaluation adds its own exchanges
     acc = stepper.accuracy(data.x_test, data.y_test, data.num_classes)
-    net = stepper.gather(provenance)
+    stepper.write(a.output, provenance)
     if rank != 0:
         return
-    write_network(net, a.output)
     if ckpt.exists():
         ckpt.unlink()
     # Median: the first steps pay one-off costs (page faults, lazy initialisation) that a mean of
@@ -169,18 +232,16 @@ def _train(comm, a):
 
 # ---------------------------------------------------------------- evaluation
 def run_evaluate(a) -> None:
-    from .collective import mpi
-
     run_collective(mpi().COMM_WORLD, _evaluate, a)
 
 
 def _evaluate(comm, a):
-    header, parts = load_partition_collective(comm, a.network, a.partition)
-    data = load_dataset(a.dataset, a.data, header.widths[0], a.seed)
+    header, partition = load_partition_collective(comm, a.network, a.partition)
+    model = RowWiseModel(comm, a.network, partition, header)
+    a.test_fraction = getattr(a, "test_fraction", 0.2)  # evaluate's split is training's default
+    data = load_data_collective(comm, a, header.widths[0], model.owned0)
     check_classes(header.widths[-1], data.num_classes)
-    model = RowWiseModel(comm, a.network, parts, header)
-    logits = model.class_logits(np.ascontiguousarray(data.x_test[:, model.owned[0]].T, dtype=np.float32),
-                                data.num_classes)
+    logits = model.class_logits(np.ascontiguousarray(data.x_test.T, dtype=np.float32), data.num_classes)
     if comm.Get_rank() == 0:
         acc = float((logits.argmax(axis=0) == data.y_test).mean())
         print(json.dumps({"test_accuracy": acc, "test_samples": int(data.y_test.size), "ranks": comm.Get_size()}))
