@@ -224,3 +224,66 @@ def test_imbalance_of_wide_layers_beside_all_layers():
     part, m = partition_network(net.layers, net.widths, 8, "random", 0.03, 0)
     assert m["balanced"] and m["imbalance_max"] == pytest.approx(1.6)
     assert m["imbalance_max_wide"] == max(m["imbalance_per_layer"][:2]) <= (90 + 8) / 90  # avg + one row
+
+
+def _children(pid: int, marker: str = "spawn_main") -> list[int]:
+    from pathlib import Path
+
+    out = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                ppid = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                cmd = (p / "cmdline").read_bytes()
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == pid and marker.encode() in cmd:
+                out.append(int(p.name))
+    return out
+
+
+def _start_partition_with_workers(tmp_path):
+    import subprocess
+    import time
+
+    from conftest import BIN, env
+
+    spdnn("generate", "radixnet", "--neurons", 1024, "--layers", 24, "--seed", 1, "-o", tmp_path / "n.h5")
+    proc = subprocess.Popen([str(BIN / "spdnn"), "partition", str(tmp_path / "n.h5"), "-k", "8", "--jobs", "2",
+                             "-o", str(tmp_path / "p.part")], env=env(), stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(_children(proc.pid)) < 2 and proc.poll() is None:
+        time.sleep(0.2)
+    workers = _children(proc.pid)
+    assert len(workers) == 2, "workers did not start"
+    return proc, workers
+
+
+def test_stopping_the_partitioner_stops_its_workers(tmp_path):
+    import os
+    import signal
+    import time
+
+    proc, workers = _start_partition_with_workers(tmp_path)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    time.sleep(1)
+    assert not [w for w in workers if os.path.exists(f"/proc/{w}")]
+    assert not (tmp_path / "p.part").exists()
+
+
+def test_a_dying_worker_fails_the_partitioner_promptly(tmp_path):
+    import os
+    import signal
+    import time
+
+    proc, workers = _start_partition_with_workers(tmp_path)
+    os.kill(workers[0], signal.SIGKILL)
+    t0 = time.time()
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode != 0 and time.time() - t0 < 10
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(lines) == 1 and "partition worker" in lines[0] and "died" in lines[0] and "Traceback" not in err
+    time.sleep(1)
+    assert not os.path.exists(f"/proc/{workers[1]}") and not (tmp_path / "p.part").exists()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 
@@ -515,6 +516,9 @@ def main(argv=None) -> int:
     if getattr(args, "post", None):
         args.post(args)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # SIGTERM (Snakemake or SLURM cancelling a job) unwinds like Ctrl-C: `finally` blocks stop worker
+    # processes and remove temporary outputs. MPI commands replace this with their own handling.
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         args.func(args)
     except UserError as e:
@@ -522,9 +526,18 @@ def main(argv=None) -> int:
             print(f"spdnn {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"spdnn {args.command}: interrupted", file=sys.stderr)
+        print(f"spdnn {args.command}: interrupted; no output written", file=sys.stderr)
         return 130
+    except RuntimeError as e:
+        if "partition worker" not in str(e):
+            raise
+        print(f"spdnn {args.command}: error: {e}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _rank() -> int:

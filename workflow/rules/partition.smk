@@ -20,6 +20,7 @@ rule partition:
     output:
         part="results/{network}/partitions/{method}-k{k}.part",
         metrics="results/{network}/partitions/{method}-k{k}.part.json",
+        binary="results/{network}/partitions/{method}-k{k}.part.npy",  # what the MPI ranks read, by layer slices
     wildcard_constraints:
         method="hypergraph|sweep|random|block",
     threads: PART["jobs"]
@@ -66,6 +67,7 @@ rule trivial_partition:
     output:
         part="results/{network}/partitions/trivial-k1.part",
         metrics="results/{network}/partitions/trivial-k1.part.json",
+        binary="results/{network}/partitions/trivial-k1.part.npy",
     log:
         "logs/{network}/partition-trivial.log",
     conda:
