@@ -15,7 +15,7 @@ from spdnn.bound import expansion, submatrix_bound, volume_lower_bound
 from spdnn.generate import radixnet, random_sparse
 from spdnn.hypergraph import identical_rows
 from spdnn.partition import METHODS, partition_network
-from spdnn.volume import balance_bound
+from spdnn.volume import layer_capacity
 
 
 def tiny_radix(groups, per_group, strides, seed):
@@ -52,7 +52,7 @@ def exact_optimum(layers, widths, k, epsilon):
         volume = (spread[:, None, :] - owner_reads).sum(axis=2)  # λ − 1 summed over j, [b, a]
         rw = d.sum(axis=1)
         loads = np.stack([((cur == p) * rw).sum(axis=1) for p in range(k)], axis=1)
-        balanced = loads.max(axis=1) <= balance_bound(rw, k, epsilon) + 1e-9
+        balanced = loads.max(axis=1) <= layer_capacity(rw, k, epsilon)
         f = np.where(balanced, (f[None, :] + volume).min(axis=1), np.inf)
     return float(f.min())
 

@@ -54,7 +54,7 @@ import scipy.sparse as sp
 
 from .errors import UserError
 from .hypergraph import identical_rows
-from .volume import balance_bound
+from .volume import layer_capacity
 
 EXACT_SUBSETS = 50_000  # enumerate row subsets of S_t(u, ·) exactly while C(R, u) stays below this
 DENSE_LIMIT = 1 << 25  # largest M_t kept dense; beyond it the alignment is bounded by cap alone
@@ -63,7 +63,7 @@ STATE_LIMIT = 200_000_000  # Σ_t (states of u_{t−1}) × (states of u_t): the 
 
 def rows_per_part(weights: np.ndarray, k: int, epsilon: float) -> tuple[int, int]:
     """(most, fewest) rows one part can hold when every part is within the balance bound."""
-    bound = balance_bound(weights, k, epsilon)
+    bound = layer_capacity(weights, k, epsilon)
     most = int(np.searchsorted(np.cumsum(np.sort(weights)), bound, side="right"))
     return most, max(0, weights.size - (k - 1) * most)
 

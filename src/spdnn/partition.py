@@ -41,7 +41,7 @@ import scipy.sparse as sp
 from .errors import UserError
 from .hypergraph import identical_rows, row_weights
 from .partitioner import partition_hypergraph
-from .volume import balance_bound, layer_traffic, partition_metrics
+from .volume import layer_capacity, layer_traffic, partition_metrics
 
 METHODS = ("hypergraph", "sweep", "random", "block")
 WINDOW = 3  # hypergraph: each layer alone, then swept this many layers on, as extra candidates
@@ -413,7 +413,7 @@ def refine(layers, rws, widths, parts, k, epsilon, seed, preset, threads, passes
 def rebalance_layer(layers, rws, parts, t: int, k: int, epsilon: float) -> int:
     """Move rows of layer t out of overloaded parts, each move the cheapest in volume. Returns moves."""
     w = rws[t - 1]
-    bound = balance_bound(w, k, epsilon)
+    bound = layer_capacity(w, k, epsilon)
     loads = np.bincount(parts[t], weights=w, minlength=k).astype(np.int64)
     if loads.max() <= bound:
         return 0

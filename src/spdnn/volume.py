@@ -7,6 +7,9 @@ reverse for k ≥ 2. Messages = directed pairs (p → q) with at least one word.
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
+
 import numpy as np
 
 from .errors import UserError
@@ -35,10 +38,19 @@ def layer_loads(w, part_out: np.ndarray, k_parts: int) -> np.ndarray:
     return np.bincount(part_out, weights=np.diff(w.indptr), minlength=k_parts).astype(np.int64)
 
 
-def balance_bound(row_weights: np.ndarray, k_parts: int, epsilon: float) -> float:
-    """max((1+ε)·avg, avg + w_max): rows are indivisible (README, "Design reference")."""
-    avg = row_weights.sum() / k_parts
-    return max((1.0 + epsilon) * avg, avg + (row_weights.max() if row_weights.size else 0))
+def layer_capacity(row_weights: np.ndarray, k_parts: int, epsilon: float) -> int:
+    """The largest load a part may carry in a layer: floor(max((1+ε)·avg, avg + w_max)), avg =
+    Σ weights / K, w_max the heaviest row (rows are indivisible; README, "Design reference").
+
+    One integer, computed exactly: ε is read as the decimal it was written as (0.13 = 13/100, not
+    the float 0.130000000000000004), so with ε = 0.13 and avg = 100 a load of 113 is balanced for
+    every partitioner, `volume`, the balance check and `bound` alike. Loads are integers, so
+    load ≤ capacity ⟺ load ≤ the real-valued bound."""
+    total = int(np.sum(row_weights, dtype=np.int64))
+    heaviest = int(np.max(row_weights)) if np.size(row_weights) else 0
+    eps = Fraction(repr(float(epsilon)))
+    avg = Fraction(total, k_parts)
+    return math.floor(max((1 + eps) * avg, avg + heaviest))
 
 
 def layer_imbalance(loads: np.ndarray) -> float:
@@ -69,7 +81,7 @@ def partition_metrics(layers, widths, part: np.ndarray, k_parts: int, epsilon: f
         loads = layer_loads(w, parts[k], k_parts)
         per_layer_imbalance.append(layer_imbalance(loads))
         per_layer_max_load.append(int(loads.max()))
-        if epsilon is not None and loads.max() > balance_bound(np.diff(w.indptr), k_parts, epsilon) + 1e-9:
+        if epsilon is not None and loads.max() > layer_capacity(np.diff(w.indptr), k_parts, epsilon):
             violations.append(k)
     total = int(sum(per_layer_volume))
     # A layer of few rows (a 10-row classifier at K = 8) cannot be balanced better than a row per
