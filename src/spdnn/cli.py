@@ -28,20 +28,32 @@ def _log(msg: str) -> None:
 
 # ---------------------------------------------------------------- networks
 def cmd_generate(a):
-    from .generate import radixnet, random_sparse
-    from .network import write_network
+    """Streams: one layer in memory at a time, whatever the size."""
+    from .generate import radixnet_stream, random_stream
 
     if a.kind == "radixnet":
         if a.neurons is None or a.layers is None:
             raise UserError("generate radixnet needs --neurons and --layers")
-        net = radixnet(a.neurons, a.layers, a.seed, bias=a.bias, ymax=a.ymax)
+        stream = radixnet_stream(a.neurons, a.layers, a.seed, bias=a.bias, ymax=a.ymax)
     else:
         if a.widths is None or a.nnz_per_row is None:
             raise UserError("generate random needs --widths and --nnz-per-row")
-        net = random_sparse(a.widths, a.nnz_per_row, a.seed, bias=a.bias or 0.0,
-                            ymax=a.ymax if a.ymax is not None else float("inf"), init=a.init)
-    write_network(net, a.output)
-    _log(f"wrote {a.output}: {net.num_layers} layers, widths {net.widths[0]}..{net.widths[-1]}, {net.nnz} nonzeros")
+        stream = random_stream(a.widths, a.nnz_per_row, a.seed, bias=a.bias or 0.0,
+                               ymax=a.ymax if a.ymax is not None else float("inf"), init=a.init)
+    nnz = stream.write(a.output, progress=_every_tenth("generate"))
+    _log(f"wrote {a.output}: {len(stream.widths) - 1} layers, widths {stream.widths[0]}..{stream.widths[-1]}, {nnz} nonzeros")
+
+
+def _every_tenth(what: str):
+    """progress(done, total): a line per ~10 % on stderr (long stages show progress)."""
+    state = {"next": 0.1, "t0": time.perf_counter()}
+
+    def report(done, total):
+        if done / total >= state["next"] or done == total:
+            _log(f"  {what}: layer {done}/{total} ({time.perf_counter() - state['t0']:.1f} s)")
+            state["next"] = done / total + 0.1
+
+    return report
 
 
 def cmd_import_gc(a):
@@ -55,10 +67,12 @@ def cmd_import_gc(a):
 
 
 def cmd_export_gc(a):
-    from .graphchallenge import export_gc
-    from .network import read_network
+    from .graphchallenge import export_layers
+    from .network import iter_layers, read_header
 
-    sub = export_gc(read_network(a.network), a.outdir)
+    h = read_header(a.network)
+    layers = ((w, b) for _, w, b in iter_layers(a.network))  # one layer in memory at a time
+    sub = export_layers(h.widths, h.ymax, h.activation, h.provenance, layers, a.outdir)
     _log(f"wrote {sub}")
 
 
@@ -100,13 +114,13 @@ def cmd_infer(a):
 
 
 def cmd_hypergraph(a):
-    from .hypergraph import build_hypergraph, write_hgr
-    from .network import read_network
+    from .hypergraph import write_hgr_layers
+    from .network import iter_layers, read_header
 
-    net = read_network(a.network)
-    hg = build_hypergraph(net.layers, net.widths)
-    write_hgr(hg, a.output)
-    _log(f"wrote {a.output}: {hg.num_vertices} vertices, {hg.num_nets} nets, {hg.pins.size} pins")
+    widths = read_header(a.network).widths
+    layers = (w for _, w, _ in iter_layers(a.network))  # one layer in memory at a time
+    nv, nets, pins = write_hgr_layers(widths, layers, a.output, progress=_every_tenth("hypergraph"))
+    _log(f"wrote {a.output}: {nv} vertices, {nets} nets, {pins} pins")
 
 
 def cmd_partition(a):
@@ -125,20 +139,21 @@ def cmd_partition(a):
 
 
 def cmd_volume(a):
-    from .network import read_network
+    from .network import iter_layers, read_header
     from .partition import check_k
     from .partition_io import read_partition
     from .volume import check_partition, partition_metrics
 
-    net = read_network(a.network)
-    part = read_partition(a.partition)
+    header = read_header(a.network)
+    part = read_partition(a.partition)  # a vector of Σ n_k ids; the network is streamed below
     k = a.k
     if k is None:  # said aloud: an id of 5 silently meaning K = 6 would hide a wrong file
         k = int(part.max()) + 1 if part.size else 1
         _log(f"volume: K = {k} inferred from the largest part id in {a.partition} (give -k to check it)")
-    check_partition(part, net.widths, k, a.partition)
-    check_k(net.widths, k)
-    print(json.dumps(partition_metrics(net.layers, net.widths, part, k, a.epsilon), indent=1))
+    check_partition(part, header.widths, k, a.partition)
+    check_k(header.widths, k)
+    layers = (w for _, w, _ in iter_layers(a.network))  # one layer in memory at a time
+    print(json.dumps(partition_metrics(layers, header.widths, part, k, a.epsilon), indent=1))
 
 
 def cmd_bound(a):

@@ -11,9 +11,12 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
 from . import __version__
 from .errors import UserError
-from .network import GC_YMAX, Network, gc_bias
+from .network import GC_YMAX, Network, NetworkWriter, gc_bias
 
 
 def radixnet_base_layer(neurons: int, stride: int) -> sp.csr_matrix:
@@ -30,34 +33,61 @@ def radixnet_base_layer(neurons: int, stride: int) -> sp.csr_matrix:
     return sp.csr_matrix((data, cols.reshape(-1).astype(np.int32), indptr), shape=(neurons, neurons))
 
 
-def radixnet(neurons: int, layers: int, seed: int, bias: float | None = None, ymax: float = GC_YMAX) -> Network:
+@dataclass
+class LayerStream:
+    """A network produced one layer at a time: `write` streams it to a file holding one layer in
+    memory (what `spdnn generate` does), `network()` builds it whole (for tests and small uses).
+    Both draw the same random numbers in the same order: same seed, same bytes."""
+
+    widths: list[int]
+    ymax: float
+    provenance: dict
+    layers: Callable[[], Iterator[tuple[sp.csr_matrix, np.ndarray]]]
+
+    def network(self) -> Network:
+        ws, bs = zip(*self.layers())
+        return Network(list(ws), list(bs), ymax=self.ymax, provenance=self.provenance)
+
+    def write(self, path, progress=None) -> int:
+        """Write the network file; returns the number of nonzeros."""
+        nnz = 0
+        with NetworkWriter(path, self.widths, self.ymax, "relu", self.provenance) as out:
+            for k, (w, b) in enumerate(self.layers(), start=1):
+                out.write_layer(k, w, b)
+                nnz += w.nnz
+                if progress:
+                    progress(k, len(self.widths) - 1)
+        return nnz
+
+
+def radixnet_stream(neurons: int, layers: int, seed: int, bias: float | None = None, ymax: float = GC_YMAX) -> LayerStream:
     m = _log2_groups(neurons)
     if layers < 1:
         raise UserError(f"--layers must be >= 1 (got {layers})")
-    rng = np.random.default_rng(seed)
-    bases = [radixnet_base_layer(neurons, 2**t) for t in range(m)]
     b = gc_bias(neurons, bias)
-    ws, perm = [], None
-    for k in range(1, layers + 1):
-        block, t = divmod(k - 1, m)
-        if t == 0 and block >= 1:
-            perm = rng.permutation(neurons)
-        w = bases[t]
-        if block >= 1:
-            # Permute the input neurons (TSV rows = our columns): W_tsv[perm[i], j] = base[i, j].
-            w = sp.csr_matrix((w.data, perm[w.indices].astype(np.int32), w.indptr), shape=w.shape)
-            w.sort_indices()
-        ws.append(w)
-    prov = {
-        "generator": "radixnet",
-        "neurons": neurons,
-        "layers": layers,
-        "seed": seed,
-        "bias": b,
-        "ymax": ymax,
-        "spdnn_version": __version__,
-    }
-    return Network(ws, [np.full(neurons, b, np.float32) for _ in ws], ymax=ymax, provenance=prov)
+
+    def produce():
+        rng = np.random.default_rng(seed)
+        bases = [radixnet_base_layer(neurons, 2**t) for t in range(m)]
+        perm = None
+        for k in range(1, layers + 1):
+            block, t = divmod(k - 1, m)
+            if t == 0 and block >= 1:
+                perm = rng.permutation(neurons)
+            w = bases[t]
+            if block >= 1:
+                # Permute the input neurons (TSV rows = our columns): W_tsv[perm[i], j] = base[i, j].
+                w = sp.csr_matrix((w.data, perm[w.indices].astype(np.int32), w.indptr), shape=w.shape)
+                w.sort_indices()
+            yield w, np.full(neurons, b, np.float32)
+
+    prov = {"generator": "radixnet", "neurons": neurons, "layers": layers, "seed": seed, "bias": b, "ymax": ymax,
+            "spdnn_version": __version__}
+    return LayerStream([neurons] * (layers + 1), ymax, prov, produce)
+
+
+def radixnet(neurons: int, layers: int, seed: int, bias: float | None = None, ymax: float = GC_YMAX) -> Network:
+    return radixnet_stream(neurons, layers, seed, bias, ymax).network()
 
 
 def _log2_groups(neurons: int) -> int:
@@ -77,9 +107,8 @@ def sample_distinct(rng: np.random.Generator, rows: int, n: int, r: int) -> np.n
     return chosen
 
 
-def random_sparse(
-    widths: list[int], nnz_per_row: int, seed: int, bias: float = 0.0, ymax: float = np.inf, init: str = "he"
-) -> Network:
+def random_stream(widths: list[int], nnz_per_row: int, seed: int, bias: float = 0.0, ymax: float = np.inf,
+                  init: str = "he") -> LayerStream:
     """Each row of W^k reads `nnz_per_row` distinct inputs chosen uniformly.
 
     Weights: `he` draws N(0, 2/R) (trainable; R = nnz per row), `constant` sets 1/R·2 as RadiX-Net does.
@@ -90,27 +119,28 @@ def random_sparse(
         raise UserError(f"--widths must be positive (got {widths})")
     if nnz_per_row < 1:
         raise UserError(f"--nnz-per-row must be >= 1 (got {nnz_per_row})")
-    rng = np.random.default_rng(seed)
-    ws = []
-    for k in range(1, len(widths)):
-        n_out, n_in = widths[k], widths[k - 1]
-        r = min(nnz_per_row, n_in)
-        cols = sample_distinct(rng, n_out, n_in, r)
-        if init == "he":
-            data = rng.normal(0.0, np.sqrt(2.0 / r), size=cols.size).astype(np.float32)
-        elif init == "constant":
-            data = np.full(cols.size, 2.0 / r, np.float32)
-        else:
-            raise UserError(f"--init must be 'he' or 'constant' (got {init!r})")
-        indptr = np.arange(0, r * n_out + 1, r, dtype=np.int64)
-        ws.append(sp.csr_matrix((data, cols.reshape(-1).astype(np.int32), indptr), shape=(n_out, n_in)))
-    prov = {
-        "generator": "random",
-        "widths": list(widths),
-        "nnz_per_row": nnz_per_row,
-        "seed": seed,
-        "init": init,
-        "bias": bias,
-        "spdnn_version": __version__,
-    }
-    return Network(ws, [np.full(w.shape[0], bias, np.float32) for w in ws], ymax=ymax, provenance=prov)
+    if init not in ("he", "constant"):
+        raise UserError(f"--init must be 'he' or 'constant' (got {init!r})")
+
+    def produce():
+        rng = np.random.default_rng(seed)
+        for k in range(1, len(widths)):
+            n_out, n_in = widths[k], widths[k - 1]
+            r = min(nnz_per_row, n_in)
+            cols = sample_distinct(rng, n_out, n_in, r)
+            if init == "he":
+                data = rng.normal(0.0, np.sqrt(2.0 / r), size=cols.size).astype(np.float32)
+            else:
+                data = np.full(cols.size, 2.0 / r, np.float32)
+            indptr = np.arange(0, r * n_out + 1, r, dtype=np.int64)
+            w = sp.csr_matrix((data, cols.reshape(-1).astype(np.int32), indptr), shape=(n_out, n_in))
+            yield w, np.full(n_out, bias, np.float32)
+
+    prov = {"generator": "random", "widths": list(widths), "nnz_per_row": nnz_per_row, "seed": seed, "init": init,
+            "bias": bias, "spdnn_version": __version__}
+    return LayerStream(list(widths), ymax, prov, produce)
+
+
+def random_sparse(widths: list[int], nnz_per_row: int, seed: int, bias: float = 0.0, ymax: float = np.inf,
+                  init: str = "he") -> Network:
+    return random_stream(widths, nnz_per_row, seed, bias, ymax, init).network()

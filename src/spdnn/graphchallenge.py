@@ -189,12 +189,18 @@ def _bias_from_meta(meta, k, width, extras: dict, src):
 
 def export_gc(net: Network, outdir) -> Path:
     """Write OUTDIR/neuron{n0}/n{n0}-l{k}.tsv for k = 1..L plus OUTDIR/network.json."""
+    return export_layers(net.widths, net.ymax, net.activation, net.provenance, zip(net.layers, net.biases), outdir)
+
+
+def export_layers(widths, ymax, activation, provenance, layers, outdir) -> Path:
+    """`export_gc` from any iterable of (W^k, b^k): `network.iter_layers` streams a file, one
+    layer in memory at a time."""
     outdir = Path(outdir)
-    n0 = net.widths[0]
+    n0 = widths[0]
     sub = outdir / f"neuron{n0}"
     sub.mkdir(parents=True, exist_ok=True)
     meta_biases = []
-    for k, (w, b) in enumerate(zip(net.layers, net.biases), start=1):
+    for k, (w, b) in enumerate(layers, start=1):
         coo = w.tocoo()
         rows_tsv, cols_tsv = coo.col.astype(np.int64), coo.row.astype(np.int64)
         order = np.lexsort((rows_tsv, cols_tsv))  # official order: by output neuron, then input
@@ -209,11 +215,11 @@ def export_gc(net: Network, outdir) -> Path:
             meta_biases.append(name)
     meta = {
         "format": "spdnn-graphchallenge-export",
-        "widths": net.widths,
+        "widths": list(widths),
         "biases": meta_biases,
-        "ymax": None if not np.isfinite(net.ymax) else float(net.ymax),
-        "activation": net.activation,
-        "provenance": net.provenance,
+        "ymax": None if not np.isfinite(ymax) else float(ymax),
+        "activation": activation,
+        "provenance": provenance,
     }
     with atomic_path(outdir / "network.json") as tmp:
         tmp.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")

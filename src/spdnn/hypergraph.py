@@ -66,28 +66,44 @@ class Hypergraph:
         return self.net_indptr.size - 1
 
 
+def layer_nets(w, k: int, off: np.ndarray):
+    """The nets of layer k, one per column j of W^k: (net sizes, pins) with each net's source
+    v_j^{k−1} first, then its readers v_i^k in increasing i (0-based vertex ids)."""
+    csc = sp.csc_matrix(w)
+    csc.sort_indices()
+    n_in = w.shape[1]
+    sizes = np.diff(csc.indptr).astype(np.int64) + 1
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    pins = np.empty(int(sizes.sum()), dtype=np.int64)
+    pins[starts] = off[k - 1] + np.arange(n_in, dtype=np.int64)
+    is_reader = np.ones(pins.size, dtype=bool)
+    is_reader[starts] = False
+    pins[is_reader] = off[k] + csc.indices.astype(np.int64)
+    return sizes, pins
+
+
 def build_hypergraph(layers, widths) -> Hypergraph:
     """Nets of layer k are the columns of W^k, each led by its source vertex v_j^{k-1}."""
     off = vertex_offsets(widths)
-    indptrs, pins_parts = [np.zeros(1, np.int64)], []
-    base = np.int64(0)
-    for k, w in enumerate(layers, start=1):
-        csc = sp.csc_matrix(w)
-        csc.sort_indices()
-        n_in = w.shape[1]
-        readers = np.diff(csc.indptr).astype(np.int64)
-        sizes = readers + 1
-        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        pins = np.empty(int(sizes.sum()), dtype=np.int64)
-        pins[starts] = off[k - 1] + np.arange(n_in, dtype=np.int64)
-        is_reader = np.ones(pins.size, dtype=bool)
-        is_reader[starts] = False
-        pins[is_reader] = off[k] + csc.indices.astype(np.int64)
-        pins_parts.append(pins)
-        indptrs.append(base + np.cumsum(sizes))
-        base = base + np.int64(pins.size)
+    sizes, pins = zip(*(layer_nets(w, k, off) for k, w in enumerate(layers, start=1)))
+    indptr = np.concatenate([[0], np.cumsum(np.concatenate(sizes))]).astype(np.int64)
     weights = np.concatenate([np.zeros(widths[0], np.int64)] + row_weights(layers))
-    return Hypergraph(int(off[-1]), np.concatenate(indptrs), np.concatenate(pins_parts), weights)
+    return Hypergraph(int(off[-1]), indptr, np.concatenate(pins), weights)
+
+
+def _write_nets(f, sizes: np.ndarray, pins: np.ndarray, chunk_pins: int) -> None:
+    """One line of 1-based pins per net, ~chunk_pins pins of text at a time."""
+    indptr = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    n, num_nets = 0, sizes.size
+    while n < num_nets:
+        hi = int(np.searchsorted(indptr, indptr[n] + chunk_pins, side="right")) - 1
+        hi = max(hi, n + 1)
+        lo_pin, hi_pin = indptr[n], indptr[hi]
+        text = (pins[lo_pin:hi_pin] + 1).astype(str)
+        sep = np.full(text.size, " ", dtype="<U1")
+        sep[indptr[n + 1:hi + 1] - lo_pin - 1] = "\n"
+        f.write("".join(np.char.add(text, sep).tolist()))
+        n = hi
 
 
 def write_hgr(hg: Hypergraph, path, chunk_pins: int = 1 << 22) -> None:
@@ -98,18 +114,36 @@ def write_hgr(hg: Hypergraph, path, chunk_pins: int = 1 << 22) -> None:
     """
     with atomic_path(path) as tmp, open(tmp, "w") as f:
         f.write(f"{hg.num_nets} {hg.num_vertices} 10\n")
-        n = 0
-        while n < hg.num_nets:
-            # Stream ~chunk_pins pins at a time: memory O(chunk), not O(all pins as text).
-            hi = int(np.searchsorted(hg.net_indptr, hg.net_indptr[n] + chunk_pins, side="right")) - 1
-            hi = max(hi, n + 1)
-            lo_pin, hi_pin = hg.net_indptr[n], hg.net_indptr[hi]
-            text = (hg.pins[lo_pin:hi_pin] + 1).astype(str)
-            sep = np.full(text.size, " ", dtype="<U1")
-            sep[hg.net_indptr[n + 1:hi + 1] - lo_pin - 1] = "\n"
-            f.write("".join(np.char.add(text, sep).tolist()))
-            n = hi
-        f.write("\n".join(np.maximum(hg.vertex_weights, 1).astype(str).tolist()) + "\n")
+        _write_nets(f, np.diff(hg.net_indptr), hg.pins, chunk_pins)
+        _write_weights(f, hg.vertex_weights)
+
+
+def write_hgr_layers(widths, layers, path, chunk_pins: int = 1 << 16, progress=None) -> tuple[int, int, int]:
+    """`write_hgr` of the model of a network given as an iterable of W^k (`network.iter_layers`):
+    one layer's nets in memory at a time, plus the vertex weights (one integer per neuron). The
+    same bytes as `write_hgr(build_hypergraph(...))`. Returns (vertices, nets, pins)."""
+    off = vertex_offsets(widths)
+    num_nets = int(np.sum(widths[:-1], dtype=np.int64))
+    weights = np.zeros(int(off[-1]), np.int64)
+    total_pins = 0
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        f.write(f"{num_nets} {int(off[-1])} 10\n")
+        for k, w in enumerate(layers, start=1):
+            sizes, pins = layer_nets(w, k, off)
+            _write_nets(f, sizes, pins, chunk_pins)
+            weights[off[k]:off[k + 1]] = np.diff(w.indptr)
+            total_pins += pins.size
+            if progress:
+                progress(k, len(widths) - 1)
+        _write_weights(f, weights)
+    return int(off[-1]), num_nets, total_pins
+
+
+def _write_weights(f, weights: np.ndarray, chunk: int = 1 << 16) -> None:
+    """One weight per line (0 written as 1), as text a chunk at a time: one integer per neuron
+    is held, never its text."""
+    for lo in range(0, weights.size, chunk):
+        f.write("\n".join(np.maximum(weights[lo:lo + chunk], 1).astype(str).tolist()) + "\n")
 
 
 def connectivity_minus_one(net_indptr, pins, part) -> int:

@@ -49,20 +49,25 @@ def infer_main(a) -> None:
 
         run_collective(mpi().COMM_WORLD, _infer_distributed, a)
         return
-    t0 = time.perf_counter()
-    net = read_network(a.network)
-    images = read_images(a.images, net.widths[0])
-    t_read = time.perf_counter() - t0
-    from .reference import gc_infer
+    from .network import iter_layers
+    from .reference import gc_infer_layers
 
     t0 = time.perf_counter()
-    cats, act = gc_infer(net, images, batch=a.batch_size)
+    header = read_header(a.network)
+    images = read_images(a.images, header.widths[0])
+    t_read = time.perf_counter() - t0
+    nnz = describe(a.network)["nnz_total"]
+    t0 = time.perf_counter()
+    # One layer of weights in memory at a time (read from the file as the layers are applied):
+    # the time includes reading the network, as a streaming run must.
+    cats, act = gc_infer_layers(lambda: ((w, b) for _, w, b in iter_layers(a.network)), header.widths[-1],
+                                header.ymax, images, batch=a.batch_size)
     seconds = time.perf_counter() - t0
     n_images = images.shape[0]
     metrics = {"command": "infer", "mode": "serial", "ranks": 1, "network": str(a.network), "images": n_images,
                "survivors": int(cats.size), "seconds": seconds, "read_seconds": t_read,
                "samples_per_second": n_images / seconds if seconds else None,
-               "edges_per_second": n_images * net.nnz / seconds if seconds else None, "spdnn_version": __version__}
+               "edges_per_second": n_images * nnz / seconds if seconds else None, "spdnn_version": __version__}
     write_outputs(a, cats, act, metrics)
     print(f"{cats.size} of {n_images} images survive; {seconds:.3f} s, {metrics['edges_per_second']:.3g} edges/s"
           + (", categories match the truth file" if a.truth else ""), file=sys.stderr)

@@ -207,6 +207,7 @@ def _reading(path):
     except OSError as e:
         raise UserError(f"{path}: not an HDF5 network file ({e})") from None
     try:
+        _small_metadata_cache(f)
         with f:
             fmt = f.attrs.get("format")
             if fmt != FORMAT:
@@ -222,6 +223,19 @@ def _reading(path):
     except (OSError, KeyError, ValueError, TypeError, RuntimeError) as e:
         msg = " ".join(str(e).split())[:200]
         raise UserError(f"{path}: corrupt network file ({e.__class__.__name__}: {msg})") from None
+
+
+def _small_metadata_cache(f) -> None:
+    """Readers visit each layer once: HDF5's adaptive metadata cache (up to 32 MB) would only grow
+    with the number of layers read. 4 MB holds a layer's object headers and chunk indices."""
+    try:
+        config = f.id.get_mdc_config()
+        config.max_size = 4 << 20
+        config.initial_size = min(config.initial_size, 2 << 20)
+        config.min_size = min(config.min_size, 1 << 20)
+        f.id.set_mdc_config(config)
+    except (AttributeError, ValueError, RuntimeError):
+        pass
 
 
 def _header(f) -> NetworkHeader:

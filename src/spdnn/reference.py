@@ -38,14 +38,22 @@ def gc_infer(net: Network, images, batch: int = 8192):
     as (n_images × n_L) float32). Activations are dense (n × B) blocks: on these networks they
     become dense within a few layers; dead samples are dropped as they die.
     """
+    return gc_infer_layers(lambda: zip(net.layers, net.biases), net.widths[-1], net.ymax, images, batch)
+
+
+def gc_infer_layers(layers, n_out: int, ymax: float, images, batch: int = 8192):
+    """`gc_infer` over `layers()`, an iterable of (W^k, b^k) made anew for each batch of images:
+    from a file (`network.iter_layers`) only one layer is in memory at a time, and the file is read
+    once per batch (once in all when the images fit one batch). A batch whose samples all died
+    stops reading the file."""
     n_images = images.shape[0]
-    out = np.zeros((n_images, net.widths[-1]), dtype=np.float32)
+    out = np.zeros((n_images, n_out), dtype=np.float32)
     for lo in range(0, n_images, batch):
         hi = min(n_images, lo + batch)
         x = _dense_block(images[lo:hi]).T.copy()  # (n_0, B)
         ids = np.arange(lo, hi)
-        for w, b in zip(net.layers, net.biases):
-            x = gc_layer(w, b, x, net.ymax)
+        for w, b in layers():
+            x = gc_layer(w, b, x, ymax)
             x, ids = drop_dead(x, ids, x.any(axis=0))
             if not ids.size:
                 break

@@ -67,7 +67,10 @@ def partition_metrics(layers, widths, part: np.ndarray, k_parts: int, epsilon: f
     bwd_sent = np.zeros(k_parts, np.int64)
     bwd_recv = np.zeros(k_parts, np.int64)
     violations = []
-    for k, w in enumerate(layers, start=1):
+    wide = []
+    n_layers = 0
+    for k, w in enumerate(layers, start=1):  # any iterable: a list, or `network.iter_layers` (streamed)
+        n_layers = k
         senders, receivers, _ = layer_traffic(w, parts[k - 1], parts[k], k_parts)
         per_layer_volume.append(int(senders.size))
         per_layer_messages.append(int(np.unique(senders * k_parts + receivers).size))
@@ -80,16 +83,17 @@ def partition_metrics(layers, widths, part: np.ndarray, k_parts: int, epsilon: f
             bwd_recv += s
         loads = layer_loads(w, parts[k], k_parts)
         per_layer_imbalance.append(layer_imbalance(loads))
+        if w.shape[0] >= WIDE_ROWS_PER_PART * k_parts:
+            wide.append(per_layer_imbalance[-1])
         per_layer_max_load.append(int(loads.max()))
         if epsilon is not None and loads.max() > layer_capacity(np.diff(w.indptr), k_parts, epsilon):
             violations.append(k)
     total = int(sum(per_layer_volume))
     # A layer of few rows (a 10-row classifier at K = 8) cannot be balanced better than a row per
-    # rank: its imbalance says nothing about the partitioner. Tables show both.
-    wide = [imb for imb, w in zip(per_layer_imbalance, layers) if w.shape[0] >= WIDE_ROWS_PER_PART * k_parts]
+    # rank: its imbalance says nothing about the partitioner (`wide` above). Tables show both.
     return {
         "k": k_parts,
-        "layers": len(layers),
+        "layers": n_layers,
         "volume_forward": total,
         "volume_training": int(2 * total - per_layer_volume[0]),
         "volume_per_layer": per_layer_volume,

@@ -1,0 +1,62 @@
+"""Offline stages that stream a network hold one layer at a time: their peak memory does not grow
+with the number of layers, and they write the same bytes as the in-memory functions."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from conftest import BIN, env, spdnn
+from spdnn.generate import radixnet
+from spdnn.hypergraph import build_hypergraph, write_hgr
+from spdnn.network import write_network
+
+
+def peak_rss_mb(*args) -> float:
+    """Run `spdnn args` and return its own peak RSS (wait4: this child only)."""
+    proc = subprocess.Popen([str(BIN / "spdnn"), *map(str, args)], env=env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert os.waitstatus_to_exitcode(status) == 0, err
+    return usage.ru_maxrss / 1024
+
+
+@pytest.fixture(scope="module")
+def sizes(tmp_path_factory):
+    d = tmp_path_factory.mktemp("stream")
+    spdnn("images", "--neurons", 4096, "-o", d / "im.tsv")
+    rss = {}
+    for layers in (8, 64):
+        net = d / f"n{layers}.h5"
+        runs = {
+            "generate": ["generate", "radixnet", "--neurons", 4096, "--layers", layers, "-o", net],
+            "info": ["info", net],
+            "hypergraph": ["hypergraph", net, "-o", d / f"n{layers}.hgr"],
+            "partition block": ["partition", net, "-k", 4, "--method", "block", "-o", d / f"p{layers}.part"],
+            "volume": ["volume", net, d / f"p{layers}.part"],
+            "export-gc": ["export-gc", net, d / f"gc{layers}"],
+            "reinit": ["reinit", net, "-o", d / f"he{layers}.h5"],
+            "infer (serial)": ["infer", net, d / "im.tsv", "-o", d / f"c{layers}.tsv"],
+        }
+        rss[layers] = {stage: peak_rss_mb(*args) for stage, args in runs.items()}
+    return d, rss
+
+
+@pytest.mark.parametrize("stage", ["generate", "info", "hypergraph", "volume", "export-gc", "reinit", "infer (serial)"])
+def test_peak_memory_does_not_grow_with_layers(sizes, stage):
+    _, rss = sizes
+    # 64 layers of 4096×4096 with 32 nonzeros per row: 8.4e6 nonzeros, ~100 MB in memory at once.
+    assert rss[64][stage] < 1.3 * rss[8][stage], (stage, rss[8][stage], rss[64][stage])
+
+
+def test_streamed_outputs_equal_the_in_memory_ones(sizes, tmp_path):
+    d, _ = sizes
+    net = radixnet(4096, 8, 0)
+    write_network(net, tmp_path / "n.h5")
+    assert (tmp_path / "n.h5").read_bytes() == (d / "n8.h5").read_bytes()
+    write_hgr(build_hypergraph(net.layers, net.widths), tmp_path / "n.hgr")
+    assert (tmp_path / "n.hgr").read_bytes() == (d / "n8.hgr").read_bytes()
