@@ -159,3 +159,27 @@ def test_bound_cli(tmp_path):
     rows = [json.loads(line) for line in out.splitlines()]
     assert [r["k"] for r in rows] == [2, 4] and all(r["lower_bound_forward"] > 0 for r in rows)
     assert_user_error(spdnn("bound", tmp_path / "n.h5", "-k", "65", check=False), "K=65", "layer 1")
+
+
+def test_past_its_budget_the_bound_reports_null_and_why(tmp_path):
+    """`spdnn bound` with a budget it cannot meet: one JSON line with a null bound and the reason,
+    exit 0 (the workflow goes on); the aggregated table then has no bound for that K."""
+    import json
+
+    from conftest import spdnn
+    from spdnn.results import partition_table
+
+    spdnn("generate", "radixnet", "--neurons", 256, "--layers", 6, "-o", tmp_path / "n.h5")
+    for args, why in ((["--max-memory", 1e-9], "--max-memory"), (["--max-seconds", 0], "--max-seconds")):
+        proc = spdnn("bound", tmp_path / "n.h5", "-k", 2, *args)
+        line = json.loads(proc.stdout)
+        assert line["lower_bound_forward"] is None and why in line["reason"], line
+    ok = json.loads(spdnn("bound", tmp_path / "n.h5", "-k", 2, "--max-seconds", 600).stdout)
+    assert ok["lower_bound_forward"] > 0 and "stopped" not in ok
+    r = tmp_path / "results" / "n"
+    (r / "bounds").mkdir(parents=True)
+    (r / "partitions").mkdir()
+    (r / "bounds" / "k2.json").write_text(proc.stdout)
+    (r / "partitions" / "random-k2.part.json").write_text(json.dumps({"volume_forward": 5}))
+    table = partition_table([r / "partitions" / "random-k2.part.json"], [r / "bounds" / "k2.json"])
+    assert table["lower_bound_forward"].isna().all()

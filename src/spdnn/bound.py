@@ -52,7 +52,6 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from .errors import UserError
 from .hypergraph import identical_rows
 from .volume import layer_capacity
 
@@ -256,7 +255,11 @@ def _col_runs_alignment(m, cyc, prev_u, u, r, cache):
     return cache[key][r[None, :], (u + r)[None, :], prev_u[:, None]]
 
 
-def layer_costs(layers, k: int, epsilon: float, progress=None):
+class BoundBudget(Exception):
+    """The bound would exceed its time or memory budget: `spdnn bound` reports null and why."""
+
+
+def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = STATE_LIMIT, deadline=None):
     """Per layer: h_t as a matrix [state_{t−1}, state_t] (inf where impossible), the row classes
     touched in each state, R_t and the class size z_t.
 
@@ -288,9 +291,11 @@ def layer_costs(layers, k: int, epsilon: float, progress=None):
         runs = r_of <= RUNS
         n_prev = 1 if prev is None else prev[0].size
         cells += n_prev * u_of.size
-        if cells > STATE_LIMIT:
-            raise UserError(f"bound: layer {t}: up to {u_hi} row classes per part; the bound's tables would exceed "
-                            f"{STATE_LIMIT * 8 / 1e9:.1f} GB (use fewer layers or a larger K)")
+        if cells > max_cells:
+            raise BoundBudget(f"layer {t}: up to {u_hi} row classes per part; the bound's tables would exceed "
+                              f"{max_cells * 8 / 1e9:.3g} GB (--max-memory)")
+        if deadline is not None and time.perf_counter() > deadline:
+            raise BoundBudget(f"layer {t} of {len(layers)}: the layer tables took longer than --max-seconds")
         if not uniform:  # classes of different sizes: no per-part bound here, the layer contributes 0
             h = np.zeros((n_prev, u_of.size))
         else:
@@ -356,17 +361,28 @@ def _chain_minimum(costs, u_states, mu):
     return value, np.array([u_states[t][s] for t, s in enumerate(states)])
 
 
-def volume_lower_bound(layers, widths, k: int, epsilon: float = 0.03, iterations: int = 300, progress=None) -> dict:
-    """Lower bound on Σ_t V_t over all partitions into k parts balanced per layer (see module doc)."""
+def volume_lower_bound(layers, widths, k: int, epsilon: float = 0.03, iterations: int = 300, progress=None,
+                       max_seconds: float | None = None, max_memory_gb: float | None = None) -> dict:
+    """Lower bound on Σ_t V_t over all partitions into k parts balanced per layer (see module doc).
+
+    Budgets: past `max_memory_gb` of DP tables, or `max_seconds` while building them, raises
+    `BoundBudget`. Past `max_seconds` in the subgradient steps, the best bound so far is returned
+    (every step's value is a valid bound) with `"stopped": "time budget"`."""
     t0 = time.perf_counter()
     if k == 1:
         return {"k": 1, "epsilon": epsilon, "lower_bound_forward": 0, "iterations": 0,
                 "seconds": time.perf_counter() - t0}
-    costs, counts, sizes, u_states = layer_costs(layers, k, epsilon, progress)
+    deadline = None if max_seconds is None else t0 + max_seconds
+    max_cells = STATE_LIMIT if max_memory_gb is None else int(max_memory_gb * 1e9 / 8)
+    costs, counts, sizes, u_states = layer_costs(layers, k, epsilon, progress, max_cells, deadline)
     counts = np.asarray(counts, np.float64)
     mu = np.asarray(sizes)  # start at the price of one more column class
     best = -np.inf
+    stopped = None
     for i in range(iterations):
+        if deadline is not None and i > 0 and time.perf_counter() > deadline:
+            stopped = "time budget"
+            break
         value, path = _chain_minimum(costs, u_states, mu)
         best = max(best, k * value + float(mu @ counts) - widths[0])
         grad = counts - k * path  # coverage slack: positive where parts touch too few classes
@@ -374,5 +390,8 @@ def volume_lower_bound(layers, widths, k: int, epsilon: float = 0.03, iterations
             break
         mu = np.maximum(0.0, mu + 2.0 / math.sqrt(1 + i) * grad / np.abs(grad).max())
     bound = max(0, math.ceil(best - 1e-6))
-    return {"k": k, "epsilon": epsilon, "lower_bound_forward": int(bound), "iterations": i + 1,
-            "seconds": time.perf_counter() - t0}
+    result = {"k": k, "epsilon": epsilon, "lower_bound_forward": int(bound), "iterations": i + (stopped is None),
+              "seconds": time.perf_counter() - t0}
+    if stopped:
+        result["stopped"] = stopped
+    return result

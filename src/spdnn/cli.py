@@ -157,7 +157,7 @@ def cmd_volume(a):
 
 
 def cmd_bound(a):
-    from .bound import volume_lower_bound
+    from .bound import BoundBudget, volume_lower_bound
     from .network import read_network
     from .partition import check_k
 
@@ -171,8 +171,15 @@ def cmd_bound(a):
             if t % step == 0 or t == total:
                 _log(f"  bound K={k}: layer tables {t}/{total}")
 
-        result = volume_lower_bound(net.layers, net.widths, k, a.epsilon, a.iterations, progress=progress)
-        _log(f"bound K={k}: {result['lower_bound_forward']} words per sample, {result['seconds']:.1f} s")
+        try:
+            result = volume_lower_bound(net.layers, net.widths, k, a.epsilon, a.iterations, progress=progress,
+                                        max_seconds=a.max_seconds, max_memory_gb=a.max_memory)
+        except BoundBudget as e:  # not an error: the workflow goes on, the tables show no bound
+            result = {"k": k, "epsilon": a.epsilon, "lower_bound_forward": None, "reason": str(e)}
+            _log(f"bound K={k}: none within the budget ({e})")
+        else:
+            _log(f"bound K={k}: {result['lower_bound_forward']} words per sample, {result['seconds']:.1f} s"
+                 + (f" (stopped at the {result['stopped']})" if "stopped" in result else ""))
         result["network"] = str(a.network)
         print(json.dumps(result), flush=True)
 
@@ -399,6 +406,10 @@ def _partition_commands(sub) -> None:
     b.add_argument("-k", type=_ints, required=True, help="number(s) of processes, e.g. 8 or 2,8,32")
     b.add_argument("--epsilon", type=float, default=0.03)
     b.add_argument("--iterations", type=int, default=300, help="subgradient steps on the coverage multipliers")
+    b.add_argument("--max-seconds", type=float, default=None,
+                   help="per K: past it while building tables, report null and why (exit 0); in the steps, the best so far")
+    b.add_argument("--max-memory", type=float, default=None,
+                   help="GB of DP tables per K (default 1.6): past it, report null and why (exit 0)")
     b.set_defaults(func=cmd_bound)
 
 

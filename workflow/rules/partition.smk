@@ -50,6 +50,10 @@ rule bound:
         "results/{network}/bounds/k{k}.json",
     params:
         epsilon=PART["epsilon"],
+        # Past either budget the rule writes "lower_bound_forward": null with the reason: the
+        # workflow goes on and the tables show no bound for that (network, K).
+        max_seconds=PART["bound_max_seconds"],
+        max_memory=PART["bound_max_memory_gb"],
     log:
         "logs/{network}/bound-k{k}.log",
     benchmark:
@@ -57,7 +61,8 @@ rule bound:
     conda:
         "../../envs/spdnn.yaml"
     shell:
-        "spdnn bound {input} -k {wildcards.k} --epsilon {params.epsilon} > {output}.tmp 2> {log} "
+        "spdnn bound {input} -k {wildcards.k} --epsilon {params.epsilon} --max-seconds {params.max_seconds} "
+        "--max-memory {params.max_memory} > {output}.tmp 2> {log} "
         "&& mv {output}.tmp {output}"
 
 
