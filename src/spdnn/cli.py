@@ -12,7 +12,7 @@ import signal
 import sys
 import time
 
-from .errors import UserError
+from .errors import UserError, WorkerError
 
 
 def _ints(text: str) -> list[int]:
@@ -554,9 +554,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"spdnn {args.command}: interrupted; no output written", file=sys.stderr)
         return 130
-    except RuntimeError as e:
-        if "partition worker" not in str(e):
-            raise
+    except WorkerError as e:
         print(f"spdnn {args.command}: error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -12,6 +12,8 @@ import sys
 import threading
 import traceback
 
+import numpy as np
+
 from .errors import UserError
 
 
@@ -39,6 +41,28 @@ def agree(comm, error: str | None) -> None:
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def read_on_root(comm, read):
+    """Collective: `read()` on rank 0 only (None elsewhere); a user error there stops every rank."""
+    error, value = None, None
+    if comm.Get_rank() == 0:
+        try:
+            value = read()
+        except UserError as e:
+            error = str(e)
+    agree(comm, error)
+    return value
+
+
+def scatter_columns(comm, x, owned0):
+    """Collective: rank 0 holds the samples x (samples × n_0, dense or CSR); every rank gets the
+    columns of its own input neurons `owned0`. No other rank reads or holds the whole data."""
+    wanted = comm.gather(owned0, root=0)
+    pieces = None
+    if comm.Get_rank() == 0:
+        pieces = [x[:, cols] if hasattr(x, "tocsr") else np.ascontiguousarray(x[:, cols]) for cols in wanted]
+    return comm.scatter(pieces, root=0)
 
 
 def _exit_on_signal(rank: int) -> None:

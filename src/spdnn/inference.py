@@ -73,25 +73,8 @@ def infer_main(a) -> None:
           + (", categories match the truth file" if a.truth else ""), file=sys.stderr)
 
 
-def scatter_image_columns(comm, path, width: int, owned0: np.ndarray):
-    """Collective: rank 0 reads the images file once and sends every rank the columns (pixels) of
-    its own input neurons, as CSR; no other rank reads or parses it."""
-    from .collective import agree
-
-    error, images = None, None
-    if comm.Get_rank() == 0:
-        try:
-            images = read_images(path, width)
-        except UserError as e:
-            error = str(e)
-    agree(comm, error)
-    wanted = comm.gather(owned0, root=0)
-    pieces = [images[:, cols] for cols in wanted] if comm.Get_rank() == 0 else None
-    return comm.scatter(pieces, root=0)
-
-
 def _infer_distributed(comm, a):
-    from .collective import mpi, peak_rss_mb, wtime
+    from .collective import mpi, peak_rss_mb, read_on_root, scatter_columns, wtime
     from .rowwise import RowWiseModel, load_partition_collective, verify_words
 
     rank, size = comm.Get_rank(), comm.Get_size()
@@ -101,11 +84,13 @@ def _infer_distributed(comm, a):
         raise UserError("row-wise inference needs --partition PART (K = number of ranks)")
     header = read_header(a.network)
     if a.mode == "row-wise":
-        header, partition = load_partition_collective(comm, a.network, a.partition)
+        partition = load_partition_collective(comm, header, a.partition)
         t0 = wtime()
         model = RowWiseModel(comm, a.network, partition, header, a.exchange)
         setup = wtime() - t0
-        images = scatter_image_columns(comm, a.images, header.widths[0], model.owned0)
+        # Rank 0 reads the images once; each rank gets the pixels of its own input neurons.
+        images = scatter_columns(comm, read_on_root(comm, lambda: read_images(a.images, header.widths[0])),
+                                 model.owned0)
         n_images = images.shape[0]
         alive = np.zeros(n_images, bool)
         final_rows = model.layers[-1].rows

@@ -206,7 +206,7 @@ def _reading(path):
         f = h5py.File(path, "r")
     except OSError as e:
         raise UserError(f"{path}: not an HDF5 network file ({e})") from None
-    try:
+    with _reading_errors(path):
         _small_metadata_cache(f)
         with f:
             fmt = f.attrs.get("format")
@@ -218,11 +218,6 @@ def _reading(path):
                 raise UserError(f"{path}: network format version {version} is not supported "
                                 f"(this spdnn reads {SUPPORTED_MAJOR}.x)")
             yield f
-    except UserError:
-        raise
-    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as e:
-        msg = " ".join(str(e).split())[:200]
-        raise UserError(f"{path}: corrupt network file ({e.__class__.__name__}: {msg})") from None
 
 
 def _small_metadata_cache(f) -> None:
@@ -287,6 +282,8 @@ def open_network(path):
 
 def read_layer(f, path, h: NetworkHeader, k: int):
     """(W^k, b^k, bytes of the file read for it) from a file opened with `open_network`."""
+    # Converted here, not only where the file closes: the MPI reader of a layer must tell the
+    # other ranks (rowwise.scatter_layer_rows) before they wait for its rows.
     with _reading_errors(path):
         w, b = _read_layer(f, path, h, k)
         g = f[_layer_name(k)]
@@ -296,6 +293,8 @@ def read_layer(f, path, h: NetworkHeader, k: int):
 
 @contextmanager
 def _reading_errors(path):
+    """Any HDF5 error inside (a checksum mismatch, a damaged header or B-tree, a missing dataset)
+    becomes one line naming the file."""
     try:
         yield
     except UserError:

@@ -38,7 +38,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from .errors import UserError
+from .errors import UserError, WorkerError
 from .hypergraph import identical_rows, row_weights
 from .partitioner import partition_hypergraph
 from .volume import layer_capacity, layer_traffic, partition_metrics
@@ -279,10 +279,10 @@ def in_processes(task, common: tuple, shares: list) -> list:
             except queue.Empty:
                 dead = [p for i, p in enumerate(procs) if i not in got and p.exitcode is not None]
                 if dead:
-                    raise RuntimeError(f"partition worker {dead[0].pid} died (exit code {dead[0].exitcode})")
+                    raise WorkerError(f"partition worker {dead[0].pid} died (exit code {dead[0].exitcode})")
                 continue
             if not ok:
-                raise RuntimeError(f"partition worker {index} failed: {value}")
+                raise WorkerError(f"partition worker {index} failed: {value}")
             got[index] = value
     finally:
         for p in procs:

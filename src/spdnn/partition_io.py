@@ -122,9 +122,9 @@ class PartitionReader:
         return self._npy is not None
 
     def check_length(self) -> None:
-        total = int(self.offsets[-1])
-        if self.size != total:
-            raise UserError(f"{self.path}: has {self.size} entries, the network has {total} vertices (n_0 + … + n_L)")
+        from .volume import check_length
+
+        check_length(self.size, np.diff(self.offsets), self.path)
 
     def layer(self, t: int) -> np.ndarray:
         lo, hi = int(self.offsets[t]), int(self.offsets[t + 1])

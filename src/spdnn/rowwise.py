@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +22,7 @@ import scipy.sparse as sp
 from .collective import agree, mpi, peak_rss_mb
 from .comm_plan import CommPlan, _displs, build_plan, use_neighbor_collectives
 from .errors import UserError
-from .network import NetworkWriter, open_network, read_header, read_layer
+from .network import NetworkWriter, open_network, read_layer
 from .partition import check_k
 from .partition_io import PartitionReader
 from .reference import backpropagate, class_loss, drop_dead, forward_layers, gc_layer, sgd_update
@@ -217,13 +218,13 @@ class RowWiseModel:
         """Collective: the trained network written by rank 0 one layer at a time, each layer
         gathered from its owners just before it is written (rank 0 holds one layer, never the
         network); atomic like every output."""
-        writer = NetworkWriter(path, self.widths, self.ymax, "relu", provenance, attrs) if self.comm.Get_rank() == 0 else None
-        try:
+        root = self.comm.Get_rank() == 0
+        with NetworkWriter(path, self.widths, self.ymax, "relu", provenance, attrs) if root else nullcontext() as writer:
             for layer in self.layers:
                 coo = layer.w.tocoo()
                 piece = (layer.rows[coo.row], layer.ext_ids[coo.col], coo.data, layer.rows, layer.bias)
                 got = self.comm.gather(piece, root=0)
-                if writer is not None:
+                if root:
                     r = np.concatenate([g[0] for g in got])
                     c = np.concatenate([g[1] for g in got])
                     v = np.concatenate([g[2] for g in got])
@@ -234,12 +235,6 @@ class RowWiseModel:
                     w = sp.csr_matrix((v.astype(np.float32), (r, c)), shape=shape)
                     w.sort_indices()
                     writer.write_layer(layer.k, w, bias)
-        except BaseException as e:
-            if writer is not None:
-                writer.__exit__(type(e), e, e.__traceback__)
-            raise
-        if writer is not None:
-            writer.__exit__(None, None, None)
 
     def activation_bytes(self, batch: int) -> int:
         """Training keeps, per layer, the extended input block and the pre-activations until the
@@ -269,11 +264,10 @@ class RowWiseModel:
         }
 
 
-def load_partition_collective(comm, network, partition) -> tuple:
-    """Open PART on every rank and check it, a layer slice at a time (binary PART.npy when current;
-    the text form otherwise): length, ids in [0, K), K = number of ranks, K ≤ every layer's rows.
-    Same checks → the same verdict on every rank. Returns (header, PartitionReader)."""
-    header = read_header(network)
+def load_partition_collective(comm, header, partition) -> PartitionReader:
+    """Open PART on every rank and check it against the network's `header`, a layer slice at a
+    time (binary PART.npy when current; the text form otherwise): length, ids in [0, K),
+    K = number of ranks, K ≤ every layer's rows. Same checks → the same verdict on every rank."""
     error, reader = None, None
     try:
         reader = PartitionReader(partition, header.widths)
@@ -288,7 +282,7 @@ def load_partition_collective(comm, network, partition) -> tuple:
     except UserError as e:
         error = str(e)
     agree(comm, error)
-    return header, reader
+    return reader
 
 
 def verify_words(comm, model: RowWiseModel, training: bool) -> dict:

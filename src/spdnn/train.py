@@ -18,7 +18,7 @@ import numpy as np
 
 from . import __version__
 from .atomic import write_text_atomic
-from .collective import agree, mpi, run_collective, wtime
+from .collective import agree, mpi, read_on_root, run_collective, scatter_columns, wtime
 from .data_parallel import DataParallelStepper
 from .datasets import Dataset, load_dataset
 from .errors import UserError
@@ -52,24 +52,10 @@ class RowWiseStepper:
         return self.model.exchange_report()
 
 
-def scatter_columns(comm, x: np.ndarray | None, owned0: np.ndarray) -> np.ndarray:
-    """Collective: rank 0 holds the samples (samples × n_0); every rank gets the columns of its
-    own input neurons. No other rank reads or holds the whole data."""
-    wanted = comm.gather(owned0, root=0)
-    pieces = [np.ascontiguousarray(x[:, cols]) for cols in wanted] if comm.Get_rank() == 0 else None
-    return comm.scatter(pieces, root=0)
-
-
-def load_data_collective(comm, a, width: int, owned0: np.ndarray | None):
+def load_data_collective(comm, a, width: int, owned0: np.ndarray | None, test_fraction: float):
     """The dataset read once, on rank 0; labels broadcast; samples sent whole (data-parallel) or
     as each rank's input columns (row-wise, `owned0`). A user error on rank 0 stops every rank."""
-    error, data = None, None
-    if comm.Get_rank() == 0:
-        try:
-            data = load_dataset(a.dataset, a.data, width, a.seed, a.test_fraction)
-        except UserError as e:
-            error = str(e)
-    agree(comm, error)
+    data = read_on_root(comm, lambda: load_dataset(a.dataset, a.data, width, a.seed, test_fraction))
     labels = comm.bcast(None if data is None else (data.y_train, data.y_test, data.name), root=0)
     if owned0 is None:
         xs = comm.bcast(None if data is None else (data.x_train, data.x_test), root=0)
@@ -153,14 +139,14 @@ def _train(comm, a):
                     start_step, source = int(f.attrs["step"]), str(ckpt)
     start_step, source, key = comm.bcast((start_step, source, key), root=0)
     if a.mode == "row-wise":
-        header, partition = load_partition_collective(comm, a.network, a.partition)
+        partition = load_partition_collective(comm, header, a.partition)
         model = RowWiseModel(comm, source, partition, header, a.exchange)
-        data = load_data_collective(comm, a, header.widths[0], model.owned0)
+        data = load_data_collective(comm, a, header.widths[0], model.owned0, a.test_fraction)
         batch = min(a.batch_size, len(data.y_train))
         check_memory(comm, model.activation_bytes(batch), f"training at B={batch} (activations of "
                      f"{header.num_layers} layers kept for the backward pass)", a.max_memory)
     else:
-        data = load_data_collective(comm, a, header.widths[0], None)
+        data = load_data_collective(comm, a, header.widths[0], None, a.test_fraction)
     check_classes(header.widths[-1], data.num_classes)
     schedule = list(batch_schedule(len(data.y_train), a.batch_size, a.epochs, a.seed))
     learning_rate(0, len(schedule), a.lr, a.lr_schedule)  # validates the schedule name
@@ -236,10 +222,10 @@ def run_evaluate(a) -> None:
 
 
 def _evaluate(comm, a):
-    header, partition = load_partition_collective(comm, a.network, a.partition)
+    header = read_header(a.network)
+    partition = load_partition_collective(comm, header, a.partition)
     model = RowWiseModel(comm, a.network, partition, header)
-    a.test_fraction = getattr(a, "test_fraction", 0.2)  # evaluate's split is training's default
-    data = load_data_collective(comm, a, header.widths[0], model.owned0)
+    data = load_data_collective(comm, a, header.widths[0], model.owned0, test_fraction=0.2)  # training's split
     check_classes(header.widths[-1], data.num_classes)
     logits = model.class_logits(np.ascontiguousarray(data.x_test.T, dtype=np.float32), data.num_classes)
     if comm.Get_rank() == 0:

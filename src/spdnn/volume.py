@@ -114,10 +114,15 @@ def partition_metrics(layers, widths, part: np.ndarray, k_parts: int, epsilon: f
     }
 
 
-def check_partition(part: np.ndarray, widths, k_parts: int, where: str) -> None:
+def check_length(size: int, widths, where) -> None:
+    """A partition names one part per vertex: n_0 + … + n_L entries."""
     total = int(np.sum(widths, dtype=np.int64))
-    if part.size != total:
-        raise UserError(f"{where}: has {part.size} entries, the network has {total} vertices (n_0 + … + n_L)")
+    if size != total:
+        raise UserError(f"{where}: has {size} entries, the network has {total} vertices (n_0 + … + n_L)")
+
+
+def check_partition(part: np.ndarray, widths, k_parts: int, where: str) -> None:
+    check_length(part.size, widths, where)
     if part.size and part.min() < 0:
         raise UserError(f"{where}: line {int(np.argmax(part < 0)) + 1}: negative part id {int(part.min())}")
     if part.size and part.max() >= k_parts:
