@@ -149,28 +149,39 @@ def test_parallel_refinement_is_reproducible_and_balanced():
     assert ma["balanced"]
 
 
-def test_merged_identical_rows_keep_the_exact_subproblem_cost():
-    """Merging a layer's identical rows into one vertex changes nothing for partitions that keep
-    them together: same connectivity−1 on the merged and the original subproblem (both neighbours
-    fixed); empty rows are never merged."""
-    from spdnn.hypergraph import row_weights
-    from spdnn.partition import layer_subproblem, merge_identical_rows, mergeable_rows
+def _weighted_km1(indptr, pins, net_weights, block) -> int:
+    net_of = np.repeat(np.arange(indptr.size - 1), np.diff(indptr))
+    k = int(block.max()) + 1
+    lam = np.bincount(np.unique(net_of * k + block[pins]) // k, minlength=indptr.size - 1)
+    return int(((lam - 1) * net_weights).sum())
 
-    net = radixnet(64, 6, seed=2)
-    layers, widths, rws = net.layers, net.widths, row_weights(net.layers)
-    rng = np.random.default_rng(0)
-    k, t = 3, 3
-    parts = [rng.integers(0, k, size=n) for n in widths]
-    nv, indptr, pins, weights, fixed = layer_subproblem(layers, rws, widths, t, parts, k)
-    classes = mergeable_rows(layers[t - 1])
-    assert classes.max() + 1 == 4  # 64 neurons = 4 groups of 16 identical rows
-    (nv2, indptr2, pins2, weights2, fixed2), new_id = merge_identical_rows(widths[t], classes, nv, indptr, pins,
-                                                                            weights, fixed)
-    assert nv2 == 4 + k and weights2.sum() == weights.sum()
-    for _ in range(5):
-        block = np.where(fixed2 >= 0, fixed2, rng.integers(0, k, size=nv2))
-        assert connectivity_minus_one(indptr2, pins2, block) == connectivity_minus_one(indptr, pins, block[new_id])
-    w = layers[0].tolil()
+
+def test_layer_subproblem_cost_is_the_exact_local_volume():
+    """The solver's subproblem (identical rows merged into one vertex, nets without a cut
+    dropped, identical nets merged into one weighted net) has a weighted connectivity−1 equal to
+    the exact volume of the nets touching the layer, for any partition keeping each class of
+    identical rows together; on RadiX-Net layers the solver sees 16× fewer rows. Empty rows are
+    never merged."""
+    from spdnn.partition import Layers, layer_subproblem, local_volume, mergeable_rows
+
+    for net in (radixnet(64, 6, seed=2), random_sparse([40, 30, 30, 20, 25], 3, seed=1)):
+        layers = Layers(net.layers, net.widths)
+        rng = np.random.default_rng(0)
+        k, t = 3, 3
+        classes = layers.classes(t)
+        n_cls = int(classes.max()) + 1
+        if net.widths[0] == 64:
+            assert n_cls == 4  # 64 neurons = 4 groups of 16 identical rows
+        for trial in range(5):
+            parts = [rng.integers(0, k, size=n).astype(np.uint8) for n in net.widths]
+            if trial == 0:
+                parts[t + 1] = None  # the sweep's case: the next layer not placed yet
+            nv, indptr, pins, net_weights, weights, fixed = layer_subproblem(layers, t, parts, k)
+            assert nv == n_cls + k and weights[:n_cls].sum() == net.layers[t - 1].nnz
+            block = np.concatenate([rng.integers(0, k, size=n_cls), np.arange(k)])
+            parts[t] = block[classes].astype(np.uint8)
+            assert _weighted_km1(indptr, pins, net_weights, block) == local_volume(layers, parts, t, k)
+    w = radixnet(64, 6, seed=2).layers[0].tolil()
     w[[5, 9], :] = 0  # two dead neurons: empty rows stay apart
     got = mergeable_rows(w.tocsr())
     assert got[5] != got[9] and np.unique(got).size == 4 + 2  # four groups, two lone dead rows
@@ -293,7 +304,7 @@ def test_one_integer_capacity_at_the_edge():
     """ε = 0.13 and avg = 100: in floats 1.13·100 = 112.99999999999999 and a load of 113 reads as a
     violation; every component uses the same exact integer capacity, 113."""
     from spdnn.bound import rows_per_part
-    from spdnn.partition import rebalance_layer
+    from spdnn.partition import Layers, rebalance_layer
 
     weights = np.ones(200, np.int64)
     assert layer_capacity(weights, 2, 0.13) == 113 and 1.13 * 100 < 113
@@ -301,7 +312,7 @@ def test_one_integer_capacity_at_the_edge():
     assert rows_per_part(weights, 2, 0.13)[0] == 113
     w = random_sparse([50, 200], 1, seed=0).layers[0]
     parts = [np.zeros(50, np.int64), np.r_[np.zeros(113, np.int64), np.ones(87, np.int64)]]
-    assert rebalance_layer([w], [weights], parts, 1, 2, 0.13) == 0  # nothing to repair
+    assert rebalance_layer(Layers([w], [50, 200]), parts, 1, 2, 0.13) == 0  # nothing to repair
     assert partition_metrics([w], [50, 200], np.concatenate(parts), 2, 0.13)["balanced"] is True
     parts[1][113] = 0  # 114: one too many
     assert partition_metrics([w], [50, 200], np.concatenate(parts), 2, 0.13)["balanced"] is False

@@ -124,12 +124,12 @@ def cmd_hypergraph(a):
 
 
 def cmd_partition(a):
-    from .network import read_network
+    from .network import LayerFile
     from .partition import partition_network
     from .partition_io import write_partition
 
-    net = read_network(a.network)
-    part, metrics = partition_network(net.layers, net.widths, a.k, a.method, a.epsilon, a.seed,
+    layers = LayerFile(a.network)  # read a layer at a time, here and in the worker processes
+    part, metrics = partition_network(layers, layers.widths, a.k, a.method, a.epsilon, a.seed,
                                       passes=a.passes, preset=a.preset, threads=a.threads, verbose=True,
                                       jobs=a.jobs)
     metrics["network"] = str(a.network)

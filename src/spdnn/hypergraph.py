@@ -12,14 +12,16 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from .arrays import distinct, first_of_groups, number_by_first
 from .atomic import atomic_path
 
 
 def identical_rows(m) -> np.ndarray:
     """Class id per row: rows with the same column pattern share one (ids in order of first row).
 
-    Vectorised: two random 64-bit sums per row and the row length group candidates, then every row
-    is compared with its group's first row, so a hash collision can never merge different rows."""
+    Vectorised: a random 64-bit sum per row, mixed with the row length, groups candidates (a
+    stable sort), then every row is compared with its group's first row, so a hash collision can
+    never merge different rows."""
     m = sp.csr_matrix(m)
     m.sort_indices()
     n = m.shape[0]
@@ -27,21 +29,18 @@ def identical_rows(m) -> np.ndarray:
     if n == 0:
         return np.zeros(0, np.int64)
     rng = np.random.default_rng(0x5EED)
-    keys = [lengths.astype(np.uint64)]
-    for _ in range(2):
-        r = rng.integers(1, np.iinfo(np.int64).max, size=max(m.shape[1], 1), dtype=np.int64).astype(np.uint64)
-        running = np.concatenate([np.zeros(1, np.uint64), np.cumsum(r[m.indices], dtype=np.uint64)])
-        keys.append(running[m.indptr[1:]] - running[m.indptr[:-1]])  # row sums, mod 2^64
-    _, first, group = np.unique(np.stack(keys, axis=1), axis=0, return_index=True, return_inverse=True)
-    group = group.reshape(-1)
-    rep = first[group]  # the first row of each row's group
-    offset = np.arange(m.nnz) - np.repeat(m.indptr[:-1], lengths)
-    same = m.indices == m.indices[np.repeat(m.indptr[rep], lengths) + offset]
-    if not same.all():  # a collision (never seen): fall back to exact keys
+    r = rng.integers(1, np.iinfo(np.int64).max, size=max(m.shape[1], 1), dtype=np.int64).astype(np.uint64)
+    running = np.concatenate([np.zeros(1, np.uint64), np.cumsum(r[m.indices], dtype=np.uint64)])
+    key = running[m.indptr[1:]] - running[m.indptr[:-1]] + lengths.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    rep = first_of_groups(key)  # the first row of each row's group (row sums, mod 2^64)
+    same = np.array_equal(lengths[rep], lengths)
+    if same:
+        offset = np.arange(m.nnz) - np.repeat(m.indptr[:-1], lengths)
+        same = bool((m.indices == m.indices[np.repeat(m.indptr[rep], lengths) + offset]).all())
+    if not same:  # a collision (never seen): fall back to exact keys
         seen: dict[bytes, int] = {}
         rep = np.array([seen.setdefault(m.indices[m.indptr[i]:m.indptr[i + 1]].tobytes(), i) for i in range(n)])
-    order = np.unique(rep, return_inverse=True)[1].reshape(-1)  # renumber by first row
-    return order.astype(np.int64)
+    return number_by_first(rep)
 
 
 def vertex_offsets(widths) -> np.ndarray:
@@ -151,8 +150,7 @@ def connectivity_minus_one(net_indptr, pins, part) -> int:
     part = np.asarray(part, dtype=np.int64)
     k = int(part.max()) + 1 if part.size else 1
     net_of_pin = np.repeat(np.arange(net_indptr.size - 1, dtype=np.int64), np.diff(net_indptr))
-    distinct = np.unique(net_of_pin * k + part[pins]).size
-    return int(distinct - (net_indptr.size - 1))
+    return int(distinct(net_of_pin * k + part[pins]).size - (net_indptr.size - 1))
 
 
 def read_hgr(path):

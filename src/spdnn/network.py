@@ -25,7 +25,8 @@ nonzeros. Files are byte-identical for identical content (no timestamps).
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -320,6 +321,47 @@ def read_network(path) -> Network:
         layers.append(w)
         biases.append(b)
     return Network(layers, biases, ymax=h.ymax, activation=h.activation, provenance=h.provenance)
+
+
+class LayerFile(Sequence):
+    """W^1..W^L of a network file as a read-only sequence (`layers[k − 1]` = W^k), each layer read
+    from the file when asked for: random access to the layers without the network in memory.
+    Pickles as its path, so a worker process opens the file itself instead of receiving matrices."""
+
+    def __init__(self, path, header: NetworkHeader | None = None):
+        self.path = str(path)
+        self.header = header if header is not None else read_header(path)
+        self._open = None
+
+    @property
+    def widths(self) -> list[int]:
+        return self.header.widths
+
+    def __len__(self) -> int:
+        return self.header.num_layers
+
+    def __getitem__(self, i):
+        if not isinstance(i, (int, np.integer)):
+            raise TypeError("LayerFile indices are layer positions (int)")
+        i = int(i) + (len(self) if i < 0 else 0)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        if self._open is None:
+            stack = ExitStack()
+            self._open = (stack, stack.enter_context(_reading(self.path)))
+        with _reading_errors(self.path):
+            return _read_layer(self._open[1], self.path, self.header, i + 1)[0]
+
+    def close(self) -> None:
+        if self._open is not None:
+            self._open[0].close()
+            self._open = None
+
+    def __getstate__(self):
+        return {"path": self.path, "header": self.header}
+
+    def __setstate__(self, state):
+        self.__init__(state["path"], state["header"])
 
 
 def iter_layer_rows(path, rows_per_layer):

@@ -25,6 +25,12 @@ vertices on Graph Challenge layers (1024×120, sweep at K=32: 10 s instead of 68
   (RadiX-Net blocks, even with every layer's neurons renamed): 1.5× less than the sweep at K=8
   on such a network, where the sweep alone stays with the structure it started from.
 
+Scale: the methods read layers through `Layers` (a few resident at a time) and keep only the layer
+partitions, in the smallest integer type that holds K, plus the candidates; a worker process gets
+the network file's path, not the matrices. A subproblem is built directly on the merged rows, with
+nets that cannot be cut dropped and identical nets merged into one weighted net: at N = 65536
+(2·10⁶ nonzeros per layer) a layer takes ≈0.35 s of which 0.2 s is Mt-KaHyPar's.
+
 A tried alternative, contracting consecutive layers through a reader matching (a multilevel
 step over layers), was 1.4–3× worse than the sweep on the Graph Challenge network and was dropped.
 """
@@ -34,17 +40,75 @@ from __future__ import annotations
 import signal
 import sys
 import time
+from collections import OrderedDict
 
 import numpy as np
 import scipy.sparse as sp
 
+from .arrays import distinct, number_by_first
 from .errors import UserError, WorkerError
-from .hypergraph import identical_rows, row_weights
+from .hypergraph import identical_rows
+from .partition_io import id_dtype
 from .partitioner import partition_hypergraph
 from .volume import layer_capacity, layer_traffic, partition_metrics
 
 METHODS = ("hypergraph", "sweep", "random", "block")
 WINDOW = 3  # hypergraph: each layer alone, then swept this many layers on, as extra candidates
+
+
+class Layers:
+    """W^1..W^L as the partitioner reads them: layer t's matrix `w(t)`, row weights `rw(t)` and
+    mergeable rows `classes(t)`, derived on demand and kept for the last KEEP layers only.
+
+    The source is a list of CSR matrices or a `network.LayerFile`, and the source is what pickles:
+    a worker process given a file reads the layers it needs itself, never a pickled network."""
+
+    KEEP = 4  # a layer and its neighbours, with room for the one being re-solved
+
+    def __init__(self, source, widths):
+        self.source = source
+        self.widths = [int(n) for n in widths]
+        self._cache: OrderedDict[int, dict] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.widths) - 1
+
+    def __iter__(self):
+        return (self.w(t) for t in range(1, len(self) + 1))
+
+    def _entry(self, t: int) -> dict:
+        entry = self._cache.get(t)
+        if entry is None:
+            entry = self._cache[t] = {"w": self.source[t - 1]}
+            while len(self._cache) > self.KEEP:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(t)
+        return entry
+
+    def w(self, t: int):
+        return self._entry(t)["w"]
+
+    def rw(self, t: int) -> np.ndarray:
+        """Row weights of layer t (nnz of each row: the work of that neuron); zeros for the inputs."""
+        if t == 0:
+            return np.zeros(self.widths[0], np.int64)
+        entry = self._entry(t)
+        if "rw" not in entry:
+            entry["rw"] = np.diff(entry["w"].indptr).astype(np.int64)
+        return entry["rw"]
+
+    def classes(self, t: int) -> np.ndarray:
+        entry = self._entry(t)
+        if "classes" not in entry:
+            entry["classes"] = mergeable_rows(entry["w"])
+        return entry["classes"]
+
+    def __getstate__(self):
+        return {"source": self.source, "widths": self.widths}
+
+    def __setstate__(self, state):
+        self.__init__(state["source"], state["widths"])
 
 
 # ---------------------------------------------------------------- simple balanced splits
@@ -55,69 +119,96 @@ def split_by_load(order: np.ndarray, weights: np.ndarray, k: int) -> np.ndarray:
         w = np.ones_like(w)
     before = np.cumsum(w) - w
     chunk = np.minimum(k - 1, np.floor(before * k / w.sum()).astype(np.int64))
-    part = np.empty(order.size, np.int64)
+    part = np.empty(order.size, id_dtype(k))
     part[order] = chunk
     return part
 
 
-def block_partition(widths, rws, k: int, seed: int) -> list[np.ndarray]:
-    return [split_by_load(np.arange(n), _weights(rws, t, n), k) for t, n in enumerate(widths)]
+def block_partition(net: Layers, k: int, seed: int) -> list[np.ndarray]:
+    return [split_by_load(np.arange(n), net.rw(t), k) for t, n in enumerate(net.widths)]
 
 
-def random_partition(widths, rws, k: int, seed: int) -> list[np.ndarray]:
+def random_partition(net: Layers, k: int, seed: int) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
-    return [split_by_load(rng.permutation(n), _weights(rws, t, n), k) for t, n in enumerate(widths)]
-
-
-def _weights(rws, t: int, n: int) -> np.ndarray:
-    return np.zeros(n, np.int64) if t == 0 else rws[t - 1]
+    return [split_by_load(rng.permutation(n), net.rw(t), k) for t, n in enumerate(net.widths)]
 
 
 # ---------------------------------------------------------------- one layer against fixed neighbours
-def layer_subproblem(layers, rws, widths, t: int, parts, k: int):
-    """Hypergraph whose km1 is exactly the volume of the nets touching layer t's rows.
+def _led_nets(lead, counts: np.ndarray, members: np.ndarray):
+    """Nets given as runs of `members` (counts per net), each led by lead[net] unless lead is None:
+    (sizes, pins)."""
+    if lead is None:
+        return counts.astype(np.int64), members
+    sizes = counts.astype(np.int64) + 1
+    starts = np.cumsum(sizes) - sizes
+    pins = np.empty(int(sizes.sum()), np.int64)
+    pins[starts] = lead
+    is_member = np.ones(pins.size, bool)
+    is_member[starts] = False
+    pins[is_member] = members
+    return sizes, pins
 
-    Free vertices: the rows of layer t (and, for t = 1 before layer 0 is placed, the inputs with
-    weight 0). Fixed: K anchor vertices, one per part, weight 1. Incoming nets (t, j) lead with
-    anchor[part_{t-1}[j]] (no source pin when layer t−1 is unplaced: the layer's own spread of
-    readers); outgoing nets (t+1, i), when layer t+1 is placed, are {v_i^t} plus the anchors of
-    its readers' parts (readers of one part collapse into one pin: same km1).
-    Returns (num_vertices, net_indptr, pins, weights, fixed).
+
+def merge_nets(sizes: np.ndarray, pins: np.ndarray, nv: int):
+    """(indptr, pins, weights): nets with fewer than two pins dropped (they cost nothing), nets with
+    the same pins merged into one whose weight is their number (same km1, fewer nets to solve)."""
+    indptr = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    m = sp.csr_matrix((np.ones(pins.size, np.int8), pins, indptr), shape=(sizes.size, nv))[np.flatnonzero(sizes >= 2)]
+    if m.shape[0] == 0:
+        return np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    same = identical_rows(m)
+    weights = np.bincount(same)
+    first = np.full(weights.size, -1, np.int64)
+    first[same[::-1]] = np.arange(same.size - 1, -1, -1)
+    m = m[first]
+    return m.indptr.astype(np.int64), m.indices.astype(np.int64), weights.astype(np.int64)
+
+
+def layer_subproblem(net: Layers, t: int, parts, k: int):
+    """Hypergraph whose (weighted) km1 is exactly the volume of the nets touching layer t's rows,
+    for any layer partition that keeps each class of identical rows (`mergeable_rows`) together.
+
+    Free vertices: one per row class of layer t (weight: its rows' nonzeros), then, for t = 1
+    before layer 0 is placed, the inputs (weight 0). Fixed: K anchor vertices, one per part,
+    weight 1. Incoming nets (t, j) hold the classes reading j, led by anchor[part_{t-1}[j]] (no
+    leader when layer t−1 is unplaced: the layer's own spread of readers); outgoing nets
+    (t+1, i), when layer t+1 is placed, are {class of i} plus the anchors of its readers' parts
+    (readers of one part collapse into one pin: same km1). Identical rows read the same inputs,
+    so keeping them together never costs an incoming word, and the solver sees 16× fewer vertices
+    on RadiX-Net layers. Returns (num_vertices, net_indptr, pins, net_weights, vertex_weights, fixed).
     """
-    n = widths[t]
+    n, n_in = net.widths[t], net.widths[t - 1]
+    classes = net.classes(t)
+    n_cls = int(classes.max()) + 1 if n else 0
     free_inputs = t == 1 and parts[0] is None
-    n_free = n + (widths[0] if free_inputs else 0)
+    n_free = n_cls + (n_in if free_inputs else 0)
     nv = n_free + k
     anchor = n_free
-    w = layers[t - 1]
-    csc = sp.csc_matrix(w)
-    n_in = csc.shape[1]
-    readers_net = np.repeat(np.arange(n_in, dtype=np.int64), np.diff(csc.indptr))
-    net_ids, pin_ids = [readers_net], [csc.indices.astype(np.int64)]
-    if free_inputs or parts[t - 1] is not None:  # else: the layer on its own, nets of readers only
-        src = n + np.arange(n_in, dtype=np.int64) if free_inputs else anchor + parts[t - 1].astype(np.int64)
-        net_ids.append(np.arange(n_in, dtype=np.int64))
-        pin_ids.append(src)
-    n_nets = n_in
-    if t < len(layers) and parts[t + 1] is not None:
-        nxt = layers[t]
+    w = net.w(t)
+    if n_cls < n:  # one row per class: the classes' reading pattern
+        first = np.empty(n_cls, np.int64)
+        first[classes[::-1]] = np.arange(n - 1, -1, -1)
+        w = w[first]
+    readers = sp.csr_matrix((np.ones(w.nnz, np.int8), w.indices, w.indptr), shape=(n_cls, n_in)).tocsc()
+    if free_inputs:
+        lead = n_cls + np.arange(n_in, dtype=np.int64)
+    elif parts[t - 1] is not None:
+        lead = anchor + parts[t - 1].astype(np.int64)
+    else:
+        lead = None
+    sizes, pins = [None, None], [None, None]
+    sizes[0], pins[0] = _led_nets(lead, np.diff(readers.indptr), readers.indices.astype(np.int64))
+    if t < len(net) and parts[t + 1] is not None:
+        nxt = net.w(t + 1)
         reader_part = np.repeat(parts[t + 1].astype(np.int64), np.diff(nxt.indptr))
-        net_ids += [n_nets + np.arange(n, dtype=np.int64), n_nets + nxt.indices.astype(np.int64)]
-        pin_ids += [np.arange(n, dtype=np.int64), anchor + reader_part]
-        n_nets += n
-    indptr, pins = compact_nets(np.concatenate(net_ids), np.concatenate(pin_ids), nv, n_nets)
-    weights = np.concatenate([rws[t - 1], np.zeros(n_free - n, np.int64), np.ones(k, np.int64)])
+        row, q = np.divmod(distinct(nxt.indices.astype(np.int64) * k + reader_part, limit=n * k), k)
+        sizes[1], pins[1] = _led_nets(classes, np.bincount(row, minlength=n), anchor + q)
+    sizes = np.concatenate([s for s in sizes if s is not None])
+    indptr, pins, net_weights = merge_nets(sizes, np.concatenate([p for p in pins if p is not None]), nv)
+    weights = np.concatenate([np.bincount(classes, weights=net.rw(t), minlength=n_cls).astype(np.int64),
+                              np.zeros(n_free - n_cls, np.int64), np.ones(k, np.int64)])
     fixed = np.concatenate([np.full(n_free, -1, np.int64), np.arange(k, dtype=np.int64)])
-    return nv, indptr, pins, weights, fixed
-
-
-def compact_nets(net_ids: np.ndarray, pin_ids: np.ndarray, nv: int, n_nets: int):
-    """(indptr, pins) from (net, pin) pairs: each pin once per net (collapsed anchors and merged
-    rows repeat), nets with fewer than two pins dropped (they cost nothing)."""
-    net_of, pin_of = np.divmod(np.unique(net_ids * nv + pin_ids), nv)
-    sizes = np.bincount(net_of, minlength=n_nets)
-    indptr = np.concatenate([[0], np.cumsum(sizes[sizes >= 2])]).astype(np.int64)
-    return indptr, pin_of[sizes[net_of] >= 2]
+    return nv, indptr, pins, net_weights, weights, fixed
 
 
 def mergeable_rows(w) -> np.ndarray:
@@ -126,85 +217,64 @@ def mergeable_rows(w) -> np.ndarray:
     classes = identical_rows(w)
     empty = np.flatnonzero(np.diff(w.indptr) == 0)
     if empty.size:
-        classes = classes.copy()
-        classes[empty] = classes.max() + 1 + np.arange(empty.size)
-        classes = np.unique(classes, return_inverse=True)[1].reshape(-1)
+        key = classes.copy()
+        key[empty] = classes.max() + 1 + np.arange(empty.size)
+        first = np.empty(int(key.max()) + 1, np.int64)
+        first[key[::-1]] = np.arange(key.size - 1, -1, -1)
+        classes = number_by_first(first[key])
     return classes
 
 
-def merge_identical_rows(n: int, classes: np.ndarray, nv: int, indptr, pins, weights, fixed):
-    """The subproblem with layer t's identical rows (vertices < n) merged into one vertex per class.
-
-    Identical rows read the same inputs, so keeping them together never costs incoming words, and
-    the solver sees 16× fewer vertices on RadiX-Net layers. Returns the merged problem and the map
-    old vertex → new vertex."""
-    n_cls = int(classes.max()) + 1 if n else 0
-    new_id = np.concatenate([classes, n_cls + np.arange(nv - n, dtype=np.int64)])
-    nv_new = n_cls + nv - n
-    net_of = np.repeat(np.arange(indptr.size - 1, dtype=np.int64), np.diff(indptr))
-    indptr_new, pins_new = compact_nets(net_of, new_id[pins], nv_new, indptr.size - 1)
-    weights_new = np.bincount(new_id, weights=weights, minlength=nv_new).astype(np.int64)
-    fixed_new = np.full(nv_new, -1, np.int64)
-    fixed_new[new_id] = fixed
-    return (nv_new, indptr_new, pins_new, weights_new, fixed_new), new_id
-
-
-def solve_layer(layers, rws, widths, t, parts, k, epsilon, seed, preset, threads, classes=None):
-    """Partition layer t (and layer 0 when t = 1 and it is unplaced) against its fixed neighbours.
-
-    `classes` (identical rows of layer t, see `identical_rows`) lets the solver move them as one."""
-    nv, indptr, pins, weights, fixed = layer_subproblem(layers, rws, widths, t, parts, k)
-    n = widths[t]
-    new_id = None
-    if classes is not None and classes.size and classes.max() + 1 < n:
-        (nv, indptr, pins, weights, fixed), new_id = merge_identical_rows(n, classes, nv, indptr, pins, weights, fixed)
+def solve_layer(net: Layers, t: int, parts, k, epsilon, seed, preset, threads):
+    """Partition layer t (and layer 0 when t = 1 and it is unplaced) against its fixed neighbours."""
+    nv, indptr, pins, net_weights, weights, fixed = layer_subproblem(net, t, parts, k)
     if indptr.size > 1:
-        block = partition_hypergraph(nv, indptr, pins, k, epsilon, seed, weights, fixed=fixed,
-                                     preset=preset, threads=threads).partition
+        block = partition_hypergraph(nv, indptr, pins, k, epsilon, seed, weights, net_weights=net_weights,
+                                     fixed=fixed, preset=preset, threads=threads).partition
     else:  # nothing to cut (an empty layer): any balanced split is optimal
         block = split_by_load(np.arange(nv), weights, k)
-    if new_id is not None:
-        block = block[new_id]
-    new = block[:n].copy()
-    inputs = block[n:n + widths[0]].copy() if t == 1 and parts[0] is None else None
+    classes = net.classes(t)
+    n_cls = int(classes.max()) + 1 if classes.size else 0
+    dtype = id_dtype(k)
+    new = block[classes].astype(dtype)
+    inputs = block[n_cls:n_cls + net.widths[0]].astype(dtype) if t == 1 and parts[0] is None else None
     return new, inputs
 
 
-def local_volume(layers, widths, parts, t, k) -> int:
+def local_volume(net: Layers, parts, t, k) -> int:
     """Words of the nets touching layer t: layer t's incoming and (if placed) outgoing nets."""
-    total = layer_traffic(layers[t - 1], parts[t - 1], parts[t], k)[0].size
-    if t < len(layers) and parts[t + 1] is not None:
-        total += layer_traffic(layers[t], parts[t], parts[t + 1], k)[0].size
+    total = layer_traffic(net.w(t), parts[t - 1], parts[t], k)[0].size
+    if t < len(net) and parts[t + 1] is not None:
+        total += layer_traffic(net.w(t + 1), parts[t], parts[t + 1], k)[0].size
     return int(total)
 
 
-def place_inputs(layers, parts, k) -> np.ndarray:
+def place_inputs(net: Layers, parts, k) -> np.ndarray:
     """Exact optimum for layer 0 given layer 1: each input goes to the part holding most of its readers."""
-    w = layers[0]
-    counts = np.zeros((w.shape[1], k), np.int64)
-    np.add.at(counts, (w.indices, np.repeat(parts[1], np.diff(w.indptr))), 1)
-    return counts.argmax(axis=1).astype(np.int64)
+    w = net.w(1)
+    key = w.indices.astype(np.int64) * k + np.repeat(parts[1].astype(np.int64), np.diff(w.indptr))
+    counts = np.bincount(key, minlength=w.shape[1] * k).reshape(w.shape[1], k)
+    return counts.argmax(axis=1).astype(id_dtype(k))
 
 
-def sweep(layers, rws, widths, k, epsilon, seed, preset, threads, progress, classes):
+def sweep(net: Layers, k, epsilon, seed, preset, threads, progress):
     """Layer k partitioned with layer k−1 fixed, k = 1..L (layers 0 and 1 together)."""
-    parts = [None] * len(widths)
-    for t in range(1, len(widths)):
-        parts[t], inputs = solve_layer(layers, rws, widths, t, parts, k, epsilon, seed + t, preset, threads, classes[t])
+    parts = [None] * len(net.widths)
+    for t in range(1, len(net.widths)):
+        parts[t], inputs = solve_layer(net, t, parts, k, epsilon, seed + t, preset, threads)
         if inputs is not None:
             parts[0] = inputs
-        rebalance_layer(layers, rws, parts, t, k, epsilon)
+        rebalance_layer(net, parts, t, k, epsilon)
         if progress:
-            progress("sweep", t, len(widths) - 1)
+            progress("sweep", t, len(net.widths) - 1)
     return parts
 
 
 # ---------------------------------------------------------------- choosing among candidate layer partitions
 def reader_parts(w, part: np.ndarray, k: int) -> np.ndarray:
     """[input j, part q]: does part q hold a row reading j (the sets T_j of README, "Design reference")."""
-    csc = sp.csc_matrix(w)
     held = np.zeros((w.shape[1], k), bool)
-    held[np.repeat(np.arange(w.shape[1]), np.diff(csc.indptr)), part[csc.indices]] = True
+    held[w.indices, np.repeat(part, np.diff(w.indptr))] = True
     return held
 
 
@@ -216,34 +286,33 @@ def best_relabel(w, part_in: np.ndarray, part_out: np.ndarray, k: int, held=None
     from scipy.optimize import linear_sum_assignment
 
     held = reader_parts(w, part_out, k) if held is None else held
-    together = np.zeros((k, k))
-    np.add.at(together, part_in, held.astype(np.float64))  # [owner part, reader part]: columns in common
-    owner, reader = linear_sum_assignment(-together)
+    n_in = held.shape[0]
+    owner = sp.csr_matrix((np.ones(n_in), (part_in.astype(np.int64), np.arange(n_in))), shape=(k, n_in))
+    together = np.asarray(owner @ held.astype(np.float64))  # [owner part, reader part]: columns in common
+    rows, cols = linear_sum_assignment(-together)
     rename = np.empty(k, np.int64)
-    rename[reader] = owner
-    return int(held.sum() - together[owner, reader].sum()), rename
+    rename[cols] = rows
+    return int(held.sum() - together[rows, cols].sum()), rename
 
 
-def chains_from(layers, rws, widths, k, epsilon, seed, preset, threads, classes, window, starts, progress=None):
+def chains_from(net: Layers, k, epsilon, seed, preset, threads, window, starts, progress=None):
     """For each start layer t0: t0 partitioned on its own (no neighbours), then the next window−1
     layers swept from it. Returns [(t, layer partition), ...] in order."""
-    L = len(layers)
+    L = len(net)
     out = []
     for t0 in starts:
         chain = [None] * (L + 1)
         for t in range(t0, min(L, t0 + window - 1) + 1):
-            chain[t], _ = solve_layer(layers, rws, widths, t, chain, k, epsilon, seed + 7 * L * t0 + t, preset,
-                                      threads, classes[t])
-            rebalance_layer(layers, rws, chain, t, k, epsilon)
+            chain[t], _ = solve_layer(net, t, chain, k, epsilon, seed + 7 * L * t0 + t, preset, threads)
+            rebalance_layer(net, chain, t, k, epsilon)
             out.append((t, chain[t]))
         if progress:
             progress("candidates", t0, L)
     return out
 
 
-def _chain_share(network, k, epsilon, seed, preset, window, starts):
-    layers, rws, widths, classes = network
-    return chains_from(layers, rws, widths, k, epsilon, seed, preset, 1, classes, window, starts)
+def _chain_share(net, k, epsilon, seed, preset, window, starts):
+    return chains_from(net, k, epsilon, seed, preset, 1, window, starts)
 
 
 def in_processes(task, common: tuple, shares: list) -> list:
@@ -313,36 +382,37 @@ def _run_share(task, common, share, index, results):
         results.put((index, False, f"{e.__class__.__name__}: {e}"))
 
 
-def candidate_chains(layers, rws, widths, k, epsilon, seed, preset, threads, classes, window, progress=None, jobs=1):
+def candidate_chains(net: Layers, k, epsilon, seed, preset, threads, window, progress=None, jobs=1):
     """Extra candidate partitions per layer (`chains_from` every layer). They carry each layer's own
     structure, which a sweep started elsewhere can lose for good (a RadiX-Net block changes
     structure every few layers). `jobs` processes share the start layers, each a fixed share."""
-    L = len(layers)
+    L = len(net)
     starts = list(range(1, L + 1))
     if jobs > 1:
         shares = [starts[w::jobs] for w in range(jobs)]
-        done = in_processes(_chain_share, ((layers, rws, widths, classes), k, epsilon, seed, preset, window), shares)
+        done = in_processes(_chain_share, (net, k, epsilon, seed, preset, window), shares)
         pairs = [pair for share in done for pair in share]
         if progress:
             progress(f"candidates ({jobs} processes)", L, L)
     else:
-        pairs = chains_from(layers, rws, widths, k, epsilon, seed, preset, threads, classes, window, starts, progress)
+        pairs = chains_from(net, k, epsilon, seed, preset, threads, window, starts, progress)
     cands = [[] for _ in range(L + 1)]
     for t, part in pairs:  # fixed order: by share, then start layer — the same for the same jobs
         cands[t].append(part)
     return cands
 
 
-def choose_candidates(layers, widths, cands, k):
+def choose_candidates(net: Layers, cands, k):
     """The sequence of candidates (one per layer) with the least volume, by dynamic programming
     over the layers, each candidate renamed to suit the one before (`best_relabel`). Returns the
-    layer partitions (inputs placed optimally) and their volume."""
-    L = len(layers)
-    cost = np.array([reader_parts(layers[0], c, k).sum() - widths[0] for c in cands[1]], np.float64)
+    layer partitions (inputs placed optimally) and their volume. Reads the layers in order, twice."""
+    L = len(net)
+    cost = np.array([reader_parts(net.w(1), c, k).sum() - net.widths[0] for c in cands[1]], np.float64)
     back = [None, None]
     for t in range(2, L + 1):
-        held = [reader_parts(layers[t - 1], c, k) for c in cands[t]]
-        step = np.array([[best_relabel(layers[t - 1], prev, c, k, h)[0] for c, h in zip(cands[t], held)]
+        w = net.w(t)
+        held = [reader_parts(w, c, k) for c in cands[t]]
+        step = np.array([[best_relabel(w, prev, c, k, h)[0] for c, h in zip(cands[t], held)]
                          for prev in cands[t - 1]], np.float64)
         total = cost[:, None] + step
         back.append(total.argmin(axis=0))
@@ -354,84 +424,83 @@ def choose_candidates(layers, widths, cands, k):
     parts = [None] * (L + 1)
     parts[1] = cands[1][pick[1]].copy()
     for t in range(2, L + 1):
-        _, rename = best_relabel(layers[t - 1], parts[t - 1], cands[t][pick[t]], k)
-        parts[t] = rename[cands[t][pick[t]]]
-    parts[0] = place_inputs(layers, parts, k)
+        _, rename = best_relabel(net.w(t), parts[t - 1], cands[t][pick[t]], k)
+        parts[t] = rename.astype(parts[t - 1].dtype)[cands[t][pick[t]]]
+    parts[0] = place_inputs(net, parts, k)
     return parts, int(cost.min())
 
 
-def improve_layer(layers, rws, widths, parts, t, k, epsilon, seed, preset, threads, classes):
+def improve_layer(net: Layers, parts, t, k, epsilon, seed, preset, threads):
     """Re-solve layer t with both neighbours fixed; the new layer partition, or None if no better."""
-    before = local_volume(layers, widths, parts, t, k)
+    before = local_volume(net, parts, t, k)
     trial = list(parts)
-    trial[t], _ = solve_layer(layers, rws, widths, t, trial, k, epsilon, seed, preset, threads, classes[t])
-    rebalance_layer(layers, rws, trial, t, k, epsilon)
-    return trial[t] if local_volume(layers, widths, trial, t, k) < before else None
+    trial[t], _ = solve_layer(net, t, trial, k, epsilon, seed, preset, threads)
+    rebalance_layer(net, trial, t, k, epsilon)
+    return trial[t] if local_volume(net, trial, t, k) < before else None
 
 
-def _refine_share(network, k, epsilon, preset, batch):
+def _refine_share(net, k, epsilon, preset, batch):
     """Re-solve a fixed batch of layers (in order): [(t, new layer partition or None), ...]."""
-    layers, rws, widths, classes = network
     out = []
     for t, neighbours, seed in batch:
-        parts = [None] * len(widths)
+        parts = [None] * len(net.widths)
         for offset, p in zip((-1, 0, 1), neighbours):
             if p is not None:
                 parts[t + offset] = p
-        out.append((t, improve_layer(layers, rws, widths, parts, t, k, epsilon, seed, preset, 1, classes)))
+        out.append((t, improve_layer(net, parts, t, k, epsilon, seed, preset, 1)))
     return out
 
 
-def refine(layers, rws, widths, parts, k, epsilon, seed, preset, threads, passes, progress, classes, jobs=1):
+def refine(net: Layers, parts, k, epsilon, seed, preset, threads, passes, progress, jobs=1):
     """Block-coordinate descent, red-black: every odd layer is re-solved with both (even) neighbours
     fixed, then every even layer; a new layer partition is kept only if it lowers the exact local
     volume. Layers of one colour are independent, so `jobs` processes solve them in parallel, each
     a fixed share (same seed and jobs → same result)."""
-    L = len(layers)
+    L = len(net)
     for n in range(passes):
         for colour in (1, 0):
             work = [(t, (parts[t - 1], parts[t], parts[t + 1] if t < L else None), seed + 7919 * (n + 1) + t)
                     for t in range(1, L + 1) if t % 2 == colour]
             if jobs > 1:
-                done = in_processes(_refine_share, ((layers, rws, widths, classes), k, epsilon, preset),
-                                    [work[w::jobs] for w in range(jobs)])
+                done = in_processes(_refine_share, (net, k, epsilon, preset), [work[w::jobs] for w in range(jobs)])
                 got = dict(item for share in done for item in share)
                 results = [got[t] for t, _, _ in work]
             else:
-                results = [improve_layer(layers, rws, widths, parts, t, k, epsilon, sd, preset, threads, classes)
-                           for t, _, sd in work]
+                results = [improve_layer(net, parts, t, k, epsilon, sd, preset, threads) for t, _, sd in work]
             for (t, _, _), new in zip(work, results):
                 if new is not None:
                     parts[t] = new
-        parts[0] = place_inputs(layers, parts, k)
+        parts[0] = place_inputs(net, parts, k)
         if progress:
             progress(f"refinement pass {n + 1}/{passes}", L, L)
     return parts
 
 
 # ---------------------------------------------------------------- balance repair
-def rebalance_layer(layers, rws, parts, t: int, k: int, epsilon: float) -> int:
+def rebalance_layer(net: Layers, parts, t: int, k: int, epsilon: float) -> int:
     """Move rows of layer t out of overloaded parts, each move the cheapest in volume. Returns moves."""
-    w = rws[t - 1]
+    w = net.rw(t)
     bound = layer_capacity(w, k, epsilon)
     loads = np.bincount(parts[t], weights=w, minlength=k).astype(np.int64)
     if loads.max() <= bound:
         return 0
-    W = layers[t - 1]
-    owner_in = parts[t - 1] if parts[t - 1] is not None else np.full(W.shape[1], -1, np.int64)
+    W = net.w(t)
+    part = parts[t].astype(np.int64)
+    owner_in = parts[t - 1].astype(np.int64) if parts[t - 1] is not None else np.full(W.shape[1], -1, np.int64)
     pattern = sp.csr_matrix((np.ones(W.nnz), W.indices, W.indptr), shape=W.shape)
-    cnt_in = np.zeros((W.shape[1], k), np.int64)  # readers of input j in part q
-    np.add.at(cnt_in, (W.indices, np.repeat(parts[t], np.diff(W.indptr))), 1)
-    has_out = t < len(layers) and parts[t + 1] is not None  # next layer may not be partitioned yet
+    cnt_in = np.bincount(W.indices.astype(np.int64) * k + np.repeat(part, np.diff(W.indptr)),
+                         minlength=W.shape[1] * k).reshape(W.shape[1], k)  # readers of input j in part q
+    has_out = t < len(net) and parts[t + 1] is not None  # next layer may not be partitioned yet
     if has_out:
-        Wn = layers[t]
-        cnt_out = np.zeros((W.shape[0], k), np.int64)  # readers (in layer t+1) of neuron i in part q
-        np.add.at(cnt_out, (Wn.indices, np.repeat(parts[t + 1], np.diff(Wn.indptr))), 1)
+        Wn = net.w(t + 1)
+        cnt_out = np.bincount(Wn.indices.astype(np.int64) * k + np.repeat(parts[t + 1].astype(np.int64),
+                                                                          np.diff(Wn.indptr)),
+                              minlength=W.shape[0] * k).reshape(W.shape[0], k)  # readers of neuron i in part q
     moves = 0
     not_owner = owner_in[:, None] != np.arange(k)[None, :]
     while loads.max() > bound:
         p = int(np.argmax(loads))
-        cand = np.flatnonzero(parts[t] == p)
+        cand = np.flatnonzero(part == p)
         fits = (loads[None, :] + w[cand, None] <= bound) & (np.arange(k)[None, :] != p)
         if not fits.any():
             raise UserError(f"layer {t}: cannot balance within ε={epsilon} (rows too heavy for K={k})")
@@ -447,10 +516,11 @@ def rebalance_layer(layers, rws, parts, t: int, k: int, epsilon: float) -> int:
         cols = W.indices[W.indptr[i]:W.indptr[i + 1]]
         cnt_in[cols, p] -= 1
         cnt_in[cols, q] += 1
-        parts[t][i] = q
+        part[i] = q
         loads[p] -= w[i]
         loads[q] += w[i]
         moves += 1
+    parts[t] = part.astype(id_dtype(k))
     return moves
 
 
@@ -466,38 +536,39 @@ def check_k(widths, k: int) -> None:
 def partition_network(layers, widths, k: int, method: str, epsilon: float = 0.03, seed: int = 0,
                       passes: int = 1, preset: str = "quality", threads: int = 1, verbose: bool = False,
                       jobs: int = 1):
-    """Return (part over all vertices, metrics dict incl. seconds). Balance verified per layer."""
+    """Return (part over all vertices, in the smallest integer type that holds K; metrics dict incl.
+    seconds). Balance verified per layer. `layers`: a list of W^k, or a `network.LayerFile`, which
+    keeps memory to a few layers plus the partition (workers read the file themselves)."""
     if method not in METHODS:
         raise UserError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
     if not 0 <= epsilon < 1:
         raise UserError(f"--epsilon must be in [0, 1) (got {epsilon})")
     check_k(widths, k)
-    rws = row_weights(layers)
+    net = Layers(layers, widths)
     t0 = time.perf_counter()
     progress = _progress(method, k) if verbose else None
-    L = len(layers)
+    L = len(net)
     if k == 1:
-        parts = [np.zeros(n, np.int64) for n in widths]
+        parts = [np.zeros(n, id_dtype(k)) for n in widths]
     elif method == "block":
-        parts = block_partition(widths, rws, k, seed)
+        parts = block_partition(net, k, seed)
     elif method == "random":
-        parts = random_partition(widths, rws, k, seed)
+        parts = random_partition(net, k, seed)
     else:
-        classes = [None] + [mergeable_rows(w) for w in layers]
-        parts = sweep(layers, rws, widths, k, epsilon, seed, preset, threads, progress, classes)
+        parts = sweep(net, k, epsilon, seed, preset, threads, progress)
         if method == "hypergraph":
-            cands = candidate_chains(layers, rws, widths, k, epsilon, seed, preset, threads, classes, WINDOW, progress,
-                                     jobs)
+            cands = candidate_chains(net, k, epsilon, seed, preset, threads, WINDOW, progress, jobs)
             for t in range(1, L + 1):
                 cands[t].insert(0, parts[t])  # the sweep itself stays a candidate: never worse than it
-            parts, _ = choose_candidates(layers, widths, cands, k)
-            parts = refine(layers, rws, widths, parts, k, epsilon, seed, preset, threads, passes, progress, classes,
-                           jobs)
+            parts, _ = choose_candidates(net, cands, k)
+            del cands
+            parts = refine(net, parts, k, epsilon, seed, preset, threads, passes, progress, jobs)
     for t in range(1, L + 1):
-        rebalance_layer(layers, rws, parts, t, k, epsilon)
-    part = np.concatenate(parts).astype(np.int64)
+        rebalance_layer(net, parts, t, k, epsilon)
+    part = np.concatenate(parts)
+    del parts
     seconds = time.perf_counter() - t0
-    metrics = partition_metrics(layers, widths, part, k, epsilon)
+    metrics = partition_metrics(net, widths, part, k, epsilon)
     if not metrics["balanced"]:  # a bug, not a user error: every method must meet the bound
         raise RuntimeError(f"{method}: layers {metrics['unbalanced_layers'][:5]} exceed the balance bound")
     metrics.update({"method": method, "seed": seed, "seconds": seconds,

@@ -78,7 +78,9 @@ def id_dtype(k: int) -> np.dtype:
 def write_partition(part: np.ndarray, path, sidecar: dict | None = None, k: int | None = None) -> None:
     """PART (text), PART.npy (binary) and PART.json (metrics, time, parameters), each written
     atomically; the text streamed in chunks. The binary is written last, so it is never older."""
-    part = np.asarray(part, dtype=np.int64)
+    part = np.asarray(part)
+    if part.dtype.kind not in "iu":
+        raise TypeError(f"part ids must be integers, not {part.dtype}")
     k = int(part.max()) + 1 if k is None and part.size else (k or 1)
     with atomic_path(path) as tmp, open(tmp, "w") as f:
         for lo in range(0, part.size, 1 << 20):

@@ -12,6 +12,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from .arrays import distinct
 from .errors import UserError
 
 
@@ -29,7 +30,7 @@ def layer_traffic(w, part_in: np.ndarray, part_out: np.ndarray, k_parts: int):
     cols = w.indices.astype(np.int64)
     recv = part_out[rows].astype(np.int64)
     remote = recv != part_in[cols]
-    key = np.unique(cols[remote] * k_parts + recv[remote])
+    key = distinct(cols[remote] * k_parts + recv[remote], limit=w.shape[1] * k_parts)
     j, q = np.divmod(key, k_parts)
     return part_in[j].astype(np.int64), q, j
 
@@ -73,7 +74,7 @@ def partition_metrics(layers, widths, part: np.ndarray, k_parts: int, epsilon: f
         n_layers = k
         senders, receivers, _ = layer_traffic(w, parts[k - 1], parts[k], k_parts)
         per_layer_volume.append(int(senders.size))
-        per_layer_messages.append(int(np.unique(senders * k_parts + receivers).size))
+        per_layer_messages.append(int(distinct(senders * k_parts + receivers, limit=k_parts * k_parts).size))
         s = np.bincount(senders, minlength=k_parts)
         r = np.bincount(receivers, minlength=k_parts)
         fwd_sent += s

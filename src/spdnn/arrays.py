@@ -1,0 +1,45 @@
+"""Array helpers used on every layer, where numpy's general-purpose paths are slow.
+
+`np.unique(x)` without flags takes numpy 2.x's hash-table path: 1.1–2.7 s for 2·10⁶ int64 keys
+here, against 0.04 s for a sort and 0.01 s for a bitmap. A Graph Challenge layer at N = 65536 has
+2·10⁶ nonzeros, and the partitioner asks for distinct (input, part) pairs several times per layer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+BITMAP_LIMIT = 1 << 28  # keys below this: a bitmap (≤ 256 MB of bools), else a sort
+
+
+def distinct(keys: np.ndarray, limit: int | None = None) -> np.ndarray:
+    """Sorted distinct values of non-negative integer `keys` (int64). `limit`, when known, is an
+    upper bound on the keys (exclusive): below BITMAP_LIMIT a bitmap is used, O(limit + n)."""
+    keys = np.asarray(keys)
+    if keys.size == 0:
+        return np.zeros(0, np.int64)
+    if limit is not None and limit <= BITMAP_LIMIT:
+        seen = np.zeros(int(limit), bool)
+        seen[keys] = True
+        return np.flatnonzero(seen)
+    s = np.sort(keys.astype(np.int64, copy=False))
+    return s[np.concatenate([[True], s[1:] != s[:-1]])]
+
+
+def first_of_groups(key: np.ndarray) -> np.ndarray:
+    """rep[i] = the first index with key[i]'s value (a stable sort, not numpy's hash unique)."""
+    n = key.size
+    order = np.argsort(key, kind="stable")
+    ks = key[order]
+    starts = np.concatenate([[True], ks[1:] != ks[:-1]])
+    group = np.cumsum(starts) - 1
+    rep = np.empty(n, np.int64)
+    rep[order] = order[starts][group]
+    return rep
+
+
+def number_by_first(rep: np.ndarray) -> np.ndarray:
+    """Class ids 0, 1, … numbered in order of each class's first member, given rep[i] = the first
+    index of i's class (rep[i] ≤ i, rep[rep[i]] = rep[i])."""
+    is_first = rep == np.arange(rep.size)
+    return (np.cumsum(is_first) - 1)[rep].astype(np.int64)
