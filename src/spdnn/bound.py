@@ -45,13 +45,16 @@ contribute 0 (still valid).
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 import time
+from collections import OrderedDict
 
 import numpy as np
 import scipy.sparse as sp
 
+from .arrays import distinct
 from .hypergraph import identical_rows
 from .volume import layer_capacity
 
@@ -71,7 +74,7 @@ def _incidence(row_class, col_class, w: sp.csr_matrix):
     """(row class, column class) pairs of the layer, each once, sorted by row class; and the counts."""
     n_r, n_c = int(row_class.max()) + 1, int(col_class.max()) + 1
     rows = np.repeat(np.arange(w.shape[0]), np.diff(w.indptr))
-    a, c = np.divmod(np.unique(row_class[rows] * n_c + col_class[w.indices]), n_c)
+    a, c = np.divmod(distinct(row_class[rows] * n_c + col_class[w.indices], limit=n_r * n_c), n_c)
     return a, c, n_r, n_c
 
 
@@ -178,13 +181,16 @@ def arc_bound(m: np.ndarray, cyc, lengths) -> np.ndarray:
     n_r = m.shape[0]
     best = np.full((lengths + 1, n_r + 1), -np.inf)
     best[0] = 0.0
+    # Prefix sums along each cycle (walked twice, for arcs that wrap), once: every arc length
+    # reads its sums from them.
+    runs = [np.concatenate([np.zeros((n_r, 1)), np.cumsum(m[:, np.concatenate([cols, cols])], axis=1)], axis=1)
+            for _, cols in cyc]
     for length in range(1, lengths + 1):
         sums = []
-        for _, cols in cyc:
+        for (_, cols), run in zip(cyc, runs):
             ell = cols.size
             if length > ell:
                 continue
-            run = np.concatenate([np.zeros((n_r, 1)), np.cumsum(m[:, np.concatenate([cols, cols])], axis=1)], axis=1)
             starts = np.arange(ell if length < ell else 1)
             sums.append((run[:, starts + length] - run[:, starts]).T)  # [start, row]
         if sums:
@@ -215,8 +221,32 @@ RUNS = 4  # partial runs tracked per part and layer; more fall back to the gener
 SPAN = 12  # row-class counts above the least possible one tracked with runs
 
 
+def _digest(*arrays) -> str:
+    """A table's cache key: a digest of what it is computed from (not a copy of it)."""
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(str(a.shape).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+class TableCache(OrderedDict):
+    """The alignment tables of the last few distinct layer structures (RadiX-Net layers repeat with
+    a short period, so a few suffice): memory stays bounded whatever the depth."""
+
+    def __init__(self, keep: int = 16):
+        super().__init__()
+        self.keep = keep
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > self.keep:
+            self.popitem(last=False)
+
+
 def _generic_alignment(m, prev_u, cache):
-    key = ("generic", m.tobytes(), m.shape, int(prev_u.max()))
+    key = ("generic", _digest(m), int(prev_u.max()))
     if key not in cache:
         cache[key] = submatrix_bound(m, int(prev_u.max()))
     return cache[key][prev_u]  # [prev state, v]
@@ -230,7 +260,7 @@ def _row_runs_alignment(m, prev_cyc, prev_u, prev_r, cache):
     if len(ell) != 1:
         return out
     ell = ell.pop()
-    key = ("rows", m.tobytes(), str([r.tolist() for r, _ in prev_cyc]), int(prev_u.max()))
+    key = ("rows", _digest(m, *(r for r, _ in prev_cyc)), int(prev_u.max()))
     if key not in cache:
         piece = arc_bound(m.T, [(c, r) for r, c in prev_cyc], ell)  # [rows in run, v]
         cache[key] = runs_bound(piece, 1, ell - 1, ell, int(prev_u.max()), RUNS)  # [r', u', v]
@@ -248,7 +278,7 @@ def _col_runs_alignment(m, cyc, prev_u, u, r, cache):
         return np.full((prev_u.size, u.size), np.inf)
     ell = ell.pop()
     total = int((u + r).max())
-    key = ("cols", m.tobytes(), str([c.tolist() for _, c in cyc]), total)
+    key = ("cols", _digest(m, *(c for _, c in cyc)), total)
     if key not in cache:
         piece = arc_bound(m, cyc, ell)  # [columns in arc, u']
         cache[key] = runs_bound(piece, 2, ell, ell, total, RUNS)  # [r, v, u']
@@ -267,7 +297,7 @@ def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = 
     partial runs along them, so that exactly u + r column classes are read; r = RUNS + 1 stands
     for "more runs" or "no cycles" and gets the generic bound (≥ e(u) classes)."""
     prev = None  # (u of state, r of state, rows a part may hold, row classes, cycles)
-    cache: dict = {}
+    cache = TableCache()
     costs, counts, sizes, u_states = [], [], [], []
     cells = 0
     for t, w in enumerate(layers, start=1):

@@ -44,12 +44,16 @@ def cmd_generate(a):
     _log(f"wrote {a.output}: {len(stream.widths) - 1} layers, widths {stream.widths[0]}..{stream.widths[-1]}, {nnz} nonzeros")
 
 
-def _every_tenth(what: str):
-    """progress(done, total): a line per ~10 % on stderr (long stages show progress)."""
+def _every_tenth(what: str, every: int = 64):
+    """progress(done, total): a line per ~10 % on stderr (long stages show progress); when the
+    total is not known yet (an archive's layers), a line every `every` layers."""
     state = {"next": 0.1, "t0": time.perf_counter()}
 
     def report(done, total):
-        if done / total >= state["next"] or done == total:
+        if total is None:
+            if done % every == 0:
+                _log(f"  {what}: {done} layers ({time.perf_counter() - state['t0']:.1f} s)")
+        elif done / total >= state["next"] or done == total:
             _log(f"  {what}: layer {done}/{total} ({time.perf_counter() - state['t0']:.1f} s)")
             state["next"] = done / total + 0.1
 
@@ -57,13 +61,13 @@ def _every_tenth(what: str):
 
 
 def cmd_import_gc(a):
-    from .graphchallenge import import_gc
-    from .network import write_network
+    from .graphchallenge import import_gc_to_file
 
     t0 = time.perf_counter()
-    net = import_gc(a.src, layers=a.layers, bias=a.bias, ymax=a.ymax)
-    write_network(net, a.output)
-    _log(f"imported {net.num_layers} layers, {net.nnz} nonzeros in {time.perf_counter() - t0:.2f} s -> {a.output}")
+    header = import_gc_to_file(a.src, a.output, layers=a.layers, bias=a.bias, ymax=a.ymax,
+                               progress=_every_tenth("import-gc", every=64))
+    _log(f"imported {len(header['widths']) - 1} layers, {header['nnz']} nonzeros in {time.perf_counter() - t0:.2f} s "
+         f"-> {a.output}")
 
 
 def cmd_export_gc(a):
@@ -158,21 +162,21 @@ def cmd_volume(a):
 
 def cmd_bound(a):
     from .bound import BoundBudget, volume_lower_bound
-    from .network import read_network
+    from .network import LayerFile
     from .partition import check_k
 
-    net = read_network(a.network)
+    layers = LayerFile(a.network)  # one pass over the layers per K, one layer in memory at a time
     for k in a.k:
-        check_k(net.widths, k)
+        check_k(layers.widths, k)
     for k in a.k:
-        step = max(1, -(-net.num_layers // 10))
+        step = max(1, -(-len(layers) // 10))
 
         def progress(t, total, k=k):
             if t % step == 0 or t == total:
                 _log(f"  bound K={k}: layer tables {t}/{total}")
 
         try:
-            result = volume_lower_bound(net.layers, net.widths, k, a.epsilon, a.iterations, progress=progress,
+            result = volume_lower_bound(layers, layers.widths, k, a.epsilon, a.iterations, progress=progress,
                                         max_seconds=a.max_seconds, max_memory_gb=a.max_memory)
         except BoundBudget as e:  # not an error: the workflow goes on, the tables show no bound
             result = {"k": k, "epsilon": a.epsilon, "lower_bound_forward": None, "reason": str(e)}

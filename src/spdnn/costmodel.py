@@ -22,7 +22,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.optimize import nnls
 
-from .volume import split_by_layer
+from .arrays import distinct
+from .volume import layer_loads, layer_traffic, split_by_layer
 
 COMPUTE_PASSES = 3  # forward SpMM, backward SpMM, pattern gradient
 
@@ -40,26 +41,17 @@ class CostParams:
 
 
 def rank_layer_stats(layers, widths, part: np.ndarray, k_parts: int):
-    """(L × K) arrays: load (nnz of owned rows), messages and words sent + received per sample."""
+    """(L × K) arrays: load (nnz of owned rows), messages and words sent + received per sample.
+    `layers`: any iterable of W^k (a `network.LayerFile` streams: one layer in memory)."""
     parts = split_by_layer(part, widths)
-    L = len(layers)
-    load = np.zeros((L, k_parts))
-    msgs = np.zeros((L, k_parts))
-    words = np.zeros((L, k_parts))
+    load, msgs, words = [], [], []
     for t, w in enumerate(layers):
-        rows = np.repeat(np.arange(w.shape[0]), np.diff(w.indptr))
-        load[t] = np.bincount(parts[t + 1], weights=np.diff(w.indptr), minlength=k_parts)
-        recv = parts[t + 1][rows].astype(np.int64)
-        src = parts[t][w.indices].astype(np.int64)
-        remote = recv != src
-        key = np.unique(w.indices[remote].astype(np.int64) * k_parts + recv[remote])
-        j, q = np.divmod(key, k_parts)
-        p = parts[t][j].astype(np.int64)
-        words[t] = np.bincount(p, minlength=k_parts) + np.bincount(q, minlength=k_parts)
-        pairs = np.unique(p * k_parts + q)
-        sp_, rq = np.divmod(pairs, k_parts)
-        msgs[t] = np.bincount(sp_, minlength=k_parts) + np.bincount(rq, minlength=k_parts)
-    return load, msgs, words
+        load.append(layer_loads(w, parts[t + 1], k_parts))
+        p, q, _ = layer_traffic(w, parts[t], parts[t + 1], k_parts)  # one (sender, receiver) per word
+        words.append(np.bincount(p, minlength=k_parts) + np.bincount(q, minlength=k_parts))
+        senders, receivers = np.divmod(distinct(p * k_parts + q, limit=k_parts * k_parts), k_parts)
+        msgs.append(np.bincount(senders, minlength=k_parts) + np.bincount(receivers, minlength=k_parts))
+    return tuple(np.array(a, dtype=np.float64).reshape(len(load), k_parts) for a in (load, msgs, words))
 
 
 def rowwise_terms(stats, batch: int, params: CostParams) -> float:
@@ -122,26 +114,27 @@ def predict_table(runs, partitions: list[str], batch_sizes: list[int], max_fit_k
 
     import pandas as pd
 
-    from .network import read_network
+    from .network import LayerFile, describe
     from .partition_io import read_partition
 
-    nets, stats = {}, {}
+    sizes, stats = {}, {}
     for p in partitions:
         m = re.search(r"([a-z]+)-k(\d+)\.part$", p)
         method, k = m.group(1), int(m.group(2))
         net_path = network_of(p)
-        if net_path not in nets:
-            nets[net_path] = read_network(net_path)
-        net = nets[net_path]
         network = net_path.split("/")[-2]
-        stats[(network, method, k)] = (rank_layer_stats(net.layers, net.widths, read_partition(p), k), net)
+        layers = LayerFile(net_path)  # streamed per partition: one layer in memory, never the network
+        if network not in sizes:
+            sizes[network] = (describe(net_path)["nnz_total"], layers.widths)
+        stats[(network, method, k)] = rank_layer_stats(layers, layers.widths, read_partition(p), k)
+        layers.close()
 
     def features(network, method, k, mode, batch, params=None):
         if mode == "data-parallel":
-            net = next(n for (nw, _, _), (_, n) in stats.items() if nw == network)
-            return data_parallel_features(net.nnz, net.nnz + sum(net.widths[1:]), net.num_layers, k, batch)
+            nnz, widths = sizes[network]
+            return data_parallel_features(nnz, nnz + sum(widths[1:]), len(widths) - 1, k, batch)
         key = (network, "trivial" if method == "none" else method, k)
-        return rowwise_features(stats[key][0], batch, params) if key in stats else None
+        return rowwise_features(stats[key], batch, params) if key in stats else None
 
     train = runs[runs["kind"] == "train"] if len(runs) else runs
     fit_rows = [r for _, r in train.iterrows() if r["k"] <= max_fit_k and r["step_seconds"] == r["step_seconds"]]

@@ -115,44 +115,63 @@ class NetworkWriter:
         with NetworkWriter(path, widths, ymax, activation, provenance) as out:
             for k, (w, b) in enumerate(layers, start=1):
                 out.write_layer(k, w, b)
-    """
 
-    def __init__(self, path, widths, ymax=np.inf, activation="relu", provenance=None, attrs=None):
+    `any_order=True` accepts layers in any order (an archive's members come in its own order);
+    `widths=None` defers the widths, and `set_header` sets them and the other attributes before
+    the end (an importer learns the depth and the provenance only after the last layer)."""
+
+    def __init__(self, path, widths, ymax=np.inf, activation="relu", provenance=None, attrs=None,
+                 any_order: bool = False):
         self._atomic = atomic_path(path)
         tmp = self._atomic.__enter__()
-        self.widths = [int(x) for x in widths]
         self.f = h5py.File(tmp, "w", track_order=False, libver=("earliest", "v110"))
         self.f.attrs["format"] = FORMAT
         self.f.attrs["format_version"] = FORMAT_VERSION
-        self.f.attrs["widths"] = np.asarray(self.widths, dtype=np.int64)
-        self.f.attrs["ymax"] = np.float64(ymax)
-        self.f.attrs["activation"] = activation
-        self.f.attrs["provenance"] = json.dumps(provenance or {}, sort_keys=True)
+        self.widths = None
+        self.set_header(widths, ymax, activation, provenance)
         self.f.attrs["spdnn_version"] = __version__
         for key, value in (attrs or {}).items():
             self.f.attrs[key] = value
-        self.written = 0
+        self.any_order = any_order
+        self.done: set[int] = set()
+
+    @property
+    def written(self) -> int:
+        return len(self.done)
+
+    def set_header(self, widths=None, ymax=np.inf, activation="relu", provenance=None) -> None:
+        if widths is not None:
+            self.widths = [int(x) for x in widths]
+            self.f.attrs["widths"] = np.asarray(self.widths, dtype=np.int64)
+        self.f.attrs["ymax"] = np.float64(ymax)
+        self.f.attrs["activation"] = activation
+        self.f.attrs["provenance"] = json.dumps(provenance or {}, sort_keys=True)
 
     def write_layer(self, k: int, w: sp.csr_matrix, bias) -> None:
-        if k != self.written + 1:
-            raise ValueError(f"layers must be written in order (got {k} after {self.written})")
-        if w.shape != (self.widths[k], self.widths[k - 1]):
+        if k in self.done or not self.any_order and k != self.written + 1:
+            raise ValueError(f"layers must be written once each, in order (got {k} after {self.written})")
+        if self.widths is not None and w.shape != (self.widths[k], self.widths[k - 1]):
             raise UserError(f"layer {k} has shape {w.shape}, the widths say {(self.widths[k], self.widths[k - 1])}")
         g = self.f.create_group(_layer_name(k))
         _dataset(g, "indptr", w.indptr.astype(np.int64))
         _dataset(g, "indices", w.indices.astype(np.int32))
         _dataset(g, "data", w.data.astype(np.float32))
         _dataset(g, "bias", np.asarray(bias, dtype=np.float32))
-        self.written = k
+        self.done.add(k)
+
+    def replace_bias(self, k: int, bias) -> None:
+        """Overwrite layer k's bias (same length) in place."""
+        self.f[_layer_name(k)]["bias"][...] = np.asarray(bias, dtype=np.float32)
 
     def __enter__(self):
         return self
 
     def __exit__(self, exc_type, exc, tb):
         self.f.close()
-        incomplete = exc_type is None and self.written != len(self.widths) - 1
+        expected = None if self.widths is None else len(self.widths) - 1
+        incomplete = exc_type is None and self.done != set(range(1, (expected or 0) + 1))
         if incomplete:
-            exc = RuntimeError(f"network file: wrote {self.written} of {len(self.widths) - 1} layers")
+            exc = RuntimeError(f"network file: wrote {self.written} of {expected} layers")
         if exc is None:
             self._atomic.__exit__(None, None, None)  # complete: rename into place
             return False

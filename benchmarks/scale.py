@@ -1,0 +1,183 @@
+"""Offline stages against network size: seconds, peak RSS of all processes, nonzeros per second.
+
+    python benchmarks/scale.py [--sizes 1024x120,4096x120,16384x120,65536x120] [--k 8] [--jobs 2]
+                               [--stages generate,export-gc,import-gc,hypergraph,partition,volume,bound,infer]
+                               [--work benchmarks/out/scale] [--stage-timeout 3600] [--keep]
+
+Every stage is the `spdnn` command a workflow rule runs, in its own process tree; a sampler adds
+up the resident memory of the command and all its descendants (the partitioner's worker
+processes included) every 0.2 s, so "peak RSS" is that of all processes, not of one. Networks are
+generated RadiX-Nets with the Graph Challenge's biases (seed 0); `import-gc` reads the challenge
+TSV files that `export-gc` wrote; `infer` is serial inference of the digits inputs (`spdnn
+images`). Expected shape: seconds ∝ nonzeros, memory flat in L.
+
+A stage that fails, or runs past --stage-timeout, is recorded with why, and the stages after it
+that need its output are skipped. Rows are appended to WORK/scale.jsonl as they finish (a long
+run can be stopped and resumed: finished stages are not re-run unless --fresh), then printed as
+a table and written to benchmarks/out/scale.csv. Outputs are deleted after each size unless --keep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = ("generate", "export-gc", "import-gc", "hypergraph", "partition", "volume", "bound", "infer")
+NEEDS = {"export-gc": "generate", "import-gc": "export-gc", "hypergraph": "generate", "partition": "generate",
+         "volume": "partition", "bound": "generate", "infer": "generate"}
+
+
+def tree_rss_bytes(root: int) -> int:
+    """Resident memory of `root` and all its descendants (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    total, todo = 0, [root]
+    page = os.sysconf("SC_PAGE_SIZE")
+    while todo:
+        pid = todo.pop()
+        try:
+            with open(f"/proc/{pid}/statm") as f:
+                total += int(f.read().split()[1]) * page
+        except (OSError, IndexError, ValueError):
+            pass
+        todo.extend(children.get(pid, []))
+    return total
+
+
+def run_measured(args, timeout: float, log: Path) -> dict:
+    """Run a command; wall seconds, peak RSS of its process tree, exit status."""
+    peak = [0]
+    with open(log, "w") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([str(a) for a in args], stdout=subprocess.PIPE, stderr=err, text=True)
+        done = threading.Event()
+
+        def sample():
+            while not done.wait(0.2):
+                peak[0] = max(peak[0], tree_rss_bytes(proc.pid))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+            status = "ok" if proc.returncode == 0 else f"failed (exit {proc.returncode})"
+        except subprocess.TimeoutExpired:
+            proc.terminate()  # SIGTERM: spdnn stops its workers and leaves no output
+            out, _ = proc.communicate()
+            status = f"stopped after {timeout:.0f} s (--stage-timeout)"
+        seconds = time.perf_counter() - t0
+        done.set()
+        sampler.join()
+    if status.startswith("failed"):
+        lines = [ln for ln in log.read_text().splitlines() if ln.strip()]
+        status += ": " + (lines[-1][:160] if lines else "no message")
+    return {"seconds": round(seconds, 1), "peak_rss_mb": round(peak[0] / 2**20), "status": status, "stdout": out}
+
+
+def stage_command(stage: str, n: int, layers: int, k: int, jobs: int, d: Path):
+    spdnn = BIN / "spdnn"
+    net = d / "net.h5"
+    return {
+        "generate": [spdnn, "generate", "radixnet", "--neurons", n, "--layers", layers, "--seed", 0, "-o", net],
+        "export-gc": [spdnn, "export-gc", net, d / "gc"],
+        "import-gc": [spdnn, "import-gc", d / "gc" / f"neuron{n}", "-o", d / "imported.h5"],
+        "hypergraph": [spdnn, "hypergraph", net, "-o", d / "net.hgr"],
+        "partition": [spdnn, "partition", net, "-k", k, "--method", "hypergraph", "--jobs", jobs, "-o", d / "p.part"],
+        "volume": [spdnn, "volume", net, d / "p.part", "-k", k],
+        "bound": [spdnn, "bound", net, "-k", k, "--max-seconds", 1800, "--max-memory", 8],
+        "infer": [spdnn, "infer", net, d / "images.tsv", "-o", d / "categories.tsv"],
+    }[stage]
+
+
+def measure_size(n: int, layers: int, args, done: dict, out: Path) -> None:
+    d = Path(args.work) / f"r{n}x{layers}"
+    d.mkdir(parents=True, exist_ok=True)
+    ok = {s for (size, s), row in done.items() if size == f"{n}x{layers}" and row["status"] == "ok"}
+    nnz = next((row["nnz"] for (size, _), row in done.items() if size == f"{n}x{layers}"), None)
+    for stage in args.stages:
+        if (f"{n}x{layers}", stage) in done:
+            continue
+        need = NEEDS.get(stage)
+        if need and need not in ok and not (need == "generate" and (d / "net.h5").exists()):
+            row = {"status": f"skipped: {need} did not finish"}
+        else:
+            if stage == "infer" and not (d / "images.tsv").exists():
+                subprocess.run([BIN / "spdnn", "images", "--network", d / "net.h5", "-o", d / "images.tsv"],
+                               check=True, capture_output=True)
+            row = run_measured(stage_command(stage, n, layers, args.k, args.jobs, d), args.stage_timeout,
+                               d / f"{stage}.log")
+            row.pop("stdout")
+        if stage == "generate" and row["status"] == "ok" or nnz is None and (d / "net.h5").exists():
+            info = subprocess.run([BIN / "spdnn", "info", "--quick", d / "net.h5"], capture_output=True, text=True)
+            nnz = json.loads(info.stdout)["nnz_total"] if info.returncode == 0 else None
+        if stage == "hypergraph" and (d / "net.hgr").exists():
+            row["output_gb"] = round((d / "net.hgr").stat().st_size / 1e9, 1)
+            (d / "net.hgr").unlink()  # the largest output by far: text pins
+        row.update({"N": n, "L": layers, "nnz": nnz, "stage": stage})
+        if row["status"] == "ok":
+            ok.add(stage)
+            row["nnz_per_s"] = round(nnz / row["seconds"]) if nnz and row["seconds"] else None
+        done[(f"{n}x{layers}", stage)] = row
+        with open(out, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(f"  {n}x{layers} {stage}: {row['status']}, {row.get('seconds', '-')} s, "
+              f"{row.get('peak_rss_mb', '-')} MB", file=sys.stderr, flush=True)
+    if not args.keep:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="1024x120,4096x120,16384x120,65536x120")
+    ap.add_argument("--stages", default=",".join(STAGES))
+    ap.add_argument("--k", type=int, default=8)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--work", default=str(ROOT / "benchmarks" / "out" / "scale"))
+    ap.add_argument("--stage-timeout", type=float, default=3600)
+    ap.add_argument("--keep", action="store_true", help="keep each size's files (several GB at 65536x1920)")
+    ap.add_argument("--fresh", action="store_true", help="forget earlier rows in WORK/scale.jsonl")
+    args = ap.parse_args()
+    args.stages = [s for s in args.stages.split(",") if s]
+    unknown = set(args.stages) - set(STAGES)
+    if unknown:
+        ap.error(f"unknown stages {sorted(unknown)} (choose from {', '.join(STAGES)})")
+    Path(args.work).mkdir(parents=True, exist_ok=True)
+    out = Path(args.work) / "scale.jsonl"
+    if args.fresh and out.exists():
+        out.unlink()
+    done = {}
+    if out.exists():
+        for line in out.read_text().splitlines():
+            row = json.loads(line)
+            done[(f"{row['N']}x{row['L']}", row["stage"])] = row
+    for size in args.sizes.split(","):
+        n, layers = (int(x) for x in size.lower().split("x"))
+        measure_size(n, layers, args, done, out)
+    import pandas as pd
+
+    rows = [row for (size, stage), row in done.items()]
+    table = pd.DataFrame(rows)[["N", "L", "nnz", "stage", "seconds", "peak_rss_mb", "nnz_per_s", "status"]]
+    print(table.to_string(index=False))
+    (ROOT / "benchmarks" / "out").mkdir(exist_ok=True)
+    table.to_csv(ROOT / "benchmarks" / "out" / "scale.csv", index=False)
+
+
+if __name__ == "__main__":
+    main()
