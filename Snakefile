@@ -14,6 +14,7 @@ if not workflow.overwrite_configfiles:
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/resources.smk"
 include: "workflow/rules/networks.smk"
 include: "workflow/rules/partition.smk"
 include: "workflow/rules/runs.smk"

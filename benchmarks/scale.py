@@ -143,6 +143,27 @@ def measure_size(n: int, layers: int, args, done: dict, out: Path) -> None:
         shutil.rmtree(d, ignore_errors=True)
 
 
+def markdown(table) -> str:
+    """The README's layout: one row per network, one column per stage (seconds / peak RSS MB)."""
+    stages = [s for s in STAGES if s in set(table["stage"])]
+    lines = ["| network | nonzeros | " + " | ".join(stages) + " |", "|---|---|" + "---|" * len(stages)]
+    for (n, layers), rows in table.groupby(["N", "L"], sort=True):
+        by = {r.stage: r for r in rows.itertuples()}
+        nnz = rows["nnz"].dropna()
+        cells = []
+        for s in stages:
+            r = by.get(s)
+            if r is None:
+                cells.append("")
+            elif r.status == "ok":
+                cells.append(f"{r.seconds:,.0f} s / {r.peak_rss_mb:,.0f} MB")
+            else:
+                cells.append(r.status.split(":")[0])
+        lines.append(f"| {n}×{layers} | {nnz.iloc[0]:.2g} | " + " | ".join(cells) + " |" if len(nnz) else
+                     f"| {n}×{layers} | | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="1024x120,4096x120,16384x120,65536x120")
@@ -153,6 +174,7 @@ def main() -> None:
     ap.add_argument("--stage-timeout", type=float, default=3600)
     ap.add_argument("--keep", action="store_true", help="keep each size's files (several GB at 65536x1920)")
     ap.add_argument("--fresh", action="store_true", help="forget earlier rows in WORK/scale.jsonl")
+    ap.add_argument("--markdown", action="store_true", help="also print the README's table")
     args = ap.parse_args()
     args.stages = [s for s in args.stages.split(",") if s]
     unknown = set(args.stages) - set(STAGES)
@@ -175,6 +197,8 @@ def main() -> None:
     rows = [row for (size, stage), row in done.items()]
     table = pd.DataFrame(rows)[["N", "L", "nnz", "stage", "seconds", "peak_rss_mb", "nnz_per_s", "status"]]
     print(table.to_string(index=False))
+    if args.markdown:
+        print(markdown(table))
     (ROOT / "benchmarks" / "out").mkdir(exist_ok=True)
     table.to_csv(ROOT / "benchmarks" / "out" / "scale.csv", index=False)
 

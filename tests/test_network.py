@@ -202,3 +202,30 @@ def test_fetch_gc_from_file_url(tmp_path):
     proc = spdnn("fetch-gc", "--neurons", 4, "--layers", 1, "--root", root.as_uri() + "/", dest, check=False)
     assert_user_error(proc, "gzip integrity")
     assert not (dest / "sparse-images-4.tsv.gz").exists()
+
+
+def test_import_streams_an_archive_in_any_member_order(tmp_path):
+    """An archive yields its members in its own order: here layers shuffled, then network.json and
+    the per-neuron bias files last. The streamed import (one layer at a time, each written as it
+    comes) gives back the exported network, biases included; a missing layer leaves no output."""
+    import random
+
+    net = random_sparse([30, 20, 20, 10], 3, seed=1)
+    net.biases = [np.random.default_rng(k).normal(size=n).astype(np.float32) for k, n in enumerate(net.widths[1:])]
+    export_gc(net, tmp_path / "exp")
+    files = [f for f in (tmp_path / "exp").rglob("*") if f.is_file()]
+    layers = [f for f in files if f.name.endswith(".tsv") and "bias" not in f.name]
+    random.Random(3).shuffle(layers)
+    late = sorted(set(files) - set(layers))
+    assert any("bias" in f.name for f in late) and any(f.name == "network.json" for f in late)
+    for name, members in (("all", layers + late), ("gap", layers[1:] + late)):
+        with tarfile.open(tmp_path / f"{name}.tar.gz", "w:gz") as tf:
+            for f in members:
+                tf.add(f, arcname=str(f.relative_to(tmp_path / "exp")))
+    spdnn("import-gc", tmp_path / "all.tar.gz", "-o", tmp_path / "all.h5")
+    nets_equal(read_network(tmp_path / "all.h5"), net)
+    nets_equal(import_gc(tmp_path / "all.tar.gz"), net)
+    proc = spdnn("import-gc", tmp_path / "gap.tar.gz", "-o", tmp_path / "gap.h5", check=False)
+    missing = layers[0].name
+    assert_user_error(proc, "missing layer file", missing)
+    assert not (tmp_path / "gap.h5").exists() and not list(tmp_path.glob(".gap.h5*"))

@@ -15,7 +15,8 @@ from spdnn.network import write_network
 
 
 def peak_rss_mb(*args) -> float:
-    """Run `spdnn args` and return its own peak RSS (wait4: this child only)."""
+    """Run `spdnn args` and return its peak RSS (wait4: the larger of the command's own and that of
+    the largest process it waited for: a partition worker that received the network shows)."""
     proc = subprocess.Popen([str(BIN / "spdnn"), *map(str, args)], env=env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -39,6 +40,8 @@ def sizes(tmp_path_factory):
             "partition block": ["partition", net, "-k", 4, "--method", "block", "-o", d / f"p{layers}.part"],
             "volume": ["volume", net, d / f"p{layers}.part"],
             "export-gc": ["export-gc", net, d / f"gc{layers}"],
+            "import-gc": ["import-gc", d / f"gc{layers}" / "neuron4096", "-o", d / f"imported{layers}.h5"],
+            "partition hypergraph": ["partition", net, "-k", 4, "--jobs", 2, "-o", d / f"h{layers}.part"],
             "reinit": ["reinit", net, "-o", d / f"he{layers}.h5"],
             "infer (serial)": ["infer", net, d / "im.tsv", "-o", d / f"c{layers}.tsv"],
         }
@@ -46,7 +49,8 @@ def sizes(tmp_path_factory):
     return d, rss
 
 
-@pytest.mark.parametrize("stage", ["generate", "info", "hypergraph", "volume", "export-gc", "reinit", "infer (serial)"])
+@pytest.mark.parametrize("stage", ["generate", "info", "hypergraph", "partition block", "partition hypergraph", "volume",
+                                   "export-gc", "import-gc", "reinit", "infer (serial)"])
 def test_peak_memory_does_not_grow_with_layers(sizes, stage):
     _, rss = sizes
     # 64 layers of 4096×4096 with 32 nonzeros per row: 8.4e6 nonzeros, ~100 MB in memory at once.
@@ -60,3 +64,32 @@ def test_streamed_outputs_equal_the_in_memory_ones(sizes, tmp_path):
     assert (tmp_path / "n.h5").read_bytes() == (d / "n8.h5").read_bytes()
     write_hgr(build_hypergraph(net.layers, net.widths), tmp_path / "n.hgr")
     assert (tmp_path / "n.hgr").read_bytes() == (d / "n8.hgr").read_bytes()
+
+
+def test_streamed_import_equals_the_network(sizes):
+    """`spdnn import-gc` writes layers in the order the source yields them; the network read back
+    is the one exported, layer for layer."""
+    from spdnn.network import read_network
+
+    d, _ = sizes
+    a, b = read_network(d / "n8.h5"), read_network(d / "imported8.h5")
+    assert a.widths == b.widths and a.ymax == b.ymax
+    for wa, wb, ba, bb in zip(a.layers, b.layers, a.biases, b.biases):
+        assert (wa != wb).nnz == 0 and (ba == bb).all()
+
+
+def test_streamed_partition_equals_the_in_memory_one(sizes):
+    """`spdnn partition` reads layers from the file (its workers too); the in-memory call on the
+    same network gives the same partition, byte for byte."""
+    import json
+
+    import numpy as np
+
+    from spdnn.partition import partition_network
+
+    d, _ = sizes
+    net = radixnet(4096, 8, 0)
+    meta = json.loads((d / "h8.part.json").read_text())
+    part, _ = partition_network(net.layers, net.widths, 4, "hypergraph", meta["epsilon"], meta["seed"],
+                                passes=meta["passes"], preset=meta["preset"], jobs=2)
+    np.testing.assert_array_equal(part, np.load(d / "h8.part.npy"))

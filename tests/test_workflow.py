@@ -164,6 +164,45 @@ def test_slurm_profile(tmp_path):
     assert seen == {1, 2}
 
 
+# Peak RSS of all processes, MB, measured by benchmarks/scale.py on the 65536x1920 RadiX-Net
+# (4.0e9 nonzeros; README "Scale"): what the suite's SLURM requests must cover.
+MEASURED_PEAK_MB_65536x1920 = {"network": 332, "partition": None, "serial_inference": None}
+
+
+def _job_resources(text: str, network: str) -> dict:
+    """{rule: [resources dict of each planned job of `network`]} from a dry run's job lines."""
+    out: dict = {}
+    for rule, body in re.findall(r"^rule (\w+):\n(.*?)(?=^\[|\Z)", text, flags=re.S | re.M):
+        if f"network={network}," not in body and f"network={network}\n" not in body:
+            continue
+        res = dict(re.findall(r"(\w+)=([^,\n]*)", re.search(r"resources: (.*)", body).group(1)))
+        out.setdefault(rule, []).append(res)
+    return out
+
+
+def test_graphchallenge_suite_plans_with_slurm_resources_from_network_size(tmp_path):
+    """The suite config passes the schema and plans all 12 networks; under the SLURM profile every
+    job of the largest network asks for at least the peak memory measured for its stage, and a
+    larger network never asks for less than a smaller one."""
+    pytest.importorskip("snakemake_executor_plugin_slurm")
+    proc = smk(tmp_path, "--configfile", ROOT / "config" / "graphchallenge-suite.yaml", "--profile",
+               ROOT / "profiles" / "slurm", "-n")
+    text = proc.stdout + proc.stderr
+    jobs = planned_jobs(proc)
+    assert jobs.count("network") == 12 and jobs.count("serial_inference") == 12 and "train_run" not in jobs
+    big = _job_resources(text, "gc65536-l1920")
+    small = _job_resources(text, "gc1024-l120")
+    for rule, peak in MEASURED_PEAK_MB_65536x1920.items():
+        if peak is not None:
+            assert all(int(r["mem_mb"]) >= peak for r in big[rule]), (rule, big[rule], peak)
+    assert {len(big["partition"]), len(big["bound"])} == {10, 5}  # K = 2, 8, 32, 128, 1024; two methods
+    for rule in ("network", "partition", "bound", "serial_inference"):
+        assert min(int(r["mem_mb"]) for r in big[rule]) >= max(int(r["mem_mb"]) for r in small[rule]), rule
+        assert min(int(r["runtime"]) for r in big[rule]) >= max(int(r["runtime"]) for r in small[rule]), rule
+    for r in big["infer_run"]:
+        assert int(r["mem_mb_per_cpu"]) > 0
+
+
 def test_graphchallenge_network_fetched_from_a_url(tmp_path):
     """config: fetch: downloads the official layout (here from a file:// mirror) and runs on it."""
     import gzip

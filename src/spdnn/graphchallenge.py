@@ -144,10 +144,10 @@ def import_gc(src, layers: int | None = None, bias: float | None = None, ymax: f
     def put(k, w, b):
         ws[k], bs[k] = w, b
 
-    def fix_bias(k, b):
-        bs[k] = b
+    def fix(k, b, shape):
+        ws[k], bs[k] = ws[k] if shape is None else reshape_rows(ws[k], shape), b
 
-    header = stream_gc(src, layers, bias, ymax, put, fix_bias)
+    header = stream_gc(src, layers, bias, ymax, put, fix)
     order = sorted(ws)
     return Network([ws[k] for k in order], [bs[k] for k in order], ymax=header["ymax"],
                    activation=header["activation"], provenance=header["provenance"])
@@ -160,87 +160,139 @@ def import_gc_to_file(src, path, layers: int | None = None, bias: float | None =
     so memory is one layer's text and matrix whatever the depth. Atomic: a bad or missing layer
     file leaves no output. Returns the header (widths, nnz, ...)."""
     with NetworkWriter(path, None, any_order=True) as out:
-        header = stream_gc(src, layers, bias, ymax, out.write_layer, out.replace_bias, progress)
+        def fix(k, b, shape):  # shape: None, or the true one of a layer first taken as N x N
+            if shape is None:
+                out.replace_bias(k, b)
+            else:
+                out.rewrite_layer(k, reshape_rows(out.read_layer(k), shape), b)
+
+        header = stream_gc(src, layers, bias, ymax, out.write_layer, fix, progress)
         out.set_header(header["widths"], header["ymax"], header["activation"], header["provenance"])
     return header
 
 
-def stream_gc(src, layers, bias, ymax, put, fix_bias, progress=None) -> dict:
-    """The import, one layer file at a time: put(k, W^k, b^k) as each is parsed; fix_bias(k, b)
-    for layers written before a network.json that names their bias. Returns the header."""
+def reshape_rows(w: sp.csr_matrix, shape) -> sp.csr_matrix:
+    """W read as n0 x n0 before network.json gave its true shape: the same entries, other bounds."""
+    n_out, n_in = shape
+    if w.indptr[min(n_out, w.shape[0])] != w.nnz or (w.nnz and int(w.indices.max()) >= n_in):
+        raise ValueError(f"entries outside {n_out}x{n_in}")
+    indptr = np.concatenate([w.indptr[:n_out + 1], np.full(max(0, n_out - w.shape[0]), w.nnz, w.indptr.dtype)])
+    return sp.csr_matrix((w.data, w.indices, indptr), shape=shape)
+
+
+def stream_gc(src, layers, bias, ymax, put, fix, progress=None) -> dict:
+    """The import, one layer file at a time: put(k, W^k, b^k) as each is parsed. A layer read before
+    network.json (an archive's order) is taken as N x N with the challenge bias, the official
+    layout; fix(k, b, shape) later gives it the bias network.json names, and its shape when that
+    is not N x N (else shape is None). A layer whose
+    entries do not fit N x N waits for network.json (only such layers are held). Returns the header."""
     src = Path(src)
     if not src.exists():
         raise UserError(f"{src}: no such file or directory")
+    state = _Import(src, layers, bias, put)
     wanted = lambda name: bool(LAYER_RE.search(name)) or name.endswith(("network.json", "-bias.tsv"))  # noqa: E731
-    meta, extras, digests, shapes, early, neurons = None, {}, {}, {}, [], set()
-    nnz = 0
     for name, where, raw in _members(src, wanted):
         if name.endswith("network.json"):
             try:
-                meta = json.loads(raw)
+                state.meta = json.loads(raw)
             except json.JSONDecodeError as e:
                 raise UserError(f"{where}: invalid JSON ({e})") from None
-            continue
-        if name.endswith("-bias.tsv"):
-            extras[name] = raw
-            continue
+            for k, held in sorted(state.pending.items()):
+                state.emit(k, *held)
+            state.pending.clear()
+        elif name.endswith("-bias.tsv"):
+            state.extras[name] = raw
+        else:
+            state.layer(name, where, raw)
+            if progress:
+                progress(len(state.shapes), state.depth())
+    return state.finish(fix, ymax)
+
+
+class _Import:
+    """What `stream_gc` knows so far: network.json, bias files, layers written and held."""
+
+    def __init__(self, src, layers, bias, put):
+        self.src, self.layers, self.bias, self.put = src, layers, bias, put
+        self.meta, self.extras, self.digests, self.shapes, self.pending = None, {}, {}, {}, {}
+        self.early, self.neurons, self.nnz = [], set(), 0
+
+    def depth(self):
+        return self.layers if self.layers is not None else (len(self.meta["widths"]) - 1 if self.meta else None)
+
+    def shape(self, k):
+        w = self.meta["widths"] if self.meta else None
+        n0 = next(iter(self.neurons))
+        return (w[k], w[k - 1]) if w and k < len(w) else (n0, n0)
+
+    def layer(self, name, where, raw):
         m = LAYER_RE.search(name)
         k = int(m.group(2))
-        neurons.add(int(m.group(1)))
-        if len(neurons) > 1:
-            raise UserError(f"{src}: layer files name different neuron counts {sorted(neurons)}")
-        depth = layers if layers is not None else (len(meta["widths"]) - 1 if meta else None)
-        if depth is not None and k > depth:
-            continue
-        n0 = int(m.group(1))
-        shape = (meta["widths"][k], meta["widths"][k - 1]) if meta and k < len(meta["widths"]) else (n0, n0)
+        self.neurons.add(int(m.group(1)))
+        if len(self.neurons) > 1:
+            raise UserError(f"{self.src}: layer files name different neuron counts {sorted(self.neurons)}")
+        if self.depth() is not None and k > self.depth():
+            return
         r, c, v = parse_triples(raw, where)
+        self.digests[name] = hashlib.sha256(raw).hexdigest()
+        del raw
+        shape = self.shape(k)
+        if self.meta is None and r.size and (r.max() >= shape[1] or c.max() >= shape[0]):
+            # 1-based ids beyond N x N: a non-square layer whose network.json comes later (or an error)
+            self.pending[k] = (where, r.astype(np.int32), c.astype(np.int32), v.astype(np.float32))
+            return
+        self.emit(k, where, r, c, v)
+
+    def emit(self, k, where, r, c, v):
+        shape = self.shape(k)
         _check_bounds(r, shape[1], where, "row")
         _check_bounds(c, shape[0], where, "column")
         # TSV row = input neuron = our column; TSV col = output neuron = our row.
         w = sp.csr_matrix((v.astype(np.float32), (c.astype(np.int32), r.astype(np.int32))), shape=shape)
-        digests[name] = hashlib.sha256(raw).hexdigest()
-        del raw, r, c, v
-        named = meta["biases"][k - 1] if meta and k <= len(meta["biases"]) else None
-        if meta is None or isinstance(named, str) and not any(n.endswith(named) for n in extras):
-            early.append(k)  # its bias (a network.json, a bias file) comes later in the archive
-            b = np.full(shape[0], gc_bias(n0, bias), np.float32)
+        named = self.meta["biases"][k - 1] if self.meta and k <= len(self.meta["biases"]) else None
+        if self.meta is None or isinstance(named, str) and not any(n.endswith(named) for n in self.extras):
+            self.early.append(k)  # its bias (network.json, a bias file) comes later in the archive
+            b = np.full(shape[0], gc_bias(next(iter(self.neurons)), self.bias), np.float32)
         else:
-            b = _bias_from_meta(meta, k, shape[0], extras, src)
-        put(k, w, b)
-        shapes[k] = shape
-        nnz += w.nnz
-        if progress:
-            progress(len(shapes), depth)
-    if not shapes:
-        raise UserError(f"{src}: no layer files n{{N}}-l{{k}}.tsv found")
-    n0 = neurons.pop()
-    count = layers if layers is not None else (len(meta["widths"]) - 1 if meta else max(shapes))
-    missing = [k for k in range(1, count + 1) if k not in shapes]
-    if missing:
-        raise UserError(f"{src}: missing layer file n{n0}-l{missing[0]}.tsv (need layers 1..{count})")
-    extra = sorted(k for k in shapes if k > count)
-    if extra:
-        raise UserError(f"{src}: layer file n{n0}-l{extra[0]}.tsv is beyond the {count} layers of network.json")
-    widths = [int(x) for x in meta["widths"][: count + 1]] if meta else [n0] * (count + 1)
-    for k, shape in shapes.items():
-        if shape != (widths[k], widths[k - 1]):
-            raise UserError(f"{src}: layer {k} was read as {shape[0]}x{shape[1]}, network.json says "
-                            f"{widths[k]}x{widths[k - 1]}")
-    if meta:
-        for k in early:
-            fix_bias(k, _bias_from_meta(meta, k, widths[k], extras, src))
-        net_ymax = float(meta.get("ymax", GC_YMAX)) if meta.get("ymax") is not None else np.inf
-        activation = meta.get("activation", "relu")
-    else:
-        net_ymax, activation = GC_YMAX, "relu"
-    if ymax is not None:
-        net_ymax = ymax
-    prov = {"generator": "import-gc", "source": src.name, "layers": count, "sha256": dict(sorted(digests.items())),
-            "spdnn_version": __version__}
-    if meta and "provenance" in meta:
-        prov["source_provenance"] = meta["provenance"]
-    return {"widths": widths, "ymax": net_ymax, "activation": activation, "provenance": prov, "nnz": nnz}
+            b = _bias_from_meta(self.meta, k, shape[0], self.extras, self.src)
+        self.put(k, w, b)
+        self.shapes[k] = shape
+        self.nnz += w.nnz
+
+    def finish(self, fix, ymax) -> dict:
+        for k, held in sorted(self.pending.items()):  # no network.json: N x N, and the bounds say what is wrong
+            self.emit(k, *held)
+        if not self.shapes:
+            raise UserError(f"{self.src}: no layer files n{{N}}-l{{k}}.tsv found")
+        n0, meta = next(iter(self.neurons)), self.meta
+        count = self.depth() if self.depth() is not None else max(self.shapes)
+        missing = [k for k in range(1, count + 1) if k not in self.shapes]
+        if missing:
+            raise UserError(f"{self.src}: missing layer file n{n0}-l{missing[0]}.tsv (need layers 1..{count})")
+        extra = sorted(k for k in self.shapes if k > count)
+        if extra:
+            raise UserError(f"{self.src}: layer file n{n0}-l{extra[0]}.tsv is beyond the {count} layers of network.json")
+        widths = [int(x) for x in meta["widths"][: count + 1]] if meta else [n0] * (count + 1)
+        if meta:
+            for k in self.early:
+                shape = (widths[k], widths[k - 1])
+                try:
+                    fix(k, _bias_from_meta(meta, k, widths[k], self.extras, self.src),
+                        None if shape == self.shapes[k] else shape)
+                except ValueError:
+                    raise UserError(f"{self.src}: layer {k} has entries outside the {shape[0]}x{shape[1]} "
+                                    f"that network.json gives it") from None
+            net_ymax = float(meta.get("ymax", GC_YMAX)) if meta.get("ymax") is not None else np.inf
+            activation = meta.get("activation", "relu")
+        else:
+            net_ymax, activation = GC_YMAX, "relu"
+        if ymax is not None:
+            net_ymax = ymax
+        prov = {"generator": "import-gc", "source": self.src.name, "layers": count,
+                "sha256": dict(sorted(self.digests.items())), "spdnn_version": __version__}
+        if meta and "provenance" in meta:
+            prov["source_provenance"] = meta["provenance"]
+        return {"widths": widths, "ymax": net_ymax, "activation": activation, "provenance": prov, "nnz": self.nnz}
 
 
 def _bias_from_meta(meta, k, width, extras: dict, src):

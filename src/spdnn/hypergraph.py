@@ -123,7 +123,7 @@ def write_hgr_layers(widths, layers, path, chunk_pins: int = 1 << 16, progress=N
     same bytes as `write_hgr(build_hypergraph(...))`. Returns (vertices, nets, pins)."""
     off = vertex_offsets(widths)
     num_nets = int(np.sum(widths[:-1], dtype=np.int64))
-    weights = np.zeros(int(off[-1]), np.int64)
+    weights = np.zeros(int(off[-1]), np.int32)  # one per neuron: row nonzeros fit in 32 bits
     total_pins = 0
     with atomic_path(path) as tmp, open(tmp, "w") as f:
         f.write(f"{num_nets} {int(off[-1])} 10\n")

@@ -163,6 +163,19 @@ class NetworkWriter:
         """Overwrite layer k's bias (same length) in place."""
         self.f[_layer_name(k)]["bias"][...] = np.asarray(bias, dtype=np.float32)
 
+    def read_layer(self, k: int) -> sp.csr_matrix:
+        """Layer k as written (its shape from its own arrays: widths may not be set yet)."""
+        g = self.f[_layer_name(k)]
+        indptr, indices = g["indptr"][:], g["indices"][:]
+        n_in = int(indices.max()) + 1 if indices.size else 0
+        return sp.csr_matrix((g["data"][:], indices, indptr), shape=(indptr.size - 1, n_in))
+
+    def rewrite_layer(self, k: int, w: sp.csr_matrix, bias) -> None:
+        """Replace layer k (a new shape): the old datasets are unlinked, then written anew."""
+        del self.f[_layer_name(k)]
+        self.done.discard(k)
+        self.write_layer(k, w, bias)
+
     def __enter__(self):
         return self
 

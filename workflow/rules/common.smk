@@ -118,11 +118,11 @@ def run_targets():
             rowwise = ["none"] if k == 1 else methods  # K = 1: the serial run, no partition needed
             for method in rowwise:
                 out.append(f"results/{network}/runs/infer-{method}-k{k}-row-wise.json")
-                for b in RUNS["batch_sizes"]:
+                for b in RUNS["batch_sizes"] if RUNS["train"] else []:
                     out.append(f"results/{network}/runs/train-{method}-k{k}-row-wise-b{b}.json")
             if "data-parallel" in RUNS["modes"] and k > 1:
                 out.append(f"results/{network}/runs/infer-none-k{k}-data-parallel.json")
-                for b in RUNS["batch_sizes"]:
+                for b in RUNS["batch_sizes"] if RUNS["train"] else []:
                     out.append(f"results/{network}/runs/train-none-k{k}-data-parallel-b{b}.json")
     return out
 

@@ -8,6 +8,9 @@ rule network:
         "results/{network}/network.h5",
     params:
         args=network_args,
+    resources:
+        mem_mb=network_mem_mb,
+        runtime=network_runtime,
     log:
         "logs/{network}/network.log",
     benchmark:
@@ -101,6 +104,9 @@ rule serial_inference:
         "results/benchmarks/{network}/serial_inference.tsv"
     conda:
         "../../envs/spdnn.yaml"
+    resources:
+        mem_mb=inference_mem_mb,
+        runtime=inference_runtime,
     params:
         truth=truth_arg,
     shell:

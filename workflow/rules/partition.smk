@@ -6,6 +6,9 @@ rule hypergraph:
         "results/{network}/network.h5",
     output:
         "results/{network}/network.hgr",
+    resources:
+        mem_mb=hypergraph_mem_mb,
+        runtime=network_runtime,
     log:
         "logs/{network}/hypergraph.log",
     conda:
@@ -24,6 +27,9 @@ rule partition:
     wildcard_constraints:
         method="hypergraph|sweep|random|block",
     threads: PART["jobs"]
+    resources:
+        mem_mb=partition_mem_mb,
+        runtime=partition_runtime,
     params:
         epsilon=PART["epsilon"],
         seed=PART["seed"],
@@ -48,6 +54,9 @@ rule bound:
         "results/{network}/network.h5",
     output:
         "results/{network}/bounds/k{k}.json",
+    resources:
+        mem_mb=bound_mem_mb,
+        runtime=bound_runtime,
     params:
         epsilon=PART["epsilon"],
         # Past either budget the rule writes "lower_bound_forward": null with the reason: the

@@ -16,6 +16,7 @@ rule infer_run:
     resources:
         tasks=lambda wc: int(wc.k),
         mpi=mpi_resource,
+        mem_mb_per_cpu=run_mem_mb_per_cpu,
     params:
         launch=launch,
         part=lambda wc, input: "" if wc.mode == "data-parallel" else f"--partition {input.part}",
@@ -48,6 +49,7 @@ rule train_run:
     resources:
         tasks=lambda wc: int(wc.k),
         mpi=mpi_resource,
+        mem_mb_per_cpu=run_mem_mb_per_cpu,
     params:
         launch=launch,
         part=lambda wc, input: "" if wc.mode == "data-parallel" else f"--partition {input.part}",

@@ -1,0 +1,100 @@
+# Cluster resources per job, from the network's size in the config (a dry run has no files yet).
+# mem_mb is the peak RSS of all the job's processes that benchmarks/scale.py measured for that stage,
+# as a function of the size, with a margin; runtime (minutes) likewise from the measured rates of a
+# 2-core machine. Locally these matter only with --resources; on SLURM they become --mem / -t
+# (README "Running on a SLURM cluster", where the measurements are).
+
+GC_NNZ_PER_ROW = 32  # RadiX-Net / Graph Challenge layers: 32 nonzeros per row at every N
+BYTES_PER_NNZ = 12  # CSR in memory: int32 index + float32 value, amortised int64 row offsets
+MB = 1e6
+
+
+def network_size(network):
+    """(widths, nonzeros) of a configured network, estimated from the config alone."""
+    cfg = net_cfg(network)
+    gen = cfg["generator"]
+    if gen == "radixnet":
+        widths = [cfg["neurons"]] * (cfg["layers"] + 1)
+        return widths, GC_NNZ_PER_ROW * cfg["neurons"] * cfg["layers"]
+    if gen == "random":
+        return cfg["widths"], cfg["nnz_per_row"] * sum(cfg["widths"][1:])
+    if gen == "pruned":
+        w = cfg["dense_widths"]
+        return w, int(cfg["density"] * sum(a * b for a, b in zip(w[:-1], w[1:])))
+    shape = cfg.get("fetch") or {"neurons": cfg.get("neurons", 1024), "layers": cfg.get("layers", 120)}
+    widths = [shape["neurons"]] * (shape["layers"] + 1)
+    return widths, GC_NNZ_PER_ROW * shape["neurons"] * shape["layers"]
+
+
+def _layer_mb(network):
+    """One layer's CSR in memory (the largest, taken as the mean: layers are alike here), MB."""
+    widths, nnz = network_size(network)
+    return BYTES_PER_NNZ * nnz / (len(widths) - 1) / MB
+
+
+def _minutes(seconds):
+    return max(10, math.ceil(2 * seconds / 60))  # twice the measured time: slower nodes, shared disks
+
+
+def network_mem_mb(wildcards):
+    # generate 65536x1920 (4.0e9 nonzeros): 332 MB measured; import-gc holds one layer's text too
+    return math.ceil(1000 + 8 * _layer_mb(wildcards.network))
+
+
+def network_runtime(wildcards):
+    return _minutes(network_size(wildcards.network)[1] / 2e6)  # import-gc ~3e6, generate ~7e6 nnz/s
+
+
+def partition_mem_mb(wildcards):
+    """Parent and `jobs` workers, each with a few layers and a subproblem resident; the parent also
+    the layer partitions and their candidates (1 byte per neuron each at K <= 256)."""
+    widths, _ = network_size(wildcards.network)
+    procs = 1 + PART["jobs"]
+    per_neuron = 8 * (1 if int(wildcards.k) <= 256 else 2)
+    return math.ceil(procs * (400 + 40 * _layer_mb(wildcards.network)) + per_neuron * sum(widths) / MB)
+
+
+def partition_runtime(wildcards):
+    # hypergraph: ~5 layer solves per layer (sweep, 3 candidates, refinement), the last four shared
+    # by `jobs` processes; ~0.45 s per solve of a 2.1e6-nonzero layer at K = 8 (grows with K)
+    widths, nnz = network_size(wildcards.network)
+    L = len(widths) - 1
+    per_solve = 0.05 + 0.4 * (nnz / L) / 2.1e6 * max(1.0, math.log2(int(wildcards.k)) / 3)
+    solves = L * (1 + 4 / PART["jobs"]) if wildcards.method in ("hypergraph", "sweep") else L * 0.1
+    return _minutes(solves * per_solve + 0.2 * L)
+
+
+def bound_mem_mb(wildcards):
+    return math.ceil(1000 * PART["bound_max_memory_gb"] + 3000 + 20 * _layer_mb(wildcards.network))
+
+
+def bound_runtime(wildcards):
+    return _minutes(PART["bound_max_seconds"] + 0.2 * (len(network_size(wildcards.network)[0]) - 1))
+
+
+def inference_mem_mb(wildcards):
+    """Serial inference: one layer, and the activations of a batch (input, output, clip) in float32."""
+    widths, _ = network_size(wildcards.network)
+    batch = config["inference"]["batch_size"]
+    return math.ceil(600 + 4 * _layer_mb(wildcards.network) + 3 * 4 * batch * max(widths) / MB)
+
+
+def inference_runtime(wildcards):
+    widths, nnz = network_size(wildcards.network)
+    return _minutes(2000 * nnz / 2e9)  # ~2e9 multiply-adds per second; digits: ~2000 inputs
+
+
+def run_mem_mb_per_cpu(wildcards):
+    """Per MPI rank: its share of the network (1/K), and, in training, the activations it keeps for
+    the backward pass (L x (received + owned) x B float32)."""
+    widths, nnz = network_size(wildcards.network)
+    k = int(wildcards.k)
+    share = 3 * BYTES_PER_NNZ * nnz / k / MB  # weights, gradient and the update's work space
+    batch = int(getattr(wildcards, "b", 0) or config["inference"]["batch_size"])
+    kept = (len(widths) - 1) * 2 * max(widths) / k * batch * 4 / MB if hasattr(wildcards, "b") else 0
+    return math.ceil(800 + share + kept + 3 * 4 * batch * max(widths) / MB)
+
+
+def hypergraph_mem_mb(wildcards):
+    widths, _ = network_size(wildcards.network)
+    return math.ceil(600 + 8 * sum(widths) / MB + 20 * _layer_mb(wildcards.network))
