@@ -91,7 +91,7 @@ def run_measured(args, timeout: float, log: Path) -> dict:
     return {"seconds": round(seconds, 1), "peak_rss_mb": round(peak[0] / 2**20), "status": status, "stdout": out}
 
 
-def stage_command(stage: str, n: int, layers: int, k: int, jobs: int, d: Path):
+def stage_command(stage: str, n: int, layers: int, k: int, jobs: int, d: Path, bound_seconds: float = 600):
     spdnn = BIN / "spdnn"
     net = d / "net.h5"
     return {
@@ -101,7 +101,7 @@ def stage_command(stage: str, n: int, layers: int, k: int, jobs: int, d: Path):
         "hypergraph": [spdnn, "hypergraph", net, "-o", d / "net.hgr"],
         "partition": [spdnn, "partition", net, "-k", k, "--method", "hypergraph", "--jobs", jobs, "-o", d / "p.part"],
         "volume": [spdnn, "volume", net, d / "p.part", "-k", k],
-        "bound": [spdnn, "bound", net, "-k", k, "--max-seconds", 1800, "--max-memory", 8],
+        "bound": [spdnn, "bound", net, "-k", k, "--max-seconds", bound_seconds, "--max-memory", 8],
         "infer": [spdnn, "infer", net, d / "images.tsv", "-o", d / "categories.tsv"],
     }[stage]
 
@@ -109,7 +109,7 @@ def stage_command(stage: str, n: int, layers: int, k: int, jobs: int, d: Path):
 def measure_size(n: int, layers: int, args, done: dict, out: Path) -> None:
     d = Path(args.work) / f"r{n}x{layers}"
     d.mkdir(parents=True, exist_ok=True)
-    ok = {s for (size, s), row in done.items() if size == f"{n}x{layers}" and row["status"] == "ok"}
+    ok = {s for (size, s), row in done.items() if size == f"{n}x{layers}" and row["status"].startswith("ok")}
     nnz = next((row["nnz"] for (size, _), row in done.items() if size == f"{n}x{layers}"), None)
     for stage in args.stages:
         if (f"{n}x{layers}", stage) in done:
@@ -121,8 +121,15 @@ def measure_size(n: int, layers: int, args, done: dict, out: Path) -> None:
             if stage == "infer" and not (d / "images.tsv").exists():
                 subprocess.run([BIN / "spdnn", "images", "--network", d / "net.h5", "-o", d / "images.tsv"],
                                check=True, capture_output=True)
-            row = run_measured(stage_command(stage, n, layers, args.k, args.jobs, d), args.stage_timeout,
-                               d / f"{stage}.log")
+            row = run_measured(stage_command(stage, n, layers, args.k, args.jobs, d, args.bound_seconds),
+                               args.stage_timeout, d / f"{stage}.log")
+            if stage == "bound" and row["status"] == "ok":  # null past its budget: say so, and why
+                result = json.loads(row["stdout"].strip().splitlines()[-1])
+                row["bound"] = result.get("lower_bound_forward")
+                if row["bound"] is None:
+                    row["status"] = "no bound: " + result.get("reason", "")[:120]
+                elif "stopped" in result:
+                    row["status"] = "ok (best bound at the time budget)"
             row.pop("stdout")
         if stage == "generate" and row["status"] == "ok" or nnz is None and (d / "net.h5").exists():
             info = subprocess.run([BIN / "spdnn", "info", "--quick", d / "net.h5"], capture_output=True, text=True)
@@ -131,7 +138,7 @@ def measure_size(n: int, layers: int, args, done: dict, out: Path) -> None:
             row["output_gb"] = round((d / "net.hgr").stat().st_size / 1e9, 1)
             (d / "net.hgr").unlink()  # the largest output by far: text pins
         row.update({"N": n, "L": layers, "nnz": nnz, "stage": stage})
-        if row["status"] == "ok":
+        if row["status"].startswith("ok"):
             ok.add(stage)
             row["nnz_per_s"] = round(nnz / row["seconds"]) if nnz and row["seconds"] else None
         done[(f"{n}x{layers}", stage)] = row
@@ -155,7 +162,7 @@ def markdown(table) -> str:
             r = by.get(s)
             if r is None:
                 cells.append("")
-            elif r.status == "ok":
+            elif r.status.startswith("ok"):
                 cells.append(f"{r.seconds:,.0f} s / {r.peak_rss_mb:,.0f} MB")
             else:
                 cells.append(r.status.split(":")[0])
@@ -172,6 +179,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--work", default=str(ROOT / "benchmarks" / "out" / "scale"))
     ap.add_argument("--stage-timeout", type=float, default=3600)
+    ap.add_argument("--bound-seconds", type=float, default=600, help="spdnn bound --max-seconds")
     ap.add_argument("--keep", action="store_true", help="keep each size's files (several GB at 65536x1920)")
     ap.add_argument("--fresh", action="store_true", help="forget earlier rows in WORK/scale.jsonl")
     ap.add_argument("--markdown", action="store_true", help="also print the README's table")

@@ -311,12 +311,13 @@ def chains_from(net: Layers, k, epsilon, seed, preset, threads, window, starts, 
     return out
 
 
-def _chain_share(net, k, epsilon, seed, preset, window, starts):
-    return chains_from(net, k, epsilon, seed, preset, 1, window, starts)
+def _chain_share(net, k, epsilon, seed, preset, window, starts, tick):
+    return chains_from(net, k, epsilon, seed, preset, 1, window, starts, progress=lambda *_: tick())
 
 
-def in_processes(task, common: tuple, shares: list) -> list:
-    """task(*common, share) for each share, each in its own spawned process; results in share order.
+def in_processes(task, common: tuple, shares: list, progress=None) -> list:
+    """task(*common, share, tick) for each share, each in its own spawned process; results in share
+    order. A worker calls tick() after each unit of work; progress(units done by all) follows them.
 
     A fresh process per share: Mt-KaHyPar's result for a seed depends on the calls its process
     made before (measured), so a fixed share in a fresh process gives the same result every run.
@@ -332,6 +333,7 @@ def in_processes(task, common: tuple, shares: list) -> list:
     procs = [ctx.Process(target=_run_share, args=(task, common, share, i, results), daemon=True)
              for i, share in enumerate(shares)]
     got = {}
+    ticks = 0
     stop = {signal.SIGTERM, signal.SIGINT}
     try:
         # Signals wait until every worker has its whole task (a worker cut off while reading it would
@@ -349,6 +351,11 @@ def in_processes(task, common: tuple, shares: list) -> list:
                 dead = [p for i, p in enumerate(procs) if i not in got and p.exitcode is not None]
                 if dead:
                     raise WorkerError(f"partition worker {dead[0].pid} died (exit code {dead[0].exitcode})")
+                continue
+            if ok == "tick":
+                ticks += 1
+                if progress:
+                    progress(ticks)
                 continue
             if not ok:
                 raise WorkerError(f"partition worker {index} failed: {value}")
@@ -377,7 +384,7 @@ def _run_share(task, common, share, index, results):
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
     _die_with_parent()
     try:
-        results.put((index, True, task(*common, share)))
+        results.put((index, True, task(*common, share, lambda: results.put((index, "tick", None)))))
     except Exception as e:  # reported by the parent in one line
         results.put((index, False, f"{e.__class__.__name__}: {e}"))
 
@@ -390,10 +397,9 @@ def candidate_chains(net: Layers, k, epsilon, seed, preset, threads, window, pro
     starts = list(range(1, L + 1))
     if jobs > 1:
         shares = [starts[w::jobs] for w in range(jobs)]
-        done = in_processes(_chain_share, (net, k, epsilon, seed, preset, window), shares)
+        done = in_processes(_chain_share, (net, k, epsilon, seed, preset, window), shares,
+                            progress and (lambda n: progress(f"candidates ({jobs} processes)", n, L)))
         pairs = [pair for share in done for pair in share]
-        if progress:
-            progress(f"candidates ({jobs} processes)", L, L)
     else:
         pairs = chains_from(net, k, epsilon, seed, preset, threads, window, starts, progress)
     cands = [[] for _ in range(L + 1)]
@@ -439,7 +445,7 @@ def improve_layer(net: Layers, parts, t, k, epsilon, seed, preset, threads):
     return trial[t] if local_volume(net, trial, t, k) < before else None
 
 
-def _refine_share(net, k, epsilon, preset, batch):
+def _refine_share(net, k, epsilon, preset, batch, tick=lambda: None):
     """Re-solve a fixed batch of layers (in order): [(t, new layer partition or None), ...]."""
     out = []
     for t, neighbours, seed in batch:
@@ -448,6 +454,7 @@ def _refine_share(net, k, epsilon, preset, batch):
             if p is not None:
                 parts[t + offset] = p
         out.append((t, improve_layer(net, parts, t, k, epsilon, seed, preset, 1)))
+        tick()
     return out
 
 
@@ -458,11 +465,15 @@ def refine(net: Layers, parts, k, epsilon, seed, preset, threads, passes, progre
     a fixed share (same seed and jobs → same result)."""
     L = len(net)
     for n in range(passes):
+        n_pass = n + 1
         for colour in (1, 0):
             work = [(t, (parts[t - 1], parts[t], parts[t + 1] if t < L else None), seed + 7919 * (n + 1) + t)
                     for t in range(1, L + 1) if t % 2 == colour]
             if jobs > 1:
-                done = in_processes(_refine_share, (net, k, epsilon, preset), [work[w::jobs] for w in range(jobs)])
+                done_before = (L + 1) // 2 if colour == 0 else 0  # odd layers first, then even ones
+                done = in_processes(_refine_share, (net, k, epsilon, preset), [work[w::jobs] for w in range(jobs)],
+                                    progress and (lambda n, d=done_before: progress(
+                                        f"refinement pass {n_pass}/{passes}", d + n, L)))
                 got = dict(item for share in done for item in share)
                 results = [got[t] for t, _, _ in work]
             else:
@@ -585,7 +596,8 @@ def _progress(method: str, k: int):
         if stage != state["stage"]:
             state.update(stage=stage, next=0.0)
         frac = done / max(total, 1)
-        if frac >= state["next"] or done == total:
+        if (frac >= state["next"] or done == total) and state.get("last") != (stage, done):
+            state["last"] = (stage, done)
             print(f"  {method} K={k}, {stage}: layer {done}/{total} ({time.perf_counter() - state['t0']:.1f} s)",
                   file=sys.stderr, flush=True)
             state["next"] = frac + 0.1
