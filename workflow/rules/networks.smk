@@ -109,5 +109,7 @@ rule serial_inference:
         runtime=inference_runtime,
     params:
         truth=truth_arg,
+        batch=config["inference"]["batch_size"],  # inputs per batch: sets the activations' memory
     shell:
-        "spdnn infer {input.net} {input.images} {params.truth} -o {output.categories} --metrics {output.metrics} 2> {log}"
+        "spdnn infer {input.net} {input.images} {params.truth} --batch-size {params.batch} "
+        "-o {output.categories} --metrics {output.metrics} 2> {log}"

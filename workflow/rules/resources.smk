@@ -56,10 +56,11 @@ def partition_mem_mb(wildcards):
 
 def partition_runtime(wildcards):
     # hypergraph: ~5 layer solves per layer (sweep, 3 candidates, refinement), the last four shared
-    # by `jobs` processes; ~0.45 s per solve of a 2.1e6-nonzero layer at K = 8 (grows with K)
+    # by `jobs` processes; ~0.9 s per solve of a 2.1e6-nonzero layer at K = 8 (measured over the
+    # 1920 layers of 65536x1920; more with K)
     widths, nnz = network_size(wildcards.network)
     L = len(widths) - 1
-    per_solve = 0.05 + 0.4 * (nnz / L) / 2.1e6 * max(1.0, math.log2(int(wildcards.k)) / 3)
+    per_solve = 0.1 + 0.8 * (nnz / L) / 2.1e6 * max(1.0, math.log2(int(wildcards.k)) / 3)
     solves = L * (1 + 4 / PART["jobs"]) if wildcards.method in ("hypergraph", "sweep") else L * 0.1
     return _minutes(solves * per_solve + 0.2 * L)
 
@@ -76,7 +77,7 @@ def inference_mem_mb(wildcards):
     """Serial inference: one layer, and the activations of a batch (input, output, clip) in float32."""
     widths, _ = network_size(wildcards.network)
     batch = config["inference"]["batch_size"]
-    return math.ceil(600 + 4 * _layer_mb(wildcards.network) + 3 * 4 * batch * max(widths) / MB)
+    return math.ceil(800 + 4 * _layer_mb(wildcards.network) + 4 * 4 * batch * max(widths) / MB)
 
 
 def inference_runtime(wildcards):
