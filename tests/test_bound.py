@@ -174,6 +174,11 @@ def test_past_its_budget_the_bound_reports_null_and_why(tmp_path):
         proc = spdnn("bound", tmp_path / "n.h5", "-k", 2, *args)
         line = json.loads(proc.stdout)
         assert line["lower_bound_forward"] is None and why in line["reason"], line
+    # 50 MB: far more than this network's tables, less than the interpreter itself: the process's
+    # resident memory, checked after each layer, is what stops it (the per-layer work of wide
+    # layers is not in the tables)
+    line = json.loads(spdnn("bound", tmp_path / "n.h5", "-k", 2, "--max-memory", 0.05).stdout)
+    assert line["lower_bound_forward"] is None and "memory reached" in line["reason"], line
     ok = json.loads(spdnn("bound", tmp_path / "n.h5", "-k", 2, "--max-seconds", 600).stdout)
     assert ok["lower_bound_forward"] > 0 and "stopped" not in ok
     r = tmp_path / "results" / "n"

@@ -48,6 +48,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
+import os
 import time
 from collections import OrderedDict
 
@@ -289,7 +290,17 @@ class BoundBudget(Exception):
     """The bound would exceed its time or memory budget: `spdnn bound` reports null and why."""
 
 
-def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = STATE_LIMIT, deadline=None):
+def resident_bytes() -> int:
+    """This process's resident memory now (Linux /proc; 0 where unavailable)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = STATE_LIMIT, deadline=None,
+                max_resident: int | None = None):
     """Per layer: h_t as a matrix [state_{t−1}, state_t] (inf where impossible), the row classes
     touched in each state, R_t and the class size z_t.
 
@@ -362,6 +373,11 @@ def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = 
                 exact[:, (width > n_c) | (r_of[runs] > u_of[runs])] = np.inf
                 h[:, runs] = exact
         h[:, u_of < u_lo] = np.inf
+        if max_resident is not None and resident_bytes() > max_resident:
+            # The tables are budgeted above; this also covers the per-layer work (alignment tables
+            # of wide layers: GBs at N >= 16384), so the job never outgrows what it asked for.
+            raise BoundBudget(f"layer {t} of {len(layers)}: the bound's memory reached "
+                              f"{resident_bytes() / 1e9:.3g} GB (--max-memory)")
         costs.append(h)
         counts.append(n_r)
         sizes.append(float(z[0]) if uniform else 0.0)
@@ -395,7 +411,8 @@ def volume_lower_bound(layers, widths, k: int, epsilon: float = 0.03, iterations
                        max_seconds: float | None = None, max_memory_gb: float | None = None) -> dict:
     """Lower bound on Σ_t V_t over all partitions into k parts balanced per layer (see module doc).
 
-    Budgets: past `max_memory_gb` of DP tables, or `max_seconds` while building them, raises
+    Budgets: past `max_memory_gb` of DP tables or of the process's resident memory (checked after
+    each layer), or `max_seconds` while building them, raises
     `BoundBudget`. Past `max_seconds` in the subgradient steps, the best bound so far is returned
     (every step's value is a valid bound) with `"stopped": "time budget"`."""
     t0 = time.perf_counter()
@@ -404,7 +421,8 @@ def volume_lower_bound(layers, widths, k: int, epsilon: float = 0.03, iterations
                 "seconds": time.perf_counter() - t0}
     deadline = None if max_seconds is None else t0 + max_seconds
     max_cells = STATE_LIMIT if max_memory_gb is None else int(max_memory_gb * 1e9 / 8)
-    costs, counts, sizes, u_states = layer_costs(layers, k, epsilon, progress, max_cells, deadline)
+    max_resident = None if max_memory_gb is None else int(max_memory_gb * 1e9)
+    costs, counts, sizes, u_states = layer_costs(layers, k, epsilon, progress, max_cells, deadline, max_resident)
     counts = np.asarray(counts, np.float64)
     mu = np.asarray(sizes)  # start at the price of one more column class
     best = -np.inf

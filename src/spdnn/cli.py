@@ -413,7 +413,8 @@ def _partition_commands(sub) -> None:
     b.add_argument("--max-seconds", type=float, default=None,
                    help="per K: past it while building tables, report null and why (exit 0); in the steps, the best so far")
     b.add_argument("--max-memory", type=float, default=None,
-                   help="GB of DP tables per K (default 1.6): past it, report null and why (exit 0)")
+                   help="GB per K, of DP tables and of the process's resident memory (checked after each "
+                        "layer): past it, report null and why (exit 0)")
     b.set_defaults(func=cmd_bound)
 
 
