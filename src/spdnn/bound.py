@@ -60,6 +60,7 @@ from .hypergraph import identical_rows
 from .volume import layer_capacity
 
 EXACT_SUBSETS = 50_000  # enumerate row subsets of S_t(u, ·) exactly while C(R, u) stays below this
+EXACT_WORK = 250_000_000  # ... and C(R, u)·u·columns (the entries summed) too
 DENSE_LIMIT = 1 << 25  # largest M_t kept dense; beyond it the alignment is bounded by cap alone
 STATE_LIMIT = 200_000_000  # Σ_t (states of u_{t−1}) × (states of u_t): the DP's memory, 8 bytes each
 
@@ -125,10 +126,13 @@ def submatrix_bound(m: np.ndarray, u_max: int) -> np.ndarray:
         v = np.arange(n_c + 1)[None, :].astype(float)
         mixing = m.sum() * u * v / (n_r * n_c) + sigma2 * np.sqrt(u * (1 - u / n_r) * v * (1 - v / n_c))
         s = np.minimum(s, mixing + 1e-7)
-    exact = [u for u in range(1, u_max + 1) if math.comb(n_r, u) <= EXACT_SUBSETS]
+    # Enumerate where the subsets are few and the work small: u = n_r − 1 has only n_r subsets, but
+    # each is n_r − 1 rows (at n_r = 4096, 512 GB in one block).
+    exact = [u for u in range(1, u_max + 1)
+             if math.comb(n_r, u) <= EXACT_SUBSETS and math.comb(n_r, u) * u * n_c <= EXACT_WORK]
     for u in exact:
         best = np.zeros(n_c)
-        for chunk in _batched(itertools.combinations(range(n_r), u), 4096):
+        for chunk in _batched(itertools.combinations(range(n_r), u), max(1, min(4096, (1 << 22) // (u * n_c)))):
             sums = m[np.asarray(chunk)].sum(axis=1)  # [subset, column]
             best = np.maximum(best, np.cumsum(-np.sort(-sums, axis=1), axis=1).max(axis=0))
         s[u, 1:] = np.minimum(s[u, 1:], best)
@@ -422,7 +426,10 @@ def volume_lower_bound(layers, widths, k: int, epsilon: float = 0.03, iterations
     deadline = None if max_seconds is None else t0 + max_seconds
     max_cells = STATE_LIMIT if max_memory_gb is None else int(max_memory_gb * 1e9 / 8)
     max_resident = None if max_memory_gb is None else int(max_memory_gb * 1e9)
-    costs, counts, sizes, u_states = layer_costs(layers, k, epsilon, progress, max_cells, deadline, max_resident)
+    try:
+        costs, counts, sizes, u_states = layer_costs(layers, k, epsilon, progress, max_cells, deadline, max_resident)
+    except MemoryError as e:  # a table larger than the machine: no bound, said as such, not a crash
+        raise BoundBudget(f"a layer table needs more memory than is available ({e})") from None
     counts = np.asarray(counts, np.float64)
     mu = np.asarray(sizes)  # start at the price of one more column class
     best = -np.inf
