@@ -25,13 +25,14 @@ from .errors import UserError
 
 
 def read_partition(path) -> np.ndarray:
-    """The whole partition vector (int64), from the binary form when it is current, else the text."""
+    """The whole partition vector, from the binary form when it is current (its own, smallest
+    integer type: 1 byte per neuron up to K = 256), else the text (int64)."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: no such partition file")
     binary = binary_path(path)
     if binary is not None:
-        return np.load(binary).astype(np.int64)
+        return np.load(binary)
     return parse_text_partition(path)
 
 
