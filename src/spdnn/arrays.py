@@ -43,3 +43,11 @@ def number_by_first(rep: np.ndarray) -> np.ndarray:
     index of i's class (rep[i] ≤ i, rep[rep[i]] = rep[i])."""
     is_first = rep == np.arange(rep.size)
     return (np.cumsum(is_first) - 1)[rep].astype(np.int64)
+
+
+def first_index(classes: np.ndarray, n_classes: int | None = None) -> np.ndarray:
+    """first[c] = the smallest i with classes[i] == c (classes 0..n_classes−1, each present)."""
+    n_classes = int(classes.max()) + 1 if n_classes is None else n_classes
+    first = np.empty(n_classes, np.int64)
+    first[classes[::-1]] = np.arange(classes.size - 1, -1, -1)  # the last write is the smallest i
+    return first

@@ -45,7 +45,7 @@ from collections import OrderedDict
 import numpy as np
 import scipy.sparse as sp
 
-from .arrays import distinct, number_by_first
+from .arrays import distinct, first_index, number_by_first
 from .errors import UserError, WorkerError
 from .hypergraph import identical_rows
 from .partition_io import id_dtype
@@ -158,9 +158,7 @@ def merge_nets(sizes: np.ndarray, pins: np.ndarray, nv: int):
         return np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
     same = identical_rows(m)
     weights = np.bincount(same)
-    first = np.full(weights.size, -1, np.int64)
-    first[same[::-1]] = np.arange(same.size - 1, -1, -1)
-    m = m[first]
+    m = m[first_index(same, weights.size)]
     return m.indptr.astype(np.int64), m.indices.astype(np.int64), weights.astype(np.int64)
 
 
@@ -186,9 +184,7 @@ def layer_subproblem(net: Layers, t: int, parts, k: int):
     anchor = n_free
     w = net.w(t)
     if n_cls < n:  # one row per class: the classes' reading pattern
-        first = np.empty(n_cls, np.int64)
-        first[classes[::-1]] = np.arange(n - 1, -1, -1)
-        w = w[first]
+        w = w[first_index(classes, n_cls)]
     readers = sp.csr_matrix((np.ones(w.nnz, np.int8), w.indices, w.indptr), shape=(n_cls, n_in)).tocsc()
     if free_inputs:
         lead = n_cls + np.arange(n_in, dtype=np.int64)
@@ -219,9 +215,7 @@ def mergeable_rows(w) -> np.ndarray:
     if empty.size:
         key = classes.copy()
         key[empty] = classes.max() + 1 + np.arange(empty.size)
-        first = np.empty(int(key.max()) + 1, np.int64)
-        first[key[::-1]] = np.arange(key.size - 1, -1, -1)
-        classes = number_by_first(first[key])
+        classes = number_by_first(first_index(key)[key])
     return classes
 
 
