@@ -187,6 +187,28 @@ def test_layer_subproblem_cost_is_the_exact_local_volume():
     assert got[5] != got[9] and np.unique(got).size == 4 + 2  # four groups, two lone dead rows
 
 
+def test_layer_volume_through_row_classes_equals_layer_traffic():
+    """The partitioner's volume of a layer (through its classes of identical rows) counts what
+    `volume.layer_traffic` counts, also when a partition splits classes (`rebalance_layer` may)."""
+    from spdnn.partition import Layers, layer_reader_parts, layer_volume, reader_parts
+    from spdnn.volume import layer_traffic
+
+    for net in (radixnet(64, 4, seed=2), random_sparse([40, 30, 30, 20], 3, seed=1)):
+        layers = Layers(net.layers, net.widths)
+        rng = np.random.default_rng(3)
+        for k in (2, 5):
+            for t in range(1, len(net.layers) + 1):
+                part_in = rng.integers(0, k, size=net.widths[t - 1]).astype(np.uint8)
+                classes = layers.classes(t)
+                for part_out in (rng.integers(0, k, size=net.widths[t]),
+                                 rng.integers(0, k, size=int(classes.max()) + 1)[classes]):
+                    part_out = part_out.astype(np.uint8)
+                    expected = layer_traffic(net.layers[t - 1], part_in, part_out, k)[0].size
+                    assert layer_volume(layers, t, part_in, part_out, k) == expected
+                    assert (layer_reader_parts(layers, t, part_out, k)
+                            == reader_parts(net.layers[t - 1], part_out, k)).all()
+
+
 def test_best_relabel_is_the_best_renaming():
     """The Hungarian renaming beats (or ties) every one of the K! renamings of the next layer."""
     import itertools

