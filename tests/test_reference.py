@@ -103,6 +103,25 @@ def test_sgd_step_matches_dense_backprop(loss):
         np.testing.assert_allclose(net.biases[k], new_bs[k], rtol=1e-5, atol=1e-6)
 
 
+def test_generated_radixnet_layers_own_their_values():
+    """RadiX-Net layers of one structure come from one base layer; an SGD step on the in-memory
+    network must update each layer once (regression: layers shared the base's value array, so a
+    step updated every layer of a structure once per such layer)."""
+    import scipy.sparse as sp
+
+    from spdnn.network import Network
+
+    net = radixnet(64, 5, seed=1)
+    assert not any(np.shares_memory(a.data, b.data) for i, a in enumerate(net.layers) for b in net.layers[i + 1:])
+    rebuilt = Network([sp.csr_matrix(w.toarray()) for w in net.layers], [b.copy() for b in net.biases], ymax=net.ymax)
+    rng = np.random.default_rng(0)
+    x, y = rng.random((64, 8)).astype(np.float32), rng.integers(0, 10, 8)
+    sgd_step(net, x, y, 0.1)
+    sgd_step(rebuilt, x, y, 0.1)  # the same step on arrays built apart
+    for a, b in zip(net.layers, rebuilt.layers):
+        np.testing.assert_array_equal(a.toarray(), b.toarray())
+
+
 def test_gradient_against_finite_differences():
     from spdnn.reference import forward, loss_and_delta, pattern_grad
 

@@ -51,3 +51,13 @@ def first_index(classes: np.ndarray, n_classes: int | None = None) -> np.ndarray
     first = np.empty(n_classes, np.int64)
     first[classes[::-1]] = np.arange(classes.size - 1, -1, -1)  # the last write is the smallest i
     return first
+
+
+def ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Concatenate arange(s, s+c) for each (s, c), vectorised."""
+    counts = np.asarray(counts).astype(np.int64)
+    total = int(counts.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    offsets = np.repeat(np.asarray(starts).astype(np.int64) - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+    return np.arange(total, dtype=np.int64) + offsets

@@ -45,8 +45,10 @@ class LayerStream:
     layers: Callable[[], Iterator[tuple[sp.csr_matrix, np.ndarray]]]
 
     def network(self) -> Network:
+        """The whole network; every layer owns its arrays (the generator reuses a base layer's, and
+        training updates a layer's values in place: shared arrays would be updated once per layer)."""
         ws, bs = zip(*self.layers())
-        return Network(list(ws), list(bs), ymax=self.ymax, provenance=self.provenance)
+        return Network([w.copy() for w in ws], list(bs), ymax=self.ymax, provenance=self.provenance)
 
     def write(self, path, progress=None) -> int:
         """Write the network file; returns the number of nonzeros."""

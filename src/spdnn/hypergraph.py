@@ -23,7 +23,8 @@ def identical_rows(m) -> np.ndarray:
     stable sort), then every row is compared with its group's first row, so a hash collision can
     never merge different rows."""
     m = sp.csr_matrix(m)
-    m.sort_indices()
+    if not m.has_sorted_indices:
+        m = m.sorted_indices()  # a copy: the caller's matrix keeps its order
     n = m.shape[0]
     lengths = np.diff(m.indptr)
     if n == 0:

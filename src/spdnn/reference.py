@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .kernels import GcLayer
 from .network import Network
 
 
@@ -15,7 +16,8 @@ from .network import Network
 def gc_layer(w, bias, x, ymax):
     """z = W x; bias only on nonzero entries of z (the challenge's stored entries); clip to [0, ymax].
 
-    In place after the SpMM: no Python work per entry, float32 throughout.
+    In place after the SpMM: no Python work per entry, float32 throughout. The definition the
+    compiled kernel (`kernels.GcLayer`, used by `gc_infer` and the MPI runtime) is tested against.
     """
     z = w @ x
     np.add(z, bias[:, None], out=z, where=z != 0)
@@ -53,8 +55,8 @@ def gc_infer_layers(layers, n_out: int, ymax: float, images, batch: int = 8192):
         x = _dense_block(images[lo:hi]).T.copy()  # (n_0, B)
         ids = np.arange(lo, hi)
         for w, b in layers():
-            x = gc_layer(w, b, x, ymax)
-            x, ids = drop_dead(x, ids, x.any(axis=0))
+            x, alive = GcLayer(w)(b, x, ymax)  # = gc_layer, compiled and fused (kernels.py)
+            x, ids = drop_dead(x, ids, alive)
             if not ids.size:
                 break
         out[ids] = x.T

@@ -19,13 +19,15 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from .arrays import ranges
 from .collective import agree, mpi, peak_rss_mb
 from .comm_plan import CommPlan, _displs, build_plan, use_neighbor_collectives
 from .errors import UserError
 from .network import NetworkWriter, open_network, read_layer
 from .partition import check_k
 from .partition_io import PartitionReader
-from .reference import backpropagate, class_loss, drop_dead, forward_layers, gc_layer, sgd_update
+from .kernels import GcLayer
+from .reference import backpropagate, class_loss, drop_dead, forward_layers, sgd_update
 
 
 @dataclass
@@ -36,6 +38,13 @@ class LocalLayer:
     bias: np.ndarray
     plan: CommPlan
     ext_ids: np.ndarray  # global layer-(k−1) id of each extended-vector position
+    _gc: GcLayer | None = None
+
+    def gc_kernel(self) -> GcLayer:
+        """The compiled Graph Challenge layer of my rows, prepared on first use."""
+        if self._gc is None:
+            self._gc = GcLayer(self.w)
+        return self._gc
 
 
 def scatter_layer_rows(comm, f, path, header, k: int, part_k: np.ndarray, rows: np.ndarray):
@@ -62,7 +71,7 @@ def scatter_layer_rows(comm, f, path, header, k: int, part_k: np.ndarray, rows: 
         else:
             order = np.argsort(part_k, kind="stable")  # rows grouped by rank, ascending ids within each
             lens = np.diff(w.indptr)[order]
-            take = _ranges(w.indptr[:-1][order], lens)
+            take = ranges(w.indptr[:-1][order], lens)
             nnz_per_rank = np.bincount(part_k, weights=np.diff(w.indptr), minlength=size).astype(np.int64)
             sends = (lens.astype(np.int64), w.indices[take], w.data[take], bias[order].astype(np.float32))
     error, nnz_per_rank = comm.bcast((error, nnz_per_rank), root=reader)
@@ -80,16 +89,6 @@ def scatter_layer_rows(comm, f, path, header, k: int, part_k: np.ndarray, rows: 
         comm.Scatterv(sendspec, recv, root=reader)
     indptr = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
     return sp.csr_matrix((data, indices, indptr), shape=(rows.size, n_in)), bias, stored
-
-
-def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Concatenate arange(s, s+c) for each (s, c), vectorised."""
-    counts = counts.astype(np.int64)
-    total = int(counts.sum())
-    if total == 0:
-        return np.zeros(0, dtype=np.int64)
-    offsets = np.repeat(starts.astype(np.int64) - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
-    return np.arange(total, dtype=np.int64) + offsets
 
 
 def received_words(columns: np.ndarray, part_in: np.ndarray, rank: int) -> int:
@@ -170,17 +169,19 @@ class RowWiseModel:
         for layer in self.layers:
             ext = self._expand(layer.k, x)
             t0 = time.perf_counter()
-            x = gc_layer(layer.w, layer.bias, ext, self.ymax)
+            x, alive_here = layer.gc_kernel()(layer.bias, ext, self.ymax)
             self.compute_seconds += time.perf_counter() - t0
             if layer.k % compact_every == 0 and layer.k < self.num_layers and ids.size:
-                x, ids = drop_dead(x, ids, self.alive(x, ids.size))
+                x, ids = drop_dead(x, ids, self.alive(x, ids.size, alive_here))
                 if not ids.size:  # every rank agrees: the flags were allreduced
                     return np.zeros((self.layers[-1].rows.size, 0), np.float32), ids
         return x, ids
 
-    def alive(self, x, batch: int) -> np.ndarray:
-        """Collective: which of the batch's samples has a nonzero activation on any rank."""
-        local = x.any(axis=0) if x.shape[0] else np.zeros(batch, bool)
+    def alive(self, x, batch: int, local=None) -> np.ndarray:
+        """Collective: which of the batch's samples has a nonzero activation on any rank (`local`:
+        this rank's answer, when the kernel already knows it)."""
+        if local is None:
+            local = x.any(axis=0) if x.shape[0] else np.zeros(batch, bool)
         out = np.empty_like(local)
         self.comm.Allreduce(local, out, op=mpi().LOR)
         self.allreduce_words += batch
