@@ -50,20 +50,20 @@ def _finish(n_images, n_out, ids, x):
 
 
 def prep_spdnn(net, images):
-    from spdnn.kernels import GcLayer
+    from spdnn.kernels import SparseLayer
 
-    return [GcLayer(w) for w in net.layers], _dense_inputs(images)
+    return [SparseLayer(w) for w in net.layers], _dense_inputs(images)
 
 
 def run_spdnn(net, state):
-    """spdnn's kernel (kernels.GcLayer): fused SpMM + bias + clip + alive flags, rows of a group together."""
+    """spdnn's kernel (kernels.SparseLayer.gc): fused SpMM + bias + clip + alive flags, rows of a group together."""
     from spdnn.reference import drop_dead
 
     kernels, x = state
     n_images = x.shape[1]
     ids = np.arange(n_images)
     for kernel, b in zip(kernels, net.biases):
-        x, alive = kernel(b, x, net.ymax)
+        x, alive = kernel.gc(b, x, net.ymax)
         x, ids = drop_dead(x, ids, alive)
         if not ids.size:
             break
@@ -441,14 +441,14 @@ def spawn_mpi(k, net_path, images_path, part_path, tmp):
 def useful_work(net, images) -> dict:
     """The work every fair row does: Σ over layers of nnz × samples alive entering the layer, and
     the bytes of activation blocks read and written (float32), from one pass of spdnn's kernel."""
-    from spdnn.kernels import GcLayer
+    from spdnn.kernels import SparseLayer
 
     x = np.ascontiguousarray(images.toarray().T, dtype=np.float32)
     edge_samples = act_bytes = 0
     for w, b in zip(net.layers, net.biases):
         edge_samples += w.nnz * x.shape[1]
         act_bytes += 4 * x.shape[1] * (w.shape[0] + w.shape[1])
-        x, alive = GcLayer(w)(b, x, net.ymax)
+        x, alive = SparseLayer(w).gc(b, x, net.ymax)
         x = np.ascontiguousarray(x[:, alive])
         if not x.shape[1]:
             break

@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse as sp
 
 from spdnn.generate import radixnet, random_sparse
-from spdnn.kernels import GcLayer
+from spdnn.kernels import SparseLayer, layer_kernels
 from spdnn.reference import gc_layer
 
 
@@ -27,13 +27,13 @@ def test_fused_layer_equals_the_definition_bit_for_bit(make, grouped, batch):
     net = make()
     rng = np.random.default_rng(batch)
     for w, bias in zip(net.layers, net.biases):
-        kernel = GcLayer(w)
-        assert kernel.grouped == grouped
+        kernel = SparseLayer(w)
+        assert (kernel.groups < w.shape[0]) == grouped
         x = _activations(rng, w.shape[1], batch)
         bias = bias - rng.random(bias.size).astype(np.float32)  # mixed: some outputs clip to 0
         for ymax in (net.ymax, 0.5):
             want = gc_layer(w, bias, x, ymax)
-            got, alive = kernel(bias, x, ymax)
+            got, alive = kernel.gc(bias, x, ymax)
             assert got.dtype == np.float32 and np.array_equal(got, want)
             assert np.array_equal(alive, want.any(axis=0))
 
@@ -53,15 +53,52 @@ def test_fused_layer_edge_shapes():
     w.has_sorted_indices = False
     bias = np.full(40, -0.1, np.float32)
     x = _activations(rng, 30, 20)
-    got, alive = GcLayer(w)(bias, x, np.inf)
+    got, alive = SparseLayer(w).gc(bias, x, np.inf)
     assert np.array_equal(got, gc_layer(w, bias, x, np.inf))  # each row summed in its stored order
     g = radixnet(64, 1, seed=0).layers[0].copy()  # 16 identical rows per group …
     g.indices[:g.indptr[1]] = g.indices[:g.indptr[1]][::-1].copy()  # … but row 0 lists its columns backwards
     g.data[:g.indptr[1]] = g.data[:g.indptr[1]][::-1].copy()
-    kernel, x = GcLayer(g), _activations(rng, 64, 9)
-    assert not kernel.grouped and np.array_equal(kernel(bias[:1].repeat(64), x, 32.0)[0],
+    kernel, x = SparseLayer(g), _activations(rng, 64, 9)
+    assert kernel.groups == 64 and np.array_equal(kernel.gc(bias[:1].repeat(64), x, 32.0)[0],
                                                  gc_layer(g, bias[:1].repeat(64), x, 32.0))
     for shape, b in (((0, 30), 20), ((40, 30), 0)):
         empty = sp.csr_matrix(shape, dtype=np.float32)
-        z, alive = GcLayer(empty)(np.zeros(shape[0], np.float32), np.zeros((30, b), np.float32), 32.0)
+        z, alive = SparseLayer(empty).gc(np.zeros(shape[0], np.float32), np.zeros((30, b), np.float32), 32.0)
         assert z.shape == (shape[0], b) and not z.any() and alive.shape == (b,) and not alive.any()
+
+
+@pytest.mark.parametrize("make", [lambda: radixnet(256, 2, seed=1),
+                                  lambda: random_sparse([200, 150, 120], 7, seed=3, bias=-0.2, ymax=3.0)])
+@pytest.mark.parametrize("batch", [1, 37, 300])
+def test_training_kernels_equal_their_definitions(make, batch):
+    """forward: z = W x + b and clip(z), SciPy's bits; the weight gradient on the pattern and Wᵀ δ:
+    float64 sums of the float32 products (what `reference.backpropagate` relies on)."""
+    net = make()
+    rng = np.random.default_rng(batch)
+    for w, bias in zip(net.layers, net.biases):
+        kernel = SparseLayer(w)
+        x = _activations(rng, w.shape[1], batch, dead_fraction=0.0)
+        for hidden in (True, False):
+            z, h = kernel.forward(bias, x, 2.0, hidden)
+            want = w @ x + bias[:, None]
+            assert np.array_equal(z, want)
+            assert np.array_equal(h, np.clip(want, 0, 2.0) if hidden else want)
+        delta = rng.standard_normal((w.shape[0], batch)).astype(np.float32)
+        rows = np.repeat(np.arange(w.shape[0]), np.diff(w.indptr))
+        grad = np.einsum("eb,eb->e", delta.astype(np.float64)[rows], x.astype(np.float64)[w.indices])
+        np.testing.assert_allclose(kernel.pattern_grad(delta, x), grad, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(kernel.transpose_times(delta), w.T.astype(np.float64) @ delta.astype(np.float64),
+                                   rtol=1e-12, atol=1e-12)
+
+
+def test_prepared_layer_follows_in_place_updates_and_new_matrices():
+    """SGD updates w.data in place: the cached preparation reads the new values; a new matrix gets
+    its own preparation."""
+    w = radixnet(64, 1, seed=0).layers[0]
+    x = np.ones((64, 3), np.float32)
+    kernel = layer_kernels(w)
+    assert layer_kernels(w) is kernel
+    w.data *= 2
+    np.testing.assert_array_equal(kernel.forward(np.zeros(64, np.float32), x, 10.0)[0], w @ x)
+    other = w.copy()
+    assert layer_kernels(other) is not kernel

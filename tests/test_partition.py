@@ -338,3 +338,22 @@ def test_one_integer_capacity_at_the_edge():
     assert partition_metrics([w], [50, 200], np.concatenate(parts), 2, 0.13)["balanced"] is True
     parts[1][113] = 0  # 114: one too many
     assert partition_metrics([w], [50, 200], np.concatenate(parts), 2, 0.13)["balanced"] is False
+
+
+@pytest.mark.parametrize("make", [lambda: radixnet(128, 6, seed=1),
+                                  lambda: random_sparse([90, 70, 70, 50], 5, seed=2)])
+def test_kahypar_backend_gives_a_balanced_partition_of_every_layer(make, tmp_path):
+    """`--backend kahypar`: the per-layer method with KaHyPar and spdnn's shipped configuration
+    (the first layer's subproblem has weight-0 inputs, which KaHyPar itself rejects by exiting)."""
+    from spdnn.network import write_network
+
+    net = make()
+    for k in (2, 3):
+        part, metrics = partition_network(net.layers, net.widths, k, "hypergraph", 0.03, seed=0, backend="kahypar")
+        assert metrics["balanced"] and metrics["backend"] == "kahypar" and part.max() < k
+        assert metrics["volume_forward"] == partition_metrics(net.layers, net.widths, part, k, 0.03)["volume_forward"]
+    write_network(net, tmp_path / "net.h5")
+    proc = spdnn("partition", tmp_path / "net.h5", "-k", "3", "--backend", "kahypar", "-o", tmp_path / "p.part")
+    assert "volume" in proc.stderr and (tmp_path / "p.part").exists()
+    assert_user_error(spdnn("partition", tmp_path / "net.h5", "-k", "3", "--backend", "metis", "-o", tmp_path / "q.part",
+                            check=False), "--backend")

@@ -135,7 +135,7 @@ def cmd_partition(a):
     layers = LayerFile(a.network)  # read a layer at a time, here and in the worker processes
     part, metrics = partition_network(layers, layers.widths, a.k, a.method, a.epsilon, a.seed,
                                       passes=a.passes, preset=a.preset, threads=a.threads, verbose=True,
-                                      jobs=a.jobs)
+                                      jobs=a.jobs, backend=a.backend)
     metrics["network"] = str(a.network)
     write_partition(part, a.output, sidecar=metrics, k=a.k)
     _log(f"{a.method} K={a.k}: volume {metrics['volume_forward']}, max layer imbalance "
@@ -382,7 +382,7 @@ def _partition_commands(sub) -> None:
     h.set_defaults(func=cmd_hypergraph)
 
     from .partition import METHODS
-    from .partitioner import PRESETS
+    from .partitioner import BACKENDS, PRESETS
 
     pa = sub.add_parser("partition", help="row-wise partition balanced in every layer")
     pa.add_argument("network")
@@ -393,8 +393,11 @@ def _partition_commands(sub) -> None:
     pa.add_argument("--passes", type=int, default=1, help="hypergraph: refinement passes over the layers")
     pa.add_argument("--preset", default="quality", choices=PRESETS,
                     help="Mt-KaHyPar preset for the per-layer subproblems (quality: as fast as default here, ~1%% less volume)")
+    pa.add_argument("--backend", default="mtkahypar", choices=BACKENDS,
+                    help="partitioner of the per-layer subproblems (kahypar: slower, spdnn's configuration file)")
     pa.add_argument("--threads", type=int, default=1, help="Mt-KaHyPar threads (deterministic preset: same result)")
-    pa.add_argument("--jobs", type=int, default=1, help="hypergraph: processes for the refinement (same result)")
+    pa.add_argument("--jobs", type=int, default=1,
+                    help="hypergraph: processes for the sweep, candidates and refinement (same jobs, same result)")
     pa.add_argument("-o", "--output", required=True, help="partition file; metrics go to OUTPUT.json")
     pa.set_defaults(func=cmd_partition)
 

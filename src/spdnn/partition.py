@@ -49,7 +49,7 @@ from .arrays import distinct, first_index, number_by_first
 from .errors import UserError, WorkerError
 from .hypergraph import identical_rows
 from .partition_io import id_dtype
-from .partitioner import partition_hypergraph
+from .partitioner import Solver
 from .volume import layer_capacity, partition_metrics
 
 METHODS = ("hypergraph", "sweep", "random", "block")
@@ -226,12 +226,12 @@ def mergeable_rows(w) -> np.ndarray:
     return classes
 
 
-def solve_layer(net: Layers, t: int, parts, k, epsilon, seed, preset, threads):
+def solve_layer(net: Layers, t: int, parts, k, epsilon, seed, solver, threads):
     """Partition layer t (and layer 0 when t = 1 and it is unplaced) against its fixed neighbours."""
     nv, indptr, pins, net_weights, weights, fixed = layer_subproblem(net, t, parts, k)
     if indptr.size > 1:
-        block = partition_hypergraph(nv, indptr, pins, k, epsilon, seed, weights, net_weights=net_weights,
-                                     fixed=fixed, preset=preset, threads=threads).partition
+        block = solver.solve(nv, indptr, pins, k, epsilon, seed, weights, net_weights=net_weights,
+                             fixed=fixed, threads=threads).partition
     else:  # nothing to cut (an empty layer): any balanced split is optimal
         block = split_by_load(np.arange(nv), weights, k)
     classes = net.classes(t)
@@ -265,11 +265,11 @@ def place_inputs(net: Layers, parts, k) -> np.ndarray:
     return counts.argmax(axis=1).astype(id_dtype(k))
 
 
-def sweep(net: Layers, k, epsilon, seed, preset, threads, progress):
+def sweep(net: Layers, k, epsilon, seed, solver, threads, progress):
     """Layer k partitioned with layer k−1 fixed, k = 1..L (layers 0 and 1 together)."""
     parts = [None] * len(net.widths)
     for t in range(1, len(net.widths)):
-        parts[t], inputs = solve_layer(net, t, parts, k, epsilon, seed + t, preset, threads)
+        parts[t], inputs = solve_layer(net, t, parts, k, epsilon, seed + t, solver, threads)
         if inputs is not None:
             parts[0] = inputs
         rebalance_layer(net, parts, t, k, epsilon)
@@ -316,7 +316,7 @@ def best_relabel(w, part_in: np.ndarray, part_out: np.ndarray, k: int, held=None
     return int(held.sum() - together[rows, cols].sum()), rename
 
 
-def chains_from(net: Layers, k, epsilon, seed, preset, threads, window, starts, progress=None):
+def chains_from(net: Layers, k, epsilon, seed, solver, threads, window, starts, progress=None):
     """For each start layer t0: t0 partitioned on its own (no neighbours), then the next window−1
     layers swept from it. Returns [(t0, t, layer partition), ...] in order."""
     L = len(net)
@@ -324,7 +324,7 @@ def chains_from(net: Layers, k, epsilon, seed, preset, threads, window, starts, 
     for t0 in starts:
         chain = [None] * (L + 1)
         for t in range(t0, min(L, t0 + window - 1) + 1):
-            chain[t], _ = solve_layer(net, t, chain, k, epsilon, seed + 7 * L * t0 + t, preset, threads)
+            chain[t], _ = solve_layer(net, t, chain, k, epsilon, seed + 7 * L * t0 + t, solver, threads)
             rebalance_layer(net, chain, t, k, epsilon)
             out.append((t0, t, chain[t]))
         if progress:
@@ -332,11 +332,11 @@ def chains_from(net: Layers, k, epsilon, seed, preset, threads, window, starts, 
     return out
 
 
-def _sweep_and_chains(net, k, epsilon, seed, preset, window, share, tick):
+def _sweep_and_chains(net, k, epsilon, seed, solver, window, share, tick):
     """One worker's share: the sweep if `share` asks for it, then its chain start layers."""
     with_sweep, starts = share
-    swept = sweep(net, k, epsilon, seed, preset, 1, lambda *_: tick()) if with_sweep else None
-    return swept, chains_from(net, k, epsilon, seed, preset, 1, window, starts, lambda *_: tick())
+    swept = sweep(net, k, epsilon, seed, solver, 1, lambda *_: tick()) if with_sweep else None
+    return swept, chains_from(net, k, epsilon, seed, solver, 1, window, starts, lambda *_: tick())
 
 
 def chain_shares(n_layers: int, window: int, jobs: int, block: int = 16) -> list[list[int]]:
@@ -435,7 +435,7 @@ def _run_share(task, common, share, index, results):
         results.put((index, False, f"{e.__class__.__name__}: {e}"))
 
 
-def sweep_and_candidates(net: Layers, k, epsilon, seed, preset, threads, window, progress=None, jobs=1):
+def sweep_and_candidates(net: Layers, k, epsilon, seed, solver, threads, window, progress=None, jobs=1):
     """The sweep, and extra candidate partitions per layer (`chains_from` every layer): they carry
     each layer's own structure, which a sweep started elsewhere can lose for good (a RadiX-Net
     block changes structure every few layers). Returns (sweep's layer partitions, candidates per
@@ -447,14 +447,14 @@ def sweep_and_candidates(net: Layers, k, epsilon, seed, preset, threads, window,
     if jobs > 1:
         shares = chain_shares(L, window, jobs)
         stage = f"sweep and candidates ({jobs} processes)"
-        done = in_processes(_sweep_and_chains, (net, k, epsilon, seed, preset, window),
+        done = in_processes(_sweep_and_chains, (net, k, epsilon, seed, solver, window),
                             [(w == 0, starts) for w, starts in enumerate(shares)],
                             progress and (lambda n: progress(stage, n, 2 * L)))
         swept = done[0][0]
         triples = sorted((t for _, share in done for t in share), key=lambda x: (x[0], x[1]))
     else:
-        swept = sweep(net, k, epsilon, seed, preset, threads, progress)
-        triples = chains_from(net, k, epsilon, seed, preset, threads, window, range(1, L + 1), progress)
+        swept = sweep(net, k, epsilon, seed, solver, threads, progress)
+        triples = chains_from(net, k, epsilon, seed, solver, threads, window, range(1, L + 1), progress)
     cands = [[] if t == 0 else [swept[t]] for t in range(L + 1)]  # the sweep first: never worse than it
     for _, t, part in triples:  # by start layer: the same order whatever the split
         cands[t].append(part)
@@ -520,16 +520,16 @@ def choose_candidates(net: Layers, cands, k, progress=None, jobs=1):
     return parts, int(cost.min())
 
 
-def improve_layer(net: Layers, parts, t, k, epsilon, seed, preset, threads):
+def improve_layer(net: Layers, parts, t, k, epsilon, seed, solver, threads):
     """Re-solve layer t with both neighbours fixed; the new layer partition, or None if no better."""
     before = local_volume(net, parts, t, k)
     trial = list(parts)
-    trial[t], _ = solve_layer(net, t, trial, k, epsilon, seed, preset, threads)
+    trial[t], _ = solve_layer(net, t, trial, k, epsilon, seed, solver, threads)
     rebalance_layer(net, trial, t, k, epsilon)
     return trial[t] if local_volume(net, trial, t, k) < before else None
 
 
-def _refine_share(net, k, epsilon, preset, batch, tick=lambda: None):
+def _refine_share(net, k, epsilon, solver, batch, tick=lambda: None):
     """Re-solve a fixed batch of layers (in order): [(t, new layer partition or None), ...]."""
     out = []
     for t, neighbours, seed in batch:
@@ -537,12 +537,12 @@ def _refine_share(net, k, epsilon, preset, batch, tick=lambda: None):
         for offset, p in zip((-1, 0, 1), neighbours):
             if p is not None:
                 parts[t + offset] = p
-        out.append((t, improve_layer(net, parts, t, k, epsilon, seed, preset, 1)))
+        out.append((t, improve_layer(net, parts, t, k, epsilon, seed, solver, 1)))
         tick()
     return out
 
 
-def refine(net: Layers, parts, k, epsilon, seed, preset, threads, passes, progress, jobs=1):
+def refine(net: Layers, parts, k, epsilon, seed, solver, threads, passes, progress, jobs=1):
     """Block-coordinate descent, red-black: every odd layer is re-solved with both (even) neighbours
     fixed, then every even layer; a new layer partition is kept only if it lowers the exact local
     volume. Layers of one colour are independent, so `jobs` processes solve them in parallel, each
@@ -555,13 +555,13 @@ def refine(net: Layers, parts, k, epsilon, seed, preset, threads, passes, progre
                     for t in range(1, L + 1) if t % 2 == colour]
             if jobs > 1:
                 done_before = (L + 1) // 2 if colour == 0 else 0  # odd layers first, then even ones
-                done = in_processes(_refine_share, (net, k, epsilon, preset), block_shares(work, jobs),
+                done = in_processes(_refine_share, (net, k, epsilon, solver), block_shares(work, jobs),
                                     progress and (lambda n, d=done_before: progress(
                                         f"refinement pass {n_pass}/{passes}", d + n, L)))
                 got = dict(item for share in done for item in share)
                 results = [got[t] for t, _, _ in work]
             else:
-                results = [improve_layer(net, parts, t, k, epsilon, sd, preset, threads) for t, _, sd in work]
+                results = [improve_layer(net, parts, t, k, epsilon, sd, solver, threads) for t, _, sd in work]
             for (t, _, _), new in zip(work, results):
                 if new is not None:
                     parts[t] = new
@@ -630,7 +630,7 @@ def check_k(widths, k: int) -> None:
 
 def partition_network(layers, widths, k: int, method: str, epsilon: float = 0.03, seed: int = 0,
                       passes: int = 1, preset: str = "quality", threads: int = 1, verbose: bool = False,
-                      jobs: int = 1):
+                      jobs: int = 1, backend: str = "mtkahypar"):
     """Return (part over all vertices, in the smallest integer type that holds K; metrics dict incl.
     seconds). Balance verified per layer. `layers`: a list of W^k, or a `network.LayerFile`, which
     keeps memory to a few layers plus the partition (workers read the file themselves)."""
@@ -639,6 +639,7 @@ def partition_network(layers, widths, k: int, method: str, epsilon: float = 0.03
     if not 0 <= epsilon < 1:
         raise UserError(f"--epsilon must be in [0, 1) (got {epsilon})")
     check_k(widths, k)
+    solver = Solver(backend, preset)  # checks both names before any work
     net = Layers(layers, widths)
     t0 = time.perf_counter()
     progress = _progress(method, k) if verbose else None
@@ -651,12 +652,12 @@ def partition_network(layers, widths, k: int, method: str, epsilon: float = 0.03
         parts = random_partition(net, k, seed)
     else:
         if method == "sweep":
-            parts = sweep(net, k, epsilon, seed, preset, threads, progress)
+            parts = sweep(net, k, epsilon, seed, solver, threads, progress)
         else:
-            parts, cands = sweep_and_candidates(net, k, epsilon, seed, preset, threads, WINDOW, progress, jobs)
+            parts, cands = sweep_and_candidates(net, k, epsilon, seed, solver, threads, WINDOW, progress, jobs)
             parts, _ = choose_candidates(net, cands, k, progress, jobs)
             del cands
-            parts = refine(net, parts, k, epsilon, seed, preset, threads, passes, progress, jobs)
+            parts = refine(net, parts, k, epsilon, seed, solver, threads, passes, progress, jobs)
     for t in range(1, L + 1):
         rebalance_layer(net, parts, t, k, epsilon)
     part = np.concatenate(parts)
@@ -667,7 +668,8 @@ def partition_network(layers, widths, k: int, method: str, epsilon: float = 0.03
         raise RuntimeError(f"{method}: layers {metrics['unbalanced_layers'][:5]} exceed the balance bound")
     metrics.update({"method": method, "seed": seed, "seconds": seconds,
                     "passes": passes if method == "hypergraph" else None,
-                    "preset": preset if method in ("hypergraph", "sweep") else None})
+                    "preset": preset if method in ("hypergraph", "sweep") else None,
+                    "backend": backend if method in ("hypergraph", "sweep") else None})
     return part, metrics
 
 

@@ -1,8 +1,11 @@
-"""One thin wrapper around Mt-KaHyPar: hypergraph arrays, k, ε, seed, preset → result.
+"""One thin wrapper per hypergraph partitioner: hypergraph arrays, k, ε, seed, preset → result.
 
-Mt-KaHyPar (PyPI `mtkahypar`) is used rather than KaHyPar (`kahypar`): same algorithm family,
-built-in presets (KaHyPar's wheel ships none and exit()s on a bad .ini), Python exceptions,
-fixed vertices, and ≈15× faster on this model (README, "Design reference").
+Backends: Mt-KaHyPar (PyPI `mtkahypar`, the default) and KaHyPar (PyPI `kahypar`). Mt-KaHyPar has
+built-in presets, Python exceptions and is ≈15× faster on this model (README, "Design reference").
+KaHyPar's wheel ships no configuration, so spdnn ships one (`data/kahypar_km1_kway.ini`, its km1
+direct k-way quality setting); KaHyPar exit()s on input it rejects (a vertex of weight 0), so the
+wrapper gives it none: zero weights become 1 and the others are scaled so that they still weigh
+1000× more in total (the balance is then re-checked, and repaired, by the caller).
 """
 
 from __future__ import annotations
@@ -10,12 +13,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
 from .errors import UserError
 
 PRESETS = ("deterministic", "default", "quality")
+BACKENDS = ("mtkahypar", "kahypar")
+KAHYPAR_CONFIG = Path(__file__).resolve().parent / "data" / "kahypar_km1_kway.ini"
 
 
 @dataclass
@@ -79,3 +85,58 @@ def _nets_as_lists(pins, net_indptr) -> list:
         return pins.reshape(-1, int(sizes[0])).tolist()
     flat, ends = pins.tolist(), np.asarray(net_indptr, np.int64).tolist()
     return [flat[a:b] for a, b in zip(ends[:-1], ends[1:])]
+
+
+def kahypar_partition(num_vertices: int, net_indptr: np.ndarray, pins: np.ndarray, k: int, epsilon: float,
+                      seed: int, vertex_weights: np.ndarray, net_weights: np.ndarray | None = None,
+                      fixed: np.ndarray | None = None) -> PartitionerResult:
+    """The same problem as `partition_hypergraph`, solved by KaHyPar with spdnn's configuration."""
+    import kahypar
+
+    if k < 2:
+        return PartitionerResult(np.zeros(num_vertices, np.int64), 0, 0.0, 0.0)
+    t0 = time.perf_counter()
+    weights = np.asarray(vertex_weights, np.int64)
+    zero = weights == 0
+    if zero.any():  # KaHyPar rejects weight 0 (and exits): weigh them 1, everything else ≥ 1000× more
+        scale = max(1, -(-1000 * int(zero.sum()) // max(int(weights.sum()), 1)))
+        weights = np.where(zero, 1, weights * scale)
+    n_nets = len(net_indptr) - 1
+    hg = kahypar.Hypergraph(int(num_vertices), n_nets, np.asarray(net_indptr, np.int64).tolist(),
+                            np.asarray(pins, np.int64).tolist(), int(k),
+                            (np.ones(n_nets, np.int64) if net_weights is None else np.asarray(net_weights, np.int64)).tolist(),
+                            weights.tolist())
+    if fixed is not None:
+        for v in np.flatnonzero(np.asarray(fixed) >= 0):
+            hg.fixNodeToBlock(int(v), int(fixed[v]))
+    ctx = kahypar.Context()
+    ctx.loadINIconfiguration(str(KAHYPAR_CONFIG))
+    ctx.setK(int(k))
+    ctx.setEpsilon(float(epsilon))
+    ctx.setSeed(int(seed))
+    ctx.suppressOutput(True)
+    kahypar.partition(hg, ctx)
+    part = np.fromiter((hg.blockID(v) for v in range(num_vertices)), np.int64, num_vertices)
+    return PartitionerResult(part, int(kahypar.connectivityMinusOne(hg)), float(kahypar.imbalance(hg, ctx)),
+                             time.perf_counter() - t0)
+
+
+@dataclass(frozen=True)
+class Solver:
+    """Which partitioner solves the layer subproblems, and how (a Mt-KaHyPar preset)."""
+
+    backend: str = "mtkahypar"
+    preset: str = "quality"
+
+    def __post_init__(self):
+        if self.backend not in BACKENDS:
+            raise UserError(f"unknown partitioner backend {self.backend!r} (choose from {', '.join(BACKENDS)})")
+        if self.preset not in PRESETS:
+            raise UserError(f"unknown partitioner preset {self.preset!r} (choose from {', '.join(PRESETS)})")
+
+    def solve(self, num_vertices, net_indptr, pins, k, epsilon, seed, vertex_weights, net_weights=None, fixed=None,
+              threads: int = 1) -> PartitionerResult:
+        if self.backend == "kahypar":  # one thread; its own configuration (no presets)
+            return kahypar_partition(num_vertices, net_indptr, pins, k, epsilon, seed, vertex_weights, net_weights, fixed)
+        return partition_hypergraph(num_vertices, net_indptr, pins, k, epsilon, seed, vertex_weights, net_weights,
+                                    fixed, self.preset, threads)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .kernels import GcLayer
+from .kernels import layer_kernels
 from .network import Network
 
 
@@ -17,7 +17,7 @@ def gc_layer(w, bias, x, ymax):
     """z = W x; bias only on nonzero entries of z (the challenge's stored entries); clip to [0, ymax].
 
     In place after the SpMM: no Python work per entry, float32 throughout. The definition the
-    compiled kernel (`kernels.GcLayer`, used by `gc_infer` and the MPI runtime) is tested against.
+    compiled kernel (`kernels.SparseLayer.gc`, used by `gc_infer` and the MPI runtime) is tested against.
     """
     z = w @ x
     np.add(z, bias[:, None], out=z, where=z != 0)
@@ -55,7 +55,7 @@ def gc_infer_layers(layers, n_out: int, ymax: float, images, batch: int = 8192):
         x = _dense_block(images[lo:hi]).T.copy()  # (n_0, B)
         ids = np.arange(lo, hi)
         for w, b in layers():
-            x, alive = GcLayer(w)(b, x, ymax)  # = gc_layer, compiled and fused (kernels.py)
+            x, alive = layer_kernels(w).gc(b, x, ymax)  # = gc_layer, compiled and fused (kernels.py)
             x, ids = drop_dead(x, ids, alive)
             if not ids.size:
                 break
@@ -68,10 +68,6 @@ def _dense_block(a):
 
 
 # ---------------------------------------------------------------- training
-def activation(z, ymax):
-    return np.clip(z, 0.0, ymax)
-
-
 def activation_grad(z, ymax):
     """f'(z) for f = min(max(z, 0), ymax): 1 strictly inside (0, ymax), else 0."""
     return ((z > 0) & (z < ymax)).astype(z.dtype)
@@ -118,37 +114,14 @@ def loss_and_delta(logits, y, loss: str, num_classes: int | None = None, denom: 
     return class_loss(logits, rows, y, loss, c, logits.shape[1] if denom is None else denom)
 
 
-def pattern_grad(w, delta, x, chunk_elems: int = 1 << 16):
+def pattern_grad(w, delta, x):
     """∂L/∂W on W's fixed pattern (an SDDMM): g_e = Σ_b δ[row_e, b] · x[col_e, b], in float64.
 
     The products of float32 values are exact in float64 and the sum over the batch nearly so:
     rounded once by the caller, a gradient summed over the batch in parts (data-parallel ranks,
-    each with its share of the samples) equals the one summed at once. Works in chunks whose
-    gathered activations (≈ chunk_elems values) stay in cache: gathering all nnz × B at once was
-    10× slower at B = 256. Rows of equal length (RadiX-Net, random generator) use a batched matvec
-    per row and never gather δ.
-    """
-    n_rows, b = delta.shape
-    counts = np.diff(w.indptr)
-    out = np.empty(w.nnz, dtype=np.float64)
-    if w.nnz == 0:
-        return out
-    cols = w.indices
-    r = int(counts[0])
-    x, delta = x.astype(np.float64), delta.astype(np.float64)  # once per layer: cheaper than per chunk
-    if r > 0 and b >= 8 and np.all(counts == r):  # tiny batches: one einsum is cheaper
-        rows_per_chunk = max(1, chunk_elems // (r * b))
-        for lo in range(0, n_rows, rows_per_chunk):
-            hi = min(n_rows, lo + rows_per_chunk)
-            xg = np.take(x, cols[lo * r:hi * r], axis=0).reshape(hi - lo, r, b)
-            out[lo * r:hi * r] = np.matmul(xg, delta[lo:hi, :, None]).reshape(-1)
-        return out
-    rows = np.repeat(np.arange(n_rows), counts)
-    step = max(1, chunk_elems // b)
-    for lo in range(0, w.nnz, step):
-        hi = min(w.nnz, lo + step)
-        out[lo:hi] = np.einsum("eb,eb->e", np.take(delta, rows[lo:hi], axis=0), np.take(x, cols[lo:hi], axis=0))
-    return out
+    each with its share of the samples) equals the one summed at once. Compiled, rows of a group
+    together (`kernels.SparseLayer.pattern_grad`)."""
+    return layer_kernels(w).pattern_grad(delta, x)
 
 
 def forward(net: Network, x0):
@@ -162,10 +135,9 @@ def forward_layers(layers, biases, x0, ymax, expand=None):
     xs, zs, x = [], [], x0
     for k, (w, b) in enumerate(zip(layers, biases), start=1):
         x = expand(k, x) if expand else x
-        z = w @ x + b[:, None]
         xs.append(x)
+        z, x = layer_kernels(w).forward(b, x, ymax, hidden=k < len(layers))  # z = W x + b, x = f(z)
         zs.append(z)
-        x = activation(z, ymax) if k < len(layers) else z
     return xs, zs
 
 
@@ -185,7 +157,7 @@ def backpropagate(layers, xs, zs, delta, ymax, update, fold=None):
             # exact in float64 and the sums nearly so, so the fold's other order of summation (own
             # partial sums plus each neighbour's) rounds to the serial float32 result. In float32 the
             # orders differ in the last bit, and a deep network amplifies that step after step.
-            back = w.T @ delta.astype(np.float64)
+            back = layer_kernels(w).transpose_times(delta)  # Wᵀ δ in float64
             delta = ((fold(k, back) if fold else back) * activation_grad(zs[k - 2], ymax)).astype(np.float32)
         update(k, grad_w, grad_b)
 

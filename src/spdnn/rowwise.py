@@ -26,7 +26,7 @@ from .errors import UserError
 from .network import NetworkWriter, open_network, read_layer
 from .partition import check_k
 from .partition_io import PartitionReader
-from .kernels import GcLayer
+from .kernels import layer_kernels
 from .reference import backpropagate, class_loss, drop_dead, forward_layers, sgd_update
 
 
@@ -38,13 +38,6 @@ class LocalLayer:
     bias: np.ndarray
     plan: CommPlan
     ext_ids: np.ndarray  # global layer-(k−1) id of each extended-vector position
-    _gc: GcLayer | None = None
-
-    def gc_kernel(self) -> GcLayer:
-        """The compiled Graph Challenge layer of my rows, prepared on first use."""
-        if self._gc is None:
-            self._gc = GcLayer(self.w)
-        return self._gc
 
 
 def scatter_layer_rows(comm, f, path, header, k: int, part_k: np.ndarray, rows: np.ndarray):
@@ -169,7 +162,7 @@ class RowWiseModel:
         for layer in self.layers:
             ext = self._expand(layer.k, x)
             t0 = time.perf_counter()
-            x, alive_here = layer.gc_kernel()(layer.bias, ext, self.ymax)
+            x, alive_here = layer_kernels(layer.w).gc(layer.bias, ext, self.ymax)
             self.compute_seconds += time.perf_counter() - t0
             if layer.k % compact_every == 0 and layer.k < self.num_layers and ids.size:
                 x, ids = drop_dead(x, ids, self.alive(x, ids.size, alive_here))
