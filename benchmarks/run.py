@@ -1,7 +1,7 @@
 """spdnn against its peers, measured in one run on the same inputs (one core unless stated).
 
     python benchmarks/run.py [--gc PATH/neuron1024.tar.gz] [--steps 3] [--out benchmarks/out]
-    python benchmarks/run.py --partitions [--ks 2,8,32]     # partition quality table (minutes)
+    python benchmarks/run.py --partitions [--ks 2,8,32] [--partition-file F]   # partitioners table (minutes)
 
 Tables (printed, and written as CSV under --out):
   inference: Graph Challenge semantics on the 1024×120 network (the real one from --gc or
@@ -373,6 +373,10 @@ TRAIN = {"spdnn serial": (train_spdnn, True),
 def run_one(kind, name, args):
     import resource
 
+    from spdnn.kernels import reuse_freed_memory
+
+    reuse_freed_memory()  # every row, peers included: the same allocator behaviour as spdnn's commands
+
     from spdnn.datasets import digits_images, load_dataset
     from spdnn.network import read_network
 
@@ -495,6 +499,7 @@ def main():
     p.add_argument("--partitions", action="store_true", help="run the partition quality table instead")
     p.add_argument("--ks", default="2,8,32")
     p.add_argument("--big", action="store_true", help="--partitions: also N=16384 in the scaling table")
+    p.add_argument("--partition-file", help="--partitions: also evaluate this partition file (yours) at each K it fits")
     p.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
     p.add_argument("--net", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
@@ -522,7 +527,8 @@ def main():
     if args.partitions:
         from partition_quality import run as run_partitions
 
-        run_partitions(net, net_name, [int(k) for k in args.ks.split(",")], out, big=args.big)
+        run_partitions(net, net_name, net_path, [int(k) for k in args.ks.split(",")], out, big=args.big,
+                       partition_file=args.partition_file)
         return
     print(f"network: {net_name}, {net.nnz} weights; inputs: 1,797 digits binarised at 0.9\n")
 

@@ -550,6 +550,9 @@ def main(argv=None) -> int:
     if getattr(args, "post", None):
         args.post(args)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from .kernels import reuse_freed_memory
+
+    reuse_freed_memory()  # large temporaries from the heap, not fresh page-faulting mappings
     # SIGTERM (Snakemake or SLURM cancelling a job) unwinds like Ctrl-C: `finally` blocks stop worker
     # processes and remove temporary outputs. MPI commands replace this with their own handling.
     signal.signal(signal.SIGTERM, _terminate)

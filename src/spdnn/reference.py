@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .kernels import layer_kernels
+from .kernels import layer_kernels, masked_delta
 from .network import Network
 
 
@@ -68,11 +68,6 @@ def _dense_block(a):
 
 
 # ---------------------------------------------------------------- training
-def activation_grad(z, ymax):
-    """f'(z) for f = min(max(z, 0), ymax): 1 strictly inside (0, ymax), else 0."""
-    return ((z > 0) & (z < ymax)).astype(z.dtype)
-
-
 def class_loss(logits, rows, y, loss: str, num_classes: int, denom: int, reduce=None):
     """Loss and δ^L = ∂loss/∂z^L for the output rows `rows` (sorted global ids) of logits (r, B).
 
@@ -149,16 +144,15 @@ def backpropagate(layers, xs, zs, delta, ymax, update, fold=None):
     δ^0 is never needed: layer 1 has no fold. The one backward pass of the serial reference, the
     row-wise runtime and the data-parallel runtime."""
     for k in range(len(layers), 0, -1):
-        w = layers[k - 1]
-        grad_w = pattern_grad(w, delta, xs[k - 1])  # float64: see pattern_grad
+        # ∂L/∂W (float64: see pattern_grad) and Wᵀ δ, summed in float64 and rounded to float32
+        # once: the products of float32 values are exact in float64 and the sums nearly so, so the
+        # fold's other order of summation (own partial sums plus each neighbour's) rounds to the
+        # serial float32 result. In float32 the orders differ in the last bit, and a deep network
+        # amplifies that step after step.
+        grad_w, back = layer_kernels(layers[k - 1]).backward(delta, xs[k - 1], transpose=k > 1)
         grad_b = delta.sum(axis=1, dtype=np.float64)
         if k > 1:
-            # Summed in float64 and rounded to float32 once: the products of float32 values are
-            # exact in float64 and the sums nearly so, so the fold's other order of summation (own
-            # partial sums plus each neighbour's) rounds to the serial float32 result. In float32 the
-            # orders differ in the last bit, and a deep network amplifies that step after step.
-            back = layer_kernels(w).transpose_times(delta)  # Wᵀ δ in float64
-            delta = ((fold(k, back) if fold else back) * activation_grad(zs[k - 2], ymax)).astype(np.float32)
+            delta = masked_delta(fold(k, back) if fold else back, zs[k - 2], ymax)
         update(k, grad_w, grad_b)
 
 
