@@ -554,6 +554,7 @@ def main():
     fair_peers = [r for r in rows if r.get("seconds") and r["fair"] and not r["name"].startswith("spdnn")]
     best = min(fair_peers, key=lambda r: r["seconds"], default=None)
     bw, flops = machine_limits()
+    flops_peak = flops
     for r in rows:
         if r.get("seconds"):
             if best:
@@ -589,8 +590,11 @@ def main():
             ok = "reference" if ref_w is None else (
                 "same weights" if all(np.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(ws, ref_w)) else "DIFFERENT")
             ref_w = ref_w or ws
+            flops = 2 * batch * (3 * net.nnz - net.layers[0].nnz)  # W x, δ xᵀ on the pattern, Wᵀ δ (not layer 1)
             trows.append({"batch": batch, "name": name, "fair": "yes" if fair else "no (naive)",
                           "step ms": fmt(1e3 * res["step_seconds"], ".2f"),
+                          "GFLOP/s": fmt(flops / res["step_seconds"] / 1e9, ".2f"),
+                          "% FMA": fmt(100 * flops / res["step_seconds"] / flops_peak, ".1f"),
                           "samples/s": fmt(batch / res["step_seconds"], ".4g"), "peak MB": fmt(res["peak_rss_mb"], ".0f"),
                           "check": ok, "_s": res["step_seconds"], "_fair": fair})
         here = [r for r in trows if r["batch"] == batch and r.get("_s")]
@@ -601,7 +605,9 @@ def main():
                 r["× best fair peer"] = fmt(best["_s"] / r["_s"], ".2f")
     print(f"Training step (forward + backward + update, one process, one thread, {args.steps} timed steps after a "
           "warm-up, median; same start weights and data, final weights checked against spdnn's)")
-    table(trows, ["batch", "name", "fair", "step ms", "samples/s", "× best fair peer", "peak MB", "check"])
+    table(trows, ["batch", "name", "fair", "step ms", "samples/s", "× best fair peer", "GFLOP/s", "% FMA", "peak MB",
+                  "check"])
+    print("GFLOP/s counts 2 flops per weight and sample for each of W x, the weight gradient and Wᵀδ.")
     pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")} for r in trows]).to_csv(out / "training.csv", index=False)
     print(f"CSV: {out}/inference.csv, {out}/training.csv")
 

@@ -126,3 +126,23 @@ def test_backward_pieces_agree_and_masked_delta_is_the_derivative():
         want = (back * ((z > 0) & (z < ymax))).astype(np.float32)
         got = masked_delta(back, z, ymax)
         assert got.dtype == np.float32 and np.array_equal(got, want)
+
+
+def test_results_do_not_depend_on_the_batching_of_blocks(monkeypatch):
+    """Blocks are processed in batches of ≈ CHUNK_BYTES (memory O(activations)): any batching, same numbers."""
+    import spdnn.kernels as kernels
+
+    w = radixnet(256, 1, seed=0).layers[0]
+    rng = np.random.default_rng(2)
+    x = _activations(rng, 256, 70, dead_fraction=0.0)
+    delta = rng.standard_normal((256, 70)).astype(np.float32)
+    bias = np.full(256, -0.1, np.float32)
+    whole = SparseLayer(w)
+    want = (whole.forward(bias, x, 4.0), whole.gc(bias, x, 4.0), whole.backward(delta, x))
+    monkeypatch.setattr(kernels, "CHUNK_BYTES", 1)  # one block per batch
+    small = SparseLayer(w)
+    assert len(small._chunks(70, 8)) == small.rows.shape[0] > 1
+    got = (small.forward(bias, x, 4.0), small.gc(bias, x, 4.0), small.backward(delta, x))
+    for pw, pg in zip(want, got):
+        for a, b in zip(pw, pg):
+            np.testing.assert_array_equal(a, b)

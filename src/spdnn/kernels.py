@@ -32,6 +32,8 @@ import scipy.sparse as sp
 from .arrays import ranges
 from .hypergraph import identical_rows
 
+CHUNK_BYTES = 16 << 20  # gathered activations per batch of dense blocks (`SparseLayer._chunks`)
+
 
 # ---------------------------------------------------------------- compiled element-wise passes
 def _gc_finish(zb, order, bias, ymax, z, alive):
@@ -114,8 +116,8 @@ class SparseLayer:
             # For Wᵀδ: the blocks' rows of partial sums added up per input neuron, as a 0/1 CSR
             # product (np.add.reduceat over rows was 50× slower).
             flat = cols.reshape(-1)
-            self.gather_cols = sp.csr_matrix((np.ones(flat.size), (flat, np.arange(flat.size))),
-                                             shape=(w.shape[1], flat.size))
+            self.gather_cols = sp.csc_matrix((np.ones(flat.size), (flat, np.arange(flat.size))),
+                                             shape=(w.shape[1], flat.size))  # CSC: sliced by blocks
 
     @property
     def dense_blocks(self) -> bool:
@@ -126,9 +128,21 @@ class SparseLayer:
         rows_data = self.w.data.reshape(-1, self.row_length)
         return np.take(rows_data, self.rows, axis=0).astype(dtype, copy=False)
 
+    def _chunks(self, n_samples: int, itemsize: int) -> list[slice]:
+        """Batches of blocks whose gathered inputs and outputs take ≈ CHUNK_BYTES: memory stays
+        O(activations) at any width (a RadiX-Net input feeds two blocks: gathering all at once
+        would double the activation block) and a batch's gather stays in cache."""
+        g, r = self.rows.shape
+        per_block = (self.cols.shape[1] + r) * max(n_samples, 1) * itemsize
+        step = max(1, CHUNK_BYTES // per_block)
+        return [slice(lo, min(g, lo + step)) for lo in range(0, g, step)]
+
     def _products(self, x) -> np.ndarray:
         """W x in block order: (G·R) × B float32."""
-        zb = np.matmul(self._values(), np.take(x, self.cols, axis=0))  # (G, R, C) @ (G, C, B)
+        values = self._values()
+        zb = np.empty(self.rows.shape + (x.shape[1],), np.float32)
+        for part in self._chunks(x.shape[1], 4):  # (g, R, C) @ (g, C, B) per batch of blocks
+            np.matmul(values[part], np.take(x, self.cols[part], axis=0), out=zb[part])
         return zb.reshape(-1, x.shape[1])
 
     def gc(self, bias, x, ymax):
@@ -164,14 +178,21 @@ class SparseLayer:
         delta, x = np.asarray(delta), np.asarray(x)
         if not self.dense_blocks:
             return _pattern_grad_csr(self.w, delta, x), (self.w.T @ delta.astype(np.float64) if transpose else None)
-        d = np.take(delta, self.rows, axis=0).astype(np.float64)  # G × R × B
-        xt = np.take(x, self.cols, axis=0).astype(np.float64).transpose(0, 2, 1)  # G × B × C
-        grad = np.empty((self.shape[0], self.row_length), np.float64)
-        grad[self.order] = np.matmul(d, xt).reshape(-1, self.row_length)
+        n_samples, c = delta.shape[1], self.row_length
+        blocks = np.empty(self.rows.shape + (c,), np.float64)  # the gradient, block by block
+        values = self._values(np.float64).transpose(0, 2, 1) if transpose else None  # G × C × R
+        chunks = self._chunks(n_samples, 8)
         back = None
-        if transpose:
-            parts = np.matmul(self._values(np.float64).transpose(0, 2, 1), d)  # G × C × B
-            back = np.asarray(self.gather_cols @ parts.reshape(-1, delta.shape[1]))
+        for part in chunks:
+            d = np.take(delta, self.rows[part], axis=0).astype(np.float64)  # g × R × B
+            xt = np.take(x, self.cols[part], axis=0).astype(np.float64).transpose(0, 2, 1)  # g × B × C
+            np.matmul(d, xt, out=blocks[part])
+            if transpose:  # each block's V_gᵀ δ_R, its rows added to the inputs they belong to
+                sums = np.matmul(values[part], d).reshape(-1, n_samples)
+                adds = self.gather_cols if len(chunks) == 1 else self.gather_cols[:, part.start * c:part.stop * c]
+                back = adds @ sums if back is None else back + adds @ sums
+        grad = np.empty((self.shape[0], c), np.float64)
+        grad[self.order] = blocks.reshape(-1, c)
         return grad.reshape(-1), back
 
     def pattern_grad(self, delta, x):
@@ -183,9 +204,7 @@ class SparseLayer:
         delta = np.asarray(delta)
         if not self.dense_blocks:
             return self.w.T @ delta.astype(np.float64)
-        d = np.take(delta, self.rows, axis=0).astype(np.float64)  # G × R × B
-        parts = np.matmul(self._values(np.float64).transpose(0, 2, 1), d)  # G × C × B
-        return np.asarray(self.gather_cols @ parts.reshape(-1, delta.shape[1]))
+        return self.backward(delta, np.zeros((self.shape[1], delta.shape[1]), np.float32))[1]
 
 
 def layer_kernels(w) -> SparseLayer:
