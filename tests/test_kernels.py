@@ -66,8 +66,10 @@ def test_fused_layer_edge_shapes():
     g.indices[:g.indptr[1]] = g.indices[:g.indptr[1]][::-1].copy()  # … but row 0 lists its columns backwards
     g.data[:g.indptr[1]] = g.data[:g.indptr[1]][::-1].copy()
     kernel, x = SparseLayer(g), _activations(rng, 64, 9)
-    assert not kernel.dense_blocks and np.array_equal(kernel.gc(bias[:1].repeat(64), x, 32.0)[0],
-                                                 gc_layer(g, bias[:1].repeat(64), x, 32.0))
+    assert kernel.dense_blocks and kernel.rest.size == 16 and 0 in kernel.rest  # row 0's group: CSR rows
+    got = kernel.gc(bias[:1].repeat(64), x, 32.0)[0]
+    want = gc_layer(g, bias[:1].repeat(64), x, 32.0)
+    assert np.array_equal(got[kernel.rest], want[kernel.rest]) and _same(got, want, exact=False)
     for shape, b in (((0, 30), 20), ((40, 30), 0)):
         empty = sp.csr_matrix(shape, dtype=np.float32)
         z, alive = SparseLayer(empty).gc(np.zeros(shape[0], np.float32), np.zeros((30, b), np.float32), 32.0)
@@ -146,3 +148,31 @@ def test_results_do_not_depend_on_the_batching_of_blocks(monkeypatch):
     for pw, pg in zip(want, got):
         for a, b in zip(pw, pg):
             np.testing.assert_array_equal(a, b)
+
+
+def test_a_share_that_splits_groups_mixes_blocks_and_csr_rows():
+    """A rank's rows of a RadiX-Net layer (a partition that splits some groups): whole groups are
+    blocks, the rest are CSR rows; every kernel still equals its definition."""
+    w = radixnet(256, 1, seed=0).layers[0]
+    share = np.sort(np.random.default_rng(0).choice(256, 150, replace=False))
+    share = np.union1d(share, np.flatnonzero(np.arange(256) % 16 == 3))  # one whole group at least
+    local = w[share]
+    kernel = SparseLayer(local)
+    assert kernel.dense_blocks and kernel.rest.size > 0 and kernel.order.size + kernel.rest.size == local.shape[0]
+    rng = np.random.default_rng(1)
+    x = _activations(rng, 256, 33, dead_fraction=0.0)
+    bias = rng.standard_normal(local.shape[0]).astype(np.float32) * 0.1
+    z, h = kernel.forward(bias, x, 1.5)
+    want = local @ x + bias[:, None]
+    assert _same(z, want, False) and _same(h, np.clip(want, 0, 1.5), False)
+    assert np.array_equal(z[kernel.rest], want[kernel.rest])
+    got, alive = kernel.gc(bias, x, 1.5)
+    assert _same(got, gc_layer(local, bias, x, 1.5), False) and np.array_equal(alive, got.any(axis=0))
+    delta = rng.standard_normal((local.shape[0], 33)).astype(np.float32)
+    rows = np.repeat(np.arange(local.shape[0]), np.diff(local.indptr))
+    grad_w, back = kernel.backward(delta, x)
+    np.testing.assert_allclose(grad_w, np.einsum("eb,eb->e", delta.astype(np.float64)[rows],
+                                                 x.astype(np.float64)[local.indices]), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(back, local.T.astype(np.float64) @ delta.astype(np.float64), rtol=1e-12, atol=1e-12)
+    local.data *= 3  # in-place update (SGD): both parts read the new values
+    np.testing.assert_allclose(kernel.forward(bias, x, 1.5)[0], local @ x + bias[:, None], rtol=1e-5, atol=1e-5)

@@ -29,7 +29,7 @@ from functools import lru_cache
 import numpy as np
 import scipy.sparse as sp
 
-from .arrays import ranges
+from .arrays import first_index, ranges
 from .hypergraph import identical_rows
 
 CHUNK_BYTES = 16 << 20  # gathered activations per batch of dense blocks (`SparseLayer._chunks`)
@@ -107,13 +107,24 @@ class SparseLayer:
         self.blocks = _dense_blocks(w)
         if self.blocks is not None:
             rows, cols = self.blocks
-            g, r = rows.shape
             c = cols.shape[1]
+            lengths = np.diff(w.indptr)
             self.rows = rows  # G × R row ids
             self.order = rows.reshape(-1)  # block order → row id
             self.cols = cols
-            self.row_length = c  # every row has C entries: w.data is an n × C array, row by row
-            # For Wᵀδ: the blocks' rows of partial sums added up per input neuron, as a 0/1 CSR
+            self.row_length = c
+            in_block = np.zeros(w.shape[0], bool)
+            in_block[self.order] = True
+            self.rest = np.flatnonzero(~in_block)  # rows outside the blocks (a group split by a partition)
+            # Every row of C entries: w.data is an n × C array and a block row is one of its rows;
+            # else the blocks' entries are gathered by position.
+            self.block_pos = None if (self.rest.size == 0 and (lengths == c).all()) else ranges(w.indptr[self.order], np.full(self.order.size, c))
+            if self.rest.size:
+                self.rest_pos = ranges(w.indptr[self.rest], lengths[self.rest])
+                self.rest_matrix = sp.csr_matrix(
+                    (w.data[self.rest_pos], w.indices[self.rest_pos],
+                     np.concatenate([[0], np.cumsum(lengths[self.rest])])), shape=(self.rest.size, w.shape[1]))
+            # For Wᵀδ: the blocks' rows of partial sums added up per input neuron, as a 0/1 sparse
             # product (np.add.reduceat over rows was 50× slower).
             flat = cols.reshape(-1)
             self.gather_cols = sp.csc_matrix((np.ones(flat.size), (flat, np.arange(flat.size))),
@@ -124,9 +135,17 @@ class SparseLayer:
         return self.blocks is not None
 
     def _values(self, dtype=np.float32) -> np.ndarray:
-        """The blocks' weights, G × R × C (a gather of whole rows: each block row is one CSR row)."""
-        rows_data = self.w.data.reshape(-1, self.row_length)
-        return np.take(rows_data, self.rows, axis=0).astype(dtype, copy=False)
+        """The blocks' weights, G × R × C, read from w.data now."""
+        if self.block_pos is None:  # each block row is one row of the n × C data
+            values = np.take(self.w.data.reshape(-1, self.row_length), self.rows, axis=0)
+        else:
+            values = np.take(self.w.data, self.block_pos).reshape(self.rows.shape + (self.row_length,))
+        return values.astype(dtype, copy=False)
+
+    def _rest(self):
+        """The rows outside the blocks as a CSR matrix, with w's current values."""
+        self.rest_matrix.data[:] = self.w.data[self.rest_pos]
+        return self.rest_matrix
 
     def _chunks(self, n_samples: int, itemsize: int) -> list[slice]:
         """Batches of blocks whose gathered inputs and outputs take ≈ CHUNK_BYTES: memory stays
@@ -157,6 +176,12 @@ class SparseLayer:
         z = np.empty((self.shape[0], x.shape[1]), np.float32)
         alive = np.zeros(x.shape[1], bool)
         _compiled("gc")(self._products(x), self.order, bias, _cap(ymax), z, alive)
+        if self.rest.size:
+            zr = self._rest() @ x
+            np.add(zr, bias[self.rest, None], out=zr, where=zr != 0)
+            np.clip(zr, 0.0, ymax, out=zr)
+            z[self.rest] = zr
+            alive |= zr.any(axis=0)
         return z, alive
 
     def forward(self, bias, x, ymax, hidden: bool = True):
@@ -170,6 +195,12 @@ class SparseLayer:
         z = np.empty((self.shape[0], x.shape[1]), np.float32)
         h = np.empty_like(z) if hidden else z
         _compiled("forward")(self._products(x), self.order, bias, _cap(ymax), hidden, z, h)
+        if self.rest.size:
+            zr = self._rest() @ x
+            zr += bias[self.rest, None]
+            z[self.rest] = zr
+            if hidden:
+                h[self.rest] = np.clip(zr, 0.0, ymax)
         return z, h
 
     def backward(self, delta, x, transpose: bool = True):
@@ -191,9 +222,18 @@ class SparseLayer:
                 sums = np.matmul(values[part], d).reshape(-1, n_samples)
                 adds = self.gather_cols if len(chunks) == 1 else self.gather_cols[:, part.start * c:part.stop * c]
                 back = adds @ sums if back is None else back + adds @ sums
-        grad = np.empty((self.shape[0], c), np.float64)
-        grad[self.order] = blocks.reshape(-1, c)
-        return grad.reshape(-1), back
+        if self.block_pos is None:
+            grad = np.empty((self.shape[0], c), np.float64)
+            grad[self.order] = blocks.reshape(-1, c)
+            return grad.reshape(-1), back
+        grad = np.empty(self.w.nnz, np.float64)
+        grad[self.block_pos] = blocks.reshape(-1)
+        if self.rest.size:
+            rest, d_rest = self._rest(), np.take(delta, self.rest, axis=0)
+            grad[self.rest_pos] = _pattern_grad_csr(rest, d_rest, x)
+            if transpose:
+                back += rest.T @ d_rest.astype(np.float64)
+        return grad, back
 
     def pattern_grad(self, delta, x):
         """g_e = Σ_b δ[row_e, b] · x[col_e, b] for every stored entry e (CSR order), float64."""
@@ -219,24 +259,30 @@ def layer_kernels(w) -> SparseLayer:
 
 
 def _dense_blocks(w):
-    """(rows G × R, cols G × C) when w is G dense blocks of one shape R × C, R ≥ 2 (every row in
-    a group of identical column lists, listed in the same order), else None."""
+    """(rows G × R, cols G × C): the dense blocks of w, groups of R ≥ 2 rows with the same C-column
+    list in the same order, R the largest group size and C the commonest length among groups of
+    that size; None when there is none. Rows of other groups (a group a partition split, rows of
+    another length) stay outside the blocks."""
     n = w.shape[0]
     if n == 0 or w.nnz == 0:
         return None
     lengths = np.diff(w.indptr)
-    if lengths.min() != lengths.max():
-        return None
     classes = identical_rows(w)
     sizes = np.bincount(classes)
-    if sizes.min() != sizes.max() or sizes[0] < 2:
+    first = first_index(classes, sizes.size)
+    same_order = w.indices == w.indices[ranges(w.indptr[first[classes]], lengths)]  # per entry
+    row_ok = np.minimum.reduceat(same_order, w.indptr[:-1]) if w.nnz else np.ones(n, bool)
+    row_ok &= lengths > 0  # reduceat gives an empty row the next row's entry
+    class_ok = np.bincount(classes, weights=~row_ok, minlength=sizes.size) == 0
+    size = int(sizes[class_ok].max()) if class_ok.any() else 0
+    if size < 2:
         return None
-    rows = np.argsort(classes, kind="stable").reshape(sizes.size, sizes[0])  # rows of class 0, then 1, ...
-    first = rows[:, 0]
-    c = int(lengths[0])
-    cols = w.indices[w.indptr[first][:, None] + np.arange(c)[None, :]].astype(np.int64)
-    if not np.array_equal(w.indices, w.indices[ranges(w.indptr[first[classes]], lengths)]):
-        return None  # same sets, another order: a block needs one column list
+    full = class_ok & (sizes == size)
+    c = int(np.bincount(lengths[first[full]]).argmax())
+    chosen = full & (lengths[first] == c)
+    rows = np.argsort(classes, kind="stable")
+    rows = rows[chosen[classes[rows]]].reshape(-1, size)  # rows of each chosen class, in class order
+    cols = w.indices[w.indptr[rows[:, 0]][:, None] + np.arange(c)[None, :]].astype(np.int64)
     return rows.astype(np.int64), cols
 
 

@@ -28,8 +28,10 @@ vertices on Graph Challenge layers (1024×120, sweep at K=32: 10 s instead of 68
 Scale: the methods read layers through `Layers` (a few resident at a time) and keep only the layer
 partitions, in the smallest integer type that holds K, plus the candidates; a worker process gets
 the network file's path, not the matrices. A subproblem is built directly on the merged rows, with
-nets that cannot be cut dropped and identical nets merged into one weighted net: at N = 65536
-(2·10⁶ nonzeros per layer) a layer takes ≈0.35 s of which 0.2 s is Mt-KaHyPar's.
+nets that cannot be cut dropped and identical nets merged into one weighted net; a layer's volume
+and reader sets are computed through its row classes. At N = 65536 (2·10⁶ nonzeros per layer) a
+solve takes 0.6–0.9 s, of which Mt-KaHyPar's own call is 0.2–0.8 s. With `jobs` > 1 the sweep and
+the candidate chains run side by side, and the candidate costs and the refinement are shared.
 
 A tried alternative, contracting consecutive layers through a reader matching (a multilevel
 step over layers), was 1.4–3× worse than the sweep on the Graph Challenge network and was dropped.
