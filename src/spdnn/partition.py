@@ -52,7 +52,7 @@ from .errors import UserError, WorkerError
 from .hypergraph import identical_rows
 from .partition_io import id_dtype
 from .partitioner import Solver
-from .volume import layer_capacity, partition_metrics
+from .volume import combine_layer_stats, layer_capacity, layer_stats
 
 METHODS = ("hypergraph", "sweep", "random", "block")
 WINDOW = 3  # hypergraph: each layer alone, then swept this many layers on, as extra candidates
@@ -492,7 +492,7 @@ def choose_candidates(net: Layers, cands, k, progress=None, jobs=1):
     owner parts permutes the assignment problem's rows), so the chosen sequence's renames compose."""
     L = len(net)
     items = [(t, cands[t - 1], cands[t]) for t in range(2, L + 1)]
-    stage = "choosing among candidates" + (f" ({jobs} processes)" if jobs > 1 else "")
+    stage = "candidate sequence" + (f" ({jobs} processes)" if jobs > 1 else "")
     if jobs > 1 and len(items) > 1:
         done = in_processes(transitions, (net, k), block_shares(items, jobs),
                             progress and (lambda n: progress(stage, n + 1, L)))
@@ -660,12 +660,13 @@ def partition_network(layers, widths, k: int, method: str, epsilon: float = 0.03
             parts, _ = choose_candidates(net, cands, k, progress, jobs)
             del cands
             parts = refine(net, parts, k, epsilon, seed, solver, threads, passes, progress, jobs)
-    for t in range(1, L + 1):
-        rebalance_layer(net, parts, t, k, epsilon)
+    if method in ("block", "random"):  # the Mt-KaHyPar methods rebalance every layer as they solve it
+        for t in range(1, L + 1):
+            rebalance_layer(net, parts, t, k, epsilon)
+    seconds = time.perf_counter() - t0
+    metrics = network_metrics(net, parts, k, epsilon, jobs, progress)
     part = np.concatenate(parts)
     del parts
-    seconds = time.perf_counter() - t0
-    metrics = partition_metrics(net, widths, part, k, epsilon)
     if not metrics["balanced"]:  # a bug, not a user error: every method must meet the bound
         raise RuntimeError(f"{method}: layers {metrics['unbalanced_layers'][:5]} exceed the balance bound")
     metrics.update({"method": method, "seed": seed, "seconds": seconds,
@@ -673,6 +674,30 @@ def partition_network(layers, widths, k: int, method: str, epsilon: float = 0.03
                     "preset": preset if method in ("hypergraph", "sweep") else None,
                     "backend": backend if method in ("hypergraph", "sweep") else None})
     return part, metrics
+
+
+def _layer_stats_share(net, k, epsilon, items, tick):
+    out = []
+    for t, part_in, part_out in items:
+        out.append(layer_stats(net.w(t), part_in, part_out, k, epsilon))
+        tick()
+    return out
+
+
+def network_metrics(net: Layers, parts, k, epsilon, jobs=1, progress=None) -> dict:
+    """`volume.partition_metrics` of the layer partitions; with `jobs` > 1 the layers are shared
+    by that many processes (each reads its own layers: at 65536×1920 this pass reads 4·10⁹ weights)."""
+    L = len(net)
+    if jobs > 1 and L > 1:
+        items = [(t, parts[t - 1], parts[t]) for t in range(1, L + 1)]
+        shares = block_shares(items, jobs)
+        done = in_processes(_layer_stats_share, (net, k, epsilon), shares,
+                            progress and (lambda n: progress(f"metrics ({jobs} processes)", n, L)))
+        by_layer = {item[0]: st for share, stats in zip(shares, done) for item, st in zip(share, stats)}
+        stats = [by_layer[t] for t in range(1, L + 1)]
+    else:
+        stats = [layer_stats(net.w(t), parts[t - 1], parts[t], k, epsilon) for t in range(1, L + 1)]
+    return combine_layer_stats(stats, k, epsilon)
 
 
 def _progress(method: str, k: int):

@@ -59,52 +59,59 @@ def layer_imbalance(loads: np.ndarray) -> float:
     return float(loads.max() / avg) if avg > 0 else 1.0
 
 
+def layer_stats(w, part_in: np.ndarray, part_out: np.ndarray, k_parts: int, epsilon: float | None = None) -> dict:
+    """One layer's share of `partition_metrics`: words and messages of its expand, words each part
+    sends and receives, its loads."""
+    senders, receivers, _ = layer_traffic(w, part_in, part_out, k_parts)
+    loads = layer_loads(w, part_out, k_parts)
+    return {"volume": int(senders.size),
+            "messages": int(distinct(senders * k_parts + receivers, limit=k_parts * k_parts).size),
+            "sent": np.bincount(senders, minlength=k_parts), "received": np.bincount(receivers, minlength=k_parts),
+            "imbalance": layer_imbalance(loads), "wide": w.shape[0] >= WIDE_ROWS_PER_PART * k_parts,
+            "max_load": int(loads.max()),
+            "violation": epsilon is not None and loads.max() > layer_capacity(np.diff(w.indptr), k_parts, epsilon)}
+
+
 def partition_metrics(layers, widths, part: np.ndarray, k_parts: int, epsilon: float | None = None) -> dict:
     """Everything `spdnn volume` prints. Per-rank totals are summed over layers."""
     parts = split_by_layer(part, widths)
-    per_layer_volume, per_layer_messages, per_layer_imbalance, per_layer_max_load = [], [], [], []
+    stats = [layer_stats(w, parts[k - 1], parts[k], k_parts, epsilon)  # any iterable of layers (streamed)
+             for k, w in enumerate(layers, start=1)]
+    return combine_layer_stats(stats, k_parts, epsilon)
+
+
+def combine_layer_stats(stats: list[dict], k_parts: int, epsilon: float | None = None) -> dict:
+    """`partition_metrics` from the `layer_stats` of layers 1..L, in order."""
+    per_layer_volume = [st["volume"] for st in stats]
+    per_layer_imbalance = [st["imbalance"] for st in stats]
     fwd_sent = np.zeros(k_parts, np.int64)
     fwd_recv = np.zeros(k_parts, np.int64)
     bwd_sent = np.zeros(k_parts, np.int64)
     bwd_recv = np.zeros(k_parts, np.int64)
-    violations = []
-    wide = []
-    n_layers = 0
-    for k, w in enumerate(layers, start=1):  # any iterable: a list, or `network.iter_layers` (streamed)
-        n_layers = k
-        senders, receivers, _ = layer_traffic(w, parts[k - 1], parts[k], k_parts)
-        per_layer_volume.append(int(senders.size))
-        per_layer_messages.append(int(distinct(senders * k_parts + receivers, limit=k_parts * k_parts).size))
-        s = np.bincount(senders, minlength=k_parts)
-        r = np.bincount(receivers, minlength=k_parts)
-        fwd_sent += s
-        fwd_recv += r
+    for k, st in enumerate(stats, start=1):
+        fwd_sent += st["sent"]
+        fwd_recv += st["received"]
         if k >= 2:  # the fold reverses the expand; layer 1 has none (δ^0 is never needed)
-            bwd_sent += r
-            bwd_recv += s
-        loads = layer_loads(w, parts[k], k_parts)
-        per_layer_imbalance.append(layer_imbalance(loads))
-        if w.shape[0] >= WIDE_ROWS_PER_PART * k_parts:
-            wide.append(per_layer_imbalance[-1])
-        per_layer_max_load.append(int(loads.max()))
-        if epsilon is not None and loads.max() > layer_capacity(np.diff(w.indptr), k_parts, epsilon):
-            violations.append(k)
-    total = int(sum(per_layer_volume))
+            bwd_sent += st["received"]
+            bwd_recv += st["sent"]
+    violations = [k for k, st in enumerate(stats, start=1) if st["violation"]]
     # A layer of few rows (a 10-row classifier at K = 8) cannot be balanced better than a row per
-    # rank: its imbalance says nothing about the partitioner (`wide` above). Tables show both.
+    # rank: its imbalance says nothing about the partitioner (`wide`). Tables show both.
+    wide = [st["imbalance"] for st in stats if st["wide"]]
+    total = int(sum(per_layer_volume))
     return {
         "k": k_parts,
-        "layers": n_layers,
+        "layers": len(stats),
         "volume_forward": total,
         "volume_training": int(2 * total - per_layer_volume[0]),
         "volume_per_layer": per_layer_volume,
         "volume_per_layer_max": int(max(per_layer_volume)),
-        "messages_per_layer": per_layer_messages,
-        "messages_forward": int(sum(per_layer_messages)),
+        "messages_per_layer": [st["messages"] for st in stats],
+        "messages_forward": int(sum(st["messages"] for st in stats)),
         "imbalance_per_layer": per_layer_imbalance,
         "imbalance_max": float(max(per_layer_imbalance)),
         "imbalance_max_wide": float(max(wide)) if wide else None,
-        "max_load_per_layer": per_layer_max_load,
+        "max_load_per_layer": [st["max_load"] for st in stats],
         "max_send_forward": int(fwd_sent.max()),
         "max_recv_forward": int(fwd_recv.max()),
         "max_send_training": int((fwd_sent + bwd_sent).max()),
