@@ -41,6 +41,7 @@ from spdnn.partition_io import read_partition, write_partition
 from spdnn.volume import layer_imbalance, layer_loads, partition_metrics, split_by_layer
 
 EPSILON = 0.03
+ROW_TIMEOUT = 1200  # seconds per row and K (a peer that takes longer gets a note instead)
 ROWS = ("random", "block", "sweep", "hypergraph", "hypergraph --backend kahypar", "KaHyPar whole model",
         "METIS multi-constraint")
 
@@ -126,8 +127,13 @@ def quality(net, net_path, ks, work: Path, partition_file=None):
     for k in ks:
         for row in ROWS:
             out = work / f"{row.replace(' ', '_')}.k{k}.part"
-            proc = subprocess.run([sys.executable, __file__, "--one", row, str(k), str(net_path), str(out)],
-                                  capture_output=True, text=True)
+            try:
+                proc = subprocess.run([sys.executable, __file__, "--one", row, str(k), str(net_path), str(out)],
+                                      capture_output=True, text=True, timeout=ROW_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                rows.append({"K": k, "method": row, "note": f"stopped after {ROW_TIMEOUT} s"})
+                print(f"  K={k} {row}: stopped after {ROW_TIMEOUT} s", file=sys.stderr, flush=True)
+                continue
             if proc.returncode != 0:
                 tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
                 rows.append({"K": k, "method": row, "note": f"skipped: {tail[:120]}"})

@@ -341,11 +341,21 @@ def _sweep_and_chains(net, k, epsilon, seed, solver, window, share, tick):
     return swept, chains_from(net, k, epsilon, seed, solver, 1, window, starts, lambda *_: tick())
 
 
-def chain_shares(n_layers: int, window: int, jobs: int, block: int = 16) -> list[list[int]]:
-    """Start layers per worker when worker 0 also runs the sweep (n_layers solves): blocks of
-    `block` consecutive starts (consecutive chains share layers, which a worker then reads once)
-    go one by one to the worker with the fewest solves so far, so all finish together."""
-    load = [n_layers] + [0] * (jobs - 1)
+PARALLEL_METRICS_NEURONS = 1 << 20  # below this the metrics pass takes seconds: not worth two spawns
+def sweep_solve_cost(width: int) -> float:
+    """A sweep solve in chain solves: the sweep reads and classifies every layer anew, where
+    consecutive chains share theirs, which matters as layers grow (65536×1920, K = 8: with equal
+    weights the chains-only worker finished ~8 minutes before the sweep's; at N = 1024, equal
+    weights balanced best)."""
+    return 1.0 + 0.7 * min(1.0, width / 65536)
+
+
+def chain_shares(n_layers: int, window: int, jobs: int, block: int = 16, sweep_cost: float = 1.0) -> list[list[int]]:
+    """Start layers per worker when worker 0 also runs the sweep (n_layers solves of `sweep_cost`
+    chain solves each): blocks of `block` consecutive starts (consecutive chains share layers,
+    which a worker then reads once) go one by one to the worker with the least work so far, so all
+    finish together."""
+    load = [sweep_cost * n_layers] + [0.0] * (jobs - 1)
     shares = [[] for _ in range(jobs)]
     for b in range(1, n_layers + 1, block):
         starts = list(range(b, min(n_layers, b + block - 1) + 1))
@@ -447,7 +457,7 @@ def sweep_and_candidates(net: Layers, k, epsilon, seed, solver, threads, window,
     and takes fewer chains (`chain_shares`), each worker a fixed share in a fresh process."""
     L = len(net)
     if jobs > 1:
-        shares = chain_shares(L, window, jobs)
+        shares = chain_shares(L, window, jobs, sweep_cost=sweep_solve_cost(max(net.widths[1:])))
         stage = f"sweep and candidates ({jobs} processes)"
         done = in_processes(_sweep_and_chains, (net, k, epsilon, seed, solver, window),
                             [(w == 0, starts) for w, starts in enumerate(shares)],
@@ -688,7 +698,7 @@ def network_metrics(net: Layers, parts, k, epsilon, jobs=1, progress=None) -> di
     """`volume.partition_metrics` of the layer partitions; with `jobs` > 1 the layers are shared
     by that many processes (each reads its own layers: at 65536×1920 this pass reads 4·10⁹ weights)."""
     L = len(net)
-    if jobs > 1 and L > 1:
+    if jobs > 1 and L > 1 and sum(net.widths) >= PARALLEL_METRICS_NEURONS:
         items = [(t, parts[t - 1], parts[t]) for t in range(1, L + 1)]
         shares = block_shares(items, jobs)
         done = in_processes(_layer_stats_share, (net, k, epsilon), shares,
