@@ -50,7 +50,7 @@ def test_fused_layer_edge_shapes():
     rng = np.random.default_rng(0)
     w = sp.random(40, 30, density=0.2, format="csr", random_state=1, dtype=np.float32)
     w = w.tolil()
-    w[[3, 7], :] = 0  # dead neurons
+    w[[3, 7, 39], :] = 0  # dead neurons, the last row among them
     w = w.tocsr()
     w.data[::5] = 0  # explicit zeros stay stored
     w.indices = w.indices.copy()
@@ -176,3 +176,16 @@ def test_a_share_that_splits_groups_mixes_blocks_and_csr_rows():
     np.testing.assert_allclose(back, local.T.astype(np.float64) @ delta.astype(np.float64), rtol=1e-12, atol=1e-12)
     local.data *= 3  # in-place update (SGD): both parts read the new values
     np.testing.assert_allclose(kernel.forward(bias, x, 1.5)[0], local @ x + bias[:, None], rtol=1e-5, atol=1e-5)
+
+
+def test_blocks_with_dead_rows_at_the_end():
+    """A pruned RadiX-Net layer: groups stay blocks, dead (empty) rows anywhere stay CSR rows."""
+    w = radixnet(64, 1, seed=0).layers[0].tolil()
+    w[[5, 63], :] = 0
+    w = w.tocsr()
+    w.eliminate_zeros()
+    kernel = SparseLayer(w)
+    assert kernel.dense_blocks and {5, 63} <= set(kernel.rest)
+    x = _activations(np.random.default_rng(0), 64, 5)
+    bias = np.full(64, -0.05, np.float32)
+    assert _same(kernel.gc(bias, x, 32.0)[0], gc_layer(w, bias, x, 32.0), exact=False)

@@ -271,8 +271,8 @@ def _dense_blocks(w):
     sizes = np.bincount(classes)
     first = first_index(classes, sizes.size)
     same_order = w.indices == w.indices[ranges(w.indptr[first[classes]], lengths)]  # per entry
-    row_ok = np.minimum.reduceat(same_order, w.indptr[:-1]) if w.nnz else np.ones(n, bool)
-    row_ok &= lengths > 0  # reduceat gives an empty row the next row's entry
+    mismatches = np.bincount(np.repeat(np.arange(n), lengths)[~same_order], minlength=n)
+    row_ok = (mismatches == 0) & (lengths > 0)  # empty rows (dead neurons) stay CSR rows
     class_ok = np.bincount(classes, weights=~row_ok, minlength=sizes.size) == 0
     size = int(sizes[class_ok].max()) if class_ok.any() else 0
     if size < 2:
