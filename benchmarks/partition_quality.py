@@ -41,7 +41,7 @@ from spdnn.partition_io import read_partition, write_partition
 from spdnn.volume import layer_imbalance, layer_loads, partition_metrics, split_by_layer
 
 EPSILON = 0.03
-ROW_TIMEOUT = 1200  # seconds per row and K (a peer that takes longer gets a note instead)
+ROW_TIMEOUT = 600  # seconds per row and K (a peer that takes longer gets a note instead)
 ROWS = ("random", "block", "sweep", "hypergraph", "hypergraph --backend kahypar", "KaHyPar whole model",
         "METIS multi-constraint")
 
@@ -174,6 +174,8 @@ def run(net, name, net_path, ks, out: Path, sizes=((1024, 120), (1024, 480), (40
     print(q.pivot_table(index="method", columns="K", values="volume", sort=False).to_string(), "\n")
     print(q.to_string(index=False), "\n")
     q.to_csv(out / "partition_quality.csv", index=False)
+    if not sizes:
+        return
     rows = []
     for n, layers in sizes:
         proc = subprocess.run([sys.executable, __file__, "--scaling", str(n), str(layers), str(scaling_k)],

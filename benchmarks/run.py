@@ -499,6 +499,7 @@ def main():
     p.add_argument("--partitions", action="store_true", help="run the partition quality table instead")
     p.add_argument("--ks", default="2,8,32")
     p.add_argument("--big", action="store_true", help="--partitions: also N=16384 in the scaling table")
+    p.add_argument("--no-scaling", action="store_true", help="--partitions: the partitioners table only")
     p.add_argument("--partition-file", help="--partitions: also evaluate this partition file (yours) at each K it fits")
     p.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
     p.add_argument("--net", help=argparse.SUPPRESS)
@@ -528,7 +529,7 @@ def main():
         from partition_quality import run as run_partitions
 
         run_partitions(net, net_name, net_path, [int(k) for k in args.ks.split(",")], out, big=args.big,
-                       partition_file=args.partition_file)
+                       partition_file=args.partition_file, **({"sizes": ()} if args.no_scaling else {}))
         return
     print(f"network: {net_name}, {net.nnz} weights; inputs: 1,797 digits binarised at 0.9\n")
 
@@ -553,12 +554,13 @@ def main():
         rows[-1]["fair"] = True
     fair_peers = [r for r in rows if r.get("seconds") and r["fair"] and not r["name"].startswith("spdnn")]
     best = min(fair_peers, key=lambda r: r["seconds"], default=None)
+    best_seconds = best["seconds"] if best else None
     bw, flops = machine_limits()
     flops_peak = flops
     for r in rows:
         if r.get("seconds"):
-            if best:
-                r["× best fair peer"] = fmt(best["seconds"] / r["seconds"], ".2f")
+            if best_seconds:
+                r["× best fair peer"] = fmt(best_seconds / r["seconds"], ".2f")
             r["GFLOP/s"] = fmt(2 * work["edge_samples"] / r["seconds"] / 1e9, ".2f")
             r["% FMA"] = fmt(100 * 2 * work["edge_samples"] / r["seconds"] / flops, ".1f")
             r["% bandwidth"] = fmt(100 * work["activation_bytes"] / r["seconds"] / bw, ".1f")

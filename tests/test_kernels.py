@@ -70,6 +70,12 @@ def test_fused_layer_edge_shapes():
     got = kernel.gc(bias[:1].repeat(64), x, 32.0)[0]
     want = gc_layer(g, bias[:1].repeat(64), x, 32.0)
     assert np.array_equal(got[kernel.rest], want[kernel.rest]) and _same(got, want, exact=False)
+    blocks = SparseLayer(radixnet(64, 1, seed=0).layers[0])  # no samples left (all died): empty outputs
+    z, alive = blocks.gc(np.zeros(64, np.float32), np.zeros((64, 0), np.float32), 32.0)
+    assert z.shape == (64, 0) and alive.shape == (0,)
+    assert blocks.forward(np.zeros(64, np.float32), np.zeros((64, 0), np.float32), 32.0)[1].shape == (64, 0)
+    grad, back = blocks.backward(np.zeros((64, 0), np.float32), np.zeros((64, 0), np.float32))
+    assert not grad.any() and back.shape == (64, 0)
     for shape, b in (((0, 30), 20), ((40, 30), 0)):
         empty = sp.csr_matrix(shape, dtype=np.float32)
         z, alive = SparseLayer(empty).gc(np.zeros(shape[0], np.float32), np.zeros((30, b), np.float32), 32.0)

@@ -87,6 +87,7 @@ def _infer_distributed(comm, a):
         partition = load_partition_collective(comm, header, a.partition)
         t0 = wtime()
         model = RowWiseModel(comm, a.network, partition, header, a.exchange)
+        model.prepare_kernels()
         setup = wtime() - t0
         # Rank 0 reads the images once; each rank gets the pixels of its own input neurons.
         images = scatter_columns(comm, read_on_root(comm, lambda: read_images(a.images, header.widths[0])),

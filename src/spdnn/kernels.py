@@ -162,7 +162,7 @@ class SparseLayer:
         zb = np.empty(self.rows.shape + (x.shape[1],), np.float32)
         for part in self._chunks(x.shape[1], 4):  # (g, R, C) @ (g, C, B) per batch of blocks
             np.matmul(values[part], np.take(x, self.cols[part], axis=0), out=zb[part])
-        return zb.reshape(-1, x.shape[1])
+        return zb.reshape(self.order.size, x.shape[1])
 
     def gc(self, bias, x, ymax):
         """(z as rows × samples float32, alive: bool per sample) for activations x (inputs × samples)."""
@@ -219,7 +219,7 @@ class SparseLayer:
             xt = np.take(x, self.cols[part], axis=0).astype(np.float64).transpose(0, 2, 1)  # g × B × C
             np.matmul(d, xt, out=blocks[part])
             if transpose:  # each block's V_gᵀ δ_R, its rows added to the inputs they belong to
-                sums = np.matmul(values[part], d).reshape(-1, n_samples)
+                sums = np.matmul(values[part], d).reshape((part.stop - part.start) * c, n_samples)
                 adds = self.gather_cols if len(chunks) == 1 else self.gather_cols[:, part.start * c:part.stop * c]
                 back = adds @ sums if back is None else back + adds @ sums
         if self.block_pos is None:
