@@ -104,9 +104,10 @@ class SparseLayer:
             w = sp.csr_matrix(w, dtype=np.float32)
         self.w = w  # values are read from here at every call (SGD updates them in place)
         self.shape = w.shape
-        self.blocks = _dense_blocks(w)
-        if self.blocks is not None:
-            rows, cols = self.blocks
+        self.rows = None  # G × R row ids of the dense blocks, if any
+        blocks = _dense_blocks(w)
+        if blocks is not None:
+            rows, cols = blocks
             c = cols.shape[1]
             lengths = np.diff(w.indptr)
             self.rows = rows  # G × R row ids
@@ -132,7 +133,7 @@ class SparseLayer:
 
     @property
     def dense_blocks(self) -> bool:
-        return self.blocks is not None
+        return self.rows is not None
 
     def _values(self, dtype=np.float32) -> np.ndarray:
         """The blocks' weights, G × R × C, read from w.data now."""
