@@ -229,3 +229,17 @@ def test_import_streams_an_archive_in_any_member_order(tmp_path):
     missing = layers[0].name
     assert_user_error(proc, "missing layer file", missing)
     assert not (tmp_path / "gap.h5").exists() and not list(tmp_path.glob(".gap.h5*"))
+
+
+def test_layer_file_pattern_reads_no_weights(tmp_path):
+    """`LayerFile.pattern` (the partitioner's read) has the layer's exact pattern, every stored
+    entry 1, without touching the weights."""
+    from spdnn.network import LayerFile
+
+    net = random_sparse([30, 40, 20], 5, seed=1)
+    write_network(net, tmp_path / "n.h5")
+    layers = LayerFile(tmp_path / "n.h5")
+    for i, w in enumerate(net.layers):
+        p = layers.pattern(i)
+        assert p.shape == w.shape and (p.indptr == w.indptr).all() and (p.indices == w.indices).all()
+        assert (p.data == 1).all()

@@ -295,14 +295,19 @@ def _check_layer(path, k: int, indptr, indices, bias, shape) -> None:
         raise UserError(f"{path}: corrupt network file (layer {k}: {bad})")
 
 
-def _read_layer(f, path, h: NetworkHeader, k: int):
-    """(W^k as CSR, b^k), checked."""
+def _read_layer(f, path, h: NetworkHeader, k: int, values: bool = True):
+    """(W^k as CSR, b^k), checked. Without `values` the weights are not read (a third of the
+    layer's bytes): W^k's stored entries all read 1, for callers that need the pattern only."""
     g = f[_layer_name(k)]
     shape = (h.widths[k], h.widths[k - 1])
-    indptr, indices, data, bias = g["indptr"][:], g["indices"][:], g["data"][:], g["bias"][:]
+    indptr, indices, bias = g["indptr"][:], g["indices"][:], g["bias"][:]
     _check_layer(path, k, indptr, indices, bias, shape)
-    if data.shape != indices.shape:
-        raise UserError(f"{path}: corrupt network file (layer {k}: {data.size} values for {indices.size} indices)")
+    if values:
+        data = g["data"][:]
+        if data.shape != indices.shape:
+            raise UserError(f"{path}: corrupt network file (layer {k}: {data.size} values for {indices.size} indices)")
+    else:
+        data = np.ones(indices.size, np.int8)
     return sp.csr_matrix((data, indices, indptr), shape=shape), bias
 
 
@@ -373,6 +378,14 @@ class LayerFile(Sequence):
         return self.header.num_layers
 
     def __getitem__(self, i):
+        return self._read(i, values=True)
+
+    def pattern(self, i):
+        """`self[i]`'s pattern (every stored entry 1), without reading the weights: what the
+        partitioner and the volume need, a third fewer bytes to read and decompress."""
+        return self._read(i, values=False)
+
+    def _read(self, i, values: bool):
         if not isinstance(i, (int, np.integer)):
             raise TypeError("LayerFile indices are layer positions (int)")
         i = int(i) + (len(self) if i < 0 else 0)
@@ -382,7 +395,7 @@ class LayerFile(Sequence):
             stack = ExitStack()
             self._open = (stack, stack.enter_context(_reading(self.path)))
         with _reading_errors(self.path):
-            return _read_layer(self._open[1], self.path, self.header, i + 1)[0]
+            return _read_layer(self._open[1], self.path, self.header, i + 1, values)[0]
 
     def close(self) -> None:
         if self._open is not None:
