@@ -77,12 +77,32 @@ def _masked_delta(back, z, ymax, out):
             oi[b] = np.float32(bi[b]) if 0.0 < zi[b] < ymax else np.float32(0.0)
 
 
+def _gather_widen(src, index, out):
+    """out[q] = src[index[q]] widened to float64 (exact): a gather and a conversion in one pass,
+    where np.take then astype would write and read the gathered block twice."""
+    for q in range(index.size):
+        s = src[index[q]]
+        d = out[q]
+        for b in range(s.size):
+            d[b] = s[b]
+
+
+def _add_rows_to(sums, target, out):
+    """out[target[p]] += sums[p] for p = 0, 1, … (a block row's partial sums to its input neuron)."""
+    for p in range(sums.shape[0]):
+        s = sums[p]
+        d = out[target[p]]
+        for b in range(s.size):
+            d[b] += s[b]
+
+
 @lru_cache(maxsize=None)
 def _compiled(name: str):
     """The compiled pass (numba; compiled on first use in a process, cached on disk)."""
     from numba import njit
 
-    source = {"gc": _gc_finish, "forward": _forward_finish, "masked_delta": _masked_delta}[name]
+    source = {"gc": _gc_finish, "forward": _forward_finish, "masked_delta": _masked_delta,
+              "gather_widen": _gather_widen, "add_rows_to": _add_rows_to}[name]
     return njit(cache=True, nogil=True, boundscheck=False)(source)
 
 
@@ -125,11 +145,6 @@ class SparseLayer:
                 self.rest_matrix = sp.csr_matrix(
                     (w.data[self.rest_pos], w.indices[self.rest_pos],
                      np.concatenate([[0], np.cumsum(lengths[self.rest])])), shape=(self.rest.size, w.shape[1]))
-            # For Wᵀδ: the blocks' rows of partial sums added up per input neuron, as a 0/1 sparse
-            # product (np.add.reduceat over rows was 50× slower).
-            flat = cols.reshape(-1)
-            self.gather_cols = sp.csc_matrix((np.ones(flat.size), (flat, np.arange(flat.size))),
-                                             shape=(w.shape[1], flat.size))  # CSC: sliced by blocks
 
     @property
     def dense_blocks(self) -> bool:
@@ -211,18 +226,22 @@ class SparseLayer:
         if not self.dense_blocks:
             return _pattern_grad_csr(self.w, delta, x), (self.w.T @ delta.astype(np.float64) if transpose else None)
         n_samples, c = delta.shape[1], self.row_length
+        r = self.rows.shape[1]
         blocks = np.empty(self.rows.shape + (c,), np.float64)  # the gradient, block by block
         values = self._values(np.float64).transpose(0, 2, 1) if transpose else None  # G × C × R
-        chunks = self._chunks(n_samples, 8)
-        back = None
-        for part in chunks:
-            d = np.take(delta, self.rows[part], axis=0).astype(np.float64)  # g × R × B
-            xt = np.take(x, self.cols[part], axis=0).astype(np.float64).transpose(0, 2, 1)  # g × B × C
-            np.matmul(d, xt, out=blocks[part])
+        back = np.zeros((self.shape[1], n_samples), np.float64) if transpose else None
+        delta, x = _block(delta), _block(x)
+        gather, add_rows = _compiled("gather_widen"), _compiled("add_rows_to")
+        for part in self._chunks(n_samples, 8):
+            g = part.stop - part.start
+            d = np.empty((g * r, n_samples), np.float64)
+            gather(delta, self.rows[part].reshape(-1), d)
+            d = d.reshape(g, r, n_samples)  # g × R × B
+            xt = np.empty((g * c, n_samples), np.float64)
+            gather(x, self.cols[part].reshape(-1), xt)
+            np.matmul(d, xt.reshape(g, c, n_samples).transpose(0, 2, 1), out=blocks[part])  # δ_R X_Cᵀ
             if transpose:  # each block's V_gᵀ δ_R, its rows added to the inputs they belong to
-                sums = np.matmul(values[part], d).reshape((part.stop - part.start) * c, n_samples)
-                adds = self.gather_cols if len(chunks) == 1 else self.gather_cols[:, part.start * c:part.stop * c]
-                back = adds @ sums if back is None else back + adds @ sums
+                add_rows(np.matmul(values[part], d).reshape(g * c, n_samples), self.cols[part].reshape(-1), back)
         if self.block_pos is None:
             grad = np.empty((self.shape[0], c), np.float64)
             grad[self.order] = blocks.reshape(-1, c)

@@ -19,13 +19,15 @@ vertices on Graph Challenge layers (1024×120, sweep at K=32: 10 s instead of 68
   over the layers, each candidate's part names matched to the previous layer's by the Hungarian
   method (exact for a pair of layers; the sweep itself is a candidate, so never worse); then
   block-coordinate descent passes that re-solve each layer with *both* neighbours fixed
-  (outgoing nets included), keeping a new layer partition only when it lowers the exact local
+  (outgoing nets included; wide layers by V-cycles from their current partition, see
+  `improve_layer`), keeping a new layer partition only when it lowers the exact local
   volume; inputs are finally placed optimally (each with the part holding most of its readers).
   The candidates are what lets it follow a network whose structure changes every few layers
   (RadiX-Net blocks, even with every layer's neurons renamed): 1.5× less than the sweep at K=8
   on such a network, where the sweep alone stays with the structure it started from.
 
-Scale: the methods read layers through `Layers` (a few resident at a time) and keep only the layer
+Scale: the methods read layers' patterns (not their weights) through `Layers` (a few resident at a
+time) and keep only the layer
 partitions, in the smallest integer type that holds K, plus the candidates; a worker process gets
 the network file's path, not the matrices. A subproblem is built directly on the merged rows, with
 nets that cannot be cut dropped and identical nets merged into one weighted net; a layer's volume
@@ -92,6 +94,12 @@ class Layers:
 
     def w(self, t: int):
         return self._entry(t)["w"]
+
+    def checked(self, t: int):
+        """W^t read whole, weights included, so that the file's checksums of every array of the
+        layer are verified (the metrics pass does this once per layer: the solves read patterns
+        only, and a corrupted file must still fail the command)."""
+        return self.source[t - 1]
 
     def rw(self, t: int) -> np.ndarray:
         """Row weights of layer t (nnz of each row: the work of that neuron); zeros for the inputs."""
@@ -707,7 +715,7 @@ def partition_network(layers, widths, k: int, method: str, epsilon: float = 0.03
 def _layer_stats_share(net, k, epsilon, items, tick):
     out = []
     for t, part_in, part_out in items:
-        out.append(layer_stats(net.w(t), part_in, part_out, k, epsilon))
+        out.append(layer_stats(net.checked(t), part_in, part_out, k, epsilon))
         tick()
     return out
 
@@ -724,7 +732,7 @@ def network_metrics(net: Layers, parts, k, epsilon, jobs=1, progress=None) -> di
         by_layer = {item[0]: st for share, stats in zip(shares, done) for item, st in zip(share, stats)}
         stats = [by_layer[t] for t in range(1, L + 1)]
     else:
-        stats = [layer_stats(net.w(t), parts[t - 1], parts[t], k, epsilon) for t in range(1, L + 1)]
+        stats = [layer_stats(net.checked(t), parts[t - 1], parts[t], k, epsilon) for t in range(1, L + 1)]
     return combine_layer_stats(stats, k, epsilon)
 
 
