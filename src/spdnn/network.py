@@ -382,7 +382,7 @@ class LayerFile(Sequence):
 
     def pattern(self, i):
         """`self[i]`'s pattern (every stored entry 1), without reading the weights: what the
-        partitioner and the volume need, a third fewer bytes to read and decompress."""
+        partitioner's solves need, a third fewer bytes to read and decompress."""
         return self._read(i, values=False)
 
     def _read(self, i, values: bool):

@@ -116,12 +116,16 @@ class Layers:
             entry["classes"] = mergeable_rows(entry["w"])
         return entry["classes"]
 
+    def num_classes(self, t: int) -> int:
+        """How many classes of identical rows layer t has (the free vertices of its subproblem)."""
+        classes = self.classes(t)
+        return int(classes.max()) + 1 if classes.size else 0
+
     def class_rows(self, t: int):
         """Layer t's pattern with one row per class of identical rows (all rows when none merge)."""
         entry = self._entry(t)
         if "class_rows" not in entry:
-            classes, w = self.classes(t), entry["w"]
-            n_cls = int(classes.max()) + 1 if classes.size else 0
+            classes, w, n_cls = self.classes(t), entry["w"], self.num_classes(t)
             entry["class_rows"] = w[first_index(classes, n_cls)] if n_cls < w.shape[0] else w
         return entry["class_rows"]
 
@@ -198,7 +202,7 @@ def layer_subproblem(net: Layers, t: int, parts, k: int):
     """
     n, n_in = net.widths[t], net.widths[t - 1]
     classes = net.classes(t)
-    n_cls = int(classes.max()) + 1 if n else 0
+    n_cls = net.num_classes(t)
     free_inputs = t == 1 and parts[0] is None
     n_free = n_cls + (n_in if free_inputs else 0)
     nv = n_free + k
@@ -243,7 +247,7 @@ def solve_layer(net: Layers, t: int, parts, k, epsilon, seed, solver, threads, s
     from scratch, or by V-cycles from `start` (a partition of layer t, layer 0 placed)."""
     nv, indptr, pins, net_weights, weights, fixed = layer_subproblem(net, t, parts, k)
     classes = net.classes(t)
-    n_cls = int(classes.max()) + 1 if classes.size else 0
+    n_cls = net.num_classes(t)
     if indptr.size <= 1:  # nothing to cut (an empty layer): any balanced split is optimal
         block = split_by_load(np.arange(nv), weights, k)
     elif start is not None:  # a class starts where its first row is (rebalancing may have split it)
@@ -557,8 +561,7 @@ def improve_layer(net: Layers, parts, t, k, epsilon, seed, solver, threads):
     current partition (65536×24, K = 8: 786,694 against 786,391 words in all)."""
     before = local_volume(net, parts, t, k)
     trial = list(parts)
-    classes = net.classes(t)
-    wide = classes.size and int(classes.max()) + 1 > FRESH_SOLVE_MAX_VERTICES and solver.improves
+    wide = net.num_classes(t) > FRESH_SOLVE_MAX_VERTICES and solver.improves
     trial[t], _ = solve_layer(net, t, trial, k, epsilon, seed, solver, threads, start=parts[t] if wide else None)
     rebalance_layer(net, trial, t, k, epsilon)
     return trial[t] if local_volume(net, trial, t, k) < before else None

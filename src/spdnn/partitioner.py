@@ -153,9 +153,9 @@ class Solver:
         return self.backend == "mtkahypar"
 
     def improve(self, num_vertices, net_indptr, pins, k, epsilon, seed, vertex_weights, initial, net_weights=None,
-                fixed=None, threads: int = 1, vcycles: int = 1) -> PartitionerResult:
-        """`vcycles` V-cycles from the partition `initial` (Mt-KaHyPar only: see `improves`)."""
+                fixed=None, threads: int = 1) -> PartitionerResult:
+        """One V-cycle from the partition `initial` (Mt-KaHyPar only: see `improves`)."""
         if not self.improves:
             raise ValueError(f"backend {self.backend} cannot improve a given partition")
         return partition_hypergraph(num_vertices, net_indptr, pins, k, epsilon, seed, vertex_weights, net_weights,
-                                    fixed, self.preset, threads, initial=initial, vcycles=vcycles)
+                                    fixed, self.preset, threads, initial=initial)
