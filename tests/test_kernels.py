@@ -195,3 +195,27 @@ def test_blocks_with_dead_rows_at_the_end():
     x = _activations(np.random.default_rng(0), 64, 5)
     bias = np.full(64, -0.05, np.float32)
     assert _same(kernel.gc(bias, x, 32.0)[0], gc_layer(w, bias, x, 32.0), exact=False)
+
+
+def test_inputs_no_block_reads_get_zero_in_the_transpose_product():
+    """Wᵀδ is scattered without a zeroing pass (each input's first block row assigns): the inputs no
+    row reads (a share of two groups reads 64 of 256) must still come out as exact zeros."""
+    w = radixnet(256, 1, seed=0).layers[0]
+    local = w[np.flatnonzero(np.arange(256) % 16 < 2)]  # rows of two whole groups
+    kernel = SparseLayer(local)
+    assert kernel.dense_blocks and kernel.rest.size == 0 and kernel.unread.size > 0
+    delta = np.random.default_rng(3).standard_normal((local.shape[0], 9)).astype(np.float32)
+    for _ in range(2):  # the second call reuses freed memory that held the first's sums
+        back = kernel.transpose_times(delta)
+        np.testing.assert_allclose(back, local.T.astype(np.float64) @ delta.astype(np.float64), rtol=1e-12, atol=1e-12)
+        assert not back[kernel.unread].any()
+
+
+def test_bias_gradient_row_sums_are_float64_sums():
+    from spdnn.kernels import row_sums
+
+    a = np.random.default_rng(4).standard_normal((37, 301)).astype(np.float32)
+    got = row_sums(a)
+    assert got.dtype == np.float64 and got.shape == (37,)
+    np.testing.assert_allclose(got, a.astype(np.float64).sum(axis=1), rtol=1e-13, atol=1e-12)
+    assert row_sums(np.zeros((3, 0), np.float32)).tolist() == [0.0, 0.0, 0.0]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .kernels import layer_kernels, masked_delta
+from .kernels import layer_kernels, masked_delta, row_sums
 from .network import Network
 
 
@@ -150,7 +150,7 @@ def backpropagate(layers, xs, zs, delta, ymax, update, fold=None):
         # serial float32 result. In float32 the orders differ in the last bit, and a deep network
         # amplifies that step after step.
         grad_w, back = layer_kernels(layers[k - 1]).backward(delta, xs[k - 1], transpose=k > 1)
-        grad_b = delta.sum(axis=1, dtype=np.float64)
+        grad_b = row_sums(delta)
         if k > 1:
             delta = masked_delta(fold(k, back) if fold else back, zs[k - 2], ymax)
         update(k, grad_w, grad_b)
