@@ -32,14 +32,16 @@ from spdnn.generate import radixnet_base_layer
 ROWS_PER_GROUP = 16
 
 
-def relabelled_radixnet(neurons: int, n_layers: int, seed: int):
+def relabelled_radixnet(neurons: int, n_layers: int, seed: int, rename_inputs: bool = True):
     """(layers, widths, groups): base layers of strides 1, 2, 4, … repeated, every layer's neurons
-    (layer 0 included) renamed by a random permutation; groups[t][n] = the group of neuron n of
-    layer t (what a hand-built reference may use; the partitioner gets only the layers)."""
+    (layer 0 too, unless not `rename_inputs`) renamed by a random permutation; groups[t][n] = the
+    group of neuron n of layer t (what a hand-built reference may use; the partitioner gets only
+    the layers)."""
     rng = np.random.default_rng(seed)
     n_groups = neurons // ROWS_PER_GROUP
     n_strides = int(np.log2(n_groups))
-    names = [rng.permutation(neurons) for _ in range(n_layers + 1)]  # names[t][original] = new id
+    names = [rng.permutation(neurons) if rename_inputs else np.arange(neurons)]  # names[t][original] = new id
+    names += [rng.permutation(neurons) for _ in range(n_layers)]
     layers = []
     for t in range(1, n_layers + 1):
         w = radixnet_base_layer(neurons, 2 ** ((t - 1) % n_strides)).tocoo()

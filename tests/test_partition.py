@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_user_error, spdnn
+from radixnet_reference import relabelled_radixnet
 from spdnn.generate import radixnet, random_sparse
 from spdnn.hypergraph import build_hypergraph, connectivity_minus_one, read_hgr, write_hgr
 from spdnn.partition import METHODS, partition_network
@@ -226,24 +227,8 @@ def test_best_relabel_is_the_best_renaming():
                                                     np.concatenate([part_in, rename[part_out]]), k)["volume_forward"]
 
 
-def _relabelled_radixnet(neurons, blocks, seed):
-    """Unpermuted RadiX-Net blocks with every layer's neurons renamed at random: the structure is
-    there to be found (README, "Design reference"), but not in the neuron ids."""
-    import scipy.sparse as sp
-
-    from spdnn.generate import radixnet_base_layer
-
-    rng = np.random.default_rng(seed)
-    strides = int(np.log2(neurons // 16))
-    base = [radixnet_base_layer(neurons, 2**t) for t in range(strides)] * blocks
-    names = [np.arange(neurons)] + [rng.permutation(neurons) for _ in base]
-    rename = [sp.csr_matrix((np.ones(neurons), (p, np.arange(neurons))), shape=(neurons, neurons)) for p in names]
-    layers = [(rename[k] @ w @ rename[k - 1].T).tocsr() for k, w in enumerate(base, start=1)]
-    return layers, [neurons] * (len(layers) + 1)
-
-
 def test_hypergraph_recovers_structure_the_sweep_misses():
-    layers, widths = _relabelled_radixnet(256, 3, seed=0)
+    layers, widths, _ = relabelled_radixnet(256, 12, seed=0, rename_inputs=False)  # 3 blocks of 4 layers
     for k, ratio in ((2, 0.8), (4, 0.95)):
         sweep = partition_network(layers, widths, k, "sweep")[1]["volume_forward"]
         ours = partition_network(layers, widths, k, "hypergraph")[1]

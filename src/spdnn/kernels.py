@@ -113,14 +113,18 @@ def _row_sums(a, out):
         out[i] = s
 
 
+# name → (pass, numba fastmath flags): only a pure float64 sum may be reassociated (vectorised)
+_PASSES = {"gc": (_gc_finish, False), "forward": (_forward_finish, False), "masked_delta": (_masked_delta, False),
+           "gather_rows": (_gather_rows, False), "add_rows_to": (_add_rows_to, False),
+           "row_sums": (_row_sums, {"reassoc"})}
+
+
 @lru_cache(maxsize=None)
 def _compiled(name: str):
     """The compiled pass (numba; compiled on first use in a process, cached on disk)."""
     from numba import njit
 
-    source = {"gc": _gc_finish, "forward": _forward_finish, "masked_delta": _masked_delta,
-              "gather_rows": _gather_rows, "add_rows_to": _add_rows_to, "row_sums": _row_sums}[name]
-    fastmath = {"reassoc"} if name == "row_sums" else False
+    source, fastmath = _PASSES[name]
     return njit(cache=True, nogil=True, boundscheck=False, fastmath=fastmath)(source)
 
 
@@ -162,11 +166,11 @@ class SparseLayer:
             self.cols = cols
             self.row_length = c
             # For the Wᵀδ scatter: which block entry reads its input first, and inputs none reads.
-            flat = cols.reshape(-1)
-            self.first_read = np.zeros(flat.size, bool)
-            self.first_read[first_index(flat, w.shape[1])[np.unique(flat)]] = True
+            read, first = np.unique(cols.reshape(-1), return_index=True)
+            self.first_read = np.zeros(cols.size, bool)
+            self.first_read[first] = True
             self.first_read = self.first_read.reshape(cols.shape)
-            self.unread = np.setdiff1d(np.arange(w.shape[1]), flat)
+            self.unread = np.setdiff1d(np.arange(w.shape[1]), read, assume_unique=True)
             in_block = np.zeros(w.shape[0], bool)
             in_block[self.order] = True
             self.rest = np.flatnonzero(~in_block)  # rows outside the blocks (a group split by a partition)

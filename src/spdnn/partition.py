@@ -61,6 +61,7 @@ METHODS = ("hypergraph", "sweep", "random", "block")
 WINDOW = 3  # hypergraph: each layer alone, then swept on: a candidate chain's fewest layers
 MAX_WINDOW = 8  # and its most
 LONG_WINDOW_MAX_CLASSES = 512  # chains longer than WINDOW only where a layer has at most this many merged rows
+FRESH_SOLVE_MAX_VERTICES = 2048  # refinement: larger layer subproblems are improved, not re-solved
 
 
 def chain_window(net: "Layers", k: int) -> int:
@@ -76,7 +77,8 @@ def chain_window(net: "Layers", k: int) -> int:
     g = net.num_classes(1)
     if g > LONG_WINDOW_MAX_CLASSES or k * k > g:
         return WINDOW
-    return int(min(MAX_WINDOW, max(WINDOW, int(np.ceil(np.log2(max(g, 2)))))))
+    period = (g - 1).bit_length()  # ⌈log2 G⌉
+    return min(MAX_WINDOW, max(WINDOW, period))
 
 
 class Layers:
@@ -585,8 +587,6 @@ def improve_layer(net: Layers, parts, t, k, epsilon, seed, solver, threads):
     rebalance_layer(net, trial, t, k, epsilon)
     return trial[t] if local_volume(net, trial, t, k) < before else None
 
-
-FRESH_SOLVE_MAX_VERTICES = 2048  # refinement: larger layer subproblems are improved, not re-solved
 
 
 def _refine_share(net, k, epsilon, solver, batch, tick=lambda: None):
