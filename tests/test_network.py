@@ -40,6 +40,35 @@ def test_radixnet_structure():
     assert (net.layers[0] != net.layers[4]).nnz > 0
 
 
+@pytest.mark.parametrize("radices", [[4, 4, 4], [2, 4, 8], [8, 8]])
+def test_radixnet_other_bases_connect_every_pair_by_one_group_path(radices):
+    """Base layer i of radix b reads b groups; rows still sum to 2; the m base layers together
+    join every output to every input through exactly one sequence of groups (16 neurons each)."""
+    net = radixnet(1024, len(radices), seed=0, radices=radices)
+    paths = None
+    for w, b in zip(net.layers, radices):
+        assert np.all(np.diff(w.indptr) == 16 * b) and np.all(np.bincount(w.indices, minlength=1024) == 16 * b)
+        np.testing.assert_allclose(np.asarray(w.sum(axis=1)).ravel(), 2.0)
+        step = (w != 0).astype(np.int64)
+        paths = step if paths is None else step @ paths
+    assert np.all(paths.toarray() == 16 ** (len(radices) - 1))
+    assert net.provenance["radices"] == radices
+
+
+def test_radixnet_default_bases_are_the_challenge_ones():
+    a, b = radixnet(256, 5, seed=1), radixnet(256, 5, seed=1, radices=[2, 2, 2, 2])
+    nets_equal(a, b)
+    assert a.provenance["radices"] == [2, 2, 2, 2]
+
+
+@pytest.mark.parametrize("radices", ["4,4", "4,4,4,4", "1,16,4", "3,3,7"])
+def test_radixnet_bad_radices(tmp_path, radices):
+    out = tmp_path / "r.h5"
+    assert_user_error(spdnn("generate", "radixnet", "--neurons", 1024, "--layers", 3, "--radices", radices,
+                            "-o", out, check=False), "--radices must be integers >= 2 whose product is N/16 = 64")
+    assert not out.exists()
+
+
 def test_radixnet_reproduces_real_layers_1_to_6(gc_archive):
     real = import_gc(gc_archive, layers=7)
     gen = radixnet(1024, 7, seed=0)

@@ -11,14 +11,14 @@ from spdnn.partition import Layers, chain_window, partition_network
 from spdnn.volume import partition_metrics
 
 
-@pytest.mark.parametrize("k", [2, 4, 8])
-def test_bit_reference_is_balanced_exact_and_no_worse_than_fixed_bits(k):
+@pytest.mark.parametrize("k, radices", [(2, None), (4, None), (8, None), (2, [4, 4]), (4, [2, 8]), (8, [4, 4])])
+def test_bit_reference_is_balanced_exact_and_no_worse_than_fixed_bits(k, radices):
     """The reference's predicted words are spdnn's volume of its neuron-level partition; it is
     balanced exactly; and the DP is at least as good as the fixed choice (the top bits: contiguous
     arcs of groups in every layer), one of the sequences it ranges over."""
     neurons, n_layers = 256, 12
-    layers, widths, groups = relabelled_radixnet(neurons, n_layers, seed=3)
-    words, group_parts = best_bit_partition(neurons, n_layers, k)
+    layers, widths, groups = relabelled_radixnet(neurons, n_layers, seed=3, radices=radices)
+    words, group_parts = best_bit_partition(neurons, n_layers, k, radices)
     metrics = partition_metrics(layers, widths, neuron_partition(group_parts, groups, layers, k), k, 0.0)
     assert metrics["balanced"] and metrics["volume_forward"] == words > 0
     n_groups = neurons // ROWS_PER_GROUP
@@ -28,18 +28,38 @@ def test_bit_reference_is_balanced_exact_and_no_worse_than_fixed_bits(k):
     assert words < fixed["volume_forward"]  # switching bits pays on every K here
 
 
-@pytest.mark.parametrize("neurons, k", [(1024, 2), (1024, 8), (1024, 32), (4096, 2), (4096, 8)])
-def test_hypergraph_recovers_radixnet_structure_within_10_percent(neurons, k):
+@pytest.mark.parametrize("neurons, k, radices", [
+    (1024, 2, None), (1024, 8, None), (1024, 32, None), (4096, 2, None), (4096, 8, None),
+    (1024, 2, [4, 4, 4]), (1024, 8, [4, 4, 4]), (1024, 32, [4, 4, 4]),
+    (1024, 2, [2, 4, 8]), (1024, 8, [2, 4, 8]), (1024, 32, [2, 4, 8]), (1024, 32, [8, 8]),
+])
+def test_hypergraph_recovers_radixnet_structure_within_10_percent(neurons, k, radices):
     """Every layer's neurons renamed at random: the method must find partitions within 10 % of the
     best bit partition built from the structure (measured: 0.96–1.10 of it; with 3-layer chains
-    4096×24 was at 1.42× for K = 2 and 1.34× for K = 8)."""
+    4096×24 was at 1.42× for K = 2 and 1.34× for K = 8; at K = 32 the mixed bases were at 1.14–1.20×
+    before classes too heavy for a part were split by their readers)."""
     n_layers = 24
-    layers, widths, _ = relabelled_radixnet(neurons, n_layers, seed=1)
-    reference, _ = best_bit_partition(neurons, n_layers, k)
+    layers, widths, _ = relabelled_radixnet(neurons, n_layers, seed=1, radices=radices)
+    reference, _ = best_bit_partition(neurons, n_layers, k, radices)
     _, metrics = partition_network(layers, widths, k, "hypergraph", 0.03, 0, jobs=2)
     n_groups = neurons // ROWS_PER_GROUP
     assert metrics["balanced"] and metrics["window"] == (int(np.log2(n_groups)) if k * k <= n_groups else 3)
     assert metrics["volume_forward"] <= 1.10 * reference, (metrics["volume_forward"], reference)
+
+
+def test_classes_too_heavy_for_a_part_are_split_by_their_readers():
+    """The top base layer of radices 2,4,8 has 8 classes of 128 identical rows: whole, none fits a
+    part at K = 32 (cap ≈ 1.03 · 1024·128/32). Split by their readers in the next layer they are
+    the 16-row groups, each in the same nets as before; at K = 2 every class fits and stays whole."""
+    layers, widths, groups = relabelled_radixnet(1024, 4, seed=2, radices=[2, 4, 8])
+    assert Layers(layers, widths).num_classes(3) == Layers(layers, widths, balance=(2, 0.03)).num_classes(3) == 8
+    split = Layers(layers, widths, balance=(32, 0.03))
+    classes = split.classes(3)
+    assert split.num_classes(3) == 64
+    assert all(np.unique(groups[3][classes == c]).size == 1 for c in range(64))  # one group per piece
+    assert split.num_classes(2) == 64  # the other layers' classes fit: unchanged
+    _, metrics = partition_network(layers, widths, 32, "sweep", 0.03, 0)
+    assert metrics["balanced"]
 
 
 def test_chain_window_follows_the_structure_where_layers_are_small():

@@ -90,6 +90,12 @@ def test_nested_config_overrides(tmp_path):
     assert proc.returncode == 2 and "config error at partition.k.0: 1 is less than the minimum of 2" in proc.stderr
 
 
+def test_radix_bases_reach_the_generate_command(tmp_path):
+    proc = smk(tmp_path, "--configfile", ROOT / "config" / "test.yaml", "--cores", 2, "-n", "-p", "--config",
+               "networks={rx: {generator: radixnet, neurons: 1024, layers: 3, radices: [4, 4, 4]}}")
+    assert "generate radixnet --neurons 1024 --layers 3 --seed 0 --radices 4,4,4" in proc.stdout
+
+
 def test_conda_post_deploy_installs_this_checkout(tmp_path):
     """envs/spdnn.post-deploy.sh, run from a copy elsewhere (as Snakemake does) inside a fresh
     environment, installs spdnn from the workflow's directory."""

@@ -34,7 +34,7 @@ def cmd_generate(a):
     if a.kind == "radixnet":
         if a.neurons is None or a.layers is None:
             raise UserError("generate radixnet needs --neurons and --layers")
-        stream = radixnet_stream(a.neurons, a.layers, a.seed, bias=a.bias, ymax=a.ymax)
+        stream = radixnet_stream(a.neurons, a.layers, a.seed, bias=a.bias, ymax=a.ymax, radices=a.radices)
     else:
         if a.widths is None or a.nnz_per_row is None:
             raise UserError("generate random needs --widths and --nnz-per-row")
@@ -310,6 +310,8 @@ def _network_commands(sub) -> None:
     g.add_argument("kind", choices=["radixnet", "random"])
     g.add_argument("--neurons", type=int, help="radixnet: neurons per layer, 16·2^m")
     g.add_argument("--layers", type=int, help="radixnet: number of layers")
+    g.add_argument("--radices", type=_ints, default=None,
+                   help="radixnet: butterfly bases b_1,...,b_m, product N/16 (default 2,2,...: the Graph Challenge's)")
     g.add_argument("--widths", type=_ints, help="random: comma-separated layer widths n_0,n_1,...,n_L")
     g.add_argument("--nnz-per-row", type=int, help="random: nonzeros per row")
     g.add_argument("--init", default="he", choices=["he", "constant"], help="random: weight initialisation")

@@ -4,9 +4,16 @@ RadiX-Net (README, "Design reference"): N = 16·2^m neurons, G = N/16 groups, g(
 t = 1..m has stride s = 2^(t-1); the Graph Challenge TSV entry (input i -> output j) is 1/16
 iff g(i) = g(j) or g(i) = (g(j) + s) mod G. Layer k uses base ((k-1) mod m) + 1; layers of
 block b = (k-1) // m >= 1 have their input neurons permuted by one seeded permutation per block.
+
+Other butterfly bases (`radices`, b_1·…·b_m = G; the Graph Challenge is b_i = 2): base layer t has
+radix b = b_t and stride s = b_1·…·b_(t−1), and output group g reads input groups g + j·s mod G,
+j = 0..b−1, each entry 2/(16·b) so that every row still sums to 2. The m base layers together
+connect every output group to every input group by exactly one path (mixed-radix digits).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import scipy.sparse as sp
@@ -19,18 +26,34 @@ from .errors import UserError
 from .network import GC_YMAX, Network, NetworkWriter, gc_bias
 
 
-def radixnet_base_layer(neurons: int, stride: int) -> sp.csr_matrix:
-    """Base layer in paper orientation: W[j, i] = 1/16 iff g(i) in {g(j), g(j)+s mod G}."""
+def radixnet_base_layer(neurons: int, stride: int, radix: int = 2) -> sp.csr_matrix:
+    """Base layer in paper orientation: W[j, i] = 2/(16·b) iff g(i) = g(j) + r·s mod G, r = 0..b−1
+    (b = 2: the Graph Challenge's 1/16 iff g(i) in {g(j), g(j)+s mod G})."""
     groups = neurons // 16
+    per_row = 16 * radix
     out = np.arange(neurons, dtype=np.int64)
     g_out = out % groups
     members = np.arange(16, dtype=np.int64) * groups  # neurons of group 0; group g = members + g
-    g_in = np.stack([g_out, (g_out + stride) % groups], axis=1)  # (N, 2)
-    cols = (g_in[:, :, None] + members[None, None, :]).reshape(neurons, 32)
+    g_in = (g_out[:, None] + stride * np.arange(radix, dtype=np.int64)[None, :]) % groups  # (N, b)
+    cols = (g_in[:, :, None] + members[None, None, :]).reshape(neurons, per_row)
     cols.sort(axis=1)
-    indptr = np.arange(0, 32 * neurons + 1, 32, dtype=np.int64)
-    data = np.full(32 * neurons, 1.0 / 16.0, dtype=np.float32)
+    indptr = np.arange(0, per_row * neurons + 1, per_row, dtype=np.int64)
+    data = np.full(per_row * neurons, 2.0 / per_row, dtype=np.float32)
     return sp.csr_matrix((data, cols.reshape(-1).astype(np.int32), indptr), shape=(neurons, neurons))
+
+
+def radix_strides(neurons: int, radices: list[int] | None = None) -> list[tuple[int, int]]:
+    """(radix, stride) of each base layer; `radices` None is the Graph Challenge's all-2 choice.
+    Raises UserError unless every radix is ≥ 2 and their product is G = N/16."""
+    m = _log2_groups(neurons)
+    if radices is None:
+        radices = [2] * m
+    groups = neurons // 16
+    if any(b < 2 for b in radices) or math.prod(radices) != groups:
+        raise UserError(f"--radices must be integers >= 2 whose product is N/16 = {groups}; got "
+                        f"{','.join(map(str, radices))}")
+    strides = [math.prod(radices[:i]) for i in range(len(radices))]
+    return list(zip(radices, strides))
 
 
 @dataclass
@@ -62,15 +85,17 @@ class LayerStream:
         return nnz
 
 
-def radixnet_stream(neurons: int, layers: int, seed: int, bias: float | None = None, ymax: float = GC_YMAX) -> LayerStream:
-    m = _log2_groups(neurons)
+def radixnet_stream(neurons: int, layers: int, seed: int, bias: float | None = None, ymax: float = GC_YMAX,
+                    radices: list[int] | None = None) -> LayerStream:
+    base_shapes = radix_strides(neurons, radices)
+    m = len(base_shapes)
     if layers < 1:
         raise UserError(f"--layers must be >= 1 (got {layers})")
     b = gc_bias(neurons, bias)
 
     def produce():
         rng = np.random.default_rng(seed)
-        bases = [radixnet_base_layer(neurons, 2**t) for t in range(m)]
+        bases = [radixnet_base_layer(neurons, stride, radix) for radix, stride in base_shapes]
         perm = None
         for k in range(1, layers + 1):
             block, t = divmod(k - 1, m)
@@ -84,12 +109,13 @@ def radixnet_stream(neurons: int, layers: int, seed: int, bias: float | None = N
             yield w, np.full(neurons, b, np.float32)
 
     prov = {"generator": "radixnet", "neurons": neurons, "layers": layers, "seed": seed, "bias": b, "ymax": ymax,
-            "spdnn_version": __version__}
+            "radices": [r for r, _ in base_shapes], "spdnn_version": __version__}
     return LayerStream([neurons] * (layers + 1), ymax, prov, produce)
 
 
-def radixnet(neurons: int, layers: int, seed: int, bias: float | None = None, ymax: float = GC_YMAX) -> Network:
-    return radixnet_stream(neurons, layers, seed, bias, ymax).network()
+def radixnet(neurons: int, layers: int, seed: int, bias: float | None = None, ymax: float = GC_YMAX,
+             radices: list[int] | None = None) -> Network:
+    return radixnet_stream(neurons, layers, seed, bias, ymax, radices).network()
 
 
 def _log2_groups(neurons: int) -> int:

@@ -90,9 +90,12 @@ class Layers:
 
     KEEP = 4  # a layer and its neighbours, with room for the one being re-solved
 
-    def __init__(self, source, widths):
+    def __init__(self, source, widths, balance: tuple[int, float] | None = None):
+        """`balance` = (K, ε): classes of identical rows heavier than a part's capacity are split
+        (`classes`); None keeps every class whole."""
         self.source = source
         self.widths = [int(n) for n in widths]
+        self.balance = balance
         self._cache: OrderedDict[int, dict] = OrderedDict()
 
     def __len__(self) -> int:
@@ -132,10 +135,33 @@ class Layers:
         return entry["rw"]
 
     def classes(self, t: int) -> np.ndarray:
+        """Rows of layer t that move as one vertex (`mergeable_rows`). A class heavier than a part
+        may carry cannot stay whole in any balanced partition; its rows are grouped further by the
+        readers they have in layer t + 1 (identical columns of W^(t+1)), which keeps each piece in
+        exactly the same nets, so that the solver, not the row-by-row repair, decides the split.
+        (The top base layer of a mixed-radix RadiX-Net, b_m = 8, has G/8 classes of 128 rows,
+        each a quarter-again too heavy at K = 32 with G = 64; split by the next layer they are the
+        16-row groups.)"""
         entry = self._entry(t)
         if "classes" not in entry:
-            entry["classes"] = mergeable_rows(entry["w"])
+            classes = mergeable_rows(entry["w"])
+            if self.balance is not None and t < len(self) and classes.size:
+                classes = self._split_heavy(t, classes)
+            entry["classes"] = classes
         return entry["classes"]
+
+    def _split_heavy(self, t: int, classes: np.ndarray) -> np.ndarray:
+        k, epsilon = self.balance
+        rw = self.rw(t)
+        weight = np.bincount(classes, weights=rw)
+        heavy = weight > layer_capacity(rw, k, epsilon)
+        if not heavy.any():
+            return classes
+        readers = identical_rows(self.w(t + 1).T.tocsr())  # neurons of layer t with the same readers
+        n = classes.size
+        key = np.where(heavy[classes], n + readers.astype(np.int64) * n + classes, classes.astype(np.int64))
+        key = np.unique(key, return_inverse=True)[1].reshape(-1)
+        return number_by_first(first_index(key)[key])
 
     def num_classes(self, t: int) -> int:
         """How many classes of identical rows layer t has (the free vertices of its subproblem)."""
@@ -151,10 +177,10 @@ class Layers:
         return entry["class_rows"]
 
     def __getstate__(self):
-        return {"source": self.source, "widths": self.widths}
+        return {"source": self.source, "widths": self.widths, "balance": self.balance}
 
     def __setstate__(self, state):
-        self.__init__(state["source"], state["widths"])
+        self.__init__(state["source"], state["widths"], state["balance"])
 
 
 # ---------------------------------------------------------------- simple balanced splits
@@ -700,7 +726,7 @@ def partition_network(layers, widths, k: int, method: str, epsilon: float = 0.03
         raise UserError(f"--epsilon must be in [0, 1) (got {epsilon})")
     check_k(widths, k)
     solver = Solver(backend, preset)  # checks both names before any work
-    net = Layers(layers, widths)
+    net = Layers(layers, widths, balance=(k, epsilon))
     t0 = time.perf_counter()
     progress = _progress(method, k) if verbose else None
     L = len(net)

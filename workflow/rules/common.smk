@@ -249,6 +249,8 @@ def network_args(wildcards):
     gen = cfg["generator"]
     if gen == "radixnet":
         args = f"generate radixnet --neurons {cfg['neurons']} --layers {cfg['layers']} --seed {cfg.get('seed', 0)}"
+        if "radices" in cfg:
+            args += " --radices " + ",".join(str(b) for b in cfg["radices"])
     elif gen == "random":
         widths = ",".join(str(w) for w in cfg["widths"])
         args = f"generate random --widths {widths} --nnz-per-row {cfg['nnz_per_row']} --seed {cfg.get('seed', 0)}"
