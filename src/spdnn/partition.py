@@ -139,9 +139,9 @@ class Layers:
         may carry cannot stay whole in any balanced partition; its rows are grouped further by the
         readers they have in layer t + 1 (identical columns of W^(t+1)), which keeps each piece in
         exactly the same nets, so that the solver, not the row-by-row repair, decides the split.
-        (The top base layer of a mixed-radix RadiX-Net, b_m = 8, has G/8 classes of 128 rows,
-        each a quarter-again too heavy at K = 32 with G = 64; split by the next layer they are the
-        16-row groups.)"""
+        (The top base layer of a RadiX-Net with radices 2,4,8 has 8 classes of 128 rows, each four
+        times what a part may carry at K = 32; split by the next layer they are the 16-row groups.
+        The last layer has no readers: its heavy classes are left to the repair.)"""
         entry = self._entry(t)
         if "classes" not in entry:
             classes = mergeable_rows(entry["w"])
