@@ -28,11 +28,15 @@ def test_bit_reference_is_balanced_exact_and_no_worse_than_fixed_bits(k, radices
     assert words < fixed["volume_forward"]  # switching bits pays on every K here
 
 
-@pytest.mark.parametrize("neurons, k, radices", [
+RECOVERY_CASES = [
     (1024, 2, None), (1024, 8, None), (1024, 32, None), (4096, 2, None), (4096, 8, None),
     (1024, 2, [4, 4, 4]), (1024, 8, [4, 4, 4]), (1024, 32, [4, 4, 4]),
     (1024, 2, [2, 4, 8]), (1024, 8, [2, 4, 8]), (1024, 32, [2, 4, 8]), (1024, 32, [8, 8]),
-])
+]
+
+
+@pytest.mark.parametrize("neurons, k, radices", RECOVERY_CASES,
+                         ids=[f"{n}-K{k}-radix{'.'.join(map(str, r or [2]))}" for n, k, r in RECOVERY_CASES])
 def test_hypergraph_recovers_radixnet_structure_within_10_percent(neurons, k, radices):
     """Every layer's neurons renamed at random: the method must find partitions within 10 % of the
     best bit partition built from the structure (measured: 0.96–1.10 of it; with 3-layer chains
