@@ -4,10 +4,10 @@
 
 Networks: RadiX-Nets whose every layer's neurons (inputs included) are renamed at random (seed 1),
 so the structure is in the connections only; NxL is radix 2 (the Graph Challenge construction),
-NxLrB1.B2... has butterfly bases B1, B2, ... (`generate radixnet --radices`). Reference: `tests/radixnet_reference.py`
-(`best_bit_partition`: dynamic programming over which log2 K bits of a group index name a group's
-part, layer by layer, with the exact cost of changing them), evaluated by spdnn's own volume code;
-the methods never see it. K = 32 on 4096-wide networks is left out by default: the reference's
+NxLrB1.B2... has butterfly bases B1, B2, ... (`generate radixnet --radices`). Reference:
+`tests/radixnet_reference.py` (`best_bit_partition`: dynamic programming over which log2 K bits
+of a group index name a group's part, layer by layer, with the exact cost of changing them),
+evaluated by spdnn's own volume code; the methods never see it. K = 32 on 4096-wide networks is left out by default: the reference's
 DP has 6,720 states there (5 minutes). Prints one table; writes benchmarks/out/structure.csv.
 """
 
@@ -50,7 +50,8 @@ def main() -> None:
             ref_seconds = time.perf_counter() - t0
             check = partition_metrics(layers, widths, neuron_partition(group_parts, groups, layers, k), k, 0.03)
             assert check["volume_forward"] == words and check["balanced"], "the reference's cost model is wrong"
-            row = {"network": f"{neurons}x{n_layers}", "radices": ",".join(map(str, radices or [2])), "k": k, "reference": words, "reference s": round(ref_seconds, 1)}
+            row = {"network": f"{neurons}x{n_layers}", "radices": ",".join(map(str, radices or [2])), "k": k,
+                   "reference": words, "reference s": round(ref_seconds, 1)}
             for method in ("sweep", "hypergraph"):
                 t0 = time.perf_counter()
                 _, m = partition_network(layers, widths, k, method, 0.03, 0, jobs=a.jobs)

@@ -18,9 +18,9 @@ exactly. `best_bit_partition` is the cheapest sequence of bit choices over all l
 programming over the ordered m-tuples of bits, each layer's choice free): it includes the fixed
 choice (the same bits everywhere, e.g. contiguous arcs of groups = the top bits) and the
 look-ahead construction that, when a layer needs a bit the partition uses, gives up the bit needed
-again latest (Belady's rule on bits), since both are sequences the DP ranges over. Bases that are
-powers of 2 keep group indices made of bits, so the same references hold for them: a layer of base
-2^q and stride s reads across the q bits above log2 s (and carries past them).
+again latest (Belady's rule on bits), since both are sequences the DP ranges over. The bases
+multiply to G = 2^m, so every base is a power of 2 and group indices stay made of bits: a layer of
+base 2^q and stride s reads across the q bits above log2 s (and carries past them).
 """
 
 from __future__ import annotations
@@ -72,7 +72,6 @@ def best_bit_partition(neurons: int, n_layers: int, k: int, radices=None):
     sequence; layer 0 (the inputs, weightless) is placed with layer 1's readers, at no cost."""
     n_groups = neurons // ROWS_PER_GROUP
     bases = radix_strides(neurons, radices)
-    assert all(b & (b - 1) == 0 for b, _ in bases), "bit partitions need bases that are powers of 2"
     if k == 1:
         return 0, [np.zeros(n_groups, np.int64)] * n_layers
     states, parts = _labels(n_groups, k)

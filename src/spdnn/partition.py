@@ -50,7 +50,7 @@ from collections import OrderedDict
 import numpy as np
 import scipy.sparse as sp
 
-from .arrays import distinct, first_index, number_by_first
+from .arrays import distinct, first_index, first_of_groups, number_by_first
 from .errors import UserError, WorkerError
 from .hypergraph import identical_rows
 from .partition_io import id_dtype
@@ -160,8 +160,7 @@ class Layers:
         readers = identical_rows(self.w(t + 1).T.tocsr())  # neurons of layer t with the same readers
         n = classes.size
         key = np.where(heavy[classes], n + readers.astype(np.int64) * n + classes, classes.astype(np.int64))
-        key = np.unique(key, return_inverse=True)[1].reshape(-1)
-        return number_by_first(first_index(key)[key])
+        return number_by_first(first_of_groups(key))
 
     def num_classes(self, t: int) -> int:
         """How many classes of identical rows layer t has (the free vertices of its subproblem)."""
@@ -612,7 +611,6 @@ def improve_layer(net: Layers, parts, t, k, epsilon, seed, solver, threads):
     trial[t], _ = solve_layer(net, t, trial, k, epsilon, seed, solver, threads, start=parts[t] if wide else None)
     rebalance_layer(net, trial, t, k, epsilon)
     return trial[t] if local_volume(net, trial, t, k) < before else None
-
 
 
 def _refine_share(net, k, epsilon, solver, batch, tick=lambda: None):
