@@ -15,6 +15,7 @@ from spdnn.bound import expansion, submatrix_bound, volume_lower_bound
 from spdnn.generate import radixnet, random_sparse
 from spdnn.hypergraph import identical_rows
 from spdnn.partition import METHODS, partition_network
+from spdnn.semidefinite_bound import semidefinite_certificate
 from spdnn.volume import layer_capacity
 
 
@@ -89,8 +90,9 @@ def test_bound_never_exceeds_the_exact_optimum(name, make, k, epsilon, enumerate
 
 def test_bound_below_every_method_on_a_radixnet():
     net = radixnet(256, 8, seed=3)
+    certificate = semidefinite_certificate(net.layers, net.widths)  # one serves every K
     for k in (2, 4, 8, 16):
-        lb = volume_lower_bound(net.layers, net.widths, k)["lower_bound_forward"]
+        lb = volume_lower_bound(net.layers, net.widths, k, semidefinite=certificate)["lower_bound_forward"]
         vols = {m: partition_network(net.layers, net.widths, k, m)[1]["volume_forward"] for m in METHODS}
         assert 0 < lb <= min(vols.values()), (k, lb, vols)
 

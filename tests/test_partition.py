@@ -310,7 +310,7 @@ def test_a_dying_worker_fails_the_partitioner_promptly(tmp_path):
 def test_one_integer_capacity_at_the_edge():
     """ε = 0.13 and avg = 100: in floats 1.13·100 = 112.99999999999999 and a load of 113 reads as a
     violation; every component uses the same exact integer capacity, 113."""
-    from spdnn.bound import rows_per_part
+    from spdnn.volume import rows_per_part
     from spdnn.partition import Layers, rebalance_layer
 
     weights = np.ones(200, np.int64)

@@ -57,19 +57,13 @@ import scipy.sparse as sp
 
 from .arrays import distinct
 from .hypergraph import identical_rows
-from .volume import layer_capacity
+from .semidefinite_bound import SdpBudget
+from .volume import rows_per_part
 
 EXACT_SUBSETS = 50_000  # enumerate row subsets of S_t(u, ·) exactly while C(R, u) stays below this
 EXACT_WORK = 250_000_000  # ... and C(R, u)·u·columns (the entries summed) too
 DENSE_LIMIT = 1 << 25  # largest M_t kept dense; beyond it the alignment is bounded by cap alone
 STATE_LIMIT = 200_000_000  # Σ_t (states of u_{t−1}) × (states of u_t): the DP's memory, 8 bytes each
-
-
-def rows_per_part(weights: np.ndarray, k: int, epsilon: float) -> tuple[int, int]:
-    """(most, fewest) rows one part can hold when every part is within the balance bound."""
-    bound = layer_capacity(weights, k, epsilon)
-    most = int(np.searchsorted(np.cumsum(np.sort(weights)), bound, side="right"))
-    return most, max(0, weights.size - (k - 1) * most)
 
 
 def _incidence(row_class, col_class, w: sp.csr_matrix):
@@ -412,8 +406,15 @@ def _chain_minimum(costs, u_states, mu):
 
 
 def volume_lower_bound(layers, widths, k: int, epsilon: float = 0.03, iterations: int = 300, progress=None,
-                       max_seconds: float | None = None, max_memory_gb: float | None = None) -> dict:
+                       max_seconds: float | None = None, max_memory_gb: float | None = None,
+                       semidefinite=True, note=None) -> dict:
     """Lower bound on Σ_t V_t over all partitions into k parts balanced per layer (see module doc).
+
+    `semidefinite`: True finds the semidefinite certificate (`semidefinite_bound.py`) next, in what
+    is left of the budgets; a `Certificate` already found for this network and ε (one serves every
+    K) is used as it is; False skips it. With it the larger of the two bounds is reported
+    ("lower_bound_classes" and "semidefinite" say what each gave; past a budget the latter says why
+    it has none).
 
     Budgets: past `max_memory_gb` of DP tables or of the process's resident memory (checked after
     each layer), or `max_seconds` while building them, raises
@@ -449,4 +450,37 @@ def volume_lower_bound(layers, widths, k: int, epsilon: float = 0.03, iterations
               "seconds": time.perf_counter() - t0}
     if stopped:
         result["stopped"] = stopped
+    if semidefinite is True:
+        try:
+            semidefinite = find_certificate(layers, widths, epsilon, deadline, max_memory_gb, note)
+        except SdpBudget as e:
+            semidefinite = str(e)
+    if semidefinite is not False:
+        add_semidefinite(result, semidefinite, k)
+        result["seconds"] = time.perf_counter() - t0
     return result
+
+
+def find_certificate(layers, widths, epsilon, deadline=None, max_memory_gb=None, note=None):
+    """The semidefinite certificate in what is left before `deadline` and within `max_memory_gb`
+    (the process's resident memory now, plus the solver's arrays); `SdpBudget` past either."""
+    from .semidefinite_bound import LBFGS_MEMORY, RANK, semidefinite_certificate
+
+    left = None if deadline is None else deadline - time.perf_counter()
+    if left is not None and left <= 0:
+        raise SdpBudget("no time left for the semidefinite bound (--max-seconds)")
+    if max_memory_gb is not None:
+        need = resident_bytes() + 8 * sum(widths) * RANK * (2 * LBFGS_MEMORY + 8)  # V, gradient, L-BFGS pairs
+        if need > max_memory_gb * 1e9:
+            raise SdpBudget(f"the semidefinite bound needs ≈{need / 1e9:.1f} GB (--max-memory)")
+    return semidefinite_certificate(layers, widths, epsilon, max_seconds=left, note=note)
+
+
+def add_semidefinite(result: dict, certificate, k: int) -> None:
+    """Put a certificate's bound for k beside the class-count one (a string: why there is none)."""
+    result["lower_bound_classes"] = result["lower_bound_forward"]
+    if isinstance(certificate, str):
+        result["semidefinite"] = {"lower_bound_forward": None, "reason": certificate}
+    else:
+        result["semidefinite"] = certificate.summary(k)
+        result["lower_bound_forward"] = max(result["lower_bound_forward"], certificate.bound(k))

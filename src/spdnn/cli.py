@@ -161,15 +161,17 @@ def cmd_volume(a):
 
 
 def cmd_bound(a):
-    from .bound import BoundBudget, volume_lower_bound
+    from .bound import BoundBudget, SdpBudget, add_semidefinite, find_certificate, volume_lower_bound
     from .network import LayerFile
     from .partition import check_k
 
     layers = LayerFile(a.network)  # one pass over the layers per K, one layer in memory at a time
     for k in a.k:
         check_k(layers.widths, k)
+    certificate = None  # the semidefinite one: found once, at the first K ≥ 2, it serves every K
     for k in a.k:
         step = max(1, -(-len(layers) // 10))
+        start = time.perf_counter()
 
         def progress(t, total, k=k):
             if t % step == 0 or t == total:
@@ -177,11 +179,21 @@ def cmd_bound(a):
 
         try:
             result = volume_lower_bound(layers, layers.widths, k, a.epsilon, a.iterations, progress=progress,
-                                        max_seconds=a.max_seconds, max_memory_gb=a.max_memory)
+                                        max_seconds=a.max_seconds, max_memory_gb=a.max_memory, semidefinite=False)
         except BoundBudget as e:  # not an error: the workflow goes on, the tables show no bound
             result = {"k": k, "epsilon": a.epsilon, "lower_bound_forward": None, "reason": str(e)}
             _log(f"bound K={k}: none within the budget ({e})")
         else:
+            if a.semidefinite and k >= 2:
+                if certificate is None:
+                    deadline = None if a.max_seconds is None else start + a.max_seconds
+                    try:
+                        certificate = find_certificate(layers, layers.widths, a.epsilon, deadline, a.max_memory,
+                                                       note=lambda line, k=k: _log(f"  bound K={k}: {line}"))
+                    except SdpBudget as e:
+                        certificate = str(e)
+                add_semidefinite(result, certificate, k)
+                result["seconds"] = time.perf_counter() - start
             _log(f"bound K={k}: {result['lower_bound_forward']} words per sample, {result['seconds']:.1f} s"
                  + (f" (stopped at the {result['stopped']})" if "stopped" in result else ""))
         result["network"] = str(a.network)
@@ -420,6 +432,9 @@ def _partition_commands(sub) -> None:
     b.add_argument("--max-memory", type=float, default=None,
                    help="GB per K, of DP tables and of the process's resident memory (checked after each "
                         "layer): past it, report null and why (exit 0)")
+    b.add_argument("--semidefinite", action=argparse.BooleanOptionalAction, default=True,
+                   help="also the semidefinite bound (README, \"Lower bound\"): found once, at the first K, in what is "
+                        "left of its budgets; the larger of the two is reported")
     b.set_defaults(func=cmd_bound)
 
 

@@ -54,6 +54,13 @@ def layer_capacity(row_weights: np.ndarray, k_parts: int, epsilon: float) -> int
     return math.floor(max((1 + eps) * avg, avg + heaviest))
 
 
+def rows_per_part(weights: np.ndarray, k: int, epsilon: float) -> tuple[int, int]:
+    """(most, fewest) rows one part can hold when every part is within the balance bound."""
+    bound = layer_capacity(weights, k, epsilon)
+    most = int(np.searchsorted(np.cumsum(np.sort(weights)), bound, side="right"))
+    return most, max(0, weights.size - (k - 1) * most)
+
+
 def layer_imbalance(loads: np.ndarray) -> float:
     avg = loads.sum() / loads.size
     return float(loads.max() / avg) if avg > 0 else 1.0

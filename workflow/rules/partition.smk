@@ -48,8 +48,9 @@ rule partition:
 
 
 rule bound:
-    # What no partition balanced in every layer can beat (src/spdnn/bound.py): the reference line
-    # for the partitions' volumes.
+    # What no partition balanced in every layer can beat (src/spdnn/bound.py, and the semidefinite
+    # bound of src/spdnn/semidefinite_bound.py beside it): the reference line for the partitions'
+    # volumes.
     input:
         "results/{network}/network.h5",
     output:

@@ -1,0 +1,255 @@
+"""A semidefinite lower bound on the forward volume of every balanced partition (`spdnn bound`).
+
+The class-count bound (`bound.py`) is near 0 wherever rows do not repeat (random and pruned
+networks) and loose at K = 2 on the Graph Challenge networks, where it sees one layer at a time.
+This one sees every layer at once, through one quadratic form, and needs no repeated rows.
+
+Derivation. Label part p by the unit vector e_p of a regular simplex (⟨e_p, e_q⟩ = −1/(K−1) for
+p ≠ q; K = 2: spins ±1), so [p ≠ q] = (K−1)(1 − ⟨e_p, e_q⟩)/K. Column j of layer t (neuron j of
+layer t−1, owner a) with readers R (the rows of layer t that read it, m = |R| ≥ 1) sends
+w_j = |{parts of R} − {a}| words. For any two readers i, k, w_j ≥ |{y_i, y_k} − {a}| ≥ ([y_i ≠ a] +
+[y_k ≠ a] + [y_i ≠ y_k])/2 (check the five cases; equality at K = 2), so w_j is at least any
+average of those: over the ordered pairs of readers in different row classes of layer t (when R
+holds one class only: over the distinct pairs; m = 1: [y ≠ a]). In Gram terms, with x_i the label
+vectors, S = Σ_R x, S_g the sum over reader class g and P = m² − Σ_g m_g²:
+
+    w_j ≥ (2(K−1)/K)·(3/4 − (2⟨a, S⟩/m + (‖S‖² − Σ_g ‖S_g‖²)/P)/4)     (m = 1: (2(K−1)/K)(1/2 − ⟨a, y⟩/2)),
+
+at K = 2 equal to w_j whenever j's readers agree (so on a partition that keeps identical rows
+together, the sum below is exactly its volume). Summed: V ≥ (2(K−1)/K)·(c − ⟨Q, X⟩), X the Gram
+matrix of the labels (X ⪰ 0, diag X = 1), Q block tridiagonal over the layers and the same for
+every K. Balance: in layer t ≥ 1, ‖Σ_{i∈t} x_i‖² = (K·Σ_p n_p² − n_t²)/(K−1) ≤ s_t(K)², n_p the
+part sizes, at most the most rows a part may hold (`rows_per_part`). So with μ_t > 0
+
+    ⟨Q, X⟩ = ⟨Q', X⟩ + Σ_t μ_t ‖Σ_{i∈t} x_i‖² ≤ ⟨Q', X⟩ + Σ_t μ_t s_t(K)²,   Q' = Q − Σ_t μ_t 1_t 1_tᵀ,
+
+and for every vector y, ⟨Q', X⟩ = ⟨Q' − diag y, X⟩ + Σ y ≤ n·max(0, λ_max(Q' − diag y)) + Σ y (the
+dual of the semidefinite relaxation). So
+
+    V ≥ (2(K−1)/K)·(c − Σ y − n·max(0, λ_max(Q' − diag y)) − Σ_t μ_t s_t(K)²)
+
+for *every* y and μ: their choice only decides how strong it is, and one (y, μ) serves every K.
+y comes from a rank-r solution of the relaxation (rows v_i of V unit vectors, tr VᵀQ'V maximised
+by L-BFGS over unnormalised rows): y_i = v_iᵀ(Q'V)_i, the relaxation's multipliers at a stationary
+point. λ_max is computed by Lanczos (ARPACK) and raised by the Ritz pair's residual norm; the bound
+holds to that solver's accuracy (tests check it against exact optima). The relaxation drops
+⟨x_i, x_k⟩ ≥ −1/(K−1), so beyond K = 2 it is weaker than it could be. Memory: Q (the pairs of
+rows reading a common column, ≈ Σ_j m_j² entries) and n·r·(2·LBFGS_MEMORY + 8) floats.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.optimize as so
+import scipy.sparse as sp
+import scipy.sparse.linalg as sla
+
+from .arrays import first_of_groups, number_by_first
+from .hypergraph import identical_rows
+from .volume import rows_per_part
+
+RANK = 16  # columns of V: at 8 the certificate's λ_max stays well above 0 on the real 1024×120
+PENALTY = 1.0  # first μ_t = PENALTY / n_t: the balance term weighs about as much as the layer's alignment
+ROUNDS = 3
+LBFGS_MEMORY = 8
+MAX_STEPS = 1000  # per round
+FTOL = 1e-7  # L-BFGS stops when a step gains less than this fraction of the value
+EIG_TOL = 1e-6
+
+
+class SdpBudget(Exception):
+    """Past the time or memory budget: no semidefinite bound (the caller keeps the class bound)."""
+
+
+@dataclass
+class AgreementForm:
+    """V ≥ constant − xᵀ q x for every ±1 vector x (K = 2; one entry per neuron, layer by layer)."""
+
+    q: sp.csr_matrix
+    constant: float
+    offsets: np.ndarray  # layer t's neurons are offsets[t]:offsets[t+1]
+    row_weights: list  # per layer t ≥ 1, the balance weight of each row (its nonzeros)
+
+    def words_at_least(self, spins: np.ndarray) -> float:
+        x = np.asarray(spins, dtype=np.float64)
+        return self.constant - float(x @ (self.q @ x))
+
+    def slack_squared(self, k: int, epsilon: float) -> np.ndarray:
+        """s_t(K)²: the most ‖Σ_{i∈t} x_i‖² of a partition balanced in layer t (layer 0: n_0², no balance)."""
+        out = np.zeros(len(self.offsets) - 1)
+        out[0] = float(self.offsets[1]) ** 2
+        for t, weights in enumerate(self.row_weights, start=1):
+            n = weights.size
+            most = min(n, max(1, rows_per_part(weights, k, epsilon)[0]))
+            full, rest = divmod(n, most)  # Σ n_p² is largest with parts filled to `most` in turn
+            out[t] = max(0.0, (k * (full * most ** 2 + rest ** 2) - n ** 2) / (k - 1))
+        return out
+
+
+@dataclass
+class Certificate:
+    """One (y, μ) of the module doc: a bound for every K (`bound`), and how it was found."""
+
+    form: AgreementForm
+    epsilon: float
+    mu: np.ndarray
+    dual: float  # Σ y + n·max(0, λ_max(Q' − diag y))
+    relaxation: float  # c − Σ y, the relaxed value before the balance and eigenvalue terms
+    lambda_max: float
+    rank: int
+    steps: int
+    seconds: float
+
+    def bound(self, k: int) -> int:
+        if k < 2:
+            return 0
+        value = self.form.constant - self.dual - float(self.mu @ self.form.slack_squared(k, self.epsilon))
+        return max(0, math.ceil(2 * (k - 1) / k * value - 1e-6))
+
+    def summary(self, k: int) -> dict:
+        return {"lower_bound_forward": self.bound(k), "relaxation": self.relaxation, "lambda_max": self.lambda_max,
+                "rank": self.rank, "steps": self.steps, "seconds": self.seconds}
+
+
+def _layer_terms(w):
+    """One layer's blocks: (owner–reader block, n_t × n_{t−1}; reader–reader block, n_t × n_t;
+    its part of the constant)."""
+    n_out, n_in = w.shape
+    wc = w.tocsc()
+    m = np.diff(wc.indptr).astype(np.int64)
+    col = np.repeat(np.arange(n_in, dtype=np.int64), m)
+    row = wc.indices.astype(np.int64)
+    if row.size == 0:
+        return sp.csr_matrix((n_out, n_in)), sp.csr_matrix((n_out, n_out)), 0.0
+    cls = identical_rows(w)[row]
+    group = number_by_first(first_of_groups(col * (int(cls.max()) + 1) + cls))  # (column, row class)
+    size = np.bincount(group)[group].astype(np.float64)
+    sum_sq = np.bincount(col, weights=size, minlength=n_in)  # Σ_g m_g² per column
+    mf = m.astype(np.float64)
+    one_class = sum_sq == mf * mf
+    pairs = np.where(one_class, mf * mf - mf, mf * mf - sum_sq)  # P: ordered pairs averaged over
+    single = one_class[col]  # one reader class: every reader its own group
+    group = np.where(single, group.max() + 1 + np.arange(row.size), group)
+    reader = sp.csr_matrix((0.25 / mf[col], (row, col)), shape=(n_out, n_in))
+    keep = pairs[col] > 0
+    scale = 1.0 / np.sqrt(4.0 * pairs[col[keep]])
+    s = sp.csr_matrix((scale, (row[keep], col[keep])), shape=(n_out, n_in))
+    g = sp.csr_matrix((scale, (row[keep], group[keep])), shape=(n_out, int(group.max()) + 1))
+    cross = (s @ s.T - g @ g.T).tocsr()
+    cross.eliminate_zeros()
+    read = m > 0
+    constant = float(np.sum(np.where(pairs[read] > 0, 0.75, 0.5)))
+    return reader, cross, constant
+
+
+def agreement_form(layers, widths) -> AgreementForm:
+    """The quadratic form of the module doc (K = 2 scaling), built one layer at a time."""
+    widths = [int(n) for n in widths]
+    offsets = np.concatenate([[0], np.cumsum(widths)]).astype(np.int64)
+    blocks = [[None] * len(widths) for _ in widths]
+    blocks[0][0] = sp.csr_matrix((widths[0], widths[0]))
+    row_weights = []
+    constant = 0.0
+    for t in range(1, len(widths)):
+        w = sp.csr_matrix(layers[t - 1])
+        reader, cross, c = _layer_terms(w)
+        blocks[t][t - 1], blocks[t - 1][t], blocks[t][t] = reader, reader.T, cross
+        constant += c
+        row_weights.append(np.diff(w.indptr).astype(np.int64))
+    return AgreementForm(sp.bmat(blocks, format="csr"), constant, offsets, row_weights)
+
+
+def semidefinite_certificate(layers, widths, epsilon: float = 0.03, rank: int = RANK, seed: int = 0,
+                             rounds: int = ROUNDS, max_seconds: float | None = None, note=None) -> Certificate:
+    """A (y, μ) of the module doc, found for K = 2 and valid for every K (`Certificate.bound`).
+
+    The K = 2 bound is concave in the balance multipliers μ (the relaxation's value is a maximum of
+    functions linear in μ), with slope ‖Σ_{i∈t} v_i‖² − s_t² in μ_t: each of `rounds` solves is
+    followed by a multiplicative step of μ_t towards the layers whose relaxed imbalance exceeds what
+    balance allows, and the next solve starts from the last V. Every round gives a valid
+    certificate; the best at K = 2 is kept. Past `max_seconds` before a first one: `SdpBudget`."""
+    t0 = time.perf_counter()
+    widths = [int(n) for n in widths]
+    n = sum(widths)
+    deadline = None if max_seconds is None else t0 + max_seconds
+    form = agreement_form(layers, widths)
+    slack = form.slack_squared(2, epsilon)
+    counts = np.diff(form.offsets)
+    mu = np.where(np.arange(len(widths)) > 0, PENALTY / np.maximum(counts, 1), 0.0)
+    rng = np.random.default_rng(seed)
+    v = rng.standard_normal((n, rank))
+    best, steps = None, 0
+    for round_ in range(1, rounds + 1):
+        v, taken = _relaxation(form, mu, v, deadline)
+        steps += taken
+        if deadline is not None and time.perf_counter() > deadline:
+            if best is None:
+                raise SdpBudget("the semidefinite bound ran out of time (--max-seconds)")
+            break
+        y = np.sum(_apply(form, mu, v) * v, axis=1)
+        lam = _largest_eigenvalue(lambda x: _apply(form, mu, x[:, None])[:, 0] - y * x, n, rng)
+        dual = float(np.sum(y)) + n * max(0.0, lam)
+        value = form.constant - dual - float(mu @ slack)
+        if best is None or value > best[0]:
+            best = (value, Certificate(form, epsilon, mu.copy(), dual, form.constant - float(np.sum(y)), lam, rank,
+                                       0, 0.0))
+        if note:
+            note(f"semidefinite round {round_}/{rounds}: {best[1].bound(2)} words at K = 2 "
+                 f"({time.perf_counter() - t0:.1f} s)")
+        imbalance = np.add.reduceat(v, form.offsets[:-1], axis=0)
+        imbalance = np.sum(imbalance * imbalance, axis=1)
+        mu *= np.clip(np.sqrt((imbalance + 1.0) / (slack + 1.0)), 0.5, 2.0)
+    cert = best[1]
+    cert.steps, cert.seconds = steps, time.perf_counter() - t0
+    return cert
+
+
+def _apply(form: AgreementForm, mu: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Q'v = Qv − Σ_t μ_t 1_t (1_tᵀ v)."""
+    sums = np.add.reduceat(v, form.offsets[:-1], axis=0)
+    return form.q @ v - np.repeat(mu[:, None] * sums, np.diff(form.offsets), axis=0)
+
+
+def _relaxation(form: AgreementForm, mu: np.ndarray, start: np.ndarray, deadline):
+    """Unit rows V maximising tr(VᵀQ'V) (L-BFGS over unnormalised rows, from `start`); (V, steps)."""
+    n, rank = start.shape
+    steps = 0
+
+    def objective(flat):
+        nonlocal steps
+        steps += 1
+        w = flat.reshape(n, rank)
+        norms = np.sqrt(np.einsum("ij,ij->i", w, w))[:, None]
+        v = w / norms
+        qv = _apply(form, mu, v)
+        along = np.einsum("ij,ij->i", qv, v)[:, None]  # the gradient's part that changes |w_i| only
+        grad = v * along
+        grad -= qv
+        grad *= 2.0 / norms
+        return -float(along.sum()), grad.ravel()
+
+    def stop(intermediate_result):
+        if deadline is not None and time.perf_counter() > deadline:
+            raise StopIteration
+
+    res = so.minimize(objective, start.ravel(), jac=True, method="L-BFGS-B", callback=stop,
+                      options={"maxiter": MAX_STEPS, "maxcor": LBFGS_MEMORY, "ftol": FTOL})
+    v = res.x.reshape(n, rank)
+    return v / np.linalg.norm(v, axis=1, keepdims=True), steps
+
+
+def _largest_eigenvalue(matvec, n: int, rng) -> float:
+    """λ_max of a symmetric operator by Lanczos, raised by the Ritz pair's residual norm."""
+    if n <= 64:  # ARPACK needs n > k + 1 and is no faster here
+        dense = np.column_stack([matvec(e) for e in np.eye(n)])
+        return float(np.linalg.eigvalsh((dense + dense.T) / 2)[-1])
+    # Shifted by 1 so that ARPACK's relative tolerance is an absolute one near λ_max ≈ 0
+    op = sla.LinearOperator((n, n), matvec=lambda x: matvec(x) + x, dtype=np.float64)
+    vals, vecs = sla.eigsh(op, k=1, which="LA", tol=EIG_TOL, ncv=min(n - 1, 40), v0=rng.standard_normal(n))
+    u = vecs[:, 0]
+    residual = float(np.linalg.norm(matvec(u) + u - vals[0] * u))
+    return float(vals[0]) - 1.0 + residual

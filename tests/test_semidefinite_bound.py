@@ -1,0 +1,87 @@
+"""The semidefinite bound: its quadratic form never above the volume at K = 2 (and equal to it where
+every column's readers agree), the bound never above the exact optimum (K = 2 and 3) nor any
+partition we build, one certificate for every K, and informative where the class-count bound is 0
+(random networks)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import spdnn
+from test_bound import CASES, exact_optimum, tiny_radix, tiny_random
+from spdnn.semidefinite_bound import agreement_form, semidefinite_certificate
+from spdnn.bound import volume_lower_bound
+from spdnn.generate import random_sparse
+from spdnn.partition import METHODS, partition_network
+from spdnn.volume import partition_metrics
+
+
+def volume(layers, widths, part):
+    return partition_metrics(layers, widths, part, 2)["volume_forward"]
+
+
+@pytest.mark.parametrize("make", [lambda: tiny_radix(8, 3, (2, 4, 2, 8), 1), lambda: tiny_random([9, 12, 10, 12], 3, 2)],
+                         ids=["radix", "random"])
+def test_agreement_form_never_exceeds_the_volume(make):
+    layers, widths = make()
+    form = agreement_form(layers, widths)
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        part = rng.integers(0, 2, sum(widths))
+        assert form.words_at_least(2 * part - 1) <= volume(layers, widths, part) + 1e-9
+
+
+def test_agreement_form_is_exact_where_every_columns_readers_agree():
+    # Layer t's row i reads the columns whose group is g(i) or g(i) + s_t: column classes are read by
+    # the groups c and c − s_t, which agree when a group's part is a function of g mod s_t.
+    groups, strides = 8, (2, 4, 2, 8)
+    layers, widths = tiny_radix(groups, 3, strides, 1)
+    g = np.arange(widths[0]) % groups
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        spins = [rng.integers(0, 2, widths[0])]  # the inputs: any owners
+        spins += [(g % s < s // 2).astype(np.int64) ^ rng.integers(0, 2) for s in strides]
+        part = np.concatenate(spins)
+        words = volume(layers, widths, part)
+        assert words > 0
+        assert agreement_form(layers, widths).words_at_least(2 * part - 1) == pytest.approx(words)
+
+
+@pytest.mark.parametrize("name, make, k", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("epsilon", [0.0, 0.3])
+def test_semidefinite_bound_never_exceeds_the_exact_optimum(name, make, k, epsilon):
+    for seed in range(3):
+        layers, widths = make(seed)
+        opt = exact_optimum(layers, widths, k, epsilon)
+        lb = semidefinite_certificate(layers, widths, epsilon).bound(k)
+        assert 0 <= lb <= opt, (seed, lb, opt)
+        assert lb > 0 or not name.startswith("random")  # not vacuous where rows do not repeat
+
+
+def test_semidefinite_bound_below_every_method_and_informative_on_a_random_network():
+    net = random_sparse([64, 128, 128, 128, 128], 8, seed=5)
+    cert = semidefinite_certificate(net.layers, net.widths)
+    for k, share in ((2, 0.5), (4, 0.3)):  # measured: 201 of 358 words, 301 of 875
+        vols = {m: partition_network(net.layers, net.widths, k, m)[1]["volume_forward"] for m in METHODS}
+        assert cert.bound(k) <= min(vols.values()), (k, cert.bound(k), vols)
+        assert cert.bound(k) >= share * vols["hypergraph"], (k, cert.bound(k), vols)
+        combined = volume_lower_bound(net.layers, net.widths, k, semidefinite=cert)
+        assert combined["lower_bound_forward"] == cert.bound(k) and combined["lower_bound_classes"] == 0
+
+
+def test_bound_cli_reports_both_bounds_and_repeats_itself(tmp_path):
+    spdnn("generate", "random", "--widths", "32,64,64,64", "--nnz-per-row", 6, "--seed", 1, "-o", tmp_path / "r.h5")
+    first, again = ([json.loads(line) for line in spdnn("bound", tmp_path / "r.h5", "-k", "2,4").stdout.splitlines()]
+                    for _ in range(2))
+    for row in first:
+        assert row["lower_bound_forward"] == row["semidefinite"]["lower_bound_forward"] > row["lower_bound_classes"] == 0
+    k2, k4 = first
+    assert k4["semidefinite"]["relaxation"] == k2["semidefinite"]["relaxation"]  # one certificate for both
+    assert k4["lower_bound_forward"] > k2["lower_bound_forward"]
+    assert again == [dict(r, seconds=a["seconds"], semidefinite=dict(r["semidefinite"], seconds=a["semidefinite"]["seconds"]))
+                     for r, a in zip(first, again)]  # same seed, same numbers
+    off = json.loads(spdnn("bound", tmp_path / "r.h5", "-k", 2, "--no-semidefinite").stdout)
+    assert off["lower_bound_forward"] == 0 and "semidefinite" not in off
