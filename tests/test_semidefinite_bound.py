@@ -85,3 +85,18 @@ def test_bound_cli_reports_both_bounds_and_repeats_itself(tmp_path):
                      for r, a in zip(first, again)]  # same seed, same numbers
     off = json.loads(spdnn("bound", tmp_path / "r.h5", "-k", 2, "--no-semidefinite").stdout)
     assert off["lower_bound_forward"] == 0 and "semidefinite" not in off
+
+
+def test_lanczos_eigenvalue_of_the_certificate_matches_a_dense_solve():
+    """The bound rests on λ_max(Q' − diag y) from Lanczos (raised by its residual): on a network small
+    enough for a dense eigensolver it must not fall below the true value."""
+    net = random_sparse([40, 80, 80, 80], 6, seed=2)
+    cert = semidefinite_certificate(net.layers, net.widths)
+    form, n = cert.form, cert.y.size
+    ones = [np.zeros(n) for _ in cert.mu]
+    for t, v in enumerate(ones):
+        v[form.offsets[t]:form.offsets[t + 1]] = 1.0
+    dense = form.q.toarray() - sum(mu * np.outer(v, v) for mu, v in zip(cert.mu, ones)) - np.diag(cert.y)
+    true = np.linalg.eigvalsh(dense)[-1]
+    assert cert.lambda_max >= true - 1e-9, (cert.lambda_max, true)
+    assert cert.lambda_max <= true + 1e-4  # and not so far above it that the bound is thrown away

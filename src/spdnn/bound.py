@@ -469,11 +469,15 @@ def find_certificate(layers, widths, epsilon, deadline=None, max_memory_gb=None,
     left = None if deadline is None else deadline - time.perf_counter()
     if left is not None and left <= 0:
         raise SdpBudget("no time left for the semidefinite bound (--max-seconds)")
-    if max_memory_gb is not None:
-        need = resident_bytes() + 8 * sum(widths) * RANK * (2 * LBFGS_MEMORY + 8)  # V, gradient, L-BFGS pairs
-        if need > max_memory_gb * 1e9:
-            raise SdpBudget(f"the semidefinite bound needs ≈{need / 1e9:.1f} GB (--max-memory)")
-    return semidefinite_certificate(layers, widths, epsilon, max_seconds=left, note=note)
+    solver = 8 * sum(widths) * RANK * (2 * LBFGS_MEMORY + 8)  # V, its gradient, the L-BFGS pairs
+
+    def check(t):  # before the solver, and after each layer of Q is built
+        if max_memory_gb is not None and resident_bytes() + solver > max_memory_gb * 1e9:
+            where = f"layer {t} of {len(widths) - 1}: " if t else ""
+            raise SdpBudget(f"{where}the semidefinite bound needs more than {max_memory_gb} GB (--max-memory)")
+
+    check(0)
+    return semidefinite_certificate(layers, widths, epsilon, max_seconds=left, note=note, after_layer=check)
 
 
 def add_semidefinite(result: dict, certificate, k: int) -> None:

@@ -59,6 +59,7 @@ LBFGS_MEMORY = 8
 MAX_STEPS = 1000  # per round
 FTOL = 1e-7  # L-BFGS stops when a step gains less than this fraction of the value
 EIG_TOL = 1e-6
+EIG_GRID = 1e-5  # λ_max is reported rounded up to this (costs ≤ n·1e-5 words)
 
 
 class SdpBudget(Exception):
@@ -97,6 +98,7 @@ class Certificate:
     form: AgreementForm
     epsilon: float
     mu: np.ndarray
+    y: np.ndarray
     dual: float  # Σ y + n·max(0, λ_max(Q' − diag y))
     relaxation: float  # c − Σ y, the relaxed value before the balance and eigenvalue terms
     lambda_max: float
@@ -146,8 +148,9 @@ def _layer_terms(w):
     return reader, cross, constant
 
 
-def agreement_form(layers, widths) -> AgreementForm:
-    """The quadratic form of the module doc (K = 2 scaling), built one layer at a time."""
+def agreement_form(layers, widths, after_layer=None) -> AgreementForm:
+    """The quadratic form of the module doc (K = 2 scaling), built one layer at a time;
+    `after_layer(t)` is called after each (a budget check may raise there)."""
     widths = [int(n) for n in widths]
     offsets = np.concatenate([[0], np.cumsum(widths)]).astype(np.int64)
     blocks = [[None] * len(widths) for _ in widths]
@@ -160,23 +163,35 @@ def agreement_form(layers, widths) -> AgreementForm:
         blocks[t][t - 1], blocks[t - 1][t], blocks[t][t] = reader, reader.T, cross
         constant += c
         row_weights.append(np.diff(w.indptr).astype(np.int64))
+        if after_layer:
+            after_layer(t)
     return AgreementForm(sp.bmat(blocks, format="csr"), constant, offsets, row_weights)
 
 
 def semidefinite_certificate(layers, widths, epsilon: float = 0.03, rank: int = RANK, seed: int = 0,
-                             rounds: int = ROUNDS, max_seconds: float | None = None, note=None) -> Certificate:
+                             rounds: int = ROUNDS, max_seconds: float | None = None, note=None,
+                             after_layer=None) -> Certificate:
     """A (y, μ) of the module doc, found for K = 2 and valid for every K (`Certificate.bound`).
 
     The K = 2 bound is concave in the balance multipliers μ (the relaxation's value is a maximum of
     functions linear in μ), with slope ‖Σ_{i∈t} v_i‖² − s_t² in μ_t: each of `rounds` solves is
     followed by a multiplicative step of μ_t towards the layers whose relaxed imbalance exceeds what
     balance allows, and the next solve starts from the last V. Every round gives a valid
-    certificate; the best at K = 2 is kept. Past `max_seconds` before a first one: `SdpBudget`."""
+    certificate; the best at K = 2 is kept. Past `max_seconds` while building Q or before a first
+    certificate: `SdpBudget`. `after_layer(t)`: called after each layer of Q is built (the
+    caller's memory check)."""
     t0 = time.perf_counter()
     widths = [int(n) for n in widths]
     n = sum(widths)
     deadline = None if max_seconds is None else t0 + max_seconds
-    form = agreement_form(layers, widths)
+
+    def built(t):
+        if deadline is not None and time.perf_counter() > deadline:
+            raise SdpBudget(f"layer {t} of {len(widths) - 1}: the semidefinite bound ran out of time (--max-seconds)")
+        if after_layer:
+            after_layer(t)
+
+    form = agreement_form(layers, widths, built)
     slack = form.slack_squared(2, epsilon)
     counts = np.diff(form.offsets)
     mu = np.where(np.arange(len(widths)) > 0, PENALTY / np.maximum(counts, 1), 0.0)
@@ -195,8 +210,8 @@ def semidefinite_certificate(layers, widths, epsilon: float = 0.03, rank: int = 
         dual = float(np.sum(y)) + n * max(0.0, lam)
         value = form.constant - dual - float(mu @ slack)
         if best is None or value > best[0]:
-            best = (value, Certificate(form, epsilon, mu.copy(), dual, form.constant - float(np.sum(y)), lam, rank,
-                                       0, 0.0))
+            best = (value, Certificate(form, epsilon, mu.copy(), y, dual, form.constant - float(np.sum(y)), lam,
+                                       rank, 0, 0.0))
         if note:
             note(f"semidefinite round {round_}/{rounds}: {best[1].bound(2)} words at K = 2 "
                  f"({time.perf_counter() - t0:.1f} s)")
@@ -243,13 +258,16 @@ def _relaxation(form: AgreementForm, mu: np.ndarray, start: np.ndarray, deadline
 
 
 def _largest_eigenvalue(matvec, n: int, rng) -> float:
-    """λ_max of a symmetric operator by Lanczos, raised by the Ritz pair's residual norm."""
+    """λ_max of a symmetric operator by Lanczos, raised by the Ritz pair's residual norm (dense
+    below 65 rows), rounded up to EIG_GRID."""
     if n <= 64:  # ARPACK needs n > k + 1 and is no faster here
         dense = np.column_stack([matvec(e) for e in np.eye(n)])
-        return float(np.linalg.eigvalsh((dense + dense.T) / 2)[-1])
+        return math.ceil(float(np.linalg.eigvalsh((dense + dense.T) / 2)[-1]) / EIG_GRID) * EIG_GRID
     # Shifted by 1 so that ARPACK's relative tolerance is an absolute one near λ_max ≈ 0
     op = sla.LinearOperator((n, n), matvec=lambda x: matvec(x) + x, dtype=np.float64)
     vals, vecs = sla.eigsh(op, k=1, which="LA", tol=EIG_TOL, ncv=min(n - 1, 40), v0=rng.standard_normal(n))
     u = vecs[:, 0]
     residual = float(np.linalg.norm(matvec(u) + u - vals[0] * u))
-    return float(vals[0]) - 1.0 + residual
+    # Rounded up to a grid 10× the tolerance: ARPACK's last digits vary from run to run (its BLAS
+    # sums depend on memory alignment, measured ±3e-7 here), and the same seed must give the same bytes
+    return math.ceil((float(vals[0]) - 1.0 + residual) / EIG_GRID) * EIG_GRID
