@@ -57,7 +57,7 @@ import scipy.sparse as sp
 
 from .arrays import distinct
 from .hypergraph import identical_rows
-from .semidefinite_bound import SdpBudget
+from .semidefinite_bound import LBFGS_MEMORY, RANK, SdpBudget, semidefinite_certificate
 from .volume import rows_per_part
 
 EXACT_SUBSETS = 50_000  # enumerate row subsets of S_t(u, ·) exactly while C(R, u) stays below this
@@ -464,8 +464,6 @@ def volume_lower_bound(layers, widths, k: int, epsilon: float = 0.03, iterations
 def find_certificate(layers, widths, epsilon, deadline=None, max_memory_gb=None, note=None):
     """The semidefinite certificate in what is left before `deadline` and within `max_memory_gb`
     (the process's resident memory now, plus the solver's arrays); `SdpBudget` past either."""
-    from .semidefinite_bound import LBFGS_MEMORY, RANK, semidefinite_certificate
-
     left = None if deadline is None else deadline - time.perf_counter()
     if left is not None and left <= 0:
         raise SdpBudget("no time left for the semidefinite bound (--max-seconds)")
