@@ -69,6 +69,17 @@ def test_radixnet_bad_radices(tmp_path, radices):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("kind, args, flags", [
+    ("random", ["--widths", "8,8", "--nnz-per-row", 2, "--radices", "2,2"], "--radices"),
+    ("random", ["--widths", "8,8", "--nnz-per-row", 2, "--neurons", 64, "--layers", 2], "--neurons, --layers"),
+    ("radixnet", ["--neurons", 64, "--layers", 2, "--nnz-per-row", 2, "--init", "constant"], "--nnz-per-row, --init"),
+], ids=["random-radices", "random-neurons", "radixnet-random-options"])
+def test_generate_refuses_the_other_kinds_options(tmp_path, kind, args, flags):
+    out = tmp_path / "n.h5"
+    assert_user_error(spdnn("generate", kind, *args, "-o", out, check=False), f"generate {kind} does not take {flags}")
+    assert not out.exists()
+
+
 def test_radixnet_reproduces_real_layers_1_to_6(gc_archive):
     real = import_gc(gc_archive, layers=7)
     gen = radixnet(1024, 7, seed=0)

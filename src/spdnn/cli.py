@@ -31,6 +31,11 @@ def cmd_generate(a):
     """Streams: one layer in memory at a time, whatever the size."""
     from .generate import radixnet_stream, random_stream
 
+    other_kind = {"radixnet": {"--widths": a.widths, "--nnz-per-row": a.nnz_per_row, "--init": a.init},
+                  "random": {"--neurons": a.neurons, "--layers": a.layers, "--radices": a.radices}}[a.kind]
+    ignored = [flag for flag, value in other_kind.items() if value is not None]
+    if ignored:  # silently dropping them would give a network other than the one asked for
+        raise UserError(f"generate {a.kind} does not take {', '.join(ignored)}")
     if a.kind == "radixnet":
         if a.neurons is None or a.layers is None:
             raise UserError("generate radixnet needs --neurons and --layers")
@@ -39,7 +44,7 @@ def cmd_generate(a):
         if a.widths is None or a.nnz_per_row is None:
             raise UserError("generate random needs --widths and --nnz-per-row")
         stream = random_stream(a.widths, a.nnz_per_row, a.seed, bias=a.bias or 0.0,
-                               ymax=a.ymax if a.ymax is not None else float("inf"), init=a.init)
+                               ymax=a.ymax if a.ymax is not None else float("inf"), init=a.init or "he")
     nnz = stream.write(a.output, progress=_every_tenth("generate"))
     _log(f"wrote {a.output}: {len(stream.widths) - 1} layers, widths {stream.widths[0]}..{stream.widths[-1]}, {nnz} nonzeros")
 
@@ -326,7 +331,7 @@ def _network_commands(sub) -> None:
                    help="radixnet: butterfly bases b_1,...,b_m, product N/16 (default 2,2,...: the Graph Challenge's)")
     g.add_argument("--widths", type=_ints, help="random: comma-separated layer widths n_0,n_1,...,n_L")
     g.add_argument("--nnz-per-row", type=int, help="random: nonzeros per row")
-    g.add_argument("--init", default="he", choices=["he", "constant"], help="random: weight initialisation")
+    g.add_argument("--init", default=None, choices=["he", "constant"], help="random: weight initialisation (default he)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--bias", type=float, default=None,
                    help="bias of every neuron (radixnet: Graph Challenge value for N in 1024..65536, else -0.3; random: 0)")
