@@ -57,7 +57,7 @@ import scipy.sparse as sp
 
 from .arrays import distinct
 from .hypergraph import identical_rows
-from .semidefinite_bound import LBFGS_MEMORY, RANK, SdpBudget, semidefinite_certificate
+from .semidefinite_bound import SdpBudget, semidefinite_certificate, solver_bytes
 from .volume import rows_per_part
 
 EXACT_SUBSETS = 50_000  # enumerate row subsets of S_t(u, ·) exactly while C(R, u) stays below this
@@ -451,10 +451,7 @@ def volume_lower_bound(layers, widths, k: int, epsilon: float = 0.03, iterations
     if stopped:
         result["stopped"] = stopped
     if semidefinite is True:
-        try:
-            semidefinite = find_certificate(layers, widths, epsilon, deadline, max_memory_gb, note)
-        except SdpBudget as e:
-            semidefinite = str(e)
+        semidefinite = find_certificate(layers, widths, epsilon, deadline, max_memory_gb, note)
     if semidefinite is not False:
         add_semidefinite(result, semidefinite, k)
         result["seconds"] = time.perf_counter() - t0
@@ -463,19 +460,23 @@ def volume_lower_bound(layers, widths, k: int, epsilon: float = 0.03, iterations
 
 def find_certificate(layers, widths, epsilon, deadline=None, max_memory_gb=None, note=None):
     """The semidefinite certificate in what is left before `deadline` and within `max_memory_gb`
-    (the process's resident memory now, plus the solver's arrays); `SdpBudget` past either."""
-    left = None if deadline is None else deadline - time.perf_counter()
-    if left is not None and left <= 0:
-        raise SdpBudget("no time left for the semidefinite bound (--max-seconds)")
-    solver = 8 * sum(widths) * RANK * (2 * LBFGS_MEMORY + 8)  # V, its gradient, the L-BFGS pairs
+    (the process's resident memory, checked before the solver and after each layer of Q, plus the
+    solver's arrays); past either, a string saying why there is none."""
+    solver = solver_bytes(sum(widths))
 
-    def check(t):  # before the solver, and after each layer of Q is built
+    def check(t):
         if max_memory_gb is not None and resident_bytes() + solver > max_memory_gb * 1e9:
             where = f"layer {t} of {len(widths) - 1}: " if t else ""
             raise SdpBudget(f"{where}the semidefinite bound needs more than {max_memory_gb} GB (--max-memory)")
 
-    check(0)
-    return semidefinite_certificate(layers, widths, epsilon, max_seconds=left, note=note, after_layer=check)
+    left = None if deadline is None else deadline - time.perf_counter()
+    try:
+        if left is not None and left <= 0:
+            raise SdpBudget("no time left for the semidefinite bound (--max-seconds)")
+        check(0)
+        return semidefinite_certificate(layers, widths, epsilon, max_seconds=left, note=note, after_layer=check)
+    except SdpBudget as e:
+        return str(e)
 
 
 def add_semidefinite(result: dict, certificate, k: int) -> None:
@@ -485,4 +486,4 @@ def add_semidefinite(result: dict, certificate, k: int) -> None:
         result["semidefinite"] = {"lower_bound_forward": None, "reason": certificate}
     else:
         result["semidefinite"] = certificate.summary(k)
-        result["lower_bound_forward"] = max(result["lower_bound_forward"], certificate.bound(k))
+        result["lower_bound_forward"] = max(result["lower_bound_forward"], result["semidefinite"]["lower_bound_forward"])

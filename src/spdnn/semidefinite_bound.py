@@ -62,6 +62,11 @@ EIG_TOL = 1e-6
 EIG_GRID = 1e-5  # λ_max is reported rounded up to this (costs ≤ n·1e-5 words)
 
 
+def solver_bytes(neurons: int, rank: int = RANK) -> int:
+    """Memory of the solver beside Q: V, its gradient and the L-BFGS pairs (8-byte floats)."""
+    return 8 * neurons * rank * (2 * LBFGS_MEMORY + 8)
+
+
 class SdpBudget(Exception):
     """Past the time or memory budget: no semidefinite bound (the caller keeps the class bound)."""
 
@@ -99,18 +104,23 @@ class Certificate:
     epsilon: float
     mu: np.ndarray
     y: np.ndarray
-    dual: float  # Σ y + n·max(0, λ_max(Q' − diag y))
-    relaxation: float  # c − Σ y, the relaxed value before the balance and eigenvalue terms
     lambda_max: float
     rank: int
-    steps: int
-    seconds: float
+    steps: int = 0
+    seconds: float = 0.0
+
+    @property
+    def relaxation(self) -> float:
+        """c − Σ y: the relaxed value before the balance and eigenvalue terms."""
+        return self.form.constant - float(np.sum(self.y))
+
+    def value(self, k: int) -> float:
+        """The module doc's right-hand side before rounding: (2(K−1)/K)·(c − Σ y − n·λ⁺ − Σ_t μ_t s_t(K)²)."""
+        slack = float(self.mu @ self.form.slack_squared(k, self.epsilon))
+        return 2 * (k - 1) / k * (self.relaxation - self.y.size * max(0.0, self.lambda_max) - slack)
 
     def bound(self, k: int) -> int:
-        if k < 2:
-            return 0
-        value = self.form.constant - self.dual - float(self.mu @ self.form.slack_squared(k, self.epsilon))
-        return max(0, math.ceil(2 * (k - 1) / k * value - 1e-6))
+        return 0 if k < 2 else max(0, math.ceil(self.value(k) - 1e-6))
 
     def summary(self, k: int) -> dict:
         return {"lower_bound_forward": self.bound(k), "relaxation": self.relaxation, "lambda_max": self.lambda_max,
@@ -192,7 +202,7 @@ def semidefinite_certificate(layers, widths, epsilon: float = 0.03, rank: int = 
             after_layer(t)
 
     form = agreement_form(layers, widths, built)
-    slack = form.slack_squared(2, epsilon)
+    slack = form.slack_squared(2, epsilon)  # the μ steps aim at K = 2
     counts = np.diff(form.offsets)
     mu = np.where(np.arange(len(widths)) > 0, PENALTY / np.maximum(counts, 1), 0.0)
     rng = np.random.default_rng(seed)
@@ -207,20 +217,17 @@ def semidefinite_certificate(layers, widths, epsilon: float = 0.03, rank: int = 
             break
         y = np.sum(_apply(form, mu, v) * v, axis=1)
         lam = _largest_eigenvalue(lambda x: _apply(form, mu, x[:, None])[:, 0] - y * x, n, rng)
-        dual = float(np.sum(y)) + n * max(0.0, lam)
-        value = form.constant - dual - float(mu @ slack)
-        if best is None or value > best[0]:
-            best = (value, Certificate(form, epsilon, mu.copy(), y, dual, form.constant - float(np.sum(y)), lam,
-                                       rank, 0, 0.0))
+        found = Certificate(form, epsilon, mu.copy(), y, lam, rank)
+        if best is None or found.value(2) > best.value(2):
+            best = found
         if note:
-            note(f"semidefinite round {round_}/{rounds}: {best[1].bound(2)} words at K = 2 "
+            note(f"semidefinite round {round_}/{rounds}: {best.bound(2)} words at K = 2 "
                  f"({time.perf_counter() - t0:.1f} s)")
         imbalance = np.add.reduceat(v, form.offsets[:-1], axis=0)
         imbalance = np.sum(imbalance * imbalance, axis=1)
         mu *= np.clip(np.sqrt((imbalance + 1.0) / (slack + 1.0)), 0.5, 2.0)
-    cert = best[1]
-    cert.steps, cert.seconds = steps, time.perf_counter() - t0
-    return cert
+    best.steps, best.seconds = steps, time.perf_counter() - t0
+    return best
 
 
 def _apply(form: AgreementForm, mu: np.ndarray, v: np.ndarray) -> np.ndarray:
