@@ -12,7 +12,8 @@ import pytest
 
 from conftest import spdnn
 from test_bound import CASES, exact_optimum, tiny_radix, tiny_random
-from spdnn.semidefinite_bound import agreement_form, semidefinite_certificate
+import spdnn.semidefinite_bound as sdb
+from spdnn.semidefinite_bound import agreement_form, eigenvalue_verified, semidefinite_certificate
 from spdnn.bound import volume_lower_bound
 from spdnn.generate import random_sparse
 from spdnn.partition import METHODS, partition_network
@@ -78,6 +79,7 @@ def test_bound_cli_reports_both_bounds_and_repeats_itself(tmp_path):
                     for _ in range(2))
     for row in first:
         assert row["lower_bound_forward"] == row["semidefinite"]["lower_bound_forward"] > row["lower_bound_classes"] == 0
+        assert row["semidefinite"]["lambda_verified"] is True
     k2, k4 = first
     assert k4["semidefinite"]["relaxation"] == k2["semidefinite"]["relaxation"]  # one certificate for both
     assert k4["lower_bound_forward"] > k2["lower_bound_forward"]
@@ -87,16 +89,56 @@ def test_bound_cli_reports_both_bounds_and_repeats_itself(tmp_path):
     assert off["lower_bound_forward"] == 0 and "semidefinite" not in off
 
 
-def test_lanczos_eigenvalue_of_the_certificate_matches_a_dense_solve():
-    """The bound rests on λ_max(Q' − diag y) from Lanczos (raised by its residual): on a network small
-    enough for a dense eigensolver it must not fall below the true value."""
-    net = random_sparse([40, 80, 80, 80], 6, seed=2)
-    cert = semidefinite_certificate(net.layers, net.widths)
+def dense_top_eigenvalue(cert):
     form, n = cert.form, cert.y.size
     ones = [np.zeros(n) for _ in cert.mu]
     for t, v in enumerate(ones):
         v[form.offsets[t]:form.offsets[t + 1]] = 1.0
     dense = form.q.toarray() - sum(mu * np.outer(v, v) for mu, v in zip(cert.mu, ones)) - np.diag(cert.y)
-    true = np.linalg.eigvalsh(dense)[-1]
-    assert cert.lambda_max >= true - 1e-9, (cert.lambda_max, true)
-    assert cert.lambda_max <= true + 1e-4  # and not so far above it that the bound is thrown away
+    return np.linalg.eigvalsh(dense)[-1]
+
+
+def test_certified_eigenvalue_is_above_the_dense_spectrum_and_the_check_is_sharp():
+    """The bound rests on λ_max(Q' − diag y): Lanczos's value, then proved by the block-Cholesky
+    check. On a network small enough for a dense eigensolver the certificate's λ is never below the
+    true top and not far above it, and the check itself accepts just above the true top and
+    rejects just below it (in every layer position: the failing block is found wherever it is)."""
+    net = random_sparse([40, 80, 80, 80], 6, seed=2)
+    cert = semidefinite_certificate(net.layers, net.widths)
+    true = dense_top_eigenvalue(cert)
+    assert cert.lambda_verified
+    assert true - 1e-12 <= cert.lambda_max <= true + 1e-4, (cert.lambda_max, true)
+    assert eigenvalue_verified(cert.form, cert.mu, cert.y, true + 1e-7)
+    assert not eigenvalue_verified(cert.form, cert.mu, cert.y, true - 1e-7)
+    for t in range(1, 4):  # a y that makes one layer's block the culprit: the check must see it there
+        y = cert.y.copy()
+        y[cert.form.offsets[t]] -= 1.0
+        shifted = dense_top_eigenvalue(semidefinite_bound_with(cert, y))
+        assert eigenvalue_verified(cert.form, cert.mu, y, shifted + 1e-7)
+        assert not eigenvalue_verified(cert.form, cert.mu, y, shifted - 1e-7)
+
+
+def semidefinite_bound_with(cert, y):
+    return sdb.Certificate(cert.form, cert.epsilon, cert.mu, y, cert.lambda_max, cert.rank)
+
+
+def test_eigenvalue_left_unverified_where_the_layers_are_too_wide(monkeypatch):
+    """Past VERIFY_WIDTH the dense check is skipped and says so: Lanczos's value stands, unproved."""
+    net = random_sparse([40, 80, 80], 6, seed=3)
+    monkeypatch.setattr(sdb, "VERIFY_WIDTH", 64)
+    cert = semidefinite_certificate(net.layers, net.widths)
+    assert not cert.lambda_verified and cert.summary(2)["lambda_verified"] is False
+    assert cert.lambda_max >= dense_top_eigenvalue(cert) - 1e-9
+
+
+def test_a_lanczos_value_below_the_top_is_raised_until_proved(monkeypatch):
+    """Lanczos can miss the top of the spectrum: the check then fails and λ is raised until it
+    passes, so the certificate's λ is at or above the true top and the bound stays a bound."""
+    net = random_sparse([40, 80, 80], 6, seed=3)
+    exact = semidefinite_certificate(net.layers, net.widths)
+    lanczos = sdb._largest_eigenvalue
+    monkeypatch.setattr(sdb, "_largest_eigenvalue", lambda *a: lanczos(*a) - 3e-4)  # a Ritz value short of the top
+    cert = semidefinite_certificate(net.layers, net.widths)
+    true = dense_top_eigenvalue(cert)
+    assert cert.lambda_verified and true <= cert.lambda_max <= true + 1e-3
+    assert cert.bound(2) <= exact.bound(2)

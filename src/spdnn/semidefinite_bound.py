@@ -31,8 +31,14 @@ dual of the semidefinite relaxation). So
 for *every* y and μ: their choice only decides how strong it is, and one (y, μ) serves every K.
 y comes from a rank-r solution of the relaxation (rows v_i of V unit vectors, tr VᵀQ'V maximised
 by L-BFGS over unnormalised rows): y_i = v_iᵀ(Q'V)_i, the relaxation's multipliers at a stationary
-point. λ_max is computed by Lanczos (ARPACK) and raised by the Ritz pair's residual norm; the bound
-holds to that solver's accuracy (tests check it against exact optima). The relaxation drops
+point. λ_max is computed by Lanczos (ARPACK) and raised by the Ritz pair's residual norm. Lanczos
+alone proves nothing (it can miss the top of the spectrum), so λ is then *verified*: λI − (Q' −
+diag y) is block tridiagonal over the layers, and it is positive definite iff every Schur complement
+S_t = D_t − Q_{t,t−1} S_{t−1}⁻¹ Q_{t−1,t} of its block LDLᵀ factorisation has a Cholesky factor
+(`eigenvalue_verified`; dense n_t × n_t blocks, so only where the layers are at most VERIFY_WIDTH
+wide and the work fits VERIFY_FLOPS). Where a factor fails, λ is raised and checked again. A
+verified certificate is a proof up to floating-point rounding (λ keeps a margin of about the
+Lanczos tolerance); an unverified one holds to the Lanczos solver's accuracy. The relaxation drops
 ⟨x_i, x_k⟩ ≥ −1/(K−1), so beyond K = 2 it is weaker than it could be. Memory: Q (the pairs of
 rows reading a common column, ≈ Σ_j m_j² entries) and n·r·(2·LBFGS_MEMORY + 8) floats.
 """
@@ -46,6 +52,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.optimize as so
 import scipy.sparse as sp
+import scipy.linalg as sla_dense
 import scipy.sparse.linalg as sla
 
 from .arrays import first_of_groups, number_by_first
@@ -60,6 +67,9 @@ MAX_STEPS = 1000  # per round
 FTOL = 1e-7  # L-BFGS stops when a step gains less than this fraction of the value
 EIG_TOL = 1e-6
 EIG_GRID = 1e-5  # λ_max is reported rounded up to this (costs ≤ n·1e-5 words)
+VERIFY_WIDTH = 2048  # widest layer whose dense Schur complement (32 MB) the λ check factors
+VERIFY_FLOPS = 1e12  # and the most work it does (1024×120: 2.8e11, about 20 s here)
+VERIFY_RAISES = 12  # checks of λ, then λ + EIG_GRID·2^i (i = 0, 1, ...), before giving up unproved
 
 
 def solver_bytes(neurons: int, rank: int = RANK) -> int:
@@ -108,6 +118,7 @@ class Certificate:
     rank: int
     steps: int = 0
     seconds: float = 0.0
+    lambda_verified: bool = False  # λ_max proved by block Cholesky (module doc), not only by Lanczos
 
     @property
     def relaxation(self) -> float:
@@ -124,7 +135,8 @@ class Certificate:
 
     def summary(self, k: int) -> dict:
         return {"lower_bound_forward": self.bound(k), "relaxation": self.relaxation, "lambda_max": self.lambda_max,
-                "rank": self.rank, "steps": self.steps, "seconds": self.seconds}
+                "lambda_verified": self.lambda_verified, "rank": self.rank, "steps": self.steps,
+                "seconds": self.seconds}
 
 
 def _layer_terms(w):
@@ -226,6 +238,7 @@ def semidefinite_certificate(layers, widths, epsilon: float = 0.03, rank: int = 
         imbalance = np.add.reduceat(v, form.offsets[:-1], axis=0)
         imbalance = np.sum(imbalance * imbalance, axis=1)
         mu *= np.clip(np.sqrt((imbalance + 1.0) / (slack + 1.0)), 0.5, 2.0)
+    best.lambda_max, best.lambda_verified = _verified_eigenvalue(form, best.mu, best.y, best.lambda_max, deadline)
     best.steps, best.seconds = steps, time.perf_counter() - t0
     return best
 
@@ -278,3 +291,50 @@ def _largest_eigenvalue(matvec, n: int, rng) -> float:
     # Rounded up to a grid 10× the tolerance: ARPACK's last digits vary from run to run (its BLAS
     # sums depend on memory alignment, measured ±3e-7 here), and the same seed must give the same bytes
     return math.ceil((float(vals[0]) - 1.0 + residual) / EIG_GRID) * EIG_GRID
+
+
+def verification_flops(widths) -> float:
+    """Work of one `eigenvalue_verified` pass: per layer a Cholesky factor, a triangular solve
+    against the coupling block and the product that updates the Schur complement."""
+    w = np.asarray(widths, dtype=np.float64)
+    return float(np.sum(w ** 3 / 3) + np.sum(w[:-1] ** 2 * w[1:] + w[:-1] * w[1:] ** 2))
+
+
+def eigenvalue_verified(form: AgreementForm, mu: np.ndarray, y: np.ndarray, lam: float, deadline=None):
+    """True when λI − (Q' − diag y) is positive definite (so λ > λ_max(Q' − diag y)), False when
+    not, None past `deadline`. Block LDLᵀ over the layers (module doc): the matrix is block
+    tridiagonal, its diagonal blocks D_t = λI + diag y_t − Q_tt + μ_t 11ᵀ dense, the coupling
+    −Q_{t,t−1} sparse; it is positive definite iff every Schur complement has a Cholesky factor."""
+    off, q = form.offsets, form.q
+    factor = None
+    for t in range(len(off) - 1):
+        if deadline is not None and time.perf_counter() > deadline:
+            return None
+        a, b = off[t], off[t + 1]
+        block = -q[a:b, a:b].toarray()
+        block += mu[t]
+        block[np.diag_indices_from(block)] += lam + y[a:b]
+        if factor is not None:
+            z = sla_dense.solve_triangular(factor, q[off[t - 1]:a, a:b].toarray(), lower=True, check_finite=False)
+            block -= z.T @ z
+        try:
+            factor = np.linalg.cholesky(block)
+        except np.linalg.LinAlgError:
+            return False
+    return True
+
+
+def _verified_eigenvalue(form: AgreementForm, mu, y, lam: float, deadline) -> tuple[float, bool]:
+    """(λ, proved): Lanczos's λ checked by `eigenvalue_verified` and raised until it passes; the
+    Lanczos value, unproved, where the layers are too wide, the work too large or time runs out."""
+    widths = np.diff(form.offsets)
+    if widths.max() > VERIFY_WIDTH or verification_flops(widths) > VERIFY_FLOPS:
+        return lam, False
+    for i in range(VERIFY_RAISES):
+        raised = lam + (EIG_GRID * 2 ** (i - 1) if i else 0.0)
+        ok = eigenvalue_verified(form, mu, y, raised, deadline)
+        if ok is None:
+            return lam, False
+        if ok:
+            return raised, True
+    return lam, False
