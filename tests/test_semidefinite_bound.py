@@ -142,3 +142,31 @@ def test_a_lanczos_value_below_the_top_is_raised_until_proved(monkeypatch):
     true = dense_top_eigenvalue(cert)
     assert cert.lambda_verified and true <= cert.lambda_max <= true + 1e-3
     assert cert.bound(2) <= exact.bound(2)
+
+
+def test_certificate_file_serves_every_k_and_only_its_network(tmp_path):
+    """`spdnn certificate` once, `spdnn bound --certificate` per K (the workflow's jobs): the same
+    numbers as finding it in the bound process; another network's certificate, a file that is not
+    one, or --no-semidefinite beside it: one-line errors; a certificate past its budget is a file
+    with the reason, and the bound says it."""
+    for seed in (1, 2):
+        spdnn("generate", "random", "--widths", "32,64,64,64", "--nnz-per-row", 6, "--seed", seed,
+              "-o", tmp_path / f"r{seed}.h5")
+    spdnn("certificate", tmp_path / "r1.h5", "-o", tmp_path / "c.json")
+    direct = [json.loads(line) for line in spdnn("bound", tmp_path / "r1.h5", "-k", "2,4").stdout.splitlines()]
+    read = [json.loads(line) for line in
+            spdnn("bound", tmp_path / "r1.h5", "-k", "2,4", "--certificate", tmp_path / "c.json").stdout.splitlines()]
+    for d, r in zip(direct, read):
+        assert r["semidefinite"]["lower_bound_forward"] == d["semidefinite"]["lower_bound_forward"] > 0
+        assert r["semidefinite"]["lambda_verified"] and r["lower_bound_forward"] == d["lower_bound_forward"]
+    looser = json.loads(spdnn("bound", tmp_path / "r1.h5", "-k", 4, "--epsilon", 0.5,
+                              "--certificate", tmp_path / "c.json").stdout)
+    assert looser["lower_bound_forward"] < read[1]["lower_bound_forward"]  # the bound's ε, not the file's
+    for args, message in [(("r2.h5", "--certificate", "c.json"), "certificate of another network"),
+                          (("r1.h5", "--certificate", "r1.h5"), "not a readable certificate"),
+                          (("r1.h5", "--certificate", "c.json", "--no-semidefinite"), "contradict")]:
+        proc = spdnn("bound", args[0], "-k", 2, *args[1:], check=False, cwd=tmp_path)
+        assert proc.returncode != 0 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    spdnn("certificate", tmp_path / "r1.h5", "--max-seconds", 1e-6, "-o", tmp_path / "none.json")
+    row = json.loads(spdnn("bound", tmp_path / "r1.h5", "-k", 2, "--certificate", tmp_path / "none.json").stdout)
+    assert row["semidefinite"]["lower_bound_forward"] is None and "--max-seconds" in row["semidefinite"]["reason"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -39,6 +40,12 @@ def test_tiny_workflow_outputs(tiny):
     parts = pd.read_csv(tiny / "results/tables/partitions.csv")
     assert set(parts["method"]) == {"random", "hypergraph"} and set(parts["k"]) == {2, 3}
     assert (parts["imbalance_max"] <= 1.2).all() and parts["balanced"].all()
+    # Every K's bound read the network's one certificate (rule `certificate`), and no partition beats it
+    assert parts["lower_bound_forward"].notna().all() and (parts["volume_forward"] >= parts["lower_bound_forward"]).all()
+    for network in ("tiny", "tinypruned"):
+        rows = [json.loads((tiny / f"results/{network}/bounds/k{k}.json").read_text()) for k in (2, 3)]
+        assert rows[0]["semidefinite"]["relaxation"] == rows[1]["semidefinite"]["relaxation"]
+        assert rows[0]["semidefinite"]["lambda_verified"]
     runs = pd.read_csv(tiny / "results/tables/runs.csv")
     rw = runs[runs["mode"] == "row-wise"]
     assert rw["words_match_model"].all()

@@ -173,7 +173,13 @@ def cmd_bound(a):
     layers = LayerFile(a.network)  # one pass over the layers per K, one layer in memory at a time
     for k in a.k:
         check_k(layers.widths, k)
+    if a.certificate and not a.semidefinite:
+        raise UserError("--certificate and --no-semidefinite contradict each other: give one")
     certificate = None  # the semidefinite one: found once, at the first K ≥ 2, it serves every K
+    if a.certificate:
+        from .certificate_file import read_certificate
+
+        certificate = read_certificate(a.certificate, _patterns(layers), layers.widths, a.epsilon)
     for k in a.k:
         step = max(1, -(-len(layers) // 10))
         start = time.perf_counter()
@@ -200,6 +206,29 @@ def cmd_bound(a):
                  + (f" (stopped at the {result['stopped']})" if "stopped" in result else ""))
         result["network"] = str(a.network)
         print(json.dumps(result), flush=True)
+
+
+def _patterns(layers):
+    return (layers.pattern(i) for i in range(len(layers)))
+
+
+def cmd_certificate(a):
+    from .bound import find_certificate
+    from .certificate_file import pattern_digest, write_certificate
+    from .network import LayerFile
+
+    layers = LayerFile(a.network)
+    digest, _ = pattern_digest(_patterns(layers), layers.widths)
+    start = time.perf_counter()
+    deadline = None if a.max_seconds is None else start + a.max_seconds
+    found = find_certificate(layers, layers.widths, a.epsilon, deadline, a.max_memory,
+                             note=lambda line: _log(f"  certificate: {line}"))
+    write_certificate(a.output, found, str(a.network), digest, a.epsilon)
+    if isinstance(found, str):
+        _log(f"certificate: none within the budget ({found}) -> {a.output}")
+    else:
+        _log(f"certificate: {found.bound(2)} words per sample at K = 2, λ_max {found.lambda_max:.5g} "
+             f"({'proved' if found.lambda_verified else 'Lanczos only'}), {found.seconds:.1f} s -> {a.output}")
 
 
 def cmd_train(a):
@@ -437,7 +466,18 @@ def _partition_commands(sub) -> None:
     b.add_argument("--semidefinite", action=argparse.BooleanOptionalAction, default=True,
                    help="also the semidefinite bound (README, \"Lower bound\"): found once, at the first K, in what is "
                         "left of its budgets; the larger of the two is reported")
+    b.add_argument("--certificate", default=None,
+                   help="read the semidefinite certificate from this file (`spdnn certificate`) instead of finding it")
     b.set_defaults(func=cmd_bound)
+
+    c = sub.add_parser("certificate", help="the semidefinite bound's certificate, found once for every K (JSON file)")
+    c.add_argument("network")
+    c.add_argument("--epsilon", type=float, default=0.03, help="the balance its multipliers are tuned for")
+    c.add_argument("--max-seconds", type=float, default=None,
+                   help="past it, the file holds the reason instead of a certificate (exit 0)")
+    c.add_argument("--max-memory", type=float, default=None, help="GB of resident memory, checked after each layer")
+    c.add_argument("-o", "--output", required=True)
+    c.set_defaults(func=cmd_certificate)
 
 
 

@@ -83,9 +83,11 @@ class SdpBudget(Exception):
 
 @dataclass
 class AgreementForm:
-    """V ≥ constant − xᵀ q x for every ±1 vector x (K = 2; one entry per neuron, layer by layer)."""
+    """V ≥ constant − xᵀ q x for every ±1 vector x (K = 2; one entry per neuron, layer by layer).
+    q is None in a form read back with a certificate (`certificate_file.py`): the bound needs only
+    the constant and the layers' sizes."""
 
-    q: sp.csr_matrix
+    q: sp.csr_matrix | None
     constant: float
     offsets: np.ndarray  # layer t's neurons are offsets[t]:offsets[t+1]
     row_weights: list  # per layer t ≥ 1, the balance weight of each row (its nonzeros)
