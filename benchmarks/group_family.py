@@ -10,7 +10,7 @@ C(G/2, G/4) unions is made exactly as a best response to both neighbours (each p
 counts alone). A dynamic program over the layers then gives the exact optimum of this family,
 and backtracking gives the partition, whose volume `volume.partition_metrics` checks.
 
-    python benchmarks/group_family.py NET.h5 [--compare PART.npy]
+    python benchmarks/group_family.py NET.h5 [--compare PART]
 
 Prints the family's optimum, the method's volume (when given) and the seconds. Networks whose
 layers are not of this form are refused. K = 2 only: with K > 2 the parts of each layer need names
@@ -25,12 +25,13 @@ import time
 
 import numpy as np
 
+from spdnn.errors import UserError
 from spdnn.network import read_network
 from spdnn.partition_io import read_partition
 from spdnn.volume import partition_metrics
 
 
-def layer_nets(w, groups: int):
+def layer_nets(t: int, w, groups: int):
     """(stride, R: nets × groups reader indicator, N: groups × nets columns by owner group)."""
     wc = w.tocsc()
     key = {}
@@ -39,7 +40,7 @@ def layer_nets(w, groups: int):
         readers = wc.indices[wc.indptr[j]:wc.indptr[j + 1]]
         key_j = tuple(np.unique(readers % groups))
         if len(key_j) != 2 or np.bincount(readers % groups, minlength=groups)[list(key_j)].min() * groups != w.shape[0]:
-            raise SystemExit(f"layer column {j}: not read by two whole groups of {groups} (not a Graph Challenge layer)")
+            raise SystemExit(f"layer {t}, column {j}: not read by two whole groups of {groups} (not a Graph Challenge layer)")
         owner_net[j] = key.setdefault(key_j, len(key))
     r = np.zeros((len(key), groups))
     for pair, i in key.items():
@@ -93,7 +94,7 @@ def best_split(d, base):
 
 
 def family_optimum(net, groups: int):
-    info = [layer_nets(w, groups) for w in net.layers]
+    info = [layer_nets(t, w, groups) for t, w in enumerate(net.layers, start=1)]
     L = len(info)
     cands = [None] + [family(s, groups) for s, _, _ in info]
     best, back, choice = {1: layer_cost(None, cands[1], *info[0][1:])[0]}, {}, {}
@@ -155,7 +156,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("network")
     p.add_argument("--groups", type=int, default=64, help="row classes per layer (N/16 on Graph Challenge networks)")
-    p.add_argument("--compare", help="a K = 2 partition file of the same network (e.g. spdnn partition's PART.npy)")
+    p.add_argument("--compare", help="a K = 2 partition file of the same network (spdnn partition's -o PART)")
     a = p.parse_args()
     net = read_network(a.network)
     t0 = time.perf_counter()
@@ -178,4 +179,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as e:
+        raise SystemExit(f"group_family: {e}") from None
