@@ -2,8 +2,9 @@
 
 One table, same network, same ε = 0.03, every row evaluated by the same code (`volume`):
 forward words per sample, worst per-layer imbalance over the hidden layers, seconds, peak RSS
-(each row in its own process; for the methods with worker processes, the parent's peak plus the
-largest worker's), next to the lower bound of `spdnn bound` (no partition balanced in every layer
+(each row in its own process; the peak of the sum over its process tree, workers included, sampled
+from outside by `scale.run_measured`: a child's own ru_maxrss would start at its parent's RSS, which
+Linux carries across fork and exec), next to the lower bound of `spdnn bound` (no partition balanced in every layer
 sends less). Rows:
 
 - spdnn's methods: random, block, sweep, hypergraph (per-layer subproblems by Mt-KaHyPar, the
@@ -23,7 +24,6 @@ Scaling: the hypergraph method on generated RadiX-Nets with N = 1024 and 4096 (a
 from __future__ import annotations
 
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -40,6 +40,8 @@ from spdnn.network import read_network
 from spdnn.partition import partition_network
 from spdnn.partition_io import read_partition, write_partition
 from spdnn.volume import partition_metrics
+
+from scale import run_measured
 
 EPSILON = 0.03
 ROW_TIMEOUT = 600  # seconds per row and K (a peer that takes longer gets a note instead)
@@ -110,8 +112,7 @@ def one(row: str, k: int, net_path: str, out: str):
                                     backend=backend)
     seconds = time.perf_counter() - t0
     write_partition(np.asarray(part), out, k=k)
-    peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-    print(json.dumps({"seconds": round(seconds, 1), "peak MB": round(peak / 1024)}))
+    print(json.dumps({"seconds": round(seconds, 1)}))
 
 
 def evaluate(net, part, k) -> dict:
@@ -130,19 +131,15 @@ def quality(net, net_path, ks, work: Path, partition_file=None):
     for k in ks:
         for row in ROWS:
             out = work / f"{row.replace(' ', '_')}.k{k}.part"
-            try:
-                proc = subprocess.run([sys.executable, __file__, "--one", row, str(k), str(net_path), str(out)],
-                                      capture_output=True, text=True, timeout=ROW_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                rows.append({"K": k, "method": row, "note": f"stopped after {ROW_TIMEOUT} s"})
-                print(f"  K={k} {row}: stopped after {ROW_TIMEOUT} s", file=sys.stderr, flush=True)
+            run = run_measured([sys.executable, __file__, "--one", row, str(k), str(net_path), str(out)],
+                               ROW_TIMEOUT, out.with_suffix(".log"))
+            if run["status"] != "ok":
+                status = run["status"]
+                note = (status if status.startswith("stopped") else "skipped: " + status.split(": ", 1)[-1])[:160]
+                rows.append({"K": k, "method": row, "note": note})
+                print(f"  K={k} {row}: {note}", file=sys.stderr, flush=True)
                 continue
-            if proc.returncode != 0:
-                tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
-                rows.append({"K": k, "method": row, "note": f"skipped: {tail[:120]}"})
-                print(f"  K={k} {row}: skipped ({tail[:120]})", file=sys.stderr, flush=True)
-                continue
-            res = json.loads(proc.stdout.strip().splitlines()[-1])
+            res = {**json.loads(run["stdout"].strip().splitlines()[-1]), "peak MB": run["peak_rss_mb"]}
             part = read_partition(out)
             rows.append({"K": k, "method": row, **evaluate(net, part, k), **res})
             print(f"  K={k} {row}: {rows[-1]['volume']} words, {res['seconds']} s", file=sys.stderr, flush=True)
@@ -164,9 +161,7 @@ def scaling_one(neurons, layers, k):
     t0 = time.perf_counter()
     _, m = partition_network(net.layers, net.widths, k, "hypergraph", seed=0, jobs=2)
     print(json.dumps({"N": neurons, "L": layers, "K": k, "nnz": net.nnz, "volume": m["volume_forward"],
-                      "max layer imbalance": round(m["imbalance_max"], 4), "seconds": round(time.perf_counter() - t0, 1),
-                      "peak MB": round((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                                        + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024)}))
+                      "max layer imbalance": round(m["imbalance_max"], 4), "seconds": round(time.perf_counter() - t0, 1)}))
 
 
 def run(net, name, net_path, ks, out: Path, sizes=((1024, 120), (1024, 480), (4096, 120)), scaling_k=8, big=False,
@@ -182,12 +177,13 @@ def run(net, name, net_path, ks, out: Path, sizes=((1024, 120), (1024, 480), (40
         return
     rows = []
     for n, layers in sizes:
-        proc = subprocess.run([sys.executable, __file__, "--scaling", str(n), str(layers), str(scaling_k)],
-                              capture_output=True, text=True)
-        if proc.returncode == 0:
-            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        with tempfile.TemporaryDirectory(prefix="spdnn-scaling-") as work:
+            run = run_measured([sys.executable, __file__, "--scaling", str(n), str(layers), str(scaling_k)],
+                               24 * 3600, Path(work) / "scaling.log")
+        if run["status"] == "ok":
+            rows.append({**json.loads(run["stdout"].strip().splitlines()[-1]), "peak MB": run["peak_rss_mb"]})
         else:
-            rows.append({"N": n, "L": layers, "K": scaling_k, "error": proc.stderr.strip().splitlines()[-1]})
+            rows.append({"N": n, "L": layers, "K": scaling_k, "error": run["status"]})
     s = pd.DataFrame(rows)
     print(f"Scaling of the hypergraph method (generated RadiX-Net, K={scaling_k})")
     print(s.to_string(index=False))

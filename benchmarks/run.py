@@ -30,6 +30,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
+from scale import run_measured  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 SHARED_GC = HERE.parent.parent / "shared" / "data" / "graphchallenge" / "neuron1024.tar.gz"
 BIN = Path(sys.executable).parent
@@ -371,8 +373,6 @@ TRAIN = {"spdnn serial": (train_spdnn, True),
 
 # ---------------------------------------------------------------- one row, in its own process
 def run_one(kind, name, args):
-    import resource
-
     from spdnn.kernels import reuse_freed_memory
 
     reuse_freed_memory()  # every row, peers included: the same allocator behaviour as spdnn's commands
@@ -403,7 +403,6 @@ def run_one(kind, name, args):
         times, weights = TRAIN[name][0](net, data.x_train, data.y_train, args.batch, args.steps, 0.01)
         out["step_seconds"] = float(np.median(times))
         np.savez(args.result, *weights)
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(out))
 
 
@@ -412,11 +411,12 @@ def spawn(kind, name, net_path, tmp, **extra):
     cmd = [sys.executable, __file__, "--one", kind, name, "--net", str(net_path), "--result", str(result)]
     for k, v in extra.items():
         cmd += [f"--{k}", str(v)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        tail = proc.stderr.strip().splitlines()[-1:] or ["?"]
-        return None, tail[0]
-    return json.loads(proc.stdout.strip().splitlines()[-1]), result
+    # Peak RSS sampled from outside (scale.run_measured): the child's own ru_maxrss would start at
+    # this process's RSS, which Linux carries across fork and exec
+    run = run_measured(cmd, 24 * 3600, result.with_suffix(".log"))
+    if run["status"] != "ok":
+        return None, run["status"]
+    return {**json.loads(run["stdout"].strip().splitlines()[-1]), "peak_rss_mb": run["peak_rss_mb"]}, result
 
 
 def spawn_mpi(k, net_path, images_path, part_path, tmp):
