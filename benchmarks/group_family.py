@@ -27,6 +27,7 @@ import numpy as np
 
 from spdnn.errors import UserError
 from spdnn.network import read_network
+from spdnn.partition import Layers, place_inputs
 from spdnn.partition_io import read_partition
 from spdnn.volume import partition_metrics
 
@@ -162,14 +163,10 @@ def main():
     t0 = time.perf_counter()
     value, split = family_optimum(net, a.groups)
     seconds = time.perf_counter() - t0
-    part = [np.zeros(net.widths[0], np.int64)]
-    part += [split[t][np.arange(n) % a.groups].astype(np.int64) for t, n in enumerate(net.widths[1:], start=1)]
-    part = np.concatenate(part)
-    # Inputs carry no load: each goes to the part holding most of its readers (as spdnn partition does)
-    w = net.layers[0].tocsc()
-    first = part[net.widths[0]:net.widths[0] + net.widths[1]]
-    for j in range(net.widths[0]):
-        part[j] = int(first[w.indices[w.indptr[j]:w.indptr[j + 1]]].mean() > 0.5)
+    parts = [None] + [split[t][np.arange(n) % a.groups].astype(np.int64) for t, n in enumerate(net.widths[1:], start=1)]
+    # Inputs carry no load: each goes to the part holding most of its readers, as spdnn partition does
+    parts[0] = place_inputs(Layers(net.layers, net.widths), parts, 2)
+    part = np.concatenate([p.astype(np.int64) for p in parts])
     m = partition_metrics(net.layers, net.widths, part, 2, 0.03)
     print("| partition | K=2 volume | balanced | seconds |\n|---|---|---|---|")
     print(f"| group family, exact optimum (DP {value:,.0f}) | {m['volume_forward']:,} | {m['balanced']} | {seconds:.0f} |")

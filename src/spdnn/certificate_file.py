@@ -19,6 +19,7 @@ import numpy as np
 
 from .atomic import write_text_atomic
 from .errors import UserError
+from .hypergraph import vertex_offsets
 from .semidefinite_bound import AgreementForm, Certificate
 
 FORMAT = "spdnn semidefinite certificate 1"
@@ -66,7 +67,7 @@ def read_certificate(path, layers, widths, epsilon: float):
                         "bound holds for that network's layers only")
     if "reason" in doc:
         return str(doc["reason"])
-    offsets = np.concatenate([[0], np.cumsum(np.asarray(widths, dtype=np.int64))])
+    offsets = vertex_offsets(widths)
     try:
         y, mu = np.asarray(doc["y"], dtype=np.float64), np.asarray(doc["mu"], dtype=np.float64)
         lam, constant = float(doc["lambda_max"]), float(doc["constant"])

@@ -56,7 +56,7 @@ import scipy.linalg as sla_dense
 import scipy.sparse.linalg as sla
 
 from .arrays import first_of_groups, number_by_first
-from .hypergraph import identical_rows
+from .hypergraph import identical_rows, vertex_offsets
 from .volume import rows_per_part
 
 RANK = 16  # columns of V: at 8 the certificate's λ_max stays well above 0 on the real 1024×120
@@ -176,13 +176,14 @@ def agreement_form(layers, widths, after_layer=None) -> AgreementForm:
     """The quadratic form of the module doc (K = 2 scaling), built one layer at a time;
     `after_layer(t)` is called after each (a budget check may raise there)."""
     widths = [int(n) for n in widths]
-    offsets = np.concatenate([[0], np.cumsum(widths)]).astype(np.int64)
+    offsets = vertex_offsets(widths)
     blocks = [[None] * len(widths) for _ in widths]
     blocks[0][0] = sp.csr_matrix((widths[0], widths[0]))
     row_weights = []
     constant = 0.0
+    read = getattr(layers, "pattern", layers.__getitem__)  # the form needs the patterns only (LayerFile: no weights read)
     for t in range(1, len(widths)):
-        w = sp.csr_matrix(layers[t - 1])
+        w = sp.csr_matrix(read(t - 1))
         reader, cross, c = _layer_terms(w)
         blocks[t][t - 1], blocks[t - 1][t], blocks[t][t] = reader, reader.T, cross
         constant += c
