@@ -11,7 +11,8 @@ import pytest
 import scipy.sparse as sp
 
 from conftest import assert_user_error, spdnn
-from spdnn.bound import expansion, submatrix_bound, volume_lower_bound
+from spdnn.alignment_prices import cell_prices, single_class_blocks
+from spdnn.bound import expansion, joint_arc_bound, submatrix_bound, volume_lower_bound
 from spdnn.generate import radixnet, random_sparse
 from spdnn.hypergraph import identical_rows
 from spdnn.partition import METHODS, partition_network
@@ -86,6 +87,53 @@ def test_bound_never_exceeds_the_exact_optimum(name, make, k, epsilon, enumerate
         tight += lb == opt
     if name == "radix 4x2 K=2" and epsilon == 0.0 and enumerate_subsets:
         assert tight >= 1  # and there it meets the optimum
+
+
+def test_alignment_prices_reach_the_optimum_where_the_plain_bound_does_not():
+    """On the 2-group chains (4 rows per group) the parts compete for the same cells: without prices
+    every part is granted the densest ones and the bound stays at 20; with them it is the optimum."""
+    for seed in range(3):
+        layers, widths = tiny_radix(2, 4, (1, 1, 1), seed)
+        result = volume_lower_bound(layers, widths, 2, 0.0, semidefinite=False)
+        opt = exact_optimum(layers, widths, 2, 0.0)
+        assert result["lower_bound_unpriced"] < result["lower_bound_priced"] == result["lower_bound_forward"] == opt
+        plain = volume_lower_bound(layers, widths, 2, 0.0, semidefinite=False, prices=False)
+        assert "lower_bound_priced" not in plain and plain["lower_bound_forward"] == result["lower_bound_unpriced"]
+
+
+def test_cell_prices_lower_the_packing_bound_and_stay_in_range():
+    """F(π) = K·max_B Σ_B (1 − π)M + ⟨π, M⟩ bounds what K blocks can align together; the prices
+    found never raise it above F(0), stay in [0, 1], and the same matrix gives the same bytes."""
+    rng = np.random.default_rng(4)
+    m = rng.poisson(0.4, size=(12, 12)).astype(float)
+    reads = [np.array([g, (g + 3) % 12]) for g in range(12)]
+    blocks = single_class_blocks(12, reads)
+    pi = cell_prices(m, 6, blocks)
+    assert ((0 <= pi) & (pi <= 1)).all() and np.array_equal(pi, cell_prices(m, 6, blocks))
+
+    def packing(p):
+        return 6 * max(((1 - p) * m)[a, cols].sum() for a, cols in blocks) + (p * m).sum()
+
+    assert packing(pi) < packing(np.zeros_like(m))
+    # no K blocks, disjoint or not, align more than the priced bound (here: cells taken once each)
+    best = max(sum(m[a, cols].sum() for a, cols in choice) for choice in itertools.combinations(blocks[::7], 6)
+               if len({(a, c) for a, cols in choice for c in cols}) == 12)
+    assert best <= packing(pi) + 1e-9
+    assert single_class_blocks(300, [np.array([0])] * 300) is None  # singleton classes: no prices
+
+
+def test_joint_arc_bound_is_the_best_run_times_arc():
+    rng = np.random.default_rng(5)
+    m = rng.poisson(0.7, size=(8, 6)).astype(float)
+    rows = np.array([[3, 0, 5, 1], [2, 7, 4, 6]])  # two row cycles of 4
+    cols = np.array([[4, 1, 0, 5, 2, 3]])  # one column cycle of 6
+    best = joint_arc_bound(m, rows, cols, 5, 7)
+    for a in range(1, 5):
+        for b in range(1, 7):
+            brute = max(m[np.ix_(r[(s + np.arange(a)) % 4], c[(q + np.arange(b)) % 6])].sum()
+                        for r in rows for c in cols for s in range(4) for q in range(6))
+            assert best[a, b] == pytest.approx(brute)
+    assert np.isneginf(best[5]).all() and np.isneginf(best[:, 0]).all()  # longer than a cycle: no run
 
 
 def test_bound_below_every_method_on_a_radixnet():

@@ -29,13 +29,20 @@ reads exactly u + r column classes, and those form r arcs plus whole cycles. The
 in a layer is then (u, r) (r ≤ RUNS; more runs, or no cycles, keep the generic bound), and the
 alignment is also at most the sum over the pieces of the best single arc of that length
 (`arc_bound`, `runs_bound`), on the column side (this layer's runs) and on the row side (the
-previous layer's runs). This is what makes the bound tight on Graph Challenge layers: a dense
-u×v block of M_t is easy to find, a dense block whose columns are a few arcs is not.
+previous layer's runs), and for a part that is one partial run in both layers, the densest block
+of a run of rows times an arc of columns (`joint_arc_bound`). This is what makes the bound tight
+on Graph Challenge layers: a dense u×v block of M_t is easy to find, a dense block whose columns
+are a few arcs is not.
+
+Each part is granted its densest cells of M_t on its own, though a neuron has one owner. Prices
+π_t on the cells (`alignment_prices`) charge for that: the tables are built on M_t ∘ (1 − π_t)
+and ⟨π_t, M_t⟩ is added back once per layer. The bound is computed with and without them (π = 0)
+and the larger is kept.
 
 Parts are coupled only through coverage (Σ_p u_t^p ≥ R_t, every row class is held somewhere),
 which is moved into the objective with multipliers μ_t ≥ 0 (weak duality):
 
-    V ≥ K · min_{s_1..s_L} Σ_t (h_t(s_{t−1}, s_t) − μ_t u(s_t)) + Σ_t μ_t R_t − n_0,
+    V ≥ K · min_{s_1..s_L} Σ_t (h_t(s_{t−1}, s_t) − μ_t u(s_t)) + Σ_t μ_t R_t − n_0 − Σ_t ⟨π_t, M_t⟩,
 
 (layer 1's alignment with the weightless inputs is at most n_0 in total). The inner minimum is a
 shortest path over the states (`_chain_minimum`); μ is improved by projected subgradient steps and every
@@ -55,6 +62,7 @@ from collections import OrderedDict
 import numpy as np
 import scipy.sparse as sp
 
+from .alignment_prices import cell_prices, single_class_blocks
 from .arrays import distinct
 from .hypergraph import identical_rows
 from .semidefinite_bound import SdpBudget, semidefinite_certificate, solver_bytes
@@ -124,10 +132,15 @@ def submatrix_bound(m: np.ndarray, u_max: int) -> np.ndarray:
     # each is n_r − 1 rows (at n_r = 4096, 512 GB in one block).
     exact = [u for u in range(1, u_max + 1)
              if math.comb(n_r, u) <= EXACT_SUBSETS and math.comb(n_r, u) * u * n_c <= EXACT_WORK]
+    total = m.sum(axis=0)
     for u in exact:
         best = np.zeros(n_c)
-        for chunk in _batched(itertools.combinations(range(n_r), u), max(1, min(4096, (1 << 22) // (u * n_c)))):
-            sums = m[np.asarray(chunk)].sum(axis=1)  # [subset, column]
+        left_out = u > n_r - u  # a large subset is the total minus its complement: fewer rows to sum
+        size = n_r - u if left_out else u
+        for chunk in _batched(itertools.combinations(range(n_r), size), max(1, min(4096, (1 << 22) // (max(size, 1) * n_c)))):
+            sums = m[np.asarray(chunk)].sum(axis=1) if size else np.zeros((1, n_c))  # [subset, column]
+            if left_out:
+                sums = total[None, :] - sums
             best = np.maximum(best, np.cumsum(-np.sort(-sums, axis=1), axis=1).max(axis=0))
         s[u, 1:] = np.minimum(s[u, 1:], best)
     for u in range(2, u_max + 1):
@@ -216,6 +229,31 @@ def runs_bound(piece: np.ndarray, lo: int, hi: int, whole: int, total_max: int, 
     return out
 
 
+def joint_arc_bound(m: np.ndarray, row_orders: np.ndarray, col_orders: np.ndarray, a_max: int, b_max: int) -> np.ndarray:
+    """best[a, b] = the largest sum of m over a run of a consecutive rows along one of row_orders'
+    cycles times an arc of b consecutive columns along one of col_orders' cycles (exact; 0 < a, b
+    at most the cycle lengths; −inf elsewhere).
+
+    row_orders [cycles, ℓ_r] and col_orders [cycles, ℓ_c] list m's rows and columns in cycle order.
+    This is the part whose rows were one partial run in the previous layer and are one partial run
+    in this one: both sides restricted at once, where `arc_bound` restricts one side only."""
+    lr, lc = row_orders.shape[1], col_orders.shape[1]
+    rr = np.concatenate([row_orders, row_orders], axis=1)
+    cc = np.concatenate([col_orders, col_orders], axis=1)
+    sub = m[rr[:, None, :, None], cc[None, :, None, :]]  # [row cycle, col cycle, 2ℓ_r, 2ℓ_c]
+    pre = np.zeros(sub.shape[:2] + (2 * lr + 1, 2 * lc + 1))
+    pre[:, :, 1:, 1:] = sub.cumsum(axis=2).cumsum(axis=3)
+    best = np.full((a_max + 1, b_max + 1), -np.inf)
+    for a in range(1, min(a_max, lr) + 1):
+        sr = lr if a < lr else 1
+        for b in range(1, min(b_max, lc) + 1):
+            sc = lc if b < lc else 1
+            sums = (pre[:, :, a:a + sr, b:b + sc] - pre[:, :, :sr, b:b + sc]
+                    - pre[:, :, a:a + sr, :sc] + pre[:, :, :sr, :sc])
+            best[a, b] = sums.max()
+    return best
+
+
 RUNS = 4  # partial runs tracked per part and layer; more fall back to the generic bound
 SPAN = 12  # row-class counts above the least possible one tracked with runs
 
@@ -284,6 +322,26 @@ def _col_runs_alignment(m, cyc, prev_u, u, r, cache):
     return cache[key][r[None, :], (u + r)[None, :], prev_u[:, None]]
 
 
+def _joint_alignment(m, prev_cyc, cyc, prev_u, prev_r, u, r, cache):
+    """[prev state, run state] bound for a part that is one partial run in both layers (inf for
+    every other pair of states, and where a side's cycles differ in length)."""
+    out = np.full((prev_u.size, u.size), np.inf)
+    if len({x.size for x, _ in prev_cyc}) != 1 or len({c.size for _, c in cyc}) != 1:
+        return out
+    lr, lc = prev_cyc[0][0].size, cyc[0][1].size
+    rows = (prev_r == 1) & (prev_u < lr)
+    cols = (r == 1) & (u < lc)  # u rows in one partial run read the arc of u + 1 columns
+    if not rows.any() or not cols.any():
+        return out
+    key = ("joint", _digest(m, *(x for x, _ in prev_cyc), *(c for _, c in cyc)), int(prev_u.max()), int(u.max()))
+    if key not in cache:
+        cache[key] = joint_arc_bound(m, np.stack([x for x, _ in prev_cyc]), np.stack([c for _, c in cyc]),
+                                     int(prev_u.max()), int(u.max()) + 1)
+    table = cache[key]
+    out[np.ix_(rows, cols)] = table[np.ix_(prev_u[rows], u[cols] + 1)]
+    return np.where(np.isneginf(out), -np.inf, out)
+
+
 class BoundBudget(Exception):
     """The bound would exceed its time or memory budget: `spdnn bound` reports null and why."""
 
@@ -298,16 +356,17 @@ def resident_bytes() -> int:
 
 
 def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = STATE_LIMIT, deadline=None,
-                max_resident: int | None = None):
+                max_resident: int | None = None, prices: bool = True):
     """Per layer: h_t as a matrix [state_{t−1}, state_t] (inf where impossible), the row classes
-    touched in each state, R_t and the class size z_t.
+    touched in each state, R_t, the class size z_t and the alignment price ⟨π, M_t⟩ to add back
+    once (`alignment_prices`; `prices=False`: none, 0).
 
     A state is (u, r): u row classes touched and, on layers whose classes form cycles, r ≤ RUNS
     partial runs along them, so that exactly u + r column classes are read; r = RUNS + 1 stands
     for "more runs" or "no cycles" and gets the generic bound (≥ e(u) classes)."""
     prev = None  # (u of state, r of state, rows a part may hold, row classes, cycles)
     cache = TableCache()
-    costs, counts, sizes, u_states = [], [], [], []
+    costs, counts, sizes, u_states, offsets = [], [], [], [], []
     cells = 0
     for t, w in enumerate(layers, start=1):
         w = sp.csr_matrix(w)
@@ -335,6 +394,7 @@ def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = 
                               f"{max_cells * 8 / 1e9:.3g} GB (--max-memory)")
         if deadline is not None and time.perf_counter() > deadline:
             raise BoundBudget(f"layer {t} of {len(layers)}: the layer tables took longer than --max-seconds")
+        offsets.append(0.0)
         if not uniform:  # classes of different sizes: no per-part bound here, the layer contributes 0
             h = np.zeros((n_prev, u_of.size))
         else:
@@ -349,6 +409,9 @@ def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = 
                 if (int(p_rc.max()) + 1) * n_c <= DENSE_LIMIT:
                     m = np.zeros((int(p_rc.max()) + 1, n_c))
                     np.add.at(m, (p_rc, cc), 1)
+                    if prices:
+                        m, price = _priced(m, k, rc, cc, w)
+                        offsets[-1] = price
                     aligned = np.minimum(aligned, _generic_alignment(m, p_u, cache))
                     if p_cyc:
                         aligned = np.minimum(aligned, _row_runs_alignment(m, p_cyc, p_u, p_r, cache))
@@ -367,6 +430,9 @@ def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = 
                 if m is not None:
                     cols = _col_runs_alignment(m, cyc, prev[0], u_of[runs], r_of[runs], cache)
                     best = np.minimum(aligned[:, np.minimum(width, n_c)], cols)
+                    if p_cyc:
+                        best = np.minimum(best, _joint_alignment(m, p_cyc, cyc, prev[0], prev[1], u_of[runs],
+                                                                 r_of[runs], cache))
                     exact = np.maximum(exact, zz * width[None, :] - best)
                 exact[:, (width > n_c) | (r_of[runs] > u_of[runs])] = np.inf
                 h[:, runs] = exact
@@ -383,7 +449,19 @@ def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = 
         prev = (u_of, r_of, most, rc, cyc)
         if progress:
             progress(t, len(layers))
-    return costs, counts, sizes, u_states
+    return costs, counts, sizes, u_states, offsets
+
+
+def _priced(m, k, rc, cc, w):
+    """M_t ∘ (1 − π) and ⟨π, M_t⟩ for the alignment prices π of `alignment_prices` (m unchanged
+    and 0 where the layer has too many classes for them)."""
+    a, c, _, _ = _incidence(rc, cc, w)
+    reads = np.split(c, np.flatnonzero(np.diff(a)) + 1)  # pairs sorted by row class
+    blocks = single_class_blocks(m.shape[0], reads)
+    if blocks is None:
+        return m, 0.0
+    pi = cell_prices(m, k, blocks)
+    return m * (1.0 - pi), float((pi * m).sum())
 
 
 def _chain_minimum(costs, u_states, mu):
@@ -405,9 +483,31 @@ def _chain_minimum(costs, u_states, mu):
     return value, np.array([u_states[t][s] for t, s in enumerate(states)])
 
 
+def _class_count_bound(layers, widths, k, epsilon, iterations, deadline, budgets, prices):
+    """The class-count bound (an int ≥ 0), the subgradient steps taken, and "time budget" or None."""
+    try:
+        costs, counts, sizes, u_states, offsets = layer_costs(layers, k, epsilon, prices=prices, **budgets)
+    except MemoryError as e:  # a table larger than the machine: no bound, said as such, not a crash
+        raise BoundBudget(f"a layer table needs more memory than is available ({e})") from None
+    counts = np.asarray(counts, np.float64)
+    taken_back = float(sum(offsets))  # the alignment prices, added back once per layer
+    mu = np.asarray(sizes)  # start at the price of one more column class
+    best = -np.inf
+    for i in range(iterations):
+        if deadline is not None and i > 0 and time.perf_counter() > deadline:
+            return max(0, math.ceil(best - 1e-6)), i, "time budget"
+        value, path = _chain_minimum(costs, u_states, mu)
+        best = max(best, k * value + float(mu @ counts) - widths[0] - taken_back)
+        grad = counts - k * path  # coverage slack: positive where parts touch too few classes
+        if not grad.any():
+            return max(0, math.ceil(best - 1e-6)), i + 1, None
+        mu = np.maximum(0.0, mu + 2.0 / math.sqrt(1 + i) * grad / np.abs(grad).max())
+    return max(0, math.ceil(best - 1e-6)), iterations, None
+
+
 def volume_lower_bound(layers, widths, k: int, epsilon: float = 0.03, iterations: int = 300, progress=None,
                        max_seconds: float | None = None, max_memory_gb: float | None = None,
-                       semidefinite=True, note=None) -> dict:
+                       semidefinite=True, note=None, prices: bool = True) -> dict:
     """Lower bound on Σ_t V_t over all partitions into k parts balanced per layer (see module doc).
 
     `semidefinite`: True finds the semidefinite certificate (`semidefinite_bound.py`) next, in what
@@ -427,29 +527,29 @@ def volume_lower_bound(layers, widths, k: int, epsilon: float = 0.03, iterations
     deadline = None if max_seconds is None else t0 + max_seconds
     max_cells = STATE_LIMIT if max_memory_gb is None else int(max_memory_gb * 1e9 / 8)
     max_resident = None if max_memory_gb is None else int(max_memory_gb * 1e9)
-    try:
-        costs, counts, sizes, u_states = layer_costs(layers, k, epsilon, progress, max_cells, deadline, max_resident)
-    except MemoryError as e:  # a table larger than the machine: no bound, said as such, not a crash
-        raise BoundBudget(f"a layer table needs more memory than is available ({e})") from None
-    counts = np.asarray(counts, np.float64)
-    mu = np.asarray(sizes)  # start at the price of one more column class
-    best = -np.inf
-    stopped = None
-    for i in range(iterations):
-        if deadline is not None and i > 0 and time.perf_counter() > deadline:
-            stopped = "time budget"
-            break
-        value, path = _chain_minimum(costs, u_states, mu)
-        best = max(best, k * value + float(mu @ counts) - widths[0])
-        grad = counts - k * path  # coverage slack: positive where parts touch too few classes
-        if not grad.any():
-            break
-        mu = np.maximum(0.0, mu + 2.0 / math.sqrt(1 + i) * grad / np.abs(grad).max())
-    bound = max(0, math.ceil(best - 1e-6))
-    result = {"k": k, "epsilon": epsilon, "lower_bound_forward": int(bound), "iterations": i + (stopped is None),
+    passes = 2 if prices else 1
+    budgets = dict(max_cells=max_cells, deadline=deadline, max_resident=max_resident)
+    if progress:
+        budgets["progress"] = lambda t, total: progress(t, passes * total)
+    best, steps, stopped = _class_count_bound(layers, widths, k, epsilon, iterations, deadline, budgets, False)
+    result = {"k": k, "epsilon": epsilon, "lower_bound_forward": best, "iterations": steps,
               "seconds": time.perf_counter() - t0}
     if stopped:
         result["stopped"] = stopped
+    if prices:
+        # Every π is valid, π = 0 included: the prices' bound is kept where it is the larger.
+        if progress:
+            budgets["progress"] = lambda t, total: progress(total + t, 2 * total)
+        try:
+            priced, _, stopped = _class_count_bound(layers, widths, k, epsilon, iterations, deadline, budgets, True)
+            result["lower_bound_unpriced"], result["lower_bound_priced"] = best, priced
+            result["lower_bound_forward"] = max(best, priced)
+        except BoundBudget as e:
+            result["lower_bound_priced"], result["prices_skipped"] = None, str(e)
+            stopped = None
+        if stopped:
+            result["stopped"] = stopped
+        result["seconds"] = time.perf_counter() - t0
     if semidefinite is True:
         semidefinite = find_certificate(layers, widths, epsilon, deadline, max_memory_gb, note)
     if semidefinite is not False:

@@ -181,11 +181,10 @@ def cmd_bound(a):
 
         certificate = read_certificate(a.certificate, _patterns(layers), layers.widths, a.epsilon)
     for k in a.k:
-        step = max(1, -(-len(layers) // 10))
         start = time.perf_counter()
 
-        def progress(t, total, k=k):
-            if t % step == 0 or t == total:
+        def progress(t, total, k=k):  # total: both passes' layers (without and with alignment prices)
+            if t % max(1, -(-total // 10)) == 0 or t == total:
                 _log(f"  bound K={k}: layer tables {t}/{total}")
 
         try:

@@ -1,0 +1,71 @@
+"""Prices on the alignment cells of a layer, so that the class-count bound counts each neuron once.
+
+The class-count bound (`bound.py`) bounds each part's alignment on its own: part p of layer t owns
+some neurons of layer t − 1 and saves a word for each one whose column class p reads. Every part
+is allowed the densest cells of M_t (cell (a, c): neurons of layer-(t−1) row class a in layer-t
+column class c), so all K parts can claim the same few dense cells, while a neuron has one owner:
+Σ_p x_p ≤ M_t cell by cell. Moving that constraint into the objective with a price π ∈ [0, 1] per
+cell (weak duality, as for the coverage multipliers μ):
+
+    Σ_p align_p ≤ Σ_p align_p(M_t ∘ (1 − π)) + ⟨π, M_t⟩,
+
+so each part's tables are built on the priced matrix M_t ∘ (1 − π) and ⟨π, M_t⟩ is added back once
+for the layer, not once per part. Every π gives a valid bound. A good π makes the cells expensive
+where parts compete for them; it is chosen per layer, before the tables, by projected subgradient
+steps on
+
+    F(π) = K · max_B Σ_{(a,c) ∈ B} (1 − π_ac) M_ac + ⟨π, M_t⟩
+
+over the smallest blocks a part can hold: one row class a of layer t − 1 times the column classes
+that one row class of layer t reads (F is the LP dual of packing K such blocks into M_t).
+Larger blocks (a part's typical R/K classes, or a mix of sizes) were measured and bound less: the
+bound's Lagrangian parts are mixtures of small and large states, and prices fitted to the large
+ones are paid for (⟨π, M⟩) where the small ones do not lose alignment. Where the prices still do
+not pay (K = 2 on the real network: the K parts do not compete for cells), `bound.py` keeps the
+bound without them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+PRICE_STEPS = 150  # subgradient steps per layer
+PRICE_BLOCKS = 1 << 16  # most blocks per layer (64 × 64 on Graph Challenge layers); more: no prices
+
+
+def single_class_blocks(n_rows_prev: int, row_reads) -> list[np.ndarray] | None:
+    """The blocks of `cell_prices` as (row class, column classes) pairs: every row class of layer
+    t − 1 with every set of column classes that one row class of layer t reads (row_reads[g]);
+    None where there are more than PRICE_BLOCKS (layers of singleton classes: random and pruned
+    networks, where the class-count bound is 0 anyway)."""
+    if n_rows_prev * len(row_reads) > PRICE_BLOCKS:
+        return None
+    return [(a, cols) for a in range(n_rows_prev) for cols in row_reads]
+
+
+def cell_prices(m: np.ndarray, k: int, blocks, steps: int = PRICE_STEPS) -> np.ndarray:
+    """π ∈ [0, 1]^shape(m) minimising F (module doc) over `blocks` ((row, columns) pairs of m), the
+    best of `steps` projected subgradient steps from π = 0. Deterministic: same m, same π."""
+    n_c = m.shape[1]
+    width = max(cols.size for _, cols in blocks)
+    flat = np.append(m.ravel().astype(np.float64), 0.0)  # the last cell pads short blocks: always 0
+    pad = flat.size - 1
+    idx = np.full((len(blocks), width), pad, np.int64)
+    for i, (a, cols) in enumerate(blocks):
+        idx[i, :cols.size] = a * n_c + cols
+    pi = np.zeros(flat.size)
+    best_pi, best = pi.copy(), k * flat[idx].sum(axis=1).max()
+    for i in range(steps):
+        sums = (flat * (1.0 - pi))[idx].sum(axis=1)
+        top = int(np.argmax(sums))
+        value = k * sums[top] + float(pi @ flat)
+        if value < best:
+            best, best_pi = value, pi.copy()
+        grad = flat.copy()  # ∂F/∂π: M everywhere, minus K·M on the cells of the densest block
+        np.subtract.at(grad, idx[top], k * flat[idx[top]])
+        grad[pad] = 0.0
+        scale = np.abs(grad).max()
+        if scale == 0:
+            break
+        pi = np.clip(pi - 0.2 / np.sqrt(1 + i) * grad / scale, 0.0, 1.0)
+    return best_pi[:-1].reshape(m.shape)
