@@ -120,6 +120,10 @@ def test_cell_prices_lower_the_packing_bound_and_stay_in_range():
                if len({(a, c) for a, cols in choice for c in cols}) == 12)
     assert best <= packing(pi) + 1e-9
     assert single_class_blocks(300, [np.array([0])] * 300) is None  # singleton classes: no prices
+    # a network of singleton classes everywhere: the priced pass would be the same bound, so it is skipped
+    layers, widths = tiny_random([300, 300, 300], 4, 0)
+    result = volume_lower_bound(layers, widths, 2, semidefinite=False)
+    assert result["lower_bound_priced"] is None and "few enough classes" in result["prices_skipped"]
 
 
 def test_joint_arc_bound_is_the_best_run_times_arc():

@@ -58,6 +58,7 @@ import math
 import os
 import time
 from collections import OrderedDict
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -342,6 +343,17 @@ def _joint_alignment(m, prev_cyc, cyc, prev_u, prev_r, u, r, cache):
     return np.where(np.isneginf(out), -np.inf, out)
 
 
+class LayerCosts(NamedTuple):
+    """What `layer_costs` returns: per layer h_t, R_t, z_t, the states' u and ⟨π_t, M_t⟩ (0 without
+    prices), and how many layers the prices would change (0: a priced pass is the same bound)."""
+    costs: list
+    counts: list
+    sizes: list
+    u_states: list
+    offsets: list
+    priceable: int
+
+
 class BoundBudget(Exception):
     """The bound would exceed its time or memory budget: `spdnn bound` reports null and why."""
 
@@ -367,6 +379,7 @@ def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = 
     prev = None  # (u of state, r of state, rows a part may hold, row classes, cycles)
     cache = TableCache()
     costs, counts, sizes, u_states, offsets = [], [], [], [], []
+    priceable = 0  # layers whose cells the prices would change
     cells = 0
     for t, w in enumerate(layers, start=1):
         w = sp.csr_matrix(w)
@@ -409,9 +422,13 @@ def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = 
                 if (int(p_rc.max()) + 1) * n_c <= DENSE_LIMIT:
                     m = np.zeros((int(p_rc.max()) + 1, n_c))
                     np.add.at(m, (p_rc, cc), 1)
-                    if prices:
-                        m, price = _priced(m, k, rc, cc, w)
-                        offsets[-1] = price
+                    a, c, _, _ = _incidence(rc, cc, w)
+                    reads = np.split(c, np.flatnonzero(np.diff(a)) + 1)  # pairs sorted by row class
+                    blocks = single_class_blocks(m.shape[0], reads)
+                    priceable += blocks is not None
+                    if prices and blocks is not None:
+                        pi = cell_prices(m, k, blocks)
+                        m, offsets[-1] = m * (1.0 - pi), float((pi * m).sum())
                     aligned = np.minimum(aligned, _generic_alignment(m, p_u, cache))
                     if p_cyc:
                         aligned = np.minimum(aligned, _row_runs_alignment(m, p_cyc, p_u, p_r, cache))
@@ -449,19 +466,7 @@ def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = 
         prev = (u_of, r_of, most, rc, cyc)
         if progress:
             progress(t, len(layers))
-    return costs, counts, sizes, u_states, offsets
-
-
-def _priced(m, k, rc, cc, w):
-    """M_t ∘ (1 − π) and ⟨π, M_t⟩ for the alignment prices π of `alignment_prices` (m unchanged
-    and 0 where the layer has too many classes for them)."""
-    a, c, _, _ = _incidence(rc, cc, w)
-    reads = np.split(c, np.flatnonzero(np.diff(a)) + 1)  # pairs sorted by row class
-    blocks = single_class_blocks(m.shape[0], reads)
-    if blocks is None:
-        return m, 0.0
-    pi = cell_prices(m, k, blocks)
-    return m * (1.0 - pi), float((pi * m).sum())
+    return LayerCosts(costs, counts, sizes, u_states, offsets, priceable)
 
 
 def _chain_minimum(costs, u_states, mu):
@@ -484,9 +489,10 @@ def _chain_minimum(costs, u_states, mu):
 
 
 def _class_count_bound(layers, widths, k, epsilon, iterations, deadline, budgets, prices):
-    """The class-count bound (an int ≥ 0), the subgradient steps taken, and "time budget" or None."""
+    """The class-count bound (an int ≥ 0), the subgradient steps taken, "time budget" or None, and
+    how many layers alignment prices would change."""
     try:
-        costs, counts, sizes, u_states, offsets = layer_costs(layers, k, epsilon, prices=prices, **budgets)
+        costs, counts, sizes, u_states, offsets, priceable = layer_costs(layers, k, epsilon, prices=prices, **budgets)
     except MemoryError as e:  # a table larger than the machine: no bound, said as such, not a crash
         raise BoundBudget(f"a layer table needs more memory than is available ({e})") from None
     counts = np.asarray(counts, np.float64)
@@ -495,14 +501,14 @@ def _class_count_bound(layers, widths, k, epsilon, iterations, deadline, budgets
     best = -np.inf
     for i in range(iterations):
         if deadline is not None and i > 0 and time.perf_counter() > deadline:
-            return max(0, math.ceil(best - 1e-6)), i, "time budget"
+            return max(0, math.ceil(best - 1e-6)), i, "time budget", priceable
         value, path = _chain_minimum(costs, u_states, mu)
         best = max(best, k * value + float(mu @ counts) - widths[0] - taken_back)
         grad = counts - k * path  # coverage slack: positive where parts touch too few classes
         if not grad.any():
-            return max(0, math.ceil(best - 1e-6)), i + 1, None
+            return max(0, math.ceil(best - 1e-6)), i + 1, None, priceable
         mu = np.maximum(0.0, mu + 2.0 / math.sqrt(1 + i) * grad / np.abs(grad).max())
-    return max(0, math.ceil(best - 1e-6)), iterations, None
+    return max(0, math.ceil(best - 1e-6)), iterations, None, priceable
 
 
 def volume_lower_bound(layers, widths, k: int, epsilon: float = 0.03, iterations: int = 300, progress=None,
@@ -531,17 +537,23 @@ def volume_lower_bound(layers, widths, k: int, epsilon: float = 0.03, iterations
     budgets = dict(max_cells=max_cells, deadline=deadline, max_resident=max_resident)
     if progress:
         budgets["progress"] = lambda t, total: progress(t, passes * total)
-    best, steps, stopped = _class_count_bound(layers, widths, k, epsilon, iterations, deadline, budgets, False)
+    best, steps, stopped, priceable = _class_count_bound(layers, widths, k, epsilon, iterations, deadline, budgets,
+                                                         False)
     result = {"k": k, "epsilon": epsilon, "lower_bound_forward": best, "iterations": steps,
               "seconds": time.perf_counter() - t0}
     if stopped:
         result["stopped"] = stopped
-    if prices:
+    if prices and not priceable:  # every layer's classes too many for prices: the same bound again
+        result["lower_bound_unpriced"], result["lower_bound_priced"] = best, None
+        result["prices_skipped"] = "no layer has few enough classes for prices"
+        if progress:
+            progress(2 * len(layers), 2 * len(layers))
+    elif prices:
         # Every π is valid, π = 0 included: the prices' bound is kept where it is the larger.
         if progress:
             budgets["progress"] = lambda t, total: progress(total + t, 2 * total)
         try:
-            priced, _, stopped = _class_count_bound(layers, widths, k, epsilon, iterations, deadline, budgets, True)
+            priced, _, stopped, _ = _class_count_bound(layers, widths, k, epsilon, iterations, deadline, budgets, True)
             result["lower_bound_unpriced"], result["lower_bound_priced"] = best, priced
             result["lower_bound_forward"] = max(best, priced)
         except BoundBudget as e:
