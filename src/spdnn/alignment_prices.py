@@ -33,36 +33,38 @@ PRICE_STEPS = 150  # subgradient steps per layer
 PRICE_BLOCKS = 1 << 16  # most blocks per layer (64 × 64 on Graph Challenge layers); more: no prices
 
 
-def single_class_blocks(n_rows_prev: int, row_reads) -> list[np.ndarray] | None:
-    """The blocks of `cell_prices` as (row class, column classes) pairs: every row class of layer
-    t − 1 with every set of column classes that one row class of layer t reads (row_reads[g]);
-    None where there are more than PRICE_BLOCKS (layers of singleton classes: random and pruned
-    networks, where the class-count bound is 0 anyway)."""
-    if n_rows_prev * len(row_reads) > PRICE_BLOCKS:
+def single_class_blocks(shape, row_reads) -> np.ndarray | None:
+    """The blocks of `cell_prices`, as flat indices into an M_t of `shape` (rows padded with
+    M_t.size): every row class of layer t − 1 with every set of column classes that one row class of
+    layer t reads (row_reads[g]); None where there are more than PRICE_BLOCKS (layers of singleton
+    classes: random and pruned networks, where the class-count bound is 0 anyway)."""
+    n_prev, n_c = shape
+    if n_prev * len(row_reads) > PRICE_BLOCKS:
         return None
-    return [(a, cols) for a in range(n_rows_prev) for cols in row_reads]
+    width = max(r.size for r in row_reads)
+    reads = np.full((len(row_reads), width), -1, np.int64)
+    for g, r in enumerate(row_reads):
+        reads[g, :r.size] = r
+    idx = np.arange(n_prev)[:, None, None] * n_c + reads[None, :, :]  # [row class, reader class, cell]
+    idx[np.broadcast_to(reads[None, :, :] < 0, idx.shape)] = n_prev * n_c
+    return idx.reshape(-1, width)
 
 
-def cell_prices(m: np.ndarray, k: int, blocks, steps: int = PRICE_STEPS) -> np.ndarray:
-    """π ∈ [0, 1]^shape(m) minimising F (module doc) over `blocks` ((row, columns) pairs of m), the
-    best of `steps` projected subgradient steps from π = 0. Deterministic: same m, same π."""
-    n_c = m.shape[1]
-    width = max(cols.size for _, cols in blocks)
+def cell_prices(m: np.ndarray, k: int, blocks: np.ndarray, steps: int = PRICE_STEPS) -> np.ndarray:
+    """π ∈ [0, 1]^shape(m) minimising F (module doc) over `blocks` (`single_class_blocks`), the best
+    of `steps` projected subgradient steps from π = 0. Deterministic: same m, same π."""
     flat = np.append(m.ravel().astype(np.float64), 0.0)  # the last cell pads short blocks: always 0
     pad = flat.size - 1
-    idx = np.full((len(blocks), width), pad, np.int64)
-    for i, (a, cols) in enumerate(blocks):
-        idx[i, :cols.size] = a * n_c + cols
     pi = np.zeros(flat.size)
-    best_pi, best = pi.copy(), k * flat[idx].sum(axis=1).max()
+    best_pi, best = pi.copy(), k * flat[blocks].sum(axis=1).max()
     for i in range(steps):
-        sums = (flat * (1.0 - pi))[idx].sum(axis=1)
+        sums = (flat * (1.0 - pi))[blocks].sum(axis=1)
         top = int(np.argmax(sums))
         value = k * sums[top] + float(pi @ flat)
         if value < best:
             best, best_pi = value, pi.copy()
         grad = flat.copy()  # ∂F/∂π: M everywhere, minus K·M on the cells of the densest block
-        np.subtract.at(grad, idx[top], k * flat[idx[top]])
+        np.subtract.at(grad, blocks[top], k * flat[blocks[top]])
         grad[pad] = 0.0
         scale = np.abs(grad).max()
         if scale == 0:

@@ -230,29 +230,34 @@ def runs_bound(piece: np.ndarray, lo: int, hi: int, whole: int, total_max: int, 
     return out
 
 
-def joint_arc_bound(m: np.ndarray, row_orders: np.ndarray, col_orders: np.ndarray, a_max: int, b_max: int) -> np.ndarray:
-    """best[a, b] = the largest sum of m over a run of a consecutive rows along one of row_orders'
-    cycles times an arc of b consecutive columns along one of col_orders' cycles (exact; 0 < a, b
-    at most the cycle lengths; −inf elsewhere).
+def joint_arc_bound(m: np.ndarray, row_orders: np.ndarray, col_orders: np.ndarray, run_lengths, arc_lengths) -> dict:
+    """best[(a, b)] = the largest sum of m over a run of a consecutive rows along one of
+    row_orders' cycles times an arc of b consecutive columns along one of col_orders' cycles
+    (exact), for a in run_lengths and b in arc_lengths (0 < a ≤ ℓ_r, 0 < b ≤ ℓ_c).
 
     row_orders [cycles, ℓ_r] and col_orders [cycles, ℓ_c] list m's rows and columns in cycle order.
     This is the part whose rows were one partial run in the previous layer and are one partial run
-    in this one: both sides restricted at once, where `arc_bound` restricts one side only."""
+    in this one: both sides restricted at once, where `arc_bound` restricts one side only. Only the
+    lengths asked for are computed: the runs states span SPAN + 1 sizes, while 1..ℓ would be
+    ℓ_r·ℓ_c passes over the whole matrix (minutes a layer at N = 4096)."""
     lr, lc = row_orders.shape[1], col_orders.shape[1]
     rr = np.concatenate([row_orders, row_orders], axis=1)
     cc = np.concatenate([col_orders, col_orders], axis=1)
     sub = m[rr[:, None, :, None], cc[None, :, None, :]]  # [row cycle, col cycle, 2ℓ_r, 2ℓ_c]
     pre = np.zeros(sub.shape[:2] + (2 * lr + 1, 2 * lc + 1))
     pre[:, :, 1:, 1:] = sub.cumsum(axis=2).cumsum(axis=3)
-    best = np.full((a_max + 1, b_max + 1), -np.inf)
-    for a in range(1, min(a_max, lr) + 1):
+    best = {}
+    for a in run_lengths:
         sr = lr if a < lr else 1
-        for b in range(1, min(b_max, lc) + 1):
+        for b in arc_lengths:
             sc = lc if b < lc else 1
             sums = (pre[:, :, a:a + sr, b:b + sc] - pre[:, :, :sr, b:b + sc]
                     - pre[:, :, a:a + sr, :sc] + pre[:, :, :sr, :sc])
-            best[a, b] = sums.max()
+            best[a, b] = float(sums.max())
     return best
+
+
+JOINT_LIMIT = 1 << 21  # largest M_t (row classes × column classes) given joint blocks: 4× its size in floats
 
 
 RUNS = 4  # partial runs tracked per part and layer; more fall back to the generic bound
@@ -325,22 +330,24 @@ def _col_runs_alignment(m, cyc, prev_u, u, r, cache):
 
 def _joint_alignment(m, prev_cyc, cyc, prev_u, prev_r, u, r, cache):
     """[prev state, run state] bound for a part that is one partial run in both layers (inf for
-    every other pair of states, and where a side's cycles differ in length)."""
+    every other pair of states, where a side's cycles differ in length, and past JOINT_LIMIT)."""
     out = np.full((prev_u.size, u.size), np.inf)
-    if len({x.size for x, _ in prev_cyc}) != 1 or len({c.size for _, c in cyc}) != 1:
+    if (len({x.size for x, _ in prev_cyc}) != 1 or len({c.size for _, c in cyc}) != 1
+            or m.size > JOINT_LIMIT):
         return out
     lr, lc = prev_cyc[0][0].size, cyc[0][1].size
     rows = (prev_r == 1) & (prev_u < lr)
     cols = (r == 1) & (u < lc)  # u rows in one partial run read the arc of u + 1 columns
     if not rows.any() or not cols.any():
         return out
-    key = ("joint", _digest(m, *(x for x, _ in prev_cyc), *(c for _, c in cyc)), int(prev_u.max()), int(u.max()))
+    runs, arcs = sorted(set(prev_u[rows].tolist())), sorted(set((u[cols] + 1).tolist()))
+    key = ("joint", _digest(m, *(x for x, _ in prev_cyc), *(c for _, c in cyc)), tuple(runs), tuple(arcs))
     if key not in cache:
-        cache[key] = joint_arc_bound(m, np.stack([x for x, _ in prev_cyc]), np.stack([c for _, c in cyc]),
-                                     int(prev_u.max()), int(u.max()) + 1)
+        cache[key] = joint_arc_bound(m, np.stack([x for x, _ in prev_cyc]), np.stack([c for _, c in cyc]), runs, arcs)
     table = cache[key]
-    out[np.ix_(rows, cols)] = table[np.ix_(prev_u[rows], u[cols] + 1)]
-    return np.where(np.isneginf(out), -np.inf, out)
+    ri, ci = np.nonzero(rows)[0], np.nonzero(cols)[0]
+    out[np.ix_(ri, ci)] = [[table[int(prev_u[i]), int(u[j]) + 1] for j in ci] for i in ri]
+    return out
 
 
 class LayerCosts(NamedTuple):
@@ -424,7 +431,7 @@ def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = 
                     np.add.at(m, (p_rc, cc), 1)
                     a, c, _, _ = _incidence(rc, cc, w)
                     reads = np.split(c, np.flatnonzero(np.diff(a)) + 1)  # pairs sorted by row class
-                    blocks = single_class_blocks(m.shape[0], reads)
+                    blocks = single_class_blocks(m.shape, reads)
                     priceable += blocks is not None
                     if prices and blocks is not None:
                         pi = cell_prices(m, k, blocks)
