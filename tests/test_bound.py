@@ -214,6 +214,9 @@ def test_bound_cli(tmp_path):
     out = spdnn("bound", tmp_path / "n.h5", "-k", "2,4").stdout
     rows = [json.loads(line) for line in out.splitlines()]
     assert [r["k"] for r in rows] == [2, 4] and all(r["lower_bound_forward"] > 0 for r in rows)
+    assert all(r["lower_bound_forward"] == max(r["lower_bound_unpriced"], r["lower_bound_priced"]) for r in rows)
+    plain = json.loads(spdnn("bound", tmp_path / "n.h5", "-k", "4", "--no-prices").stdout)
+    assert "lower_bound_priced" not in plain and plain["lower_bound_classes"] == rows[1]["lower_bound_unpriced"]
     assert_user_error(spdnn("bound", tmp_path / "n.h5", "-k", "65", check=False), "K=65", "layer 1")
 
 

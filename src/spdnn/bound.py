@@ -564,7 +564,8 @@ def volume_lower_bound(layers, widths, k: int, epsilon: float = 0.03, iterations
             result["lower_bound_unpriced"], result["lower_bound_priced"] = best, priced
             result["lower_bound_forward"] = max(best, priced)
         except BoundBudget as e:
-            result["lower_bound_priced"], result["prices_skipped"] = None, str(e)
+            result["lower_bound_unpriced"], result["lower_bound_priced"] = best, None
+            result["prices_skipped"] = str(e)
             stopped = None
         if stopped:
             result["stopped"] = stopped

@@ -189,7 +189,8 @@ def cmd_bound(a):
 
         try:
             result = volume_lower_bound(layers, layers.widths, k, a.epsilon, a.iterations, progress=progress,
-                                        max_seconds=a.max_seconds, max_memory_gb=a.max_memory, semidefinite=False)
+                                        max_seconds=a.max_seconds, max_memory_gb=a.max_memory, semidefinite=False,
+                                        prices=a.prices)
         except BoundBudget as e:  # not an error: the workflow goes on, the tables show no bound
             result = {"k": k, "epsilon": a.epsilon, "lower_bound_forward": None, "reason": str(e)}
             _log(f"bound K={k}: none within the budget ({e})")
@@ -467,6 +468,9 @@ def _partition_commands(sub) -> None:
                         "left of its budgets; the larger of the two is reported")
     b.add_argument("--certificate", default=None,
                    help="read the semidefinite certificate from this file (`spdnn certificate`) instead of finding it")
+    b.add_argument("--prices", action=argparse.BooleanOptionalAction, default=True,
+                   help="also the class-count bound with alignment prices (a second pass over the layer tables; "
+                        "the larger is reported); --no-prices: the first pass only, half the time")
     b.set_defaults(func=cmd_bound)
 
     c = sub.add_parser("certificate", help="the semidefinite bound's certificate, found once for every K (JSON file)")
