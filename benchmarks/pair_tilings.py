@@ -44,12 +44,16 @@ def _key(unit, k):
 class Layer:
     """One layer's candidate tilings (unit id per row class), their column reads and words read."""
 
-    def __init__(self, w, row_class, col_class, own: np.ndarray, k: int):
-        self.w, self.rc, self.cc, self.k = w, row_class, col_class, k
+    def __init__(self, w, row_class, col_class, own: np.ndarray, whole: bool, k: int):
+        self.rc, self.cc, self.k = row_class, col_class, k
         a, c, self.n_r, self.n_c = _incidence(row_class, col_class, w)
         self.reads = [c[a == g] for g in range(self.n_r)]
         self.z = np.bincount(col_class).astype(float)
         self.cyc = cycles(row_class, col_class, w)
+        # g: run length when the partition holds whole classes and every cycle splits into runs of
+        # g = R/K classes (one part each); None: the layer keeps the partition's own tiling
+        g = self.n_r // k
+        self.g = g if whole and self.cyc and g * k == self.n_r and not any(len(r) % g for r, _ in self.cyc) else None
         self.units, self.read_sets, self.read_words, self.keys = [], [], [], set()
         self.add(own)
 
@@ -66,15 +70,8 @@ class Layer:
         self.read_words.append(float((reads @ self.z).sum()))
         return True
 
-    def run_length(self):
-        """g when every cycle splits into runs of g classes (one part each), else None."""
-        g = self.n_r // self.k
-        if not self.cyc or g * self.k != self.n_r or any(len(r) % g for r, _ in self.cyc):
-            return None
-        return g
-
     def tiling(self, offsets):
-        g = self.run_length()
+        g = self.g
         unit = np.empty(self.n_r, np.int64)
         u = 0
         for (rows, _), o in zip(self.cyc, offsets):
@@ -85,7 +82,7 @@ class Layer:
         return unit
 
     def offsets_of(self, unit):
-        g = self.run_length()
+        g = self.g
         out = []
         for rows, _ in self.cyc:
             ell = len(rows)
@@ -104,9 +101,8 @@ def build_layers(net, parts, k, max_tilings):
         rc, cc = identical_rows(w), identical_rows(w.T.tocsr())
         own = np.zeros(int(rc.max()) + 1, np.int64)
         own[rc] = parts[t]
-        layer = Layer(w, rc, cc, own, k)
-        layer.whole = bool((own[rc] == parts[t]).all())
-        g = layer.run_length() if layer.whole else None
+        layer = Layer(w, rc, cc, own, bool((own[rc] == parts[t]).all()), k)
+        g = layer.g
         if g:
             choices = itertools.product(range(g), repeat=len(layer.cyc))
             if g ** len(layer.cyc) > max_tilings:
@@ -158,7 +154,7 @@ def shortest_path(layers, k):
 
 def neighbours(layer, unit):
     """Tilings that move one cycle's runs by one class from `unit`'s."""
-    g = layer.run_length() if layer.whole else None
+    g = layer.g
     if not g:
         return []
     offsets = layer.offsets_of(unit)

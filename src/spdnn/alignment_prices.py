@@ -33,13 +33,18 @@ PRICE_STEPS = 150  # subgradient steps per layer
 PRICE_BLOCKS = 1 << 16  # most blocks per layer (64 × 64 on Graph Challenge layers); more: no prices
 
 
+def fits(n_rows_prev: int, n_rows: int) -> bool:
+    """Whether a layer has few enough row classes for prices (PRICE_BLOCKS blocks at most)."""
+    return n_rows_prev * n_rows <= PRICE_BLOCKS
+
+
 def single_class_blocks(shape, row_reads) -> np.ndarray | None:
     """The blocks of `cell_prices`, as flat indices into an M_t of `shape` (rows padded with
     M_t.size): every row class of layer t − 1 with every set of column classes that one row class of
     layer t reads (row_reads[g]); None where there are more than PRICE_BLOCKS (layers of singleton
     classes: random and pruned networks, where the class-count bound is 0 anyway)."""
     n_prev, n_c = shape
-    if n_prev * len(row_reads) > PRICE_BLOCKS:
+    if not fits(n_prev, len(row_reads)):
         return None
     width = max(r.size for r in row_reads)
     reads = np.full((len(row_reads), width), -1, np.int64)

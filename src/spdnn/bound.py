@@ -63,7 +63,7 @@ from typing import NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
-from .alignment_prices import cell_prices, single_class_blocks
+from .alignment_prices import cell_prices, fits, single_class_blocks
 from .arrays import distinct
 from .hypergraph import identical_rows
 from .semidefinite_bound import SdpBudget, semidefinite_certificate, solver_bytes
@@ -429,13 +429,13 @@ def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = 
                 if (int(p_rc.max()) + 1) * n_c <= DENSE_LIMIT:
                     m = np.zeros((int(p_rc.max()) + 1, n_c))
                     np.add.at(m, (p_rc, cc), 1)
-                    a, c, _, _ = _incidence(rc, cc, w)
-                    reads = np.split(c, np.flatnonzero(np.diff(a)) + 1)  # pairs sorted by row class
-                    blocks = single_class_blocks(m.shape, reads)
-                    priceable += blocks is not None
-                    if prices and blocks is not None:
-                        pi = cell_prices(m, k, blocks)
-                        m, offsets[-1] = m * (1.0 - pi), float((pi * m).sum())
+                    if fits(m.shape[0], n_r):
+                        priceable += 1
+                        if prices:  # the blocks only where they are priced: the plain pass only counts
+                            a, c, _, _ = _incidence(rc, cc, w)
+                            reads = np.split(c, np.flatnonzero(np.diff(a)) + 1)  # pairs sorted by row class
+                            pi = cell_prices(m, k, single_class_blocks(m.shape, reads))
+                            m, offsets[-1] = m * (1.0 - pi), float((pi * m).sum())
                     aligned = np.minimum(aligned, _generic_alignment(m, p_u, cache))
                     if p_cyc:
                         aligned = np.minimum(aligned, _row_runs_alignment(m, p_cyc, p_u, p_r, cache))
