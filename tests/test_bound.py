@@ -12,7 +12,7 @@ import scipy.sparse as sp
 
 from conftest import assert_user_error, spdnn
 from spdnn.alignment_prices import cell_prices, single_class_blocks
-from spdnn.bound import expansion, joint_arc_bound, submatrix_bound, volume_lower_bound
+from spdnn.bound import expansion, joint_arc_bound, placed_block_sums, submatrix_bound, volume_lower_bound
 from spdnn.generate import radixnet, random_sparse
 from spdnn.hypergraph import identical_rows
 from spdnn.partition import METHODS, partition_network
@@ -140,6 +140,46 @@ def test_joint_arc_bound_is_the_best_run_times_arc():
                         for r in rows for c in cols for s in range(4) for q in range(6))
             assert best[a, b] == pytest.approx(brute)
     assert set(joint_arc_bound(m, rows, cols, [2], [3, 5])) == {(2, 3), (2, 5)}  # only the lengths asked for
+
+
+def test_placed_block_sums_are_the_run_times_the_arc_it_reads():
+    rng = np.random.default_rng(9)
+    m = rng.poisson(0.7, size=(8, 6)).astype(float)
+    prev_cyc = [(np.array([3, 0, 5, 1]), None), (np.array([2, 7, 4, 6]), None)]  # rows of m in two cycles of 4
+    cyc = [(None, np.array([4, 1, 0, 5, 2, 3]))]  # columns of m in one cycle of 6
+    prev_u, prev_pos = np.repeat([1, 2, 3], 8), np.tile(np.arange(8), 3)
+    u, pos = np.repeat([1, 2, 4], 6), np.tile(np.arange(6), 3)
+    got = placed_block_sums(m, prev_cyc, cyc, prev_u, prev_pos, u, pos)
+    for i, (a, p) in enumerate(zip(prev_u, prev_pos)):
+        rows = prev_cyc[p // 4][0][(p % 4 + np.arange(a)) % 4]
+        for j, (b, q) in enumerate(zip(u, pos)):
+            cols = cyc[0][1][(q + np.arange(b + 1)) % 6]  # b rows in one run read b + 1 columns
+            assert got[i, j] == pytest.approx(m[np.ix_(rows, cols)].sum())
+
+
+def test_placed_runs_lift_the_bound_and_stay_below_every_method(monkeypatch):
+    """Where a part's best run for its readers is not its best run as an owner, tracking the run's
+    place makes both tables see the same run."""
+    layers, widths = tiny_radix(16, 4, (1, 2, 4, 8, 1, 2), 1)
+    lb = volume_lower_bound(layers, widths, 8, 0.03, semidefinite=False)["lower_bound_forward"]
+    monkeypatch.setattr("spdnn.bound.PLACED_LIMIT", 0)
+    unplaced = volume_lower_bound(layers, widths, 8, 0.03, semidefinite=False)["lower_bound_forward"]
+    vols = [partition_network(layers, widths, 8, m)[1]["volume_forward"] for m in METHODS]
+    assert unplaced < lb <= min(vols), (unplaced, lb, vols)
+
+
+def test_load_coverage_lifts_the_bound_where_a_part_may_hold_less_than_its_share(monkeypatch):
+    """K = 8 parts of 8 rows over 2-row classes, capacity 9 rows: a part may touch a single class, and
+    with class coverage alone the bound mixes such parts with wide ones though their rows fall short
+    of the layer's. The load coverage rules that out; the bound stays below every method."""
+    for seed in range(2):
+        layers, widths = tiny_radix(16, 2, (1, 2, 4, 8, 1, 2), seed)
+        lb = volume_lower_bound(layers, widths, 8, 0.03, semidefinite=False)["lower_bound_forward"]
+        with monkeypatch.context() as patch:  # loads counted as classes: the class coverage again
+            patch.setattr("spdnn.bound.load_reach", lambda weights, row_class, u, capacity: u.astype(float))
+            classes_only = volume_lower_bound(layers, widths, 8, 0.03, semidefinite=False)["lower_bound_forward"]
+        vols = [partition_network(layers, widths, 8, m)[1]["volume_forward"] for m in METHODS]
+        assert classes_only < lb <= min(vols), (seed, classes_only, lb, vols)
 
 
 def test_bound_below_every_method_on_a_radixnet():
