@@ -12,7 +12,8 @@ import scipy.sparse as sp
 
 from conftest import assert_user_error, spdnn
 from spdnn.alignment_prices import cell_prices, single_class_blocks
-from spdnn.bound import expansion, joint_arc_bound, placed_block_sums, submatrix_bound, volume_lower_bound
+from spdnn.bound import (_incidence, cycles, expansion, joint_arc_bound, placed_sets, set_runs, submatrix_bound,
+                         volume_lower_bound)
 from spdnn.generate import radixnet, random_sparse
 from spdnn.hypergraph import identical_rows
 from spdnn.partition import METHODS, partition_network
@@ -142,19 +143,42 @@ def test_joint_arc_bound_is_the_best_run_times_arc():
     assert set(joint_arc_bound(m, rows, cols, [2], [3, 5])) == {(2, 3), (2, 5)}  # only the lengths asked for
 
 
-def test_placed_block_sums_are_the_run_times_the_arc_it_reads():
-    rng = np.random.default_rng(9)
-    m = rng.poisson(0.7, size=(8, 6)).astype(float)
-    prev_cyc = [(np.array([3, 0, 5, 1]), None), (np.array([2, 7, 4, 6]), None)]  # rows of m in two cycles of 4
-    cyc = [(None, np.array([4, 1, 0, 5, 2, 3]))]  # columns of m in one cycle of 6
-    prev_u, prev_pos = np.repeat([1, 2, 3], 8), np.tile(np.arange(8), 3)
-    u, pos = np.repeat([1, 2, 4], 6), np.tile(np.arange(6), 3)
-    got = placed_block_sums(m, prev_cyc, cyc, prev_u, prev_pos, u, pos)
-    for i, (a, p) in enumerate(zip(prev_u, prev_pos)):
-        rows = prev_cyc[p // 4][0][(p % 4 + np.arange(a)) % 4]
-        for j, (b, q) in enumerate(zip(u, pos)):
-            cols = cyc[0][1][(q + np.arange(b + 1)) % 6]  # b rows in one run read b + 1 columns
-            assert got[i, j] == pytest.approx(m[np.ix_(rows, cols)].sum())
+def test_placed_sets_are_every_run_and_every_union_of_whole_cycles():
+    layers, _ = tiny_radix(8, 2, (2,), 0)  # stride 2 over 8 groups: two cycles of 4 row classes
+    w = layers[0]
+    rc, cc = identical_rows(w), identical_rows(w.T.tocsr())
+    cyc = cycles(rc, cc, w)
+    a, c, n_r, n_c = _incidence(rc, cc, w)
+    reads = np.zeros((n_r, n_c), np.int64)
+    reads[a, c] = 1
+    placed = placed_sets(cyc, reads, [2, 3, 4], 256)
+    runs, whole = placed.r == 1, placed.r == 0
+    assert sorted(placed.u[runs].tolist()) == [2] * 8 + [3] * 8  # every start of both cycles
+    assert placed.u[whole].tolist() == [4, 4]  # u = 4: either whole cycle
+    assert (placed.rows.sum(axis=1) == placed.u).all()
+    assert (placed.cols.sum(axis=1) == placed.u + placed.r).all()  # a run of u reads u + 1, a cycle u
+    for rows, cols in zip(placed.rows, placed.cols):  # the columns are exactly those the rows read
+        assert (cols == (reads[rows].sum(axis=0) > 0)).all()
+    assert placed_sets(cyc, reads, [2, 3, 4], 15).u.tolist() == [4, 4]  # runs would exceed the limit
+    assert placed_sets(cyc, reads, [5], 256) is None  # 5 classes are neither one run nor whole cycles
+
+
+def test_set_runs_is_the_best_sum_over_runs_of_a_cycle():
+    rng = np.random.default_rng(4)
+    weights = rng.poisson(1.0, size=(3, 6)).astype(float)
+    orders = [np.array([4, 0, 2]), np.array([1, 5, 3])]  # two cycles of 3
+    table = set_runs(weights, orders, 1, 2, 6)  # [r, x, set]
+    segments = [(o, s, n) for o in orders for s in range(3) for n in (1, 2)]  # partial runs
+    for i, wt in enumerate(weights):
+        one = max(wt[o[(s + np.arange(n)) % 3]].sum() for o, s, n in segments if n == 2)
+        assert table[1, 2, i] >= one and table[1, 2, i] == pytest.approx(one)
+        whole = max(wt[o].sum() for o in orders)
+        assert table[0, 3, i] == pytest.approx(whole)
+        # two runs of 1 and 2 classes: at least every pair of pieces
+        pairs = max(wt[o1[(s1 + np.arange(1)) % 3]].sum() + wt[o2[(s2 + np.arange(2)) % 3]].sum()
+                       for o1, s1, _ in segments[::2] for o2, s2, _ in segments[1::2])
+        assert table[2, 3, i] >= pairs - 1e-9
+    assert np.isneginf(table[1, 0]).all()
 
 
 def test_placed_runs_lift_the_bound_and_stay_below_every_method(monkeypatch):

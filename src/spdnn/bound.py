@@ -272,39 +272,48 @@ def joint_arc_bound(m: np.ndarray, row_orders: np.ndarray, col_orders: np.ndarra
 JOINT_LIMIT = 1 << 21  # largest M_t (row classes × column classes) given joint blocks: 4× its size in floats
 
 
-def run_positions(cyc, u_lo: int, u_hi: int):
-    """The single-run states with their place: (u, position) for u = u_lo..u_hi row classes that are
-    one partial run starting at `position` = cycle·ℓ + start along the layer's cycles (all of length
-    ℓ; None where they differ, or no u fits)."""
+class Placed(NamedTuple):
+    """Explicit row-class sets a part may hold in a layer, tracked as states of their own: the
+    classes (rows [set, row class]), the column classes they read (cols [set, column class]), u, r."""
+    rows: np.ndarray
+    cols: np.ndarray
+    u: np.ndarray
+    r: np.ndarray
+
+
+def placed_sets(cyc, reads: np.ndarray, sizes, limit: int) -> Placed | None:
+    """The sets of `sizes` row classes that are one partial run along the layer's cycles (every
+    start), then the unions of whole cycles (every choice), while at most `limit` sets in all; each
+    family is all or nothing, so a state it covers can go unplaced-free. `reads` [row class, column
+    class] is the layer's incidence; cycles of different lengths: None."""
     if not cyc or len({r.size for r, _ in cyc}) != 1:
         return None
-    ell = cyc[0][0].size
-    sizes = np.arange(max(u_lo, 1), min(u_hi, ell - 1) + 1)
-    if sizes.size == 0:
+    ell, n_r = cyc[0][0].size, reads.shape[0]
+    sets, us, rs = [], [], []
+    runs = [u for u in sizes if 0 < u < ell]
+    if runs and len(runs) * n_r <= limit:
+        for u in runs:
+            for rows, _ in cyc:
+                sets += [rows[(s + np.arange(u)) % ell] for s in range(ell)]
+            us += [u] * n_r
+            rs += [1] * n_r
+    for u in sizes:
+        if u > 0 and u % ell == 0 and len(sets) + math.comb(len(cyc), u // ell) <= limit:
+            for chosen in itertools.combinations(range(len(cyc)), u // ell):
+                sets.append(np.concatenate([cyc[i][0] for i in chosen]))
+                us.append(u)
+                rs.append(0)
+    if not sets:
         return None
-    places = len(cyc) * ell
-    return np.repeat(sizes, places), np.tile(np.arange(places), sizes.size)
-
-
-def placed_block_sums(m, prev_cyc, cyc, prev_u, prev_pos, u, pos) -> np.ndarray:
-    """[previous placed state, placed state] = the sum of m over the previous layer's run (prev_u
-    rows from prev_pos along its cycles) times the arc this layer's run reads (u + 1 columns from
-    pos): a part's exact alignment when both its row sets are known runs (`run_positions`)."""
-    lr, lc = prev_cyc[0][0].size, cyc[0][1].size
-    rr = np.stack([np.concatenate([x, x]) for x, _ in prev_cyc])
-    cc = np.stack([np.concatenate([c, c]) for _, c in cyc])
-    pre = np.zeros((len(prev_cyc), len(cyc), 2 * lr + 1, 2 * lc + 1))
-    pre[:, :, 1:, 1:] = m[rr[:, None, :, None], cc[None, :, None, :]].cumsum(axis=2).cumsum(axis=3)
-    ra, rs = np.divmod(prev_pos, lr)
-    ca, cs = np.divmod(pos, lc)
-    r0, r1, c0, c1 = rs[:, None], (rs + prev_u)[:, None], cs[None, :], (cs + u + 1)[None, :]
-    a, c = ra[:, None], ca[None, :]
-    return pre[a, c, r1, c1] - pre[a, c, r0, c1] - pre[a, c, r1, c0] + pre[a, c, r0, c0]
+    rows = np.zeros((len(sets), n_r), bool)
+    for i, x in enumerate(sets):
+        rows[i, x] = True
+    return Placed(rows, (rows.astype(np.int64) @ reads) > 0, np.array(us), np.array(rs))
 
 
 RUNS = 4  # partial runs tracked per part and layer; more fall back to the generic bound
 SPAN = 12  # row-class counts above the least possible one tracked with runs
-PLACED_SPAN = 1  # ... and with their place along the cycles, for one partial run (more: seconds, no gain)
+PLACED_SPAN = 1  # ... and as explicit sets (`placed_sets`) for the fewest classes and one more
 PLACED_LIMIT = 256  # most placed states per layer (2 sizes × 128 places): the DP is quadratic in states
 
 
@@ -405,20 +414,41 @@ def load_reach(weights, row_class, u, capacity) -> np.ndarray:
     return np.minimum(capacity, heaviest[np.minimum(u, class_load.size)]) * class_load.size / max(float(weights.sum()), 1.0)
 
 
-def _placed_costs(h, m, prev, cyc, u, pos, z, cache):
-    """h with the exact cost of every pair of placed single-run states (`placed_block_sums`): the
-    same run of a layer is the part's rows in both of its tables, where the unplaced states let
-    each table choose its own best run."""
-    p_u, _, p_most, _, p_cyc, p_pos = prev
-    rows, cols = np.flatnonzero(p_pos >= 0), np.flatnonzero(pos >= 0)
-    key = ("placed", _digest(m, *(x for x, _ in p_cyc), *(c for _, c in cyc), p_u[rows], p_pos[rows], u[cols],
-                             pos[cols]))
-    if key not in cache:
-        cache[key] = placed_block_sums(m, p_cyc, cyc, p_u[rows], p_pos[rows], u[cols], pos[cols])
-    width = z * (u[cols] + 1)[None, :]
-    exact = width - np.minimum(np.minimum(cache[key], float(p_most)), width)
+def set_runs(weights: np.ndarray, orders, lo: int, hi: int, total_max: int) -> np.ndarray:
+    """out[r, x, s] ≥ the largest sum of weights[s] over r partial runs (lengths lo..hi) along the
+    cycles `orders` plus whole cycles, x classes in all (`runs_bound` on each set's best single runs):
+    what a placed set aligns with a part whose other side is only known as runs."""
+    ell = orders[0].size
+    order = np.stack(orders)  # [cycle, ℓ]
+    pre = np.zeros(weights.shape[:1] + order.shape[:1] + (2 * ell + 1,))
+    pre[:, :, 1:] = np.cumsum(weights[:, np.concatenate([order, order], axis=1)], axis=2)
+    piece = np.zeros((ell + 1, weights.shape[0]))
+    for length in range(1, ell + 1):
+        starts = np.arange(ell if length < ell else 1)
+        piece[length] = (pre[:, :, starts + length] - pre[:, :, starts]).max(axis=(1, 2))
+    return runs_bound(piece, lo, hi, ell, total_max, RUNS)
+
+
+def _placed_costs(h, m, prev_placed, prev_at, placed, at, p_u, p_most, z, p_r=None, p_cyc=None):
+    """h with what explicit sets know: between two placed states the exact alignment (the block of
+    m the previous set's rows × this set's columns), and into a placed state from any state of u'
+    classes the best u' rows over this set's columns. Unplaced states let each table pick its own
+    best rows for the same part's classes; a placed set is the same rows in both of its tables."""
     h = h.copy()
-    h[np.ix_(rows, cols)] = np.maximum(h[np.ix_(rows, cols)], exact)
+    by_cols = m @ placed.cols.T  # [previous row class, set]
+    best_rows = np.vstack([np.zeros(by_cols.shape[1]), np.cumsum(-np.sort(-by_cols, axis=0), axis=0)])
+    aligned = best_rows[np.minimum(p_u, m.shape[0])]  # [previous state, set]
+    runs = np.flatnonzero(p_r <= RUNS) if p_cyc and len({x.size for x, _ in p_cyc}) == 1 else []
+    if len(runs):  # the previous rows are r' runs of u' classes: the best such runs over each set's columns
+        ell = p_cyc[0][0].size
+        table = set_runs(by_cols.T, [x for x, _ in p_cyc], 1, ell - 1, int(p_u[runs].max()))
+        aligned[runs] = np.minimum(aligned[runs], table[p_r[runs], p_u[runs]])
+    if prev_placed is not None:
+        aligned[prev_at >= 0] = np.minimum(aligned[prev_at >= 0], (prev_placed.rows @ by_cols)[prev_at[prev_at >= 0]])
+    width = z * placed.cols.sum(axis=1)[at[at >= 0]]
+    cols = np.flatnonzero(at >= 0)
+    exact = width[None, :] - np.minimum(np.minimum(aligned[:, at[cols]], float(p_most)), width[None, :])
+    h[:, cols] = np.maximum(h[:, cols], exact)
     return h
 
 
@@ -478,16 +508,21 @@ def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = 
             for r in range(RUNS + 1):
                 u_of.append(u_run)
                 r_of.append(np.full(u_run.size, r))
-        placed = run_positions(cyc, u_lo, min(u_hi, u_lo + PLACED_SPAN)) if cyc else None
-        if placed is not None and placed[0].size > PLACED_LIMIT:
-            placed = None
-        pos_of = [np.full(sum(x.size for x in u_of), -1)]
-        if placed is not None:  # these single runs are tracked with their place only (below: unplaced → inf)
-            u_of.append(placed[0])
-            r_of.append(np.ones(placed[0].size, int))
-            pos_of.append(placed[1])
-        u_of, r_of, pos_of = np.concatenate(u_of), np.concatenate(r_of), np.concatenate(pos_of)
-        unplaced = (pos_of < 0) & (r_of == 1) & np.isin(u_of, placed[0] if placed is not None else [])
+        placed = None
+        if cyc:
+            a, c, _, _ = _incidence(rc, cc, w)
+            reads = np.zeros((n_r, n_c), np.int64)
+            reads[a, c] = 1
+            placed = placed_sets(cyc, reads, range(u_lo, min(u_hi, u_lo + PLACED_SPAN) + 1), PLACED_LIMIT)
+        at = [np.full(sum(x.size for x in u_of), -1)]  # each state's placed set, −1: none
+        if placed is not None:
+            u_of.append(placed.u)
+            r_of.append(placed.r)
+            at.append(np.arange(placed.u.size))
+        u_of, r_of, at = np.concatenate(u_of), np.concatenate(r_of), np.concatenate(at)
+        # a (u, r) whose sets are all placed is only reached through them
+        covered = set() if placed is None else set(zip(placed.u.tolist(), placed.r.tolist()))
+        unplaced = (at < 0) & np.array([(x, y) in covered for x, y in zip(u_of.tolist(), r_of.tolist())], bool)
         runs = r_of <= RUNS
         n_prev = 1 if prev is None else prev[0].size
         cells += n_prev * u_of.size
@@ -506,7 +541,7 @@ def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = 
             if prev is None:
                 aligned = np.zeros((1, n_c + 1))  # inputs: alignment taken off once, globally
             else:
-                p_u, p_r, p_most, p_rc, p_cyc, _ = prev
+                p_u, p_r, p_most, p_rc, p_cyc, _, _ = prev
                 aligned = np.full((p_u.size, n_c + 1), float(p_most))
                 if (int(p_rc.max()) + 1) * n_c <= DENSE_LIMIT:
                     m = np.zeros((int(p_rc.max()) + 1, n_c))
@@ -521,6 +556,11 @@ def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = 
                     aligned = np.minimum(aligned, _generic_alignment(m, p_u, cache))
                     if p_cyc:
                         aligned = np.minimum(aligned, _row_runs_alignment(m, p_cyc, p_u, p_r, cache))
+                    if prev[5] is not None:  # a placed set's rows are known: their best v columns
+                        by_rows = prev[5].rows @ m
+                        top = np.hstack([np.zeros((by_rows.shape[0], 1)), np.cumsum(-np.sort(-by_rows, axis=1), axis=1)])
+                        sel = prev[6] >= 0
+                        aligned[sel] = np.minimum(aligned[sel], top[prev[6][sel]])
             aligned = np.minimum(aligned, zz * v[None, :])
             g = zz * v[None, :] - aligned  # [prev state, v]; +inf where the previous state is impossible
             suffix = np.minimum.accumulate(g[:, ::-1], axis=1)[:, ::-1]  # min over at least v classes
@@ -539,11 +579,16 @@ def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = 
                     if p_cyc:
                         best = np.minimum(best, _joint_alignment(m, p_cyc, cyc, prev[0], prev[1], u_of[runs],
                                                                  r_of[runs], cache))
+                    ell = {c.size for _, c in cyc}
+                    if prev[5] is not None and len(ell) == 1:  # a placed set's rows over r arcs of columns
+                        sel = np.flatnonzero(prev[6] >= 0)
+                        table = set_runs(prev[5].rows @ m, [c for _, c in cyc], 2, ell.pop(), int(width.max()))
+                        best[sel] = np.minimum(best[sel], table[r_of[runs][None, :], width[None, :], prev[6][sel][:, None]])
                     exact = np.maximum(exact, zz * width[None, :] - best)
                 exact[:, (width > n_c) | (r_of[runs] > u_of[runs])] = np.inf
                 h[:, runs] = exact
-                if m is not None and placed is not None and (prev[5] >= 0).any() and m.size <= JOINT_LIMIT:
-                    h = _placed_costs(h, m, prev, cyc, u_of, pos_of, zz, cache)
+                if m is not None and placed is not None:
+                    h = _placed_costs(h, m, prev[5], prev[6], placed, at, prev[0], prev[2], zz, prev[1], prev[4])
         h[:, (u_of < u_lo) | unplaced] = np.inf
         if max_resident is not None and resident_bytes() > max_resident:
             # The tables are budgeted above; this also covers the per-layer work (alignment tables
@@ -555,7 +600,7 @@ def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = 
         sizes.append(float(z[0]) if uniform else 0.0)
         u_states.append(u_of)
         load_states.append(load_reach(weights, rc, u_of, layer_capacity(weights, k, epsilon)))
-        prev = (u_of, r_of, most, rc, cyc, pos_of)
+        prev = (u_of, r_of, most, rc, cyc, placed, at)
         if progress:
             progress(t, len(layers))
     return LayerCosts(costs, counts, sizes, u_states, load_states, offsets, priceable)
