@@ -29,7 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import linear_sum_assignment
 
-from spdnn.bound import _incidence, cycles
+from spdnn.cycle_runs import class_incidence, cycles
 from spdnn.hypergraph import identical_rows
 from spdnn.network import read_network
 from spdnn.partition import Layers, place_inputs
@@ -46,7 +46,7 @@ class Layer:
 
     def __init__(self, w, row_class, col_class, own: np.ndarray, whole: bool, k: int):
         self.rc, self.cc, self.k = row_class, col_class, k
-        a, c, self.n_r, self.n_c = _incidence(row_class, col_class, w)
+        a, c, self.n_r, self.n_c = class_incidence(row_class, col_class, w)
         self.reads = [c[a == g] for g in range(self.n_r)]
         self.z = np.bincount(col_class).astype(float)
         self.cyc = cycles(row_class, col_class, w)

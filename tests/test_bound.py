@@ -12,8 +12,8 @@ import scipy.sparse as sp
 
 from conftest import assert_user_error, spdnn
 from spdnn.alignment_prices import cell_prices, single_class_blocks
-from spdnn.bound import (_incidence, cycles, expansion, joint_arc_bound, placed_sets, set_runs, submatrix_bound,
-                         volume_lower_bound)
+from spdnn.bound import expansion, submatrix_bound, volume_lower_bound
+from spdnn.cycle_runs import class_incidence, cycles, joint_arc_bound, placed_sets, set_runs
 from spdnn.generate import radixnet, random_sparse
 from spdnn.hypergraph import identical_rows
 from spdnn.partition import METHODS, partition_network
@@ -148,7 +148,7 @@ def test_placed_sets_are_every_run_and_every_union_of_whole_cycles():
     w = layers[0]
     rc, cc = identical_rows(w), identical_rows(w.T.tocsr())
     cyc = cycles(rc, cc, w)
-    a, c, n_r, n_c = _incidence(rc, cc, w)
+    a, c, n_r, n_c = class_incidence(rc, cc, w)
     reads = np.zeros((n_r, n_c), np.int64)
     reads[a, c] = 1
     placed = placed_sets(cyc, reads, [2, 3, 4], 256)
@@ -167,7 +167,7 @@ def test_set_runs_is_the_best_sum_over_runs_of_a_cycle():
     rng = np.random.default_rng(4)
     weights = rng.poisson(1.0, size=(3, 6)).astype(float)
     orders = [np.array([4, 0, 2]), np.array([1, 5, 3])]  # two cycles of 3
-    table = set_runs(weights, orders, 1, 2, 6)  # [r, x, set]
+    table = set_runs(weights, orders, 1, 2, 6, 4)  # [r, x, set]; up to 4 runs
     segments = [(o, s, n) for o in orders for s in range(3) for n in (1, 2)]  # partial runs
     for i, wt in enumerate(weights):
         one = max(wt[o[(s + np.arange(n)) % 3]].sum() for o, s, n in segments if n == 2)

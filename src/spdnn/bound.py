@@ -28,18 +28,20 @@ column classes g and g + s), a part's row classes split into r partial runs and 
 reads exactly u + r column classes, and those form r arcs plus whole cycles. The state of a part
 in a layer is then (u, r) (r ≤ RUNS; more runs, or no cycles, keep the generic bound), and the
 alignment is also at most the sum over the pieces of the best single arc of that length
-(`arc_bound`, `runs_bound`), on the column side (this layer's runs) and on the row side (the
+(`cycle_runs.arc_bound`, `runs_bound`), on the column side (this layer's runs) and on the row side (the
 previous layer's runs), and for a part that is one partial run in both layers, the densest block
 of a run of rows times an arc of columns (`joint_arc_bound`). This is what makes the bound tight
 on Graph Challenge layers: a dense u×v block of M_t is easy to find, a dense block whose columns
 are a few arcs is not.
 
 A part's rows of layer t appear in two tables: as readers in layer t and as owners in layer t + 1.
-With states (u, r) each table picks its own best run for them. For one partial run of the fewest
-classes (u ≤ u_lo + PLACED_SPAN) the state also carries the run's place along the cycles, and
-between two placed states the alignment is the exact block sum (`placed_block_sums`): the same run
-in both tables. On the real 1024-neuron network a single part's best chain of such runs aligns
-18 % less than the per-table bests.
+With states (u, r) each table picks its own best runs for them. For the fewest classes a part may
+touch and one more (u ≤ u_lo + PLACED_SPAN), the sets that are one partial run or a union of whole
+cycles are states of their own, each carrying its set (`cycle_runs.placed_sets`, at most
+PLACED_LIMIT a layer): between two placed states the alignment is the exact block of M_t, the same
+rows in both tables; into or out of one, its columns or its rows are known exactly (best rows,
+best runs of rows, over its columns; and the transpose: `cycle_runs.set_runs`). On the real
+1024-neuron network a single part's best chain of runs aligns 18 % less than the per-table bests.
 
 Each part is granted its densest cells of M_t on its own, though a neuron has one owner. Prices
 π_t on the cells (`alignment_prices`) charge for that: the tables are built on M_t ∘ (1 − π_t)
@@ -76,7 +78,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from .alignment_prices import cell_prices, fits, single_class_blocks
-from .arrays import distinct
+from .cycle_runs import (arc_bound, class_incidence, cycles, joint_arc_bound, placed_sets, runs_bound,
+                         set_runs)
 from .hypergraph import identical_rows
 from .semidefinite_bound import SdpBudget, semidefinite_certificate, solver_bytes
 from .volume import layer_capacity, rows_per_part
@@ -87,14 +90,6 @@ DENSE_LIMIT = 1 << 25  # largest M_t kept dense; beyond it the alignment is boun
 STATE_LIMIT = 200_000_000  # Σ_t (states of u_{t−1}) × (states of u_t): the DP's memory, 8 bytes each
 
 
-def _incidence(row_class, col_class, w: sp.csr_matrix):
-    """(row class, column class) pairs of the layer, each once, sorted by row class; and the counts."""
-    n_r, n_c = int(row_class.max()) + 1, int(col_class.max()) + 1
-    rows = np.repeat(np.arange(w.shape[0]), np.diff(w.indptr))
-    a, c = np.divmod(distinct(row_class[rows] * n_c + col_class[w.indices], limit=n_r * n_c), n_c)
-    return a, c, n_r, n_c
-
-
 def expansion(row_class, col_class, w: sp.csr_matrix, cyc=None) -> np.ndarray:
     """e[u] ≤ the number of column classes read by any u row classes (u = 0..R).
 
@@ -102,7 +97,7 @@ def expansion(row_class, col_class, w: sp.csr_matrix, cyc=None) -> np.ndarray:
     reads and d_col the most row classes reading one column class. Sharper where the incidence is
     a union of cycles (RadiX-Net layers; `cycles`, computed here when cyc is None): u row classes that
     are not whole cycles read ≥ u + 1."""
-    a, c, n_r, n_c = _incidence(row_class, col_class, w)
+    a, c, n_r, n_c = class_incidence(row_class, col_class, w)
     d_row, d_col = np.bincount(a, minlength=n_r), np.bincount(c, minlength=n_c)
     u = np.arange(n_r + 1)
     e = np.maximum(np.where(u > 0, d_row.min(), 0), -(-u * d_row.min() // max(int(d_col.max()), 1)))
@@ -169,148 +164,7 @@ def _batched(iterable, size):
         yield chunk
 
 
-def cycles(row_class, col_class, w: sp.csr_matrix):
-    """The incidence row class → column classes as cycles, or None if it is not a union of cycles.
-
-    Each cycle is (rows, cols) with rows[i] reading cols[i] and cols[(i+1) % ℓ]: a run of a < ℓ
-    consecutive rows reads the a + 1 consecutive columns from the same start."""
-    a, c, n_r, n_c = _incidence(row_class, col_class, w)
-    if not ((np.bincount(a, minlength=n_r) == 2).all() and (np.bincount(c, minlength=n_c) == 2).all()):
-        return None
-    row_cols = c.reshape(n_r, 2)  # pairs are sorted by row class: two columns each
-    col_rows = a[np.argsort(c, kind="stable")].reshape(n_c, 2)
-    seen = np.zeros(n_r, bool)
-    out = []
-    for start in range(n_r):
-        if seen[start]:
-            continue
-        rs, cs = [start], [int(row_cols[start, 0])]
-        r, col = start, int(row_cols[start, 1])
-        while True:
-            seen[r] = True
-            cs.append(col)
-            nxt = int(col_rows[col, 0] if col_rows[col, 1] == r else col_rows[col, 1])
-            if nxt == start:
-                break
-            rs.append(nxt)
-            col = int(row_cols[nxt, 0] if row_cols[nxt, 1] == col else row_cols[nxt, 1])
-            r = nxt
-        out.append((np.array(rs), np.array(cs[:len(rs)])))
-    return out
-
-
-def arc_bound(m: np.ndarray, cyc, lengths) -> np.ndarray:
-    """best[L, u] ≥ the sum of the best u rows of m over any L consecutive columns of one cycle.
-
-    `cyc` orders m's columns in cycles; u = 0..rows, L = 1..max length (whole cycles included)."""
-    n_r = m.shape[0]
-    best = np.full((lengths + 1, n_r + 1), -np.inf)
-    best[0] = 0.0
-    # Prefix sums along each cycle (walked twice, for arcs that wrap), once: every arc length
-    # reads its sums from them.
-    runs = [np.concatenate([np.zeros((n_r, 1)), np.cumsum(m[:, np.concatenate([cols, cols])], axis=1)], axis=1)
-            for _, cols in cyc]
-    for length in range(1, lengths + 1):
-        sums = []
-        for (_, cols), run in zip(cyc, runs):
-            ell = cols.size
-            if length > ell:
-                continue
-            starts = np.arange(ell if length < ell else 1)
-            sums.append((run[:, starts + length] - run[:, starts]).T)  # [start, row]
-        if sums:
-            top = np.cumsum(-np.sort(-np.concatenate(sums), axis=1), axis=1)
-            best[length, 1:] = top.max(axis=0)
-            best[length, 0] = 0.0
-    return best
-
-
-def runs_bound(piece: np.ndarray, lo: int, hi: int, whole: int, total_max: int, runs_max: int) -> np.ndarray:
-    """out[r, x, ·] ≥ the alignment of r partial runs (lengths lo..hi) plus any number of whole
-    cycles (length `whole`), x in total; `piece[L, ·]` bounds one run of length L (`arc_bound`).
-
-    Each piece takes its own best rows, so the sum bounds the union from above; −inf marks an
-    impossible (r, x)."""
-    n = piece.shape[1]
-    out = np.full((runs_max + 1, total_max + 1, n), -np.inf)
-    out[0, 0] = 0.0
-    for r in range(1, runs_max + 1):
-        for length in range(lo, min(hi, total_max) + 1):
-            out[r, length:] = np.maximum(out[r, length:], out[r - 1, :total_max + 1 - length] + piece[length][None, :])
-    for x in range(whole, total_max + 1):
-        out[:, x] = np.maximum(out[:, x], out[:, x - whole] + piece[whole][None, :])
-    return out
-
-
-def joint_arc_bound(m: np.ndarray, row_orders: np.ndarray, col_orders: np.ndarray, run_lengths, arc_lengths) -> dict:
-    """best[(a, b)] = the largest sum of m over a run of a consecutive rows along one of
-    row_orders' cycles times an arc of b consecutive columns along one of col_orders' cycles
-    (exact), for a in run_lengths and b in arc_lengths (0 < a ≤ ℓ_r, 0 < b ≤ ℓ_c).
-
-    row_orders [cycles, ℓ_r] and col_orders [cycles, ℓ_c] list m's rows and columns in cycle order.
-    This is the part whose rows were one partial run in the previous layer and are one partial run
-    in this one: both sides restricted at once, where `arc_bound` restricts one side only. Only the
-    lengths asked for are computed: the runs states span SPAN + 1 sizes, while 1..ℓ would be
-    ℓ_r·ℓ_c passes over the whole matrix (minutes a layer at N = 4096)."""
-    lr, lc = row_orders.shape[1], col_orders.shape[1]
-    rr = np.concatenate([row_orders, row_orders], axis=1)
-    cc = np.concatenate([col_orders, col_orders], axis=1)
-    sub = m[rr[:, None, :, None], cc[None, :, None, :]]  # [row cycle, col cycle, 2ℓ_r, 2ℓ_c]
-    pre = np.zeros(sub.shape[:2] + (2 * lr + 1, 2 * lc + 1))
-    pre[:, :, 1:, 1:] = sub.cumsum(axis=2).cumsum(axis=3)
-    best = {}
-    for a in run_lengths:
-        sr = lr if a < lr else 1
-        for b in arc_lengths:
-            sc = lc if b < lc else 1
-            sums = (pre[:, :, a:a + sr, b:b + sc] - pre[:, :, :sr, b:b + sc]
-                    - pre[:, :, a:a + sr, :sc] + pre[:, :, :sr, :sc])
-            best[a, b] = float(sums.max())
-    return best
-
-
 JOINT_LIMIT = 1 << 21  # largest M_t (row classes × column classes) given joint blocks: 4× its size in floats
-
-
-class Placed(NamedTuple):
-    """Explicit row-class sets a part may hold in a layer, tracked as states of their own: the
-    classes (rows [set, row class]), the column classes they read (cols [set, column class]), u, r."""
-    rows: np.ndarray
-    cols: np.ndarray
-    u: np.ndarray
-    r: np.ndarray
-
-
-def placed_sets(cyc, reads: np.ndarray, sizes, limit: int) -> Placed | None:
-    """The sets of `sizes` row classes that are one partial run along the layer's cycles (every
-    start), then the unions of whole cycles (every choice), while at most `limit` sets in all; each
-    family is all or nothing, so a state it covers can go unplaced-free. `reads` [row class, column
-    class] is the layer's incidence; cycles of different lengths: None."""
-    if not cyc or len({r.size for r, _ in cyc}) != 1:
-        return None
-    ell, n_r = cyc[0][0].size, reads.shape[0]
-    sets, us, rs = [], [], []
-    runs = [u for u in sizes if 0 < u < ell]
-    if runs and len(runs) * n_r <= limit:
-        for u in runs:
-            for rows, _ in cyc:
-                sets += [rows[(s + np.arange(u)) % ell] for s in range(ell)]
-            us += [u] * n_r
-            rs += [1] * n_r
-    for u in sizes:
-        if u > 0 and u % ell == 0 and len(sets) + math.comb(len(cyc), u // ell) <= limit:
-            for chosen in itertools.combinations(range(len(cyc)), u // ell):
-                sets.append(np.concatenate([cyc[i][0] for i in chosen]))
-                us.append(u)
-                rs.append(0)
-    if not sets:
-        return None
-    rows = np.zeros((len(sets), n_r), bool)
-    for i, x in enumerate(sets):
-        rows[i, x] = True
-    return Placed(rows, (rows.astype(np.int64) @ reads) > 0, np.array(us), np.array(rs))
-
-
 RUNS = 4  # partial runs tracked per part and layer; more fall back to the generic bound
 SPAN = 12  # row-class counts above the least possible one tracked with runs
 PLACED_SPAN = 1  # ... and as explicit sets (`placed_sets`) for the fewest classes and one more
@@ -414,21 +268,6 @@ def load_reach(weights, row_class, u, capacity) -> np.ndarray:
     return np.minimum(capacity, heaviest[np.minimum(u, class_load.size)]) * class_load.size / max(float(weights.sum()), 1.0)
 
 
-def set_runs(weights: np.ndarray, orders, lo: int, hi: int, total_max: int) -> np.ndarray:
-    """out[r, x, s] ≥ the largest sum of weights[s] over r partial runs (lengths lo..hi) along the
-    cycles `orders` plus whole cycles, x classes in all (`runs_bound` on each set's best single runs):
-    what a placed set aligns with a part whose other side is only known as runs."""
-    ell = orders[0].size
-    order = np.stack(orders)  # [cycle, ℓ]
-    pre = np.zeros(weights.shape[:1] + order.shape[:1] + (2 * ell + 1,))
-    pre[:, :, 1:] = np.cumsum(weights[:, np.concatenate([order, order], axis=1)], axis=2)
-    piece = np.zeros((ell + 1, weights.shape[0]))
-    for length in range(1, ell + 1):
-        starts = np.arange(ell if length < ell else 1)
-        piece[length] = (pre[:, :, starts + length] - pre[:, :, starts]).max(axis=(1, 2))
-    return runs_bound(piece, lo, hi, ell, total_max, RUNS)
-
-
 def _placed_costs(h, m, prev_placed, prev_at, placed, at, p_u, p_most, z, p_r=None, p_cyc=None):
     """h with what explicit sets know: between two placed states the exact alignment (the block of
     m the previous set's rows × this set's columns), and into a placed state from any state of u'
@@ -441,7 +280,7 @@ def _placed_costs(h, m, prev_placed, prev_at, placed, at, p_u, p_most, z, p_r=No
     runs = np.flatnonzero(p_r <= RUNS) if p_cyc and len({x.size for x, _ in p_cyc}) == 1 else []
     if len(runs):  # the previous rows are r' runs of u' classes: the best such runs over each set's columns
         ell = p_cyc[0][0].size
-        table = set_runs(by_cols.T, [x for x, _ in p_cyc], 1, ell - 1, int(p_u[runs].max()))
+        table = set_runs(by_cols.T, [x for x, _ in p_cyc], 1, ell - 1, int(p_u[runs].max()), RUNS)
         aligned[runs] = np.minimum(aligned[runs], table[p_r[runs], p_u[runs]])
     if prev_placed is not None:
         aligned[prev_at >= 0] = np.minimum(aligned[prev_at >= 0], (prev_placed.rows @ by_cols)[prev_at[prev_at >= 0]])
@@ -510,7 +349,7 @@ def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = 
                 r_of.append(np.full(u_run.size, r))
         placed = None
         if cyc:
-            a, c, _, _ = _incidence(rc, cc, w)
+            a, c, _, _ = class_incidence(rc, cc, w)
             reads = np.zeros((n_r, n_c), np.int64)
             reads[a, c] = 1
             placed = placed_sets(cyc, reads, range(u_lo, min(u_hi, u_lo + PLACED_SPAN) + 1), PLACED_LIMIT)
@@ -549,7 +388,7 @@ def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = 
                     if fits(m.shape[0], n_r):
                         priceable += 1
                         if prices:  # the blocks only where they are priced: the plain pass only counts
-                            a, c, _, _ = _incidence(rc, cc, w)
+                            a, c, _, _ = class_incidence(rc, cc, w)
                             reads = np.split(c, np.flatnonzero(np.diff(a)) + 1)  # pairs sorted by row class
                             pi = cell_prices(m, k, single_class_blocks(m.shape, reads))
                             m, offsets[-1] = m * (1.0 - pi), float((pi * m).sum())
@@ -582,7 +421,7 @@ def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = 
                     ell = {c.size for _, c in cyc}
                     if prev[5] is not None and len(ell) == 1:  # a placed set's rows over r arcs of columns
                         sel = np.flatnonzero(prev[6] >= 0)
-                        table = set_runs(prev[5].rows @ m, [c for _, c in cyc], 2, ell.pop(), int(width.max()))
+                        table = set_runs(prev[5].rows @ m, [c for _, c in cyc], 2, ell.pop(), int(width.max()), RUNS)
                         best[sel] = np.minimum(best[sel], table[r_of[runs][None, :], width[None, :], prev[6][sel][:, None]])
                     exact = np.maximum(exact, zz * width[None, :] - best)
                 exact[:, (width > n_c) | (r_of[runs] > u_of[runs])] = np.inf

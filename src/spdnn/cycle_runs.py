@@ -1,0 +1,181 @@
+"""Row classes along cycles: the RadiX-Net structure the lower bound (`bound.py`) exploits.
+
+On Graph Challenge layers the incidence row class → column classes is a union of cycles (row
+class g reads column classes g and g + s): a part's row classes then split into runs along them,
+and u classes in r partial runs read exactly u + r column classes. Here: finding the cycles, the
+densest blocks a run or an arc can align (one side, both sides, or an explicit set), and the
+explicit sets a part may hold (`placed_sets`). Pure functions of the class-count matrix M_t.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import NamedTuple
+
+import numpy as np
+import scipy.sparse as sp
+
+from .arrays import distinct
+
+
+def class_incidence(row_class, col_class, w: sp.csr_matrix):
+    """(row class, column class) pairs of the layer, each once, sorted by row class; and the counts."""
+    n_r, n_c = int(row_class.max()) + 1, int(col_class.max()) + 1
+    rows = np.repeat(np.arange(w.shape[0]), np.diff(w.indptr))
+    a, c = np.divmod(distinct(row_class[rows] * n_c + col_class[w.indices], limit=n_r * n_c), n_c)
+    return a, c, n_r, n_c
+
+
+def cycles(row_class, col_class, w: sp.csr_matrix):
+    """The incidence row class → column classes as cycles, or None if it is not a union of cycles.
+
+    Each cycle is (rows, cols) with rows[i] reading cols[i] and cols[(i+1) % ℓ]: a run of a < ℓ
+    consecutive rows reads the a + 1 consecutive columns from the same start."""
+    a, c, n_r, n_c = class_incidence(row_class, col_class, w)
+    if not ((np.bincount(a, minlength=n_r) == 2).all() and (np.bincount(c, minlength=n_c) == 2).all()):
+        return None
+    row_cols = c.reshape(n_r, 2)  # pairs are sorted by row class: two columns each
+    col_rows = a[np.argsort(c, kind="stable")].reshape(n_c, 2)
+    seen = np.zeros(n_r, bool)
+    out = []
+    for start in range(n_r):
+        if seen[start]:
+            continue
+        rs, cs = [start], [int(row_cols[start, 0])]
+        r, col = start, int(row_cols[start, 1])
+        while True:
+            seen[r] = True
+            cs.append(col)
+            nxt = int(col_rows[col, 0] if col_rows[col, 1] == r else col_rows[col, 1])
+            if nxt == start:
+                break
+            rs.append(nxt)
+            col = int(row_cols[nxt, 0] if row_cols[nxt, 1] == col else row_cols[nxt, 1])
+            r = nxt
+        out.append((np.array(rs), np.array(cs[:len(rs)])))
+    return out
+
+
+def arc_bound(m: np.ndarray, cyc, lengths) -> np.ndarray:
+    """best[L, u] ≥ the sum of the best u rows of m over any L consecutive columns of one cycle.
+
+    `cyc` orders m's columns in cycles; u = 0..rows, L = 1..max length (whole cycles included)."""
+    n_r = m.shape[0]
+    best = np.full((lengths + 1, n_r + 1), -np.inf)
+    best[0] = 0.0
+    # Prefix sums along each cycle (walked twice, for arcs that wrap), once: every arc length
+    # reads its sums from them.
+    runs = [np.concatenate([np.zeros((n_r, 1)), np.cumsum(m[:, np.concatenate([cols, cols])], axis=1)], axis=1)
+            for _, cols in cyc]
+    for length in range(1, lengths + 1):
+        sums = []
+        for (_, cols), run in zip(cyc, runs):
+            ell = cols.size
+            if length > ell:
+                continue
+            starts = np.arange(ell if length < ell else 1)
+            sums.append((run[:, starts + length] - run[:, starts]).T)  # [start, row]
+        if sums:
+            top = np.cumsum(-np.sort(-np.concatenate(sums), axis=1), axis=1)
+            best[length, 1:] = top.max(axis=0)
+            best[length, 0] = 0.0
+    return best
+
+
+def runs_bound(piece: np.ndarray, lo: int, hi: int, whole: int, total_max: int, runs_max: int) -> np.ndarray:
+    """out[r, x, ·] ≥ the alignment of r partial runs (lengths lo..hi) plus any number of whole
+    cycles (length `whole`), x in total; `piece[L, ·]` bounds one run of length L (`arc_bound`).
+
+    Each piece takes its own best rows, so the sum bounds the union from above; −inf marks an
+    impossible (r, x)."""
+    n = piece.shape[1]
+    out = np.full((runs_max + 1, total_max + 1, n), -np.inf)
+    out[0, 0] = 0.0
+    for r in range(1, runs_max + 1):
+        for length in range(lo, min(hi, total_max) + 1):
+            out[r, length:] = np.maximum(out[r, length:], out[r - 1, :total_max + 1 - length] + piece[length][None, :])
+    for x in range(whole, total_max + 1):
+        out[:, x] = np.maximum(out[:, x], out[:, x - whole] + piece[whole][None, :])
+    return out
+
+
+def joint_arc_bound(m: np.ndarray, row_orders: np.ndarray, col_orders: np.ndarray, run_lengths, arc_lengths) -> dict:
+    """best[(a, b)] = the largest sum of m over a run of a consecutive rows along one of
+    row_orders' cycles times an arc of b consecutive columns along one of col_orders' cycles
+    (exact), for a in run_lengths and b in arc_lengths (0 < a ≤ ℓ_r, 0 < b ≤ ℓ_c).
+
+    row_orders [cycles, ℓ_r] and col_orders [cycles, ℓ_c] list m's rows and columns in cycle order.
+    This is the part whose rows were one partial run in the previous layer and are one partial run
+    in this one: both sides restricted at once, where `arc_bound` restricts one side only. Only the
+    lengths asked for are computed: the runs states span SPAN + 1 sizes, while 1..ℓ would be
+    ℓ_r·ℓ_c passes over the whole matrix (minutes a layer at N = 4096)."""
+    lr, lc = row_orders.shape[1], col_orders.shape[1]
+    rr = np.concatenate([row_orders, row_orders], axis=1)
+    cc = np.concatenate([col_orders, col_orders], axis=1)
+    sub = m[rr[:, None, :, None], cc[None, :, None, :]]  # [row cycle, col cycle, 2ℓ_r, 2ℓ_c]
+    pre = np.zeros(sub.shape[:2] + (2 * lr + 1, 2 * lc + 1))
+    pre[:, :, 1:, 1:] = sub.cumsum(axis=2).cumsum(axis=3)
+    best = {}
+    for a in run_lengths:
+        sr = lr if a < lr else 1
+        for b in arc_lengths:
+            sc = lc if b < lc else 1
+            sums = (pre[:, :, a:a + sr, b:b + sc] - pre[:, :, :sr, b:b + sc]
+                    - pre[:, :, a:a + sr, :sc] + pre[:, :, :sr, :sc])
+            best[a, b] = float(sums.max())
+    return best
+
+
+class Placed(NamedTuple):
+    """Explicit row-class sets a part may hold in a layer, tracked as states of their own: the
+    classes (rows [set, row class]), the column classes they read (cols [set, column class]), u, r."""
+    rows: np.ndarray
+    cols: np.ndarray
+    u: np.ndarray
+    r: np.ndarray
+
+
+def placed_sets(cyc, reads: np.ndarray, sizes, limit: int) -> Placed | None:
+    """The sets of `sizes` row classes that are one partial run along the layer's cycles (every
+    start), then the unions of whole cycles (every choice), while at most `limit` sets in all; each
+    family is all or nothing, so a state it covers can go unplaced-free. `reads` [row class, column
+    class] is the layer's incidence; cycles of different lengths: None."""
+    if not cyc or len({r.size for r, _ in cyc}) != 1:
+        return None
+    ell, n_r = cyc[0][0].size, reads.shape[0]
+    sets, us, rs = [], [], []
+    runs = [u for u in sizes if 0 < u < ell]
+    if runs and len(runs) * n_r <= limit:
+        for u in runs:
+            for rows, _ in cyc:
+                sets += [rows[(s + np.arange(u)) % ell] for s in range(ell)]
+            us += [u] * n_r
+            rs += [1] * n_r
+    for u in sizes:
+        if u > 0 and u % ell == 0 and len(sets) + math.comb(len(cyc), u // ell) <= limit:
+            for chosen in itertools.combinations(range(len(cyc)), u // ell):
+                sets.append(np.concatenate([cyc[i][0] for i in chosen]))
+                us.append(u)
+                rs.append(0)
+    if not sets:
+        return None
+    rows = np.zeros((len(sets), n_r), bool)
+    for i, x in enumerate(sets):
+        rows[i, x] = True
+    return Placed(rows, (rows.astype(np.int64) @ reads) > 0, np.array(us), np.array(rs))
+
+
+def set_runs(weights: np.ndarray, orders, lo: int, hi: int, total_max: int, runs_max: int) -> np.ndarray:
+    """out[r, x, s] ≥ the largest sum of weights[s] over r partial runs (lengths lo..hi) along the
+    cycles `orders` plus whole cycles, x classes in all (`runs_bound` on each set's best single runs):
+    what a placed set aligns with a part whose other side is only known as runs."""
+    ell = orders[0].size
+    order = np.stack(orders)  # [cycle, ℓ]
+    pre = np.zeros(weights.shape[:1] + order.shape[:1] + (2 * ell + 1,))
+    pre[:, :, 1:] = np.cumsum(weights[:, np.concatenate([order, order], axis=1)], axis=2)
+    piece = np.zeros((ell + 1, weights.shape[0]))
+    for length in range(1, ell + 1):
+        starts = np.arange(ell if length < ell else 1)
+        piece[length] = (pre[:, :, starts + length] - pre[:, :, starts]).max(axis=(1, 2))
+    return runs_bound(piece, lo, hi, ell, total_max, runs_max)
