@@ -138,9 +138,9 @@ class Placed(NamedTuple):
 
 def placed_sets(cyc, reads: np.ndarray, sizes, limit: int) -> Placed | None:
     """The sets of `sizes` row classes that are one partial run along the layer's cycles (every
-    start), then the unions of whole cycles (every choice), while at most `limit` sets in all; each
-    family is all or nothing, so a state it covers can go unplaced-free. `reads` [row class, column
-    class] is the layer's incidence; cycles of different lengths: None."""
+    start), then the unions of whole cycles (every choice), while at most `limit` sets in all. Each
+    family is all or nothing, so the state (u, r) it covers needs no unplaced stand-in. `reads`
+    [row class, column class] is the layer's incidence; cycles of different lengths: None."""
     if not cyc or len({r.size for r, _ in cyc}) != 1:
         return None
     ell, n_r = cyc[0][0].size, reads.shape[0]
