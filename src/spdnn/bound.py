@@ -78,7 +78,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .alignment_prices import cell_prices, fits, single_class_blocks
-from .cycle_runs import (arc_bound, class_incidence, cycles, joint_arc_bound, placed_sets, runs_bound,
+from .cycle_runs import (Placed, arc_bound, class_incidence, cycles, joint_arc_bound, placed_sets, runs_bound,
                          set_runs)
 from .hypergraph import identical_rows
 from .semidefinite_bound import SdpBudget, semidefinite_certificate, solver_bytes
@@ -90,18 +90,19 @@ DENSE_LIMIT = 1 << 25  # largest M_t kept dense; beyond it the alignment is boun
 STATE_LIMIT = 200_000_000  # Σ_t (states of u_{t−1}) × (states of u_t): the DP's memory, 8 bytes each
 
 
-def expansion(row_class, col_class, w: sp.csr_matrix, cyc=None) -> np.ndarray:
+def expansion(row_class, col_class, w: sp.csr_matrix, cyc=None, incidence=None) -> np.ndarray:
     """e[u] ≤ the number of column classes read by any u row classes (u = 0..R).
 
     Always: counting incidences, e(u) ≥ ⌈u·d_row/d_col⌉ with d_row the fewest classes a row class
     reads and d_col the most row classes reading one column class. Sharper where the incidence is
     a union of cycles (RadiX-Net layers; `cycles`, computed here when cyc is None): u row classes that
     are not whole cycles read ≥ u + 1."""
-    a, c, n_r, n_c = class_incidence(row_class, col_class, w)
+    incidence = class_incidence(row_class, col_class, w) if incidence is None else incidence
+    a, c, n_r, n_c = incidence
     d_row, d_col = np.bincount(a, minlength=n_r), np.bincount(c, minlength=n_c)
     u = np.arange(n_r + 1)
     e = np.maximum(np.where(u > 0, d_row.min(), 0), -(-u * d_row.min() // max(int(d_col.max()), 1)))
-    cyc = cycles(row_class, col_class, w) if cyc is None else cyc
+    cyc = cycles(row_class, col_class, w, incidence) if cyc is None else cyc
     if cyc:
         whole = np.zeros(n_r + 1, bool)  # u reachable as a union of whole cycles
         whole[0] = True
@@ -265,14 +266,16 @@ def load_reach(weights, row_class, u, capacity) -> np.ndarray:
     cover R = K classes however few rows they hold)."""
     class_load = np.sort(np.bincount(row_class, weights=weights))[::-1]
     heaviest = np.concatenate([[0.0], np.cumsum(class_load)])
-    return np.minimum(capacity, heaviest[np.minimum(u, class_load.size)]) * class_load.size / max(float(weights.sum()), 1.0)
+    mean_class_load = max(float(weights.sum()), 1.0) / class_load.size
+    return np.minimum(capacity, heaviest[np.minimum(u, class_load.size)]) / mean_class_load
 
 
-def _placed_costs(h, m, prev_placed, prev_at, placed, at, p_u, p_most, z, p_r=None, p_cyc=None):
+def _placed_costs(h, m, prev: LayerStates, placed, at, z):
     """h with what explicit sets know: between two placed states the exact alignment (the block of
     m the previous set's rows × this set's columns), and into a placed state from any state of u'
     classes the best u' rows over this set's columns. Unplaced states let each table pick its own
     best rows for the same part's classes; a placed set is the same rows in both of its tables."""
+    p_u, p_r, p_cyc = prev.u, prev.r, prev.cycles
     h = h.copy()
     by_cols = m @ placed.cols.T  # [previous row class, set]
     best_rows = np.vstack([np.zeros(by_cols.shape[1]), np.cumsum(-np.sort(-by_cols, axis=0), axis=0)])
@@ -282,13 +285,27 @@ def _placed_costs(h, m, prev_placed, prev_at, placed, at, p_u, p_most, z, p_r=No
         ell = p_cyc[0][0].size
         table = set_runs(by_cols.T, [x for x, _ in p_cyc], 1, ell - 1, int(p_u[runs].max()), RUNS)
         aligned[runs] = np.minimum(aligned[runs], table[p_r[runs], p_u[runs]])
-    if prev_placed is not None:
-        aligned[prev_at >= 0] = np.minimum(aligned[prev_at >= 0], (prev_placed.rows @ by_cols)[prev_at[prev_at >= 0]])
+    if prev.placed is not None:
+        sel = prev.at >= 0
+        aligned[sel] = np.minimum(aligned[sel], (prev.placed.rows @ by_cols)[prev.at[sel]])
     width = z * placed.cols.sum(axis=1)[at[at >= 0]]
     cols = np.flatnonzero(at >= 0)
-    exact = width[None, :] - np.minimum(np.minimum(aligned[:, at[cols]], float(p_most)), width[None, :])
+    exact = width[None, :] - np.minimum(np.minimum(aligned[:, at[cols]], float(prev.most)), width[None, :])
     h[:, cols] = np.maximum(h[:, cols], exact)
     return h
+
+
+class LayerStates(NamedTuple):
+    """A layer's part states as the next layer's table sees them: u and r of each state, the rows a
+    part may hold, the row classes, the cycles (None: none), the placed sets (None: none) and each
+    state's placed set (−1: not placed)."""
+    u: np.ndarray
+    r: np.ndarray
+    most: int
+    row_class: np.ndarray
+    cycles: list | None
+    placed: Placed | None
+    at: np.ndarray
 
 
 class LayerCosts(NamedTuple):
@@ -325,7 +342,7 @@ def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = 
     A state is (u, r): u row classes touched and, on layers whose classes form cycles, r ≤ RUNS
     partial runs along them, so that exactly u + r column classes are read; r = RUNS + 1 stands
     for "more runs" or "no cycles" and gets the generic bound (≥ e(u) classes)."""
-    prev = None  # (u of state, r of state, rows a part may hold, row classes, cycles)
+    prev = None  # LayerStates of the layer before
     cache = TableCache()
     costs, counts, sizes, u_states, load_states, offsets = [], [], [], [], [], []
     priceable = 0  # layers whose cells the prices would change
@@ -340,7 +357,8 @@ def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = 
         u_lo, u_hi = -(-fewest // np.bincount(rc).max()), min(n_r, most)
         z = np.bincount(cc)
         uniform = bool((z == z[0]).all())
-        cyc = cycles(rc, cc, w) if uniform else None
+        incidence = class_incidence(rc, cc, w) if uniform else None  # once: cycles, expansion, sets, prices
+        cyc = cycles(rc, cc, w, incidence) if uniform else None
         u_of, r_of = [np.arange(u_hi + 1)], [np.full(u_hi + 1, RUNS + 1)]
         if cyc:
             u_run = np.arange(min(u_hi, u_lo + SPAN) + 1)
@@ -349,7 +367,7 @@ def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = 
                 r_of.append(np.full(u_run.size, r))
         placed = None
         if cyc:
-            a, c, _, _ = class_incidence(rc, cc, w)
+            a, c, _, _ = incidence
             reads = np.zeros((n_r, n_c), np.int64)
             reads[a, c] = 1
             placed = placed_sets(cyc, reads, range(u_lo, min(u_hi, u_lo + PLACED_SPAN) + 1), PLACED_LIMIT)
@@ -363,7 +381,7 @@ def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = 
         covered = set() if placed is None else set(zip(placed.u.tolist(), placed.r.tolist()))
         unplaced = (at < 0) & np.array([(x, y) in covered for x, y in zip(u_of.tolist(), r_of.tolist())], bool)
         runs = r_of <= RUNS
-        n_prev = 1 if prev is None else prev[0].size
+        n_prev = 1 if prev is None else prev.u.size
         cells += n_prev * u_of.size
         if cells > max_cells:
             raise BoundBudget(f"layer {t}: up to {u_hi} row classes per part; the bound's tables would exceed "
@@ -380,7 +398,7 @@ def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = 
             if prev is None:
                 aligned = np.zeros((1, n_c + 1))  # inputs: alignment taken off once, globally
             else:
-                p_u, p_r, p_most, p_rc, p_cyc, _, _ = prev
+                p_u, p_r, p_most, p_rc, p_cyc, p_placed, p_at = prev
                 aligned = np.full((p_u.size, n_c + 1), float(p_most))
                 if (int(p_rc.max()) + 1) * n_c <= DENSE_LIMIT:
                     m = np.zeros((int(p_rc.max()) + 1, n_c))
@@ -388,22 +406,23 @@ def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = 
                     if fits(m.shape[0], n_r):
                         priceable += 1
                         if prices:  # the blocks only where they are priced: the plain pass only counts
-                            a, c, _, _ = class_incidence(rc, cc, w)
+                            a, c, _, _ = incidence
                             reads = np.split(c, np.flatnonzero(np.diff(a)) + 1)  # pairs sorted by row class
                             pi = cell_prices(m, k, single_class_blocks(m.shape, reads))
                             m, offsets[-1] = m * (1.0 - pi), float((pi * m).sum())
                     aligned = np.minimum(aligned, _generic_alignment(m, p_u, cache))
                     if p_cyc:
                         aligned = np.minimum(aligned, _row_runs_alignment(m, p_cyc, p_u, p_r, cache))
-                    if prev[5] is not None:  # a placed set's rows are known: their best v columns
-                        by_rows = prev[5].rows @ m
-                        top = np.hstack([np.zeros((by_rows.shape[0], 1)), np.cumsum(-np.sort(-by_rows, axis=1), axis=1)])
-                        sel = prev[6] >= 0
-                        aligned[sel] = np.minimum(aligned[sel], top[prev[6][sel]])
+                    if p_placed is not None:  # a placed set's rows are known: their best v columns
+                        by_rows = p_placed.rows @ m  # [set, column class]
+                        top = np.hstack([np.zeros((by_rows.shape[0], 1)),
+                                         np.cumsum(-np.sort(-by_rows, axis=1), axis=1)])
+                        sel = p_at >= 0
+                        aligned[sel] = np.minimum(aligned[sel], top[p_at[sel]])
             aligned = np.minimum(aligned, zz * v[None, :])
             g = zz * v[None, :] - aligned  # [prev state, v]; +inf where the previous state is impossible
             suffix = np.minimum.accumulate(g[:, ::-1], axis=1)[:, ::-1]  # min over at least v classes
-            e = expansion(rc, cc, w, cyc or False)  # False: known to have no cycles
+            e = expansion(rc, cc, w, cyc or False, incidence)  # False: known to have no cycles
             least = e[u_of]  # generic states: at least e(u) classes; with cycles, "more runs": u + RUNS + 1
             if cyc:
                 least = np.where(u_of <= u_lo + SPAN, np.maximum(least, u_of + RUNS + 1), least)
@@ -413,21 +432,22 @@ def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = 
                 width = u_of[runs] + r_of[runs]
                 exact = g[:, np.minimum(width, n_c)]
                 if m is not None:
-                    cols = _col_runs_alignment(m, cyc, prev[0], u_of[runs], r_of[runs], cache)
+                    cols = _col_runs_alignment(m, cyc, p_u, u_of[runs], r_of[runs], cache)
                     best = np.minimum(aligned[:, np.minimum(width, n_c)], cols)
                     if p_cyc:
-                        best = np.minimum(best, _joint_alignment(m, p_cyc, cyc, prev[0], prev[1], u_of[runs],
+                        best = np.minimum(best, _joint_alignment(m, p_cyc, cyc, p_u, p_r, u_of[runs],
                                                                  r_of[runs], cache))
                     ell = {c.size for _, c in cyc}
-                    if prev[5] is not None and len(ell) == 1:  # a placed set's rows over r arcs of columns
-                        sel = np.flatnonzero(prev[6] >= 0)
-                        table = set_runs(prev[5].rows @ m, [c for _, c in cyc], 2, ell.pop(), int(width.max()), RUNS)
-                        best[sel] = np.minimum(best[sel], table[r_of[runs][None, :], width[None, :], prev[6][sel][:, None]])
+                    if p_placed is not None and len(ell) == 1:  # a placed set's rows over r arcs of columns
+                        sel = np.flatnonzero(p_at >= 0)
+                        table = set_runs(by_rows, [c for _, c in cyc], 2, ell.pop(), int(width.max()), RUNS)
+                        best[sel] = np.minimum(best[sel],
+                                               table[r_of[runs][None, :], width[None, :], p_at[sel][:, None]])
                     exact = np.maximum(exact, zz * width[None, :] - best)
                 exact[:, (width > n_c) | (r_of[runs] > u_of[runs])] = np.inf
                 h[:, runs] = exact
                 if m is not None and placed is not None:
-                    h = _placed_costs(h, m, prev[5], prev[6], placed, at, prev[0], prev[2], zz, prev[1], prev[4])
+                    h = _placed_costs(h, m, prev, placed, at, zz)
         h[:, (u_of < u_lo) | unplaced] = np.inf
         if max_resident is not None and resident_bytes() > max_resident:
             # The tables are budgeted above; this also covers the per-layer work (alignment tables
@@ -439,7 +459,7 @@ def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = 
         sizes.append(float(z[0]) if uniform else 0.0)
         u_states.append(u_of)
         load_states.append(load_reach(weights, rc, u_of, layer_capacity(weights, k, epsilon)))
-        prev = (u_of, r_of, most, rc, cyc, placed, at)
+        prev = LayerStates(u_of, r_of, most, rc, cyc, placed, at)
         if progress:
             progress(t, len(layers))
     return LayerCosts(costs, counts, sizes, u_states, load_states, offsets, priceable)

@@ -27,12 +27,13 @@ def class_incidence(row_class, col_class, w: sp.csr_matrix):
     return a, c, n_r, n_c
 
 
-def cycles(row_class, col_class, w: sp.csr_matrix):
+def cycles(row_class, col_class, w: sp.csr_matrix, incidence=None):
     """The incidence row class → column classes as cycles, or None if it is not a union of cycles.
 
     Each cycle is (rows, cols) with rows[i] reading cols[i] and cols[(i+1) % ℓ]: a run of a < ℓ
-    consecutive rows reads the a + 1 consecutive columns from the same start."""
-    a, c, n_r, n_c = class_incidence(row_class, col_class, w)
+    consecutive rows reads the a + 1 consecutive columns from the same start. `incidence`: the
+    layer's `class_incidence` where the caller has it."""
+    a, c, n_r, n_c = class_incidence(row_class, col_class, w) if incidence is None else incidence
     if not ((np.bincount(a, minlength=n_r) == 2).all() and (np.bincount(c, minlength=n_c) == 2).all()):
         return None
     row_cols = c.reshape(n_r, 2)  # pairs are sorted by row class: two columns each
