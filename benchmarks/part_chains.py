@@ -1,0 +1,175 @@
+"""How cheap can one part be? The best consistent chain of a single part, against the method's parts.
+
+Why: volume splits exactly over the parts, V = Σ_p Σ_t (z·|columns p reads in layer t| − |those
+columns p owns in layer t − 1|), so a part's cost is its reads minus its alignment. The lower
+bound (`bound.py`) gives every part the best it could do alone, but lets each layer boundary
+choose the part's rows on its own; here one part's rows are one explicit set per layer, the
+same set as reader of layer t and as owner for layer t + 1, and a dynamic program over the
+layers finds the cheapest such chain exactly, within a family of sets of R_t/K whole row classes:
+`one`, one run along the layer's cycles (the method's parts are such runs); `two`, two disjoint,
+non-adjacent runs of half that; `mixed`, one run or two runs of any lengths (minutes). Where a
+layer's cycles are not longer than a run the sets are unions of whole cycles instead, and on a
+layer whose row classes read one column class each (the stride-32 layers of Graph Challenge)
+every choice of classes; a layer with none, or with more than MAX_SETS sets, breaks the chain
+(its boundaries are left out of every column). Not a bound (the family is restricted, and all K
+parts could not be at this chain at once); it says how far the method's parts are from the
+cheapest part of the family, on the same boundaries.
+
+    python benchmarks/part_chains.py NET.h5 PART -k K [--families one two mixed] [--layers L]
+
+Prints, per family: the boundaries counted, the sum of per-boundary bests (each boundary its own
+sets: what the bound's tables can grant), the consistent chain, and the method's parts (mean,
+least, most) on the same boundaries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import time
+
+import numpy as np
+import scipy.sparse as sp
+
+from spdnn.cycle_runs import class_incidence, cycles
+from spdnn.hypergraph import identical_rows
+from spdnn.network import read_network
+from spdnn.partition_io import read_partition
+from spdnn.volume import split_by_layer
+
+MAX_SETS = 60_000  # sets per layer; more: the layer breaks the chain
+CHUNK = 2048  # previous sets per block of the cost matrix
+
+
+FAMILIES = ("one", "two", "mixed")
+
+
+def _runs(cyc, ell: int, lengths):
+    """(cycle, run as a frozenset of row classes) for every start and every length given."""
+    return [(i, frozenset(rows[(s + np.arange(g)) % ell].tolist()))
+            for g in lengths for i, (rows, _) in enumerate(cyc) for s in range(ell)]
+
+
+def _apart(cyc, i: int, union) -> bool:
+    """Two runs on cycle i with a gap on both sides (their union is not one run)."""
+    mask = np.isin(cyc[i][0], list(union))
+    return np.count_nonzero(mask != np.roll(mask, 1)) == 4
+
+
+def _capped(iterable):
+    out = list(itertools.islice(iterable, MAX_SETS + 1))
+    return None if len(out) > MAX_SETS else out
+
+
+def family(cyc, n_r: int, u: int, name: str, matching: bool = False) -> np.ndarray | None:
+    """[set, row class] of the family's sets of u row classes, or None (too many, or no such sets).
+
+    one: one run along the cycles; two: two disjoint, non-adjacent runs of u/2; mixed: one run or
+    two runs of any lengths. Where the cycles are not longer than a run: unions of whole cycles;
+    on a layer whose row classes each read one column class of their own (`matching`): every u."""
+    if matching:
+        members = _capped(itertools.combinations(range(n_r), u))
+    elif not cyc or len({r.size for r, _ in cyc}) != 1:
+        return None
+    else:
+        ell, longest = cyc[0][0].size, u // 2 if name == "two" else u
+        if name == "two" and u % 2:
+            return None
+        if ell <= longest:  # a run would close its cycle
+            members = (None if u % ell else
+                       _capped(np.concatenate([cyc[i][0] for i in c])
+                               for c in itertools.combinations(range(len(cyc)), u // ell)))
+        else:
+            sets = {x for _, x in _runs(cyc, ell, [u])} if name in ("one", "mixed") else set()
+            splits = [(u // 2, u // 2)] if name == "two" else [(a, u - a) for a in range(1, u // 2 + 1)] \
+                if name == "mixed" else []
+            for a, b in splits:
+                for (i, x), (j, y) in itertools.product(_runs(cyc, ell, [a]), _runs(cyc, ell, [b])):
+                    union = x | y
+                    if len(union) == u and (i != j or _apart(cyc, i, union)):
+                        sets.add(union)
+            members = _capped(sorted(x) for x in sets)
+    if not members:
+        return None
+    out = np.zeros((len(members), n_r))
+    for i, x in enumerate(members):
+        out[i, list(x)] = 1.0
+    return out
+
+
+def method_part_costs(w, own: np.ndarray, read: np.ndarray, k: int) -> np.ndarray:
+    """Per part: the columns its rows read minus those among them it owns (words of one boundary)."""
+    out = np.zeros(k)
+    for p in range(k):
+        cols = np.unique(w[read == p].indices)
+        out[p] = cols.size - np.count_nonzero(own[cols] == p)
+    return out
+
+
+def chains(net, parts, k: int, name: str, n_layers: int):
+    prev = None  # (row classes, sets) of the layer before
+    per_table = chain = 0.0
+    f = None  # best chain cost ending at each set of the layer before
+    method = np.zeros(k)
+    counted = 0
+    for t, w in enumerate(net.layers[:n_layers], start=1):
+        w = sp.csr_matrix(w)
+        rc, cc = identical_rows(w), identical_rows(w.T.tocsr())
+        n_r, n_c = int(rc.max()) + 1, int(cc.max()) + 1
+        z = np.bincount(cc)
+        sets = None
+        if n_r % k == 0 and (z == z[0]).all():
+            incidence = class_incidence(rc, cc, w)
+            a, c, _, _ = incidence
+            matching = a.size == n_r == n_c and np.unique(c).size == n_c
+            sets = family(cycles(rc, cc, w, incidence), n_r, n_r // k, name, matching)
+        if sets is not None and prev is not None:
+            a, c, _, _ = incidence
+            reads = np.zeros((n_r, n_c))
+            reads[a, c] = 1.0
+            cols = ((sets @ reads) > 0).astype(float)  # [set, column class] read
+            m = np.zeros((int(prev[0].max()) + 1, n_c))
+            np.add.at(m, (prev[0], cc), 1.0)
+            reads_of = z[0] * cols.sum(1)
+            best, g = np.inf, np.full(sets.shape[0], np.inf)
+            for lo in range(0, prev[1].shape[0], CHUNK):  # [previous sets, set] a block at a time
+                cost = reads_of[None, :] - prev[1][lo:lo + CHUNK] @ m @ cols.T
+                best = min(best, cost.min())
+                g = np.minimum(g, (cost if f is None else f[lo:lo + CHUNK, None] + cost).min(0))
+            per_table += best
+            f = g
+            method += method_part_costs(w, parts[t - 1], parts[t], k)
+            counted += 1
+        elif f is not None:
+            chain += f.min()
+            f = None
+        prev = None if sets is None else (rc, sets)
+    if f is not None:
+        chain += f.min()
+    return counted, per_table, chain, method
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("network")
+    p.add_argument("partition", help="spdnn partition's -o PART of the same network")
+    p.add_argument("-k", type=int, required=True)
+    p.add_argument("--families", nargs="+", choices=FAMILIES, default=["one", "two"],
+                   help="one run; two runs of R/2K; one run or two runs of any lengths (minutes)")
+    p.add_argument("--layers", type=int, default=None, help="the first L layers only")
+    a = p.parse_args()
+    net = read_network(a.network)
+    parts = split_by_layer(read_partition(a.partition).astype(np.int64), net.widths)
+    n_layers = a.layers or len(net.layers)
+    print("| family | boundaries | per-boundary bests | consistent chain | method's parts: mean (least–most) "
+          "| mean / chain | seconds |\n|---|---|---|---|---|---|---|")
+    for name in a.families:
+        t0 = time.perf_counter()
+        counted, per_table, chain, method = chains(net, parts, a.k, name, n_layers)
+        print(f"| {name} | {counted} | {per_table:,.0f} | {chain:,.0f} | "
+              f"{method.mean():,.0f} ({method.min():,.0f}–{method.max():,.0f}) | "
+              f"{method.mean() / chain:.3f} | {time.perf_counter() - t0:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""benchmarks/part_chains.py: its set families, its chain against brute force, its per-part costs."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import scipy.sparse as sp
+from radixnet_reference import relabelled_radixnet
+
+from spdnn.cycle_runs import class_incidence, cycles
+from spdnn.generate import radixnet
+from spdnn.hypergraph import identical_rows
+from spdnn.volume import layer_traffic
+
+_spec = importlib.util.spec_from_file_location(
+    "part_chains", Path(__file__).resolve().parents[1] / "benchmarks" / "part_chains.py")
+part_chains = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(part_chains)
+
+
+def _classes(w):
+    w = sp.csr_matrix(w)
+    return w, identical_rows(w), identical_rows(w.T.tocsr())
+
+
+def _runs_along(cycle_rows, chosen):
+    """Lengths of the runs `chosen` makes along one cycle (cyclically)."""
+    mask = np.isin(cycle_rows, list(chosen))
+    if mask.all():
+        return [mask.size]
+    start = int(np.flatnonzero(~mask)[0])
+    mask = np.roll(mask, -start)
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(int), [0]])))
+    return (edges[1::2] - edges[::2]).tolist()
+
+
+def test_families_are_exactly_the_runs():
+    w, rc, cc = _classes(radixnet(256, 1, seed=3).layers[0])  # 16 row classes on one 16-cycle
+    cyc = cycles(rc, cc, w)
+    assert len(cyc) == 1 and cyc[0][0].size == 16
+    n_r, u = 16, 4
+    want = {"one": set(), "two": set(), "mixed": set()}
+    for chosen in itertools.combinations(range(n_r), u):
+        lengths = sorted(_runs_along(cyc[0][0], chosen))
+        if len(lengths) == 1:
+            want["one"].add(frozenset(chosen))
+            want["mixed"].add(frozenset(chosen))
+        if len(lengths) == 2:
+            want["mixed"].add(frozenset(chosen))
+            if lengths == [2, 2]:
+                want["two"].add(frozenset(chosen))
+    for name, sets in want.items():
+        got = part_chains.family(cyc, n_r, u, name)
+        assert {frozenset(np.flatnonzero(row).tolist()) for row in got} == sets, name
+
+
+def test_chain_is_the_cheapest_sequence_of_sets():
+    # with two-run sets one set per layer costs more than each boundary's own best here, so the
+    # test tells the chain from a sum of per-boundary minima
+    layers, widths, _ = relabelled_radixnet(256, 4, seed=2)  # strides 1, 2, 4, 8
+    k = 4
+    parts = [np.arange(n) % k for n in widths]
+    counted, per_table, chain, _ = part_chains.chains(SimpleNamespace(layers=layers), parts, k, "mixed", 4)
+    assert counted == 3
+    classes = [_classes(w) for w in layers]
+    options = []
+    for w, rc, cc in classes:
+        a, _, n_r, n_c = class_incidence(rc, cc, w)
+        options.append(part_chains.family(cycles(rc, cc, w), n_r, n_r // k, "mixed",
+                                          matching=a.size == n_r == n_c))
+    assert [len(x) for x in options][2:] == [4, 28]  # whole 4-cycles; any 2 of 8 classes
+
+    def words(t, prev_set, cur_set):  # neuron level: columns the set's rows read, less those it owns
+        w, rc, _ = classes[t]
+        cols = np.unique(w[np.flatnonzero(cur_set[rc] > 0)].indices)
+        return cols.size - np.count_nonzero(prev_set[classes[t - 1][1][cols]] > 0)
+
+    cost = [np.array([[words(t, a, b) for b in options[t]] for a in options[t - 1]]) for t in (1, 2, 3)]
+    brute = (cost[0][:, :, None, None] + cost[1][None, :, :, None] + cost[2][None, None, :, :]).min()
+    assert chain == brute
+    assert per_table == sum(x.min() for x in cost) < chain
+
+
+def test_method_part_costs_add_up_to_the_volume():
+    net = radixnet(256, 2, seed=1)
+    rng = np.random.default_rng(0)
+    for k in (2, 3, 5):
+        parts = [rng.permutation(np.arange(n) % k) for n in net.widths]
+        w = sp.csr_matrix(net.layers[1])
+        per_part = part_chains.method_part_costs(w, parts[1], parts[2], k)
+        assert per_part.sum() == layer_traffic(w, parts[1], parts[2], k)[0].size
