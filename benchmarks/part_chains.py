@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import time
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -35,7 +36,7 @@ from spdnn.cycle_runs import class_incidence, cycles
 from spdnn.hypergraph import identical_rows
 from spdnn.network import read_network
 from spdnn.partition_io import read_partition
-from spdnn.volume import split_by_layer
+from spdnn.volume import layer_traffic, split_by_layer
 
 MAX_SETS = 60_000  # sets per layer; more: the layer breaks the chain
 CHUNK = 2048  # previous sets per block of the cost matrix
@@ -80,10 +81,9 @@ def family(cyc, n_r: int, u: int, name: str, matching: bool = False) -> np.ndarr
                        _capped(np.concatenate([cyc[i][0] for i in c])
                                for c in itertools.combinations(range(len(cyc)), u // ell)))
         else:
-            sets = {x for _, x in _runs(cyc, ell, [u])} if name in ("one", "mixed") else set()
-            splits = [(u // 2, u // 2)] if name == "two" else [(a, u - a) for a in range(1, u // 2 + 1)] \
-                if name == "mixed" else []
-            for a, b in splits:
+            sets = set() if name == "two" else {x for _, x in _runs(cyc, ell, [u])}
+            splits = {"one": [], "two": [(u // 2, u // 2)], "mixed": [(a, u - a) for a in range(1, u // 2 + 1)]}
+            for a, b in splits[name]:
                 for (i, x), (j, y) in itertools.product(_runs(cyc, ell, [a]), _runs(cyc, ell, [b])):
                     union = x | y
                     if len(union) == u and (i != j or _apart(cyc, i, union)):
@@ -98,38 +98,54 @@ def family(cyc, n_r: int, u: int, name: str, matching: bool = False) -> np.ndarr
 
 
 def method_part_costs(w, own: np.ndarray, read: np.ndarray, k: int) -> np.ndarray:
-    """Per part: the columns its rows read minus those among them it owns (words of one boundary)."""
-    out = np.zeros(k)
-    for p in range(k):
-        cols = np.unique(w[read == p].indices)
-        out[p] = cols.size - np.count_nonzero(own[cols] == p)
+    """Per part: the columns its rows read minus those among them it owns (words of one boundary):
+    the words it receives, `volume.layer_traffic`'s receivers."""
+    return np.bincount(layer_traffic(w, own, read, k)[1], minlength=k).astype(float)
+
+
+class LayerClasses(NamedTuple):
+    """A layer's class structure, found once for every family: its matrix, row and column classes,
+    class incidence, cycles (None: none) and whether each row class reads a column class of its own."""
+    w: sp.csr_matrix
+    rc: np.ndarray
+    cc: np.ndarray
+    incidence: tuple
+    cycles: list | None
+    matching: bool
+
+
+def layer_classes(layers) -> list[LayerClasses]:
+    out = []
+    for w in layers:
+        w = sp.csr_matrix(w)
+        rc, cc = identical_rows(w), identical_rows(w.T.tocsr())
+        incidence = class_incidence(rc, cc, w)
+        a, c, n_r, n_c = incidence
+        out.append(LayerClasses(w, rc, cc, incidence, cycles(rc, cc, w, incidence),
+                                bool(a.size == n_r == n_c and np.unique(c).size == n_c)))
     return out
 
 
-def chains(net, parts, k: int, name: str, n_layers: int):
+def chains(classes: list[LayerClasses], parts, k: int, name: str):
+    """(boundaries counted, Σ per-boundary bests, consistent chain, the method's parts' words) over
+    `classes` (`layer_classes`); parts[t]: the partition of layer t (0: the inputs)."""
     prev = None  # (row classes, sets) of the layer before
     per_table = chain = 0.0
     f = None  # best chain cost ending at each set of the layer before
     method = np.zeros(k)
     counted = 0
-    for t, w in enumerate(net.layers[:n_layers], start=1):
-        w = sp.csr_matrix(w)
-        rc, cc = identical_rows(w), identical_rows(w.T.tocsr())
-        n_r, n_c = int(rc.max()) + 1, int(cc.max()) + 1
-        z = np.bincount(cc)
+    for t, layer in enumerate(classes, start=1):
+        a, c, n_r, n_c = layer.incidence
+        z = np.bincount(layer.cc)
         sets = None
         if n_r % k == 0 and (z == z[0]).all():
-            incidence = class_incidence(rc, cc, w)
-            a, c, _, _ = incidence
-            matching = a.size == n_r == n_c and np.unique(c).size == n_c
-            sets = family(cycles(rc, cc, w, incidence), n_r, n_r // k, name, matching)
+            sets = family(layer.cycles, n_r, n_r // k, name, layer.matching)
         if sets is not None and prev is not None:
-            a, c, _, _ = incidence
             reads = np.zeros((n_r, n_c))
             reads[a, c] = 1.0
             cols = ((sets @ reads) > 0).astype(float)  # [set, column class] read
             m = np.zeros((int(prev[0].max()) + 1, n_c))
-            np.add.at(m, (prev[0], cc), 1.0)
+            np.add.at(m, (prev[0], layer.cc), 1.0)
             reads_of = z[0] * cols.sum(1)
             best, g = np.inf, np.full(sets.shape[0], np.inf)
             for lo in range(0, prev[1].shape[0], CHUNK):  # [previous sets, set] a block at a time
@@ -138,12 +154,12 @@ def chains(net, parts, k: int, name: str, n_layers: int):
                 g = np.minimum(g, (cost if f is None else f[lo:lo + CHUNK, None] + cost).min(0))
             per_table += best
             f = g
-            method += method_part_costs(w, parts[t - 1], parts[t], k)
+            method += method_part_costs(layer.w, parts[t - 1], parts[t], k)
             counted += 1
         elif f is not None:
             chain += f.min()
             f = None
-        prev = None if sets is None else (rc, sets)
+        prev = None if sets is None else (layer.rc, sets)
     if f is not None:
         chain += f.min()
     return counted, per_table, chain, method
@@ -160,12 +176,12 @@ def main():
     a = p.parse_args()
     net = read_network(a.network)
     parts = split_by_layer(read_partition(a.partition).astype(np.int64), net.widths)
-    n_layers = a.layers or len(net.layers)
+    classes = layer_classes(net.layers[:a.layers or len(net.layers)])
     print("| family | boundaries | per-boundary bests | consistent chain | method's parts: mean (least–most) "
           "| mean / chain | seconds |\n|---|---|---|---|---|---|---|")
     for name in a.families:
         t0 = time.perf_counter()
-        counted, per_table, chain, method = chains(net, parts, a.k, name, n_layers)
+        counted, per_table, chain, method = chains(classes, parts, a.k, name)
         print(f"| {name} | {counted} | {per_table:,.0f} | {chain:,.0f} | "
               f"{method.mean():,.0f} ({method.min():,.0f}–{method.max():,.0f}) | "
               f"{method.mean() / chain:.3f} | {time.perf_counter() - t0:.0f} |", flush=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import itertools
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import scipy.sparse as sp
@@ -64,7 +63,7 @@ def test_chain_is_the_cheapest_sequence_of_sets():
     layers, widths, _ = relabelled_radixnet(256, 4, seed=2)  # strides 1, 2, 4, 8
     k = 4
     parts = [np.arange(n) % k for n in widths]
-    counted, per_table, chain, _ = part_chains.chains(SimpleNamespace(layers=layers), parts, k, "mixed", 4)
+    counted, per_table, chain, _ = part_chains.chains(part_chains.layer_classes(layers), parts, k, "mixed")
     assert counted == 3
     classes = [_classes(w) for w in layers]
     options = []
@@ -93,3 +92,6 @@ def test_method_part_costs_add_up_to_the_volume():
         w = sp.csr_matrix(net.layers[1])
         per_part = part_chains.method_part_costs(w, parts[1], parts[2], k)
         assert per_part.sum() == layer_traffic(w, parts[1], parts[2], k)[0].size
+        for p in range(k):  # by its definition: columns part p reads, less those it owns
+            cols = np.unique(w[parts[2] == p].indices)
+            assert per_part[p] == cols.size - np.count_nonzero(parts[1][cols] == p)
