@@ -39,6 +39,19 @@ def tiny_random(widths, per_row, seed):
     return net.layers, net.widths
 
 
+def tiny_uneven(widths, per_row, seed):
+    """Each layer's rows drawn from a few patterns with unequal repeats, so that one column's
+    readers fall into row classes of different sizes (the averages' weights must follow them)."""
+    rng = np.random.default_rng(seed)
+    layers = []
+    for n_in, n_out in zip(widths, widths[1:]):
+        patterns = np.zeros((3, n_in), dtype=np.float32)
+        for p in patterns:
+            p[rng.choice(n_in, per_row, replace=False)] = 1
+        layers.append(sp.csr_matrix(patterns[rng.choice(3, n_out, p=[0.6, 0.3, 0.1])]))
+    return layers, list(widths)
+
+
 def exact_optimum(layers, widths, k, epsilon):
     """min over every balanced partition of Σ_t V_t: dynamic programme over the chain of layers,
     each state one complete assignment of a layer (K^n states: tiny networks only)."""
@@ -68,6 +81,7 @@ CASES = [
     ("radix 6x1 K=3", lambda s: tiny_radix(6, 1, (1, 3, 2, 1), s), 3),
     ("random K=2", lambda s: tiny_random([6, 8, 7, 8], 2, s), 2),
     ("random K=3", lambda s: tiny_random([5, 6, 6, 5], 3, s), 3),
+    ("uneven classes K=2", lambda s: tiny_uneven([6, 8, 7, 8], 3, s), 2),
 ]
 
 

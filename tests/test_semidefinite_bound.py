@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 from conftest import spdnn
-from test_bound import CASES, exact_optimum, tiny_radix, tiny_random
+from test_bound import CASES, exact_optimum, tiny_radix, tiny_random, tiny_uneven
 import spdnn.semidefinite_bound as sdb
 from spdnn.semidefinite_bound import agreement_form, eigenvalue_verified, semidefinite_certificate
 from spdnn.bound import volume_lower_bound
 from spdnn.generate import random_sparse
+from spdnn.hypergraph import identical_rows
 from spdnn.partition import METHODS, partition_network
 from spdnn.volume import partition_metrics
 
@@ -24,14 +25,18 @@ def volume(layers, widths, part):
     return partition_metrics(layers, widths, part, 2)["volume_forward"]
 
 
-@pytest.mark.parametrize("make", [lambda: tiny_radix(8, 3, (2, 4, 2, 8), 1), lambda: tiny_random([9, 12, 10, 12], 3, 2)],
-                         ids=["radix", "random"])
+@pytest.mark.parametrize("make", [lambda: tiny_radix(8, 3, (2, 4, 2, 8), 1), lambda: tiny_random([9, 12, 10, 12], 3, 2),
+                                  lambda: tiny_uneven([6, 10, 9, 10], 3, 4)],
+                         ids=["radix", "random", "uneven classes"])
 def test_agreement_form_never_exceeds_the_volume(make):
     layers, widths = make()
     form = agreement_form(layers, widths)
+    classes = [identical_rows(w) for w in layers]
     rng = np.random.default_rng(0)
-    for _ in range(200):
+    for trial in range(400):
         part = rng.integers(0, 2, sum(widths))
+        if trial % 2:  # identical rows together: where the form is tight, so where a wrong weight shows
+            part[widths[0]:] = np.concatenate([rng.integers(0, 2, c.max() + 1)[c] for c in classes])
         assert form.words_at_least(2 * part - 1) <= volume(layers, widths, part) + 1e-9
 
 

@@ -11,9 +11,13 @@ w_j = |{parts of R} − {a}| words. For any two readers i, k, w_j ≥ |{y_i, y_k
 [y_k ≠ a] + [y_i ≠ y_k])/2 (check the five cases; equality at K = 2), so w_j is at least any
 average of those: over the ordered pairs of readers in different row classes of layer t (when R
 holds one class only: over the distinct pairs; m = 1: [y ≠ a]). In Gram terms, with x_i the label
-vectors, S = Σ_R x, S_g the sum over reader class g and P = m² − Σ_g m_g²:
+vectors, S = Σ_R x, S_g the sum over reader class g, m_g its size and P = m² − Σ_g m_g²:
 
-    w_j ≥ (2(K−1)/K)·(3/4 − (2⟨a, S⟩/m + (‖S‖² − Σ_g ‖S_g‖²)/P)/4)     (m = 1: (2(K−1)/K)(1/2 − ⟨a, y⟩/2)),
+    w_j ≥ (2(K−1)/K)·(3/4 − (2 Σ_R ρ_i⟨a, x_i⟩ + (‖S‖² − Σ_g ‖S_g‖²)/P)/4)     (m = 1: (2(K−1)/K)(1/2 − ⟨a, y⟩/2)),
+
+ρ_i = (m − m_g(i))/P the share of the pairs that reader i is in (1/m where j's reader classes are
+of one size; with 1/m for every reader the right-hand side exceeded w_j on unequal classes: a
+class of 1 with a, one of 3 away from it gives 1.25 for 1 word).
 
 at K = 2 equal to w_j whenever j's readers agree (so on a partition that keeps identical rows
 together, the sum below is exactly its volume). Summed: V ≥ (2(K−1)/K)·(c − ⟨Q, X⟩), X the Gram
@@ -160,8 +164,11 @@ def _layer_terms(w):
     pairs = np.where(one_class, mf * mf - mf, mf * mf - sum_sq)  # P: ordered pairs averaged over
     single = one_class[col]  # one reader class: every reader its own group
     group = np.where(single, group.max() + 1 + np.arange(row.size), group)
-    reader = sp.csr_matrix((0.25 / mf[col], (row, col)), shape=(n_out, n_in))
+    # A reader's share of the pairs it is in, (m − m_g)/P (1/m where the classes are equal or m = 1)
     keep = pairs[col] > 0
+    share = np.ones(row.size)
+    share[keep] = (mf[col] - np.bincount(group)[group])[keep] / pairs[col[keep]]
+    reader = sp.csr_matrix((0.25 * share, (row, col)), shape=(n_out, n_in))
     scale = 1.0 / np.sqrt(4.0 * pairs[col[keep]])
     s = sp.csr_matrix((scale, (row[keep], col[keep])), shape=(n_out, n_in))
     g = sp.csr_matrix((scale, (row[keep], group[keep])), shape=(n_out, int(group.max()) + 1))
