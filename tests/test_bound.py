@@ -52,9 +52,10 @@ def tiny_uneven(widths, per_row, seed):
     return layers, list(widths)
 
 
-def exact_optimum(layers, widths, k, epsilon):
+def exact_optimum(layers, widths, k, epsilon, whole_classes=False):
     """min over every balanced partition of Σ_t V_t: dynamic programme over the chain of layers,
-    each state one complete assignment of a layer (K^n states: tiny networks only)."""
+    each state one complete assignment of a layer (K^n states: tiny networks only). With
+    `whole_classes`, over the partitions that give identical rows one part only."""
     f = None
     for t, w in enumerate(layers):
         d = (w.toarray() != 0).astype(np.int64)  # [i, j]
@@ -69,6 +70,9 @@ def exact_optimum(layers, widths, k, epsilon):
         rw = d.sum(axis=1)
         loads = np.stack([((cur == p) * rw).sum(axis=1) for p in range(k)], axis=1)
         balanced = loads.max(axis=1) <= layer_capacity(rw, k, epsilon)
+        if whole_classes:
+            cls = identical_rows(w)
+            balanced &= (cur == cur[:, np.unique(cls, return_index=True)[1][cls]]).all(axis=1)
         f = np.where(balanced, (f[None, :] + volume).min(axis=1), np.inf)
     return float(f.min())
 

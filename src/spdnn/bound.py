@@ -334,7 +334,7 @@ def resident_bytes() -> int:
 
 
 def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = STATE_LIMIT, deadline=None,
-                max_resident: int | None = None, prices: bool = True):
+                max_resident: int | None = None, prices: bool = True, whole_classes: bool = False):
     """Per layer: h_t as a matrix [state_{t−1}, state_t] (inf where impossible), the row classes
     touched in each state, R_t, the class size z_t and the alignment price ⟨π, M_t⟩ to add back
     once (`alignment_prices`; `prices=False`: none, 0).
@@ -355,6 +355,9 @@ def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = 
         cc = identical_rows(w.T.tocsr())
         n_r, n_c = int(rc.max()) + 1, int(cc.max()) + 1
         u_lo, u_hi = -(-fewest // np.bincount(rc).max()), min(n_r, most)
+        if whole_classes:  # a part of whole classes holds at most as many as its lightest ones that fit
+            light = np.cumsum(np.sort(np.bincount(rc, weights=weights)))
+            u_hi = min(u_hi, int(np.searchsorted(light, layer_capacity(weights, k, epsilon), side="right")))
         z = np.bincount(cc)
         uniform = bool((z == z[0]).all())
         incidence = class_incidence(rc, cc, w) if uniform else None  # once: cycles, expansion, sets, prices
@@ -483,7 +486,7 @@ def _chain_minimum(costs, rewards):
     return value, np.array(path[::-1])
 
 
-def _class_count_bound(layers, widths, k, epsilon, iterations, deadline, budgets, prices):
+def _class_count_bound(layers, widths, k, epsilon, iterations, deadline, budgets, prices, whole_classes=False):
     """The class-count bound (an int ≥ 0), the subgradient steps taken, "time budget" or None, and
     how many layers alignment prices would change.
 
@@ -492,7 +495,7 @@ def _class_count_bound(layers, widths, k, epsilon, iterations, deadline, budgets
     that it also reads Σ ≥ R_t; multipliers ν_t)."""
     try:
         costs, counts, sizes, u_states, load_states, offsets, priceable = layer_costs(
-            layers, k, epsilon, prices=prices, **budgets)
+            layers, k, epsilon, prices=prices, whole_classes=whole_classes, **budgets)
     except MemoryError as e:  # a table larger than the machine: no bound, said as such, not a crash
         raise BoundBudget(f"a layer table needs more memory than is available ({e})") from None
     counts = np.asarray(counts, np.float64)
@@ -524,14 +527,15 @@ def _class_count_bound(layers, widths, k, epsilon, iterations, deadline, budgets
 
 def volume_lower_bound(layers, widths, k: int, epsilon: float = 0.03, iterations: int = 300, progress=None,
                        max_seconds: float | None = None, max_memory_gb: float | None = None,
-                       semidefinite=True, note=None, prices: bool = True) -> dict:
+                       semidefinite=True, note=None, prices: bool = True, whole_classes: bool = False) -> dict:
     """Lower bound on Σ_t V_t over all partitions into k parts balanced per layer (see module doc).
 
     `semidefinite`: True finds the semidefinite certificate (`semidefinite_bound.py`) next, in what
     is left of the budgets; a `Certificate` already found for this network and ε (one serves every
     K) is used as it is; False skips it. With it the larger of the two bounds is reported
     ("lower_bound_classes" and "semidefinite" say what each gave; past a budget the latter says why
-    it has none).
+    it has none). `whole_classes`: the class-count bound over the partitions that keep every class
+    of identical rows in one part only (`benchmarks/whole_class_bound.py`; not a bound on the others).
 
     Budgets: past `max_memory_gb` of DP tables or of the process's resident memory (checked after
     each layer), or `max_seconds` while building them, raises
@@ -549,7 +553,7 @@ def volume_lower_bound(layers, widths, k: int, epsilon: float = 0.03, iterations
     if progress:
         budgets["progress"] = lambda t, total: progress(t, passes * total)
     best, steps, stopped, priceable = _class_count_bound(layers, widths, k, epsilon, iterations, deadline, budgets,
-                                                         False)
+                                                         False, whole_classes)
     result = {"k": k, "epsilon": epsilon, "lower_bound_forward": best, "iterations": steps,
               "seconds": time.perf_counter() - t0}
     if stopped:
@@ -564,7 +568,8 @@ def volume_lower_bound(layers, widths, k: int, epsilon: float = 0.03, iterations
         if progress:
             budgets["progress"] = lambda t, total: progress(total + t, 2 * total)
         try:
-            priced, _, stopped, _ = _class_count_bound(layers, widths, k, epsilon, iterations, deadline, budgets, True)
+            priced, _, stopped, _ = _class_count_bound(layers, widths, k, epsilon, iterations, deadline, budgets, True,
+                                                       whole_classes)
             result["lower_bound_unpriced"], result["lower_bound_priced"] = best, priced
             result["lower_bound_forward"] = max(best, priced)
         except BoundBudget as e:

@@ -1,0 +1,184 @@
+"""A lower bound over the partitions that keep every class of identical rows whole.
+
+Why: at K = 2 the semidefinite bound (`semidefinite_bound.py`, 36,229 words on the real Graph
+Challenge 1024×120) is 1.50× below the hypergraph method (54,483), and the structured families
+(`group_family.py`) say the method is at their optimum. Which side is the gap on? The bound's
+relaxation is free to point the rows of one identical-row class different ways (to split the
+class), while every partition built here keeps such classes whole (the hypergraph method merges
+identical rows into one vertex). This script solves the same relaxation with one label vector
+per class, so its value bounds every partition that keeps classes whole: the distance from it to
+the method is the method's, the distance from it down to the semidefinite bound is what splitting
+classes could buy, and nothing here says whether it does.
+
+The form: the agreement form of `semidefinite_bound` (V ≥ c − xᵀQx at K = 2, the same Q for every
+K) restricted to x = A·z, A the rows-to-classes indicator (layer 0's neurons one class each):
+Q_c = AᵀQA, balance through the classes' row counts. As in `semidefinite_bound`, y comes from a
+rank-r solution (L-BFGS over unit rows), μ from a few rounds of steps along the relaxed imbalance,
+and for every (y, μ) and every partition keeping classes whole
+
+    V ≥ (2(K−1)/K)·(c − Σ y − n_c·max(0, λ_max(Q_c − Σ_t μ_t w_t w_tᵀ − diag y)) − Σ_t μ_t s_t(K)²)
+
+(w_t: the rows of each class of layer t; s_t(K)²: `AgreementForm.slack_squared`). λ_max comes from
+a dense symmetric eigensolver (LAPACK, rounded up to `EIG_GRID`), so the classes must be few
+(MAX_CLASSES; 8,064 on the real network). Beside it, the class-count bound (`bound.py`) over the
+same partitions (`whole_classes=True`: a part touches no more classes than its lightest ones that
+fit its capacity), which is the stronger of the two beyond K = 2. Neither is a bound on every
+partition: on tiny chains the best partition can split a class (`tests/test_whole_class_bound.py`).
+
+    python benchmarks/whole_class_bound.py NET.h5 -k 2,8,32 [--compare PART ...]
+
+Prints per K both bounds, and for each partition given its volume, whether it keeps every class
+whole, and volume / the larger bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from typing import NamedTuple
+
+import numpy as np
+import scipy.optimize as so
+import scipy.sparse as sp
+
+from spdnn.bound import volume_lower_bound
+from spdnn.hypergraph import identical_rows
+from spdnn.network import read_network
+from spdnn.partition_io import read_partition
+from spdnn.semidefinite_bound import EIG_GRID, PENALTY, AgreementForm, agreement_form
+from spdnn.volume import partition_metrics, split_by_layer
+
+RANK = 32  # the class problem is small: a higher rank than the row problem's 16 costs little
+ROUNDS = 3
+MAX_STEPS = 3000
+MAX_CLASSES = 12_000  # a dense eigenproblem of 12,000² doubles: 1.15 GB
+
+
+class ClassForm(NamedTuple):
+    form: AgreementForm  # the row form (its constant, layers and slack)
+    q: sp.csr_matrix  # AᵀQA
+    weights: sp.csr_matrix  # layers × classes: rows of each class (its balance weight)
+
+
+class WholeClassCertificate(NamedTuple):
+    classes: ClassForm
+    epsilon: float
+    mu: np.ndarray
+    y: np.ndarray
+    lambda_max: float
+
+    def value(self, k: int) -> float:
+        slack = float(self.mu @ self.classes.form.slack_squared(k, self.epsilon))
+        inner = self.classes.form.constant - float(self.y.sum()) - self.y.size * max(0.0, self.lambda_max) - slack
+        return 2 * (k - 1) / k * inner
+
+    def bound(self, k: int) -> int:
+        return max(0, math.ceil(self.value(k) - 1e-6))
+
+
+def row_classes(layers, widths) -> list[np.ndarray]:
+    """Per layer of neurons, each neuron's class (layer 0: every neuron its own)."""
+    return [np.arange(int(widths[0]))] + [identical_rows(w) for w in layers]
+
+
+def class_form(layers, widths) -> ClassForm:
+    form = agreement_form(layers, widths)
+    classes = row_classes(layers, widths)
+    first = np.cumsum([0] + [int(c.max()) + 1 for c in classes])
+    ids = np.concatenate([c + f for c, f in zip(classes, first)])
+    a = sp.csr_matrix((np.ones(ids.size), (np.arange(ids.size), ids)), shape=(ids.size, int(first[-1])))
+    layer_of = np.repeat(np.arange(len(classes)), np.diff(first))
+    sizes = np.asarray(a.sum(axis=0)).ravel()
+    weights = sp.csr_matrix((sizes, (layer_of, np.arange(sizes.size))), shape=(len(classes), sizes.size))
+    return ClassForm(form, (a.T @ form.q @ a).tocsr(), weights)
+
+
+def _apply(cf: ClassForm, mu: np.ndarray, v: np.ndarray) -> np.ndarray:
+    return cf.q @ v - cf.weights.T @ (mu[:, None] * (cf.weights @ v))
+
+
+def _relaxation(cf: ClassForm, mu, start):
+    """Unit rows V maximising tr(VᵀQ_c'V) (as `semidefinite_bound._relaxation`)."""
+    n, rank = start.shape
+
+    def objective(flat):
+        w = flat.reshape(n, rank)
+        norms = np.sqrt(np.einsum("ij,ij->i", w, w))[:, None]
+        v = w / norms
+        qv = _apply(cf, mu, v)
+        along = np.einsum("ij,ij->i", qv, v)[:, None]
+        return -float(along.sum()), ((v * along - qv) * (2.0 / norms)).ravel()
+
+    res = so.minimize(objective, start.ravel(), jac=True, method="L-BFGS-B",
+                      options={"maxiter": MAX_STEPS, "maxcor": 8, "ftol": 1e-9})
+    v = res.x.reshape(n, rank)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def whole_class_certificate(layers, widths, epsilon: float = 0.03, rank: int = RANK, rounds: int = ROUNDS,
+                            seed: int = 0) -> WholeClassCertificate:
+    cf = class_form(layers, widths)
+    n = cf.q.shape[0]
+    if n > MAX_CLASSES:
+        raise SystemExit(f"{n} classes: more than the dense eigensolver's {MAX_CLASSES}")
+    dense = cf.q.toarray()
+    counts = np.diff(cf.form.offsets)
+    mu = np.where(np.arange(counts.size) > 0, PENALTY / np.maximum(counts, 1), 0.0)
+    slack = cf.form.slack_squared(2, epsilon)  # the μ steps aim at K = 2, as in semidefinite_bound
+    v = np.random.default_rng(seed).standard_normal((n, rank))
+    best = None
+    for _ in range(rounds):
+        v = _relaxation(cf, mu, v)
+        y = np.sum(_apply(cf, mu, v) * v, axis=1)
+        wt = cf.weights.toarray()
+        top = float(np.linalg.eigvalsh(dense - (wt.T * mu) @ wt - np.diag(y))[-1])
+        found = WholeClassCertificate(cf, epsilon, mu.copy(), y, math.ceil(top / EIG_GRID) * EIG_GRID)
+        if best is None or found.value(2) > best.value(2):
+            best = found
+        imbalance = np.sum((cf.weights @ v) ** 2, axis=1)
+        mu = mu * np.clip(np.sqrt((imbalance + 1.0) / (slack + 1.0)), 0.5, 2.0)
+    return best
+
+
+def keeps_classes_whole(layers, widths, part) -> bool:
+    for cls, p in zip(row_classes(layers, widths)[1:], split_by_layer(part, widths)[1:]):
+        lowest, highest = np.full(int(cls.max()) + 1, p.max()), np.zeros(int(cls.max()) + 1, p.dtype)
+        np.minimum.at(lowest, cls, p)
+        np.maximum.at(highest, cls, p)
+        if np.any(lowest != highest):
+            return False
+    return True
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("network")
+    p.add_argument("-k", default="2", help="comma-separated K")
+    p.add_argument("--epsilon", type=float, default=0.03)
+    p.add_argument("--compare", nargs="*", default=[], help="partitions (spdnn partition -o PART) of this network")
+    a = p.parse_args()
+    net = read_network(a.network)
+    t0 = time.perf_counter()
+    cert = whole_class_certificate(net.layers, net.widths, a.epsilon)
+    seconds = time.perf_counter() - t0
+    print(f"semidefinite, whole classes: {cert.y.size} classes, λ_max {cert.lambda_max:.1e}, {seconds:.0f} s")
+    parts = [(path, read_partition(path).astype(np.int64)) for path in a.compare]
+    print("| K | semidefinite, whole classes | class-count, whole classes | partition | volume "
+          "| keeps classes whole | volume / larger bound |\n|---|---|---|---|---|---|---|")
+    for k in [int(k) for k in a.k.split(",")]:
+        t0 = time.perf_counter()
+        counted = volume_lower_bound(net.layers, net.widths, k, a.epsilon, semidefinite=False,
+                                     whole_classes=True)["lower_bound_forward"]
+        best = max(cert.bound(k), counted, 1)
+        print(f"| {k} | {cert.bound(k):,} | {counted:,} ({time.perf_counter() - t0:.0f} s) | | | | |")
+        for path, part in parts:
+            if int(part.max()) + 1 != k:  # a partition is compared at the K of its part ids
+                continue
+            vol = partition_metrics(net.layers, net.widths, part, k)["volume_forward"]
+            whole = keeps_classes_whole(net.layers, net.widths, part)
+            print(f"| | | | {path} | {vol:,} | {'yes' if whole else 'no'} | {vol / best:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
