@@ -39,7 +39,6 @@ import time
 from typing import NamedTuple
 
 import numpy as np
-import scipy.optimize as so
 import scipy.sparse as sp
 
 from spdnn.bound import volume_lower_bound
@@ -47,6 +46,7 @@ from spdnn.hypergraph import identical_rows
 from spdnn.network import read_network
 from spdnn.partition_io import read_partition
 from spdnn.semidefinite_bound import EIG_GRID, PENALTY, AgreementForm, agreement_form
+from spdnn.semidefinite_bound import maximise_unit_rows  # the same L-BFGS over unit rows
 from spdnn.volume import partition_metrics, split_by_layer
 
 RANK = 32  # the class problem is small: a higher rank than the row problem's 16 costs little
@@ -98,24 +98,6 @@ def _apply(cf: ClassForm, mu: np.ndarray, v: np.ndarray) -> np.ndarray:
     return cf.q @ v - cf.weights.T @ (mu[:, None] * (cf.weights @ v))
 
 
-def _relaxation(cf: ClassForm, mu, start):
-    """Unit rows V maximising tr(VᵀQ_c'V) (as `semidefinite_bound._relaxation`)."""
-    n, rank = start.shape
-
-    def objective(flat):
-        w = flat.reshape(n, rank)
-        norms = np.sqrt(np.einsum("ij,ij->i", w, w))[:, None]
-        v = w / norms
-        qv = _apply(cf, mu, v)
-        along = np.einsum("ij,ij->i", qv, v)[:, None]
-        return -float(along.sum()), ((v * along - qv) * (2.0 / norms)).ravel()
-
-    res = so.minimize(objective, start.ravel(), jac=True, method="L-BFGS-B",
-                      options={"maxiter": MAX_STEPS, "maxcor": 8, "ftol": 1e-9})
-    v = res.x.reshape(n, rank)
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
-
-
 def whole_class_certificate(layers, widths, epsilon: float = 0.03, rank: int = RANK, rounds: int = ROUNDS,
                             seed: int = 0) -> WholeClassCertificate:
     cf = class_form(layers, widths)
@@ -129,7 +111,7 @@ def whole_class_certificate(layers, widths, epsilon: float = 0.03, rank: int = R
     v = np.random.default_rng(seed).standard_normal((n, rank))
     best = None
     for _ in range(rounds):
-        v = _relaxation(cf, mu, v)
+        v, _ = maximise_unit_rows(lambda x: _apply(cf, mu, x), v, None, MAX_STEPS, 1e-9)
         y = np.sum(_apply(cf, mu, v) * v, axis=1)
         wt = cf.weights.toarray()
         top = float(np.linalg.eigvalsh(dense - (wt.T * mu) @ wt - np.diag(y))[-1])

@@ -355,9 +355,10 @@ def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = 
         cc = identical_rows(w.T.tocsr())
         n_r, n_c = int(rc.max()) + 1, int(cc.max()) + 1
         u_lo, u_hi = -(-fewest // np.bincount(rc).max()), min(n_r, most)
+        capacity = layer_capacity(weights, k, epsilon)
         if whole_classes:  # a part of whole classes holds at most as many as its lightest ones that fit
             light = np.cumsum(np.sort(np.bincount(rc, weights=weights)))
-            u_hi = min(u_hi, int(np.searchsorted(light, layer_capacity(weights, k, epsilon), side="right")))
+            u_hi = min(u_hi, int(np.searchsorted(light, capacity, side="right")))
         z = np.bincount(cc)
         uniform = bool((z == z[0]).all())
         incidence = class_incidence(rc, cc, w) if uniform else None  # once: cycles, expansion, sets, prices
@@ -461,7 +462,7 @@ def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = 
         counts.append(n_r)
         sizes.append(float(z[0]) if uniform else 0.0)
         u_states.append(u_of)
-        load_states.append(load_reach(weights, rc, u_of, layer_capacity(weights, k, epsilon)))
+        load_states.append(load_reach(weights, rc, u_of, capacity))
         prev = LayerStates(u_of, r_of, most, rc, cyc, placed, at)
         if progress:
             progress(t, len(layers))

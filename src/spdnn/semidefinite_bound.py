@@ -231,7 +231,7 @@ def semidefinite_certificate(layers, widths, epsilon: float = 0.03, rank: int = 
     v = rng.standard_normal((n, rank))
     best, steps = None, 0
     for round_ in range(1, rounds + 1):
-        v, taken = _relaxation(form, mu, v, deadline)
+        v, taken = maximise_unit_rows(lambda x: _apply(form, mu, x), v, deadline)
         steps += taken
         if deadline is not None and time.perf_counter() > deadline:
             if best is None:
@@ -259,8 +259,9 @@ def _apply(form: AgreementForm, mu: np.ndarray, v: np.ndarray) -> np.ndarray:
     return form.q @ v - np.repeat(mu[:, None] * sums, np.diff(form.offsets), axis=0)
 
 
-def _relaxation(form: AgreementForm, mu: np.ndarray, start: np.ndarray, deadline):
-    """Unit rows V maximising tr(VᵀQ'V) (L-BFGS over unnormalised rows, from `start`); (V, steps)."""
+def maximise_unit_rows(apply, start: np.ndarray, deadline, max_steps: int = MAX_STEPS, ftol: float = FTOL):
+    """Unit rows V maximising tr(VᵀQ'V), `apply(V)` = Q'V (L-BFGS over unnormalised rows, from
+    `start`); (V, steps)."""
     n, rank = start.shape
     steps = 0
 
@@ -270,7 +271,7 @@ def _relaxation(form: AgreementForm, mu: np.ndarray, start: np.ndarray, deadline
         w = flat.reshape(n, rank)
         norms = np.sqrt(np.einsum("ij,ij->i", w, w))[:, None]
         v = w / norms
-        qv = _apply(form, mu, v)
+        qv = apply(v)
         along = np.einsum("ij,ij->i", qv, v)[:, None]  # the gradient's part that changes |w_i| only
         grad = v * along
         grad -= qv
@@ -282,7 +283,7 @@ def _relaxation(form: AgreementForm, mu: np.ndarray, start: np.ndarray, deadline
             raise StopIteration
 
     res = so.minimize(objective, start.ravel(), jac=True, method="L-BFGS-B", callback=stop,
-                      options={"maxiter": MAX_STEPS, "maxcor": LBFGS_MEMORY, "ftol": FTOL})
+                      options={"maxiter": max_steps, "maxcor": LBFGS_MEMORY, "ftol": ftol})
     v = res.x.reshape(n, rank)
     return v / np.linalg.norm(v, axis=1, keepdims=True), steps
 
