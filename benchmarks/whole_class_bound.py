@@ -104,7 +104,7 @@ def whole_class_certificate(layers, widths, epsilon: float = 0.03, rank: int = R
     n = cf.q.shape[0]
     if n > MAX_CLASSES:
         raise SystemExit(f"{n} classes: more than the dense eigensolver's {MAX_CLASSES}")
-    dense = cf.q.toarray()
+    dense, wt = cf.q.toarray(), cf.weights.toarray()
     counts = np.diff(cf.form.offsets)
     mu = np.where(np.arange(counts.size) > 0, PENALTY / np.maximum(counts, 1), 0.0)
     slack = cf.form.slack_squared(2, epsilon)  # the μ steps aim at K = 2, as in semidefinite_bound
@@ -113,7 +113,6 @@ def whole_class_certificate(layers, widths, epsilon: float = 0.03, rank: int = R
     for _ in range(rounds):
         v, _ = maximise_unit_rows(lambda x: _apply(cf, mu, x), v, None, MAX_STEPS, 1e-9)
         y = np.sum(_apply(cf, mu, v) * v, axis=1)
-        wt = cf.weights.toarray()
         top = float(np.linalg.eigvalsh(dense - (wt.T * mu) @ wt - np.diag(y))[-1])
         found = WholeClassCertificate(cf, epsilon, mu.copy(), y, math.ceil(top / EIG_GRID) * EIG_GRID)
         if best is None or found.value(2) > best.value(2):
