@@ -45,7 +45,7 @@ from spdnn.bound import volume_lower_bound
 from spdnn.hypergraph import identical_rows
 from spdnn.network import read_network
 from spdnn.partition_io import read_partition
-from spdnn.semidefinite_bound import EIG_GRID, PENALTY, AgreementForm, agreement_form
+from spdnn.semidefinite_bound import EIG_GRID, PENALTY, AgreementForm, Certificate, agreement_form
 from spdnn.semidefinite_bound import maximise_unit_rows  # the same L-BFGS over unit rows
 from spdnn.volume import partition_metrics, split_by_layer
 
@@ -59,22 +59,6 @@ class ClassForm(NamedTuple):
     form: AgreementForm  # the row form (its constant, layers and slack)
     q: sp.csr_matrix  # AᵀQA
     weights: sp.csr_matrix  # layers × classes: rows of each class (its balance weight)
-
-
-class WholeClassCertificate(NamedTuple):
-    classes: ClassForm
-    epsilon: float
-    mu: np.ndarray
-    y: np.ndarray
-    lambda_max: float
-
-    def value(self, k: int) -> float:
-        slack = float(self.mu @ self.classes.form.slack_squared(k, self.epsilon))
-        inner = self.classes.form.constant - float(self.y.sum()) - self.y.size * max(0.0, self.lambda_max) - slack
-        return 2 * (k - 1) / k * inner
-
-    def bound(self, k: int) -> int:
-        return max(0, math.ceil(self.value(k) - 1e-6))
 
 
 def row_classes(layers, widths) -> list[np.ndarray]:
@@ -99,7 +83,9 @@ def _apply(cf: ClassForm, mu: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def whole_class_certificate(layers, widths, epsilon: float = 0.03, rank: int = RANK, rounds: int = ROUNDS,
-                            seed: int = 0) -> WholeClassCertificate:
+                            seed: int = 0) -> Certificate:
+    """`semidefinite_bound.Certificate` of the class problem: its bound formula holds as it is, with
+    y and n = one per class (the row form's constant and slack)."""
     cf = class_form(layers, widths)
     n = cf.q.shape[0]
     if n > MAX_CLASSES:
@@ -114,7 +100,7 @@ def whole_class_certificate(layers, widths, epsilon: float = 0.03, rank: int = R
         v, _ = maximise_unit_rows(lambda x: _apply(cf, mu, x), v, None, MAX_STEPS, 1e-9)
         y = np.sum(_apply(cf, mu, v) * v, axis=1)
         top = float(np.linalg.eigvalsh(dense - (wt.T * mu) @ wt - np.diag(y))[-1])
-        found = WholeClassCertificate(cf, epsilon, mu.copy(), y, math.ceil(top / EIG_GRID) * EIG_GRID)
+        found = Certificate(cf.form, epsilon, mu.copy(), y, math.ceil(top / EIG_GRID) * EIG_GRID, rank)
         if best is None or found.value(2) > best.value(2):
             best = found
         imbalance = np.sum((cf.weights @ v) ** 2, axis=1)
@@ -122,8 +108,9 @@ def whole_class_certificate(layers, widths, epsilon: float = 0.03, rank: int = R
     return best
 
 
-def keeps_classes_whole(layers, widths, part) -> bool:
-    for cls, p in zip(row_classes(layers, widths)[1:], split_by_layer(part, widths)[1:]):
+def keeps_classes_whole(classes, widths, part) -> bool:
+    """classes: `row_classes` of the network, found once for every partition compared."""
+    for cls, p in zip(classes[1:], split_by_layer(part, widths)[1:]):
         lowest, highest = np.full(int(cls.max()) + 1, p.max()), np.zeros(int(cls.max()) + 1, p.dtype)
         np.minimum.at(lowest, cls, p)
         np.maximum.at(highest, cls, p)
@@ -145,6 +132,7 @@ def main():
     seconds = time.perf_counter() - t0
     print(f"semidefinite, whole classes: {cert.y.size} classes, λ_max {cert.lambda_max:.1e}, {seconds:.0f} s")
     parts = [(path, read_partition(path).astype(np.int64)) for path in a.compare]
+    classes = row_classes(net.layers, net.widths) if parts else None
     print("| K | semidefinite, whole classes | class-count, whole classes | partition | volume "
           "| keeps classes whole | volume / larger bound |\n|---|---|---|---|---|---|---|")
     for k in [int(k) for k in a.k.split(",")]:
@@ -157,7 +145,7 @@ def main():
             if int(part.max()) + 1 != k:  # a partition is compared at the K of its part ids
                 continue
             vol = partition_metrics(net.layers, net.widths, part, k)["volume_forward"]
-            whole = keeps_classes_whole(net.layers, net.widths, part)
+            whole = keeps_classes_whole(classes, net.widths, part)
             print(f"| | | | {path} | {vol:,} | {'yes' if whole else 'no'} | {vol / best:.3f} |")
 
 

@@ -58,15 +58,16 @@ def test_class_count_bound_of_whole_classes_is_not_a_bound_on_every_partition():
 
 def test_keeps_classes_whole():
     layers, widths = tiny_radix(4, 2, (1, 2, 1, 2), 0)
+    classes = whole_class_bound.row_classes(layers, widths)
     rng = np.random.default_rng(1)
     whole = np.concatenate([rng.integers(0, 2, widths[0])] +
                            [rng.integers(0, 2, identical_rows(w).max() + 1)[identical_rows(w)] for w in layers])
-    assert whole_class_bound.keeps_classes_whole(layers, widths, whole)
+    assert whole_class_bound.keeps_classes_whole(classes, widths, whole)
     cls = identical_rows(layers[2])
     split = whole.copy()
     row = widths[0] + widths[1] + widths[2] + int(np.flatnonzero(cls == cls[0])[1])  # layer 3's second row of class 0
     split[row] = 1 - split[row]
-    assert not whole_class_bound.keeps_classes_whole(layers, widths, split)
+    assert not whole_class_bound.keeps_classes_whole(classes, widths, split)
     inputs = whole.copy()
     inputs[0] = 1 - inputs[0]  # the inputs are classes of one
-    assert whole_class_bound.keeps_classes_whole(layers, widths, inputs)
+    assert whole_class_bound.keeps_classes_whole(classes, widths, inputs)
