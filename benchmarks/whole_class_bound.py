@@ -25,10 +25,13 @@ same partitions (`whole_classes=True`: a part touches no more classes than its l
 fit its capacity), which is the stronger of the two beyond K = 2. Neither is a bound on every
 partition: on tiny chains the best partition can split a class (`tests/test_whole_class_bound.py`).
 
-    python benchmarks/whole_class_bound.py NET.h5 -k 2,8,32 [--compare PART ...]
+    python benchmarks/whole_class_bound.py NET.h5 -k 2,8,32 [--compare PART ...] [--round TRIALS]
 
 Prints per K both bounds, and for each partition given its volume, whether it keeps every class
-whole, and volume / the larger bound.
+whole, and volume / the larger bound. `--round` also brackets the K = 2 whole-class optimum from
+above: random hyperplanes through the relaxation's class vectors give whole-class partitions
+(`rounded_partition`), the cheapest few are refined by the partitioner's own passes
+(`partition.refine`), and the best is printed beside the bound.
 """
 
 from __future__ import annotations
@@ -44,15 +47,24 @@ import scipy.sparse as sp
 from spdnn.bound import volume_lower_bound
 from spdnn.hypergraph import identical_rows
 from spdnn.network import read_network
+from spdnn.partition import Layers, layer_volume, place_inputs, refine
 from spdnn.partition_io import read_partition
+from spdnn.partitioner import Solver
 from spdnn.semidefinite_bound import EIG_GRID, PENALTY, AgreementForm, Certificate, agreement_form
 from spdnn.semidefinite_bound import maximise_unit_rows  # the same L-BFGS over unit rows
-from spdnn.volume import partition_metrics, split_by_layer
+from spdnn.volume import layer_capacity, partition_metrics, split_by_layer
 
 RANK = 32  # the class problem is small: a higher rank than the row problem's 16 costs little
 ROUNDS = 3
 MAX_STEPS = 3000
 MAX_CLASSES = 12_000  # a dense eigenproblem of 12,000² doubles: 1.15 GB
+REFINED = 6  # rounded partitions refined, the cheapest first
+PASSES = 3  # refinement passes each
+
+
+class ClassSolution(NamedTuple):
+    certificate: Certificate
+    vectors: np.ndarray  # classes × rank: the relaxation's unit rows in the certificate's round
 
 
 class ClassForm(NamedTuple):
@@ -83,9 +95,9 @@ def _apply(cf: ClassForm, mu: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def whole_class_certificate(layers, widths, epsilon: float = 0.03, rank: int = RANK, rounds: int = ROUNDS,
-                            seed: int = 0) -> Certificate:
-    """`semidefinite_bound.Certificate` of the class problem: its bound formula holds as it is, with
-    y and n = one per class (the row form's constant and slack)."""
+                            seed: int = 0) -> ClassSolution:
+    """`semidefinite_bound.Certificate` of the class problem (its bound formula holds as it is, with
+    y and n = one per class, the row form's constant and slack), and the vectors it came from."""
     cf = class_form(layers, widths)
     n = cf.q.shape[0]
     if n > MAX_CLASSES:
@@ -101,11 +113,61 @@ def whole_class_certificate(layers, widths, epsilon: float = 0.03, rank: int = R
         y = np.sum(_apply(cf, mu, v) * v, axis=1)
         top = float(np.linalg.eigvalsh(dense - (wt.T * mu) @ wt - np.diag(y))[-1])
         found = Certificate(cf.form, epsilon, mu.copy(), y, math.ceil(top / EIG_GRID) * EIG_GRID, rank)
-        if best is None or found.value(2) > best.value(2):
-            best = found
+        if best is None or found.value(2) > best.certificate.value(2):
+            best = ClassSolution(found, v.copy())
         imbalance = np.sum((cf.weights @ v) ** 2, axis=1)
         mu = mu * np.clip(np.sqrt((imbalance + 1.0) / (slack + 1.0)), 0.5, 2.0)
     return best
+
+
+def rounded_partition(layers, widths, classes, vectors, hyperplane, epsilon: float = 0.03) -> list[np.ndarray]:
+    """A K = 2 partition keeping every class whole, per layer of neurons: each layer's classes
+    sorted by their vector's side of the hyperplane, the first ones to part 0 up to the balanced
+    split point nearest the sign change (layer 0: `place_inputs`)."""
+    net = Layers(layers, widths, balance=None)
+    first = np.cumsum([0] + [int(c.max()) + 1 for c in classes])
+    score = vectors @ hyperplane
+    parts = [None]
+    for t in range(1, len(widths)):
+        cls, row_weights = classes[t], net.rw(t)
+        capacity = layer_capacity(row_weights, 2, epsilon)
+        s = score[first[t]:first[t + 1]]
+        order = np.argsort(-s, kind="stable")
+        load = np.cumsum(np.bincount(cls, weights=row_weights)[order])
+        fits = np.flatnonzero((load <= capacity) & (load[-1] - load <= capacity)) + 1  # classes in part 0
+        if fits.size == 0:
+            raise SystemExit(f"layer {t}: no split of whole classes is balanced within ε = {epsilon}")
+        side = np.ones(s.size, np.int8)
+        side[order[:fits[np.argmin(np.abs(fits - np.sum(s > 0)))]]] = 0
+        parts.append(side[cls])
+    parts[0] = place_inputs(net, parts, 2)
+    return parts
+
+
+def best_rounding(layers, widths, classes, vectors, epsilon: float = 0.03, trials: int = 200, seed: int = 0,
+                  refined: int = REFINED, passes: int = PASSES) -> tuple[int, np.ndarray]:
+    """(the cheapest rounding's volume, the best partition after refinement) over `trials`
+    hyperplanes; the `refined` cheapest roundings get `passes` passes of `partition.refine` each
+    (identical rows are one vertex there: classes stay whole, which `main` checks)."""
+    net = Layers(layers, widths, balance=(2, epsilon))
+    rng = np.random.default_rng(seed)
+
+    def volume(parts):
+        return sum(layer_volume(net, t, parts[t - 1], parts[t], 2) for t in range(1, len(widths)))
+
+    rounded = []
+    for trial in range(trials):
+        parts = rounded_partition(layers, widths, classes, vectors, rng.standard_normal(vectors.shape[1]), epsilon)
+        rounded.append((volume(parts), trial, parts))
+    rounded.sort(key=lambda r: r[:2])
+    solver, best = Solver(), None
+    for _, trial, parts in rounded[:refined]:
+        for n in range(passes):
+            parts = refine(net, parts, 2, epsilon, seed + trial + 104_729 * n, solver, 1, 1, None)
+        words = volume(parts)
+        if best is None or words < best[0]:
+            best = (words, parts)
+    return rounded[0][0], np.concatenate(best[1])
 
 
 def keeps_classes_whole(classes, widths, part) -> bool:
@@ -125,14 +187,21 @@ def main():
     p.add_argument("-k", default="2", help="comma-separated K")
     p.add_argument("--epsilon", type=float, default=0.03)
     p.add_argument("--compare", nargs="*", default=[], help="partitions (spdnn partition -o PART) of this network")
+    p.add_argument("--round", type=int, default=0, metavar="TRIALS",
+                   help="also round the relaxation's class vectors to K = 2 partitions (this many hyperplanes)")
     a = p.parse_args()
     net = read_network(a.network)
     t0 = time.perf_counter()
-    cert = whole_class_certificate(net.layers, net.widths, a.epsilon)
+    cert, vectors = whole_class_certificate(net.layers, net.widths, a.epsilon)
     seconds = time.perf_counter() - t0
     print(f"semidefinite, whole classes: {cert.y.size} classes, λ_max {cert.lambda_max:.1e}, {seconds:.0f} s")
     parts = [(path, read_partition(path).astype(np.int64)) for path in a.compare]
-    classes = row_classes(net.layers, net.widths) if parts else None
+    classes = row_classes(net.layers, net.widths) if parts or a.round else None
+    if a.round:
+        t0 = time.perf_counter()
+        raw, part = best_rounding(net.layers, net.widths, classes, vectors, a.epsilon, a.round)
+        seconds = time.perf_counter() - t0
+        parts.append((f"rounded ({a.round} hyperplanes: cheapest {raw:,}; {REFINED} refined, {seconds:.0f} s)", part))
     print("| K | semidefinite, whole classes | class-count, whole classes | partition | volume "
           "| keeps classes whole | volume / larger bound |\n|---|---|---|---|---|---|---|")
     for k in [int(k) for k in a.k.split(",")]:
@@ -144,9 +213,10 @@ def main():
         for path, part in parts:
             if int(part.max()) + 1 != k:  # a partition is compared at the K of its part ids
                 continue
-            vol = partition_metrics(net.layers, net.widths, part, k)["volume_forward"]
-            whole = keeps_classes_whole(classes, net.widths, part)
-            print(f"| | | | {path} | {vol:,} | {'yes' if whole else 'no'} | {vol / best:.3f} |")
+            metrics = partition_metrics(net.layers, net.widths, part, k, a.epsilon)
+            vol, whole = metrics["volume_forward"], keeps_classes_whole(classes, net.widths, part)
+            balanced = "" if metrics["balanced"] else f" (not within ε = {a.epsilon})"
+            print(f"| | | | {path}{balanced} | {vol:,} | {'yes' if whole else 'no'} | {vol / best:.3f} |")
 
 
 if __name__ == "__main__":
