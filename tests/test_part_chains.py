@@ -63,7 +63,8 @@ def test_chain_is_the_cheapest_sequence_of_sets():
     layers, widths, _ = relabelled_radixnet(256, 4, seed=2)  # strides 1, 2, 4, 8
     k = 4
     parts = [np.arange(n) % k for n in widths]
-    counted, per_table, chain, _ = part_chains.chains(part_chains.layer_classes(layers), parts, k, "mixed")
+    layer_classes = part_chains.layer_classes(layers)
+    counted, per_table, chain, _, path = part_chains.chains(layer_classes, parts, k, "mixed")
     assert counted == 3
     classes = [_classes(w) for w in layers]
     options = []
@@ -82,6 +83,17 @@ def test_chain_is_the_cheapest_sequence_of_sets():
     brute = (cost[0][:, :, None, None] + cost[1][None, :, :, None] + cost[2][None, None, :, :]).min()
     assert chain == brute
     assert per_table == sum(x.min() for x in cost) < chain
+    chosen = [np.isin(np.arange(len(x[0])), s).astype(float) for x, s in zip(options, path)]
+    assert sum(words(t, chosen[t - 1], chosen[t]) for t in (1, 2, 3)) == chain  # the backtracked sets
+
+    # from the one-run chain (80 words) exchanges reach the two-run sets' 64, a family it never saw
+    one = part_chains.chains(layer_classes, parts, k, "one")
+    start, best, sets = part_chains.anneal(layer_classes, one[4], 3000, seed=1)
+    assert start == one[2] > best == chain
+    assert np.array_equal(sets[0], one[4][0])  # the first layer's set is kept
+    chosen = [np.isin(np.arange(len(x[0])), s).astype(float) for x, s in zip(options, sets)]
+    assert [int(c.sum()) for c in chosen] == [len(s) for s in one[4]]  # sizes kept
+    assert sum(words(t, chosen[t - 1], chosen[t]) for t in (1, 2, 3)) == best  # words recounted per neuron
 
 
 def test_method_part_costs_add_up_to_the_volume():

@@ -1,0 +1,66 @@
+"""benchmarks/pair_resplit.py: its re-split of two parts is the best one, against brute force."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_bound import tiny_radix
+
+from spdnn.errors import UserError
+from spdnn.volume import partition_metrics
+
+_spec = importlib.util.spec_from_file_location(
+    "pair_resplit", Path(__file__).resolve().parents[1] / "benchmarks" / "pair_resplit.py")
+pair_resplit = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(pair_resplit)
+
+K = 4
+
+
+def _whole_class_partition(classes, widths, seed):
+    """Each layer's 8 classes of 2 rows dealt to the 4 parts, 2 classes each, at random."""
+    rng = np.random.default_rng(seed)
+    cparts = [rng.permutation(np.repeat(np.arange(K), 2)) for _ in classes]
+    return cparts, pair_resplit.neuron_parts(classes, cparts, *_layers_widths(seed), K, np.int8)
+
+
+def _layers_widths(seed):
+    return tiny_radix(8, 2, (1, 2, 3, 1), seed)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_resplit_finds_the_best_re_split_of_two_parts(seed):
+    """Every re-split of parts 0 and 1 (6 choices a layer, 6⁴ in all) measured by the volume
+    itself: the dynamic program's gain is the best one, and its `now` is today's words."""
+    layers, widths = _layers_widths(seed)
+    classes = pair_resplit.layer_classes(layers)
+    cparts, parts = _whole_class_partition(classes, widths, seed)
+    start = partition_metrics(layers, widths, np.concatenate(parts), K)["volume_forward"]
+    now, best, new = pair_resplit.resplit(classes, cparts, 0, 1)
+    got = pair_resplit.neuron_parts(classes, new, layers, widths, K, np.int8)
+    assert partition_metrics(layers, widths, np.concatenate(got), K)["volume_forward"] == start - (now - best)
+    slots = [np.flatnonzero(cp < 2) for cp in cparts]
+    least = np.inf
+    for picks in itertools.product(*[list(itertools.combinations(range(4), 2))] * len(classes)):
+        trial = [cp.copy() for cp in cparts]
+        for cp, u, pick in zip(trial, slots, picks):
+            cp[u] = 1
+            cp[u[list(pick)]] = 0
+        full = pair_resplit.neuron_parts(classes, trial, layers, widths, K, np.int8)
+        least = min(least, partition_metrics(layers, widths, np.concatenate(full), K)["volume_forward"])
+    assert start - (now - best) == least, (start, now, best, least)
+
+
+def test_a_split_class_is_refused():
+    layers, widths = _layers_widths(0)
+    classes = pair_resplit.layer_classes(layers)
+    _, parts = _whole_class_partition(classes, widths, 0)
+    parts[2] = parts[2].copy()
+    i, j = np.flatnonzero(classes[1].rows == classes[1].rows[0])[:2]
+    parts[2][j] = (parts[2][i] + 1) % K
+    with pytest.raises(UserError, match="layer 2: the partition splits a class"):
+        pair_resplit.class_parts(classes, parts)
