@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -14,6 +15,14 @@ BIN = Path(sys.executable).parent
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "graphchallenge"
 GC_ARCHIVE = SHARED / "neuron1024.tar.gz"
 GC_CATEGORIES = SHARED / "neuron1024-l120-categories.tsv"
+
+
+def benchmark_module(name: str):
+    """A script of benchmarks/ as a module (benchmarks/ is not a package: each file runs alone)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def env():

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import benchmark_module
 from test_bound import tiny_radix
 
 from spdnn.errors import UserError
 from spdnn.volume import partition_metrics
 
-_spec = importlib.util.spec_from_file_location(
-    "pair_resplit", Path(__file__).resolve().parents[1] / "benchmarks" / "pair_resplit.py")
-pair_resplit = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(pair_resplit)
+pair_resplit = benchmark_module("pair_resplit")
 
 K = 4
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
-from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
+from conftest import benchmark_module
 from radixnet_reference import relabelled_radixnet
 
 from spdnn.cycle_runs import class_incidence, cycles
@@ -15,10 +14,7 @@ from spdnn.generate import radixnet
 from spdnn.hypergraph import identical_rows
 from spdnn.volume import layer_traffic
 
-_spec = importlib.util.spec_from_file_location(
-    "part_chains", Path(__file__).resolve().parents[1] / "benchmarks" / "part_chains.py")
-part_chains = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(part_chains)
+part_chains = benchmark_module("part_chains")
 
 
 def _classes(w):

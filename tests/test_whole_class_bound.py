@@ -4,11 +4,9 @@ test of whether a partition keeps classes whole."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
+from conftest import benchmark_module
 from test_bound import exact_optimum, tiny_radix
 
 from spdnn.bound import volume_lower_bound
@@ -16,10 +14,7 @@ from spdnn.hypergraph import identical_rows
 from spdnn.semidefinite_bound import semidefinite_certificate
 from spdnn.volume import partition_metrics
 
-_spec = importlib.util.spec_from_file_location(
-    "whole_class_bound", Path(__file__).resolve().parents[1] / "benchmarks" / "whole_class_bound.py")
-whole_class_bound = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(whole_class_bound)
+whole_class_bound = benchmark_module("whole_class_bound")
 
 CASES = [  # rows in classes of 2 that a balanced partition can keep whole
     ("radix 4x2 K=2", lambda s: tiny_radix(4, 2, (1, 2, 1, 2), s), 2),
