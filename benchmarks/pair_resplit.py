@@ -28,10 +28,9 @@ import time
 from typing import NamedTuple
 
 import numpy as np
-import scipy.sparse as sp
+from part_chains import class_owned, class_reads, layer_classes  # the same class tables
 
 from spdnn.errors import UserError
-from spdnn.hypergraph import identical_rows
 from spdnn.network import read_network
 from spdnn.partition import Layers, place_inputs
 from spdnn.partition_io import read_partition
@@ -41,31 +40,21 @@ MAX_CHOICES = 20_000  # choices per layer (C(16, 8) = 12,870: two parts of 8 cla
 BLOCK = 1024  # choices of layer t per block of the transition matrix
 
 
-class LayerClasses(NamedTuple):
-    rows: np.ndarray  # each neuron of layer t: its row class
-    reads: np.ndarray  # [row class, column class]: the class's rows read that column class
+class LayerTables(NamedTuple):
+    rows: np.ndarray  # each neuron of the layer: its row class
+    reads: np.ndarray  # [row class, column class]: 1 where the class's rows read that column class
     sizes: np.ndarray  # neurons per column class
-    owned: np.ndarray | None  # [row class of layer t − 1, column class]: neurons in both (None: t = 1)
+    owned: np.ndarray | None  # [row class of the layer before, column class]: neurons in both (None: layer 1)
 
 
-def layer_classes(layers) -> list[LayerClasses]:
-    out, prev_rows = [], None
-    for w in layers:
-        w = sp.csr_matrix(w)
-        rows, cols = identical_rows(w), identical_rows(w.T.tocsr())
-        coo = w.tocoo()
-        reads = np.zeros((rows.max() + 1, cols.max() + 1), bool)
-        reads[rows[coo.row], cols[coo.col]] = True
-        owned = None
-        if prev_rows is not None:
-            owned = np.zeros((prev_rows.max() + 1, cols.max() + 1))
-            np.add.at(owned, (prev_rows, cols), 1.0)
-        out.append(LayerClasses(rows, reads, np.bincount(cols).astype(np.float64), owned))
-        prev_rows = rows
-    return out
+def layer_tables(layers) -> list[LayerTables]:
+    """The class tables of `part_chains`, found once for every pair."""
+    classes = layer_classes(layers)
+    return [LayerTables(lc.rc, class_reads(lc), np.bincount(lc.cc).astype(np.float64),
+                        class_owned(classes[t - 1].rc, lc) if t else None) for t, lc in enumerate(classes)]
 
 
-def class_parts(classes: list[LayerClasses], parts) -> list[np.ndarray]:
+def class_parts(classes: list[LayerTables], parts) -> list[np.ndarray]:
     """Per layer (1..L), each row class's part; UserError if a class is split."""
     out = []
     for t, (lc, p) in enumerate(zip(classes, parts[1:]), start=1):
@@ -87,7 +76,7 @@ def choices(n: int, n_p: int) -> np.ndarray:
     return out
 
 
-def resplit(classes: list[LayerClasses], cparts: list[np.ndarray], p: int, q: int, max_choices: int = MAX_CHOICES):
+def resplit(classes: list[LayerTables], cparts: list[np.ndarray], p: int, q: int, max_choices: int = MAX_CHOICES):
     """(p's and q's words now, their least words over every re-split, the new class parts), or None
     when a layer has more than max_choices choices or classes of different sizes in p ∪ q."""
     slots, table = [], []
@@ -158,7 +147,7 @@ def main():
     part = read_partition(a.partition)
     k = int(part.max()) + 1
     parts = split_by_layer(part, net.widths)
-    classes = layer_classes(net.layers)
+    classes = layer_tables(net.layers)
     cparts = class_parts(classes, parts)
     start = partition_metrics(net.layers, net.widths, part, k, a.epsilon)["volume_forward"]
     volume, t0 = start, time.perf_counter()

@@ -18,8 +18,12 @@ GC_CATEGORIES = SHARED / "neuron1024-l120-categories.tsv"
 
 
 def benchmark_module(name: str):
-    """A script of benchmarks/ as a module (benchmarks/ is not a package: each file runs alone)."""
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py")
+    """A script of benchmarks/ as a module (benchmarks/ is not a package: each file runs alone, and
+    imports its siblings as a script would, from its own folder)."""
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    if str(folder) not in sys.path:
+        sys.path.append(str(folder))
+    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

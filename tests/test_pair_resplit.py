@@ -33,7 +33,7 @@ def test_resplit_finds_the_best_re_split_of_two_parts(seed):
     """Every re-split of parts 0 and 1 (6 choices a layer, 6⁴ in all) measured by the volume
     itself: the dynamic program's gain is the best one, and its `now` is today's words."""
     layers, widths = _layers_widths(seed)
-    classes = pair_resplit.layer_classes(layers)
+    classes = pair_resplit.layer_tables(layers)
     cparts, parts = _whole_class_partition(classes, widths, seed)
     start = partition_metrics(layers, widths, np.concatenate(parts), K)["volume_forward"]
     now, best, new = pair_resplit.resplit(classes, cparts, 0, 1)
@@ -53,7 +53,7 @@ def test_resplit_finds_the_best_re_split_of_two_parts(seed):
 
 def test_a_split_class_is_refused():
     layers, widths = _layers_widths(0)
-    classes = pair_resplit.layer_classes(layers)
+    classes = pair_resplit.layer_tables(layers)
     _, parts = _whole_class_partition(classes, widths, 0)
     parts[2] = parts[2].copy()
     i, j = np.flatnonzero(classes[1].rows == classes[1].rows[0])[:2]
