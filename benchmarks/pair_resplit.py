@@ -45,13 +45,15 @@ class LayerTables(NamedTuple):
     reads: np.ndarray  # [row class, column class]: 1 where the class's rows read that column class
     sizes: np.ndarray  # neurons per column class
     owned: np.ndarray | None  # [row class of the layer before, column class]: neurons in both (None: layer 1)
+    loads: np.ndarray  # per row class: its rows' weights (nonzeros), what balance counts
 
 
 def layer_tables(layers) -> list[LayerTables]:
     """The class tables of `part_chains`, found once for every pair."""
     classes = layer_classes(layers)
     return [LayerTables(lc.rc, class_reads(lc), np.bincount(lc.cc).astype(np.float64),
-                        class_owned(classes[t - 1].rc, lc) if t else None) for t, lc in enumerate(classes)]
+                        class_owned(classes[t - 1].rc, lc) if t else None,
+                        np.bincount(lc.rc, weights=np.diff(lc.w.indptr))) for t, lc in enumerate(classes)]
 
 
 def class_parts(classes: list[LayerTables], parts) -> list[np.ndarray]:
@@ -78,12 +80,13 @@ def choices(n: int, n_p: int) -> np.ndarray:
 
 def resplit(classes: list[LayerTables], cparts: list[np.ndarray], p: int, q: int, max_choices: int = MAX_CHOICES):
     """(p's and q's words now, their least words over every re-split, the new class parts), or None
-    when a layer has more than max_choices choices or classes of different sizes in p ∪ q."""
+    when a layer has more than max_choices choices or classes of different loads in p ∪ q (then a
+    re-split could unbalance the layer)."""
     slots, table = [], []
     for lc, cp in zip(classes, cparts):
         u = np.flatnonzero((cp == p) | (cp == q))
         n_p = int(np.count_nonzero(cp[u] == p))
-        if math.comb(u.size, n_p) > max_choices or np.unique(np.bincount(lc.rows)[u]).size > 1:
+        if math.comb(u.size, n_p) > max_choices or np.unique(lc.loads[u]).size > 1:
             return None
         slots.append(u)
         table.append(choices(u.size, n_p))
@@ -150,7 +153,7 @@ def main():
     classes = layer_tables(net.layers)
     cparts = class_parts(classes, parts)
     start = partition_metrics(net.layers, net.widths, part, k, a.epsilon)["volume_forward"]
-    volume, t0 = start, time.perf_counter()
+    volume, final, t0 = start, part, time.perf_counter()
     print(f"start: {start:,} words, K = {k}")
     for sweep in range(1, a.sweeps + 1):
         skipped = 0

@@ -60,3 +60,16 @@ def test_a_split_class_is_refused():
     parts[2][j] = (parts[2][i] + 1) % K
     with pytest.raises(UserError, match="layer 2: the partition splits a class"):
         pair_resplit.class_parts(classes, parts)
+
+
+def test_a_pair_whose_classes_differ_in_load_is_skipped():
+    """A re-split could then unbalance the layer: the pair is left as it is (None)."""
+    layers, widths = _layers_widths(0)
+    classes = pair_resplit.layer_tables(layers)
+    cparts, _ = _whole_class_partition(classes, widths, 0)
+    assert pair_resplit.resplit(classes, cparts, 0, 1) is not None
+    loads = classes[2].loads.copy()
+    loads[np.flatnonzero(cparts[2] == 1)[0]] += 1
+    classes[2] = classes[2]._replace(loads=loads)
+    assert pair_resplit.resplit(classes, cparts, 0, 1) is None
+    assert pair_resplit.resplit(classes, cparts, 2, 3) is not None
