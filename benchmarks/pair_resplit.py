@@ -11,12 +11,14 @@ them; the inputs' boundary as `place_inputs` leaves it, each part paying its rea
 multi-layer move the local refinements here cannot make: any number of class exchanges between
 p and q in any number of consecutive layers, found exactly.
 
-    python benchmarks/pair_resplit.py NET.h5 PART [--sweeps S] [--max-choices C] [-o OUT]
+    python benchmarks/pair_resplit.py NET.h5 PART [--sweeps S] [--exchanges D] [--max-choices C] [-o OUT]
 
 Takes every pair of parts in turn (a sweep), keeps each re-split that lowers the volume, prints
 each pair's gain and the volume after each sweep, checked against `volume.partition_metrics`.
 A pair whose layers have more than --max-choices choices (K = 2 and 4 on Graph Challenge
-networks: C(64, 32), C(32, 16)) is skipped and counted.
+networks: C(64, 32), C(32, 16)) is skipped and counted; `--exchanges D` limits each layer to the
+splits that exchange at most D classes between p and q (D = 1 at K = 2: 1,025 a layer), still
+chosen jointly over all layers.
 """
 
 from __future__ import annotations
@@ -70,27 +72,40 @@ def class_parts(classes: list[LayerTables], parts) -> list[np.ndarray]:
     return out
 
 
-def choices(n: int, n_p: int) -> np.ndarray:
-    """[choice, slot]: 1 where the slot's class goes to p; every n_p of n slots."""
-    out = np.zeros((math.comb(n, n_p), n), np.float32)
-    for i, c in enumerate(itertools.combinations(range(n), n_p)):
-        out[i, list(c)] = 1.0
-    return out
+def choices(mine: np.ndarray, exchanges: int | None = None) -> np.ndarray:
+    """[choice, slot]: 1 where the slot's class goes to p, for every split of the slots that gives p
+    as many as `mine` (p's slots now) and exchanges at most `exchanges` of them (None: any number)."""
+    ins, outs = np.flatnonzero(mine), np.flatnonzero(~mine)
+    most = min(ins.size, outs.size) if exchanges is None else min(exchanges, ins.size, outs.size)
+    out = []
+    for e in range(most + 1):
+        for leave, join in itertools.product(itertools.combinations(ins, e), itertools.combinations(outs, e)):
+            x = mine.astype(np.float32)
+            x[list(leave)], x[list(join)] = 0.0, 1.0
+            out.append(x)
+    return np.array(out)
 
 
-def resplit(classes: list[LayerTables], cparts: list[np.ndarray], p: int, q: int, max_choices: int = MAX_CHOICES):
-    """(p's and q's words now, their least words over every re-split, the new class parts), or None
-    when a layer has more than max_choices choices or classes of different loads in p ∪ q (then a
-    re-split could unbalance the layer)."""
+def choice_count(n: int, n_p: int, exchanges: int | None) -> int:
+    most = min(n_p, n - n_p) if exchanges is None else min(exchanges, n_p, n - n_p)
+    return sum(math.comb(n_p, e) * math.comb(n - n_p, e) for e in range(most + 1))
+
+
+def resplit(classes: list[LayerTables], cparts: list[np.ndarray], p: int, q: int, max_choices: int = MAX_CHOICES,
+            exchanges: int | None = None):
+    """(p's and q's words now, their least words over every re-split that exchanges at most
+    `exchanges` classes a layer (None: any), the new class parts), or None when a layer has more than
+    max_choices choices or classes of different loads in p ∪ q (then a re-split could unbalance
+    the layer)."""
     slots, table = [], []
     for lc, cp in zip(classes, cparts):
         u = np.flatnonzero((cp == p) | (cp == q))
         n_p = int(np.count_nonzero(cp[u] == p))
-        if math.comb(u.size, n_p) > max_choices or np.unique(lc.loads[u]).size > 1:
+        if choice_count(u.size, n_p, exchanges) > max_choices or np.unique(lc.loads[u]).size > 1:
             return None
         slots.append(u)
-        table.append(choices(u.size, n_p))
-    current = [np.flatnonzero((table[t] == (cparts[t][u] == p)).all(1))[0] for t, u in enumerate(slots)]
+        table.append(choices(cp[u] == p, exchanges))
+    current = [0] * len(slots)  # no exchange: the first choice
     f, now, back = None, 0.0, []
     for t, (lc, u, x) in enumerate(zip(classes, slots, table)):
         rd = lc.reads[u].astype(np.float32)
@@ -143,6 +158,8 @@ def main():
     ap.add_argument("partition", help="spdnn partition's -o PART of the same network")
     ap.add_argument("--sweeps", type=int, default=1)
     ap.add_argument("--max-choices", type=int, default=MAX_CHOICES)
+    ap.add_argument("--exchanges", type=int, default=None,
+                    help="at most this many classes exchanged a layer (default any: K = 2 and 4 need a few)")
     ap.add_argument("--epsilon", type=float, default=0.03)
     ap.add_argument("-o", "--output", default=None, help="write the final partition here (.npy)")
     a = ap.parse_args()
@@ -158,7 +175,7 @@ def main():
     for sweep in range(1, a.sweeps + 1):
         skipped = 0
         for p, q in itertools.combinations(range(k), 2):
-            found = resplit(classes, cparts, p, q, a.max_choices)
+            found = resplit(classes, cparts, p, q, a.max_choices, a.exchanges)
             if found is None:
                 skipped += 1
                 continue

@@ -29,19 +29,25 @@ def _layers_widths(seed):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_resplit_finds_the_best_re_split_of_two_parts(seed):
-    """Every re-split of parts 0 and 1 (6 choices a layer, 6⁴ in all) measured by the volume
-    itself: the dynamic program's gain is the best one, and its `now` is today's words."""
+@pytest.mark.parametrize("exchanges", [None, 1])
+def test_resplit_finds_the_best_re_split_of_two_parts(seed, exchanges):
+    """Every re-split of parts 0 and 1 (6 choices a layer, 6⁴ in all; with one exchange at most, the
+    5 that keep one of p's two classes) measured by the volume itself: the dynamic program's gain is
+    the best one, and its `now` is today's words."""
     layers, widths = _layers_widths(seed)
     classes = pair_resplit.layer_tables(layers)
     cparts, parts = _whole_class_partition(classes, widths, seed)
     start = partition_metrics(layers, widths, np.concatenate(parts), K)["volume_forward"]
-    now, best, new = pair_resplit.resplit(classes, cparts, 0, 1)
+    now, best, new = pair_resplit.resplit(classes, cparts, 0, 1, exchanges=exchanges)
     got = pair_resplit.neuron_parts(classes, new, layers, widths, K, np.int8)
     assert partition_metrics(layers, widths, np.concatenate(got), K)["volume_forward"] == start - (now - best)
     slots = [np.flatnonzero(cp < 2) for cp in cparts]
+    allowed = [[pick for pick in itertools.combinations(range(4), 2)
+                if exchanges is None or np.count_nonzero(cp[u[list(pick)]] == 0) >= 2 - exchanges]
+               for cp, u in zip(cparts, slots)]
+    assert [len(a) for a in allowed] == [6 if exchanges is None else 5] * len(classes)
     least = np.inf
-    for picks in itertools.product(*[list(itertools.combinations(range(4), 2))] * len(classes)):
+    for picks in itertools.product(*allowed):
         trial = [cp.copy() for cp in cparts]
         for cp, u, pick in zip(trial, slots, picks):
             cp[u] = 1
