@@ -31,6 +31,7 @@ from typing import NamedTuple
 
 import numpy as np
 from part_chains import class_owned, class_reads, layer_classes  # the same class tables
+from whole_class_bound import class_part
 
 from spdnn.errors import UserError
 from spdnn.network import read_network
@@ -62,13 +63,10 @@ def class_parts(classes: list[LayerTables], parts) -> list[np.ndarray]:
     """Per layer (1..L), each row class's part; UserError if a class is split."""
     out = []
     for t, (lc, p) in enumerate(zip(classes, parts[1:]), start=1):
-        n = lc.rows.max() + 1
-        lo, hi = np.full(n, p.max()), np.zeros(n, p.dtype)
-        np.minimum.at(lo, lc.rows, p)
-        np.maximum.at(hi, lc.rows, p)
-        if np.any(lo != hi):
+        part_of = class_part(lc.rows, p)
+        if part_of is None:
             raise UserError(f"layer {t}: the partition splits a class of identical rows (this benchmark needs them whole)")
-        out.append(lo.astype(np.int64))
+        out.append(part_of.astype(np.int64))
     return out
 
 
@@ -76,9 +74,8 @@ def choices(mine: np.ndarray, exchanges: int | None = None) -> np.ndarray:
     """[choice, slot]: 1 where the slot's class goes to p, for every split of the slots that gives p
     as many as `mine` (p's slots now) and exchanges at most `exchanges` of them (None: any number)."""
     ins, outs = np.flatnonzero(mine), np.flatnonzero(~mine)
-    most = min(ins.size, outs.size) if exchanges is None else min(exchanges, ins.size, outs.size)
     out = []
-    for e in range(most + 1):
+    for e in range(most_exchanges(ins.size, outs.size, exchanges) + 1):
         for leave, join in itertools.product(itertools.combinations(ins, e), itertools.combinations(outs, e)):
             x = mine.astype(np.float32)
             x[list(leave)], x[list(join)] = 0.0, 1.0
@@ -86,9 +83,13 @@ def choices(mine: np.ndarray, exchanges: int | None = None) -> np.ndarray:
     return np.array(out)
 
 
+def most_exchanges(n_p: int, n_q: int, exchanges: int | None) -> int:
+    return min(n_p, n_q) if exchanges is None else min(exchanges, n_p, n_q)
+
+
 def choice_count(n: int, n_p: int, exchanges: int | None) -> int:
-    most = min(n_p, n - n_p) if exchanges is None else min(exchanges, n_p, n - n_p)
-    return sum(math.comb(n_p, e) * math.comb(n - n_p, e) for e in range(most + 1))
+    """len(choices(...)) without listing them: Σ_e C(n_p, e)·C(n − n_p, e)."""
+    return sum(math.comb(n_p, e) * math.comb(n - n_p, e) for e in range(most_exchanges(n_p, n - n_p, exchanges) + 1))
 
 
 def resplit(classes: list[LayerTables], cparts: list[np.ndarray], p: int, q: int, max_choices: int = MAX_CHOICES,

@@ -215,17 +215,19 @@ def anneal(classes: list[LayerClasses], path: list[np.ndarray], moves: int, seed
     def words(t):  # the boundary into classes[t]'s layer: its set reads, the set of the layer before owns
         return z[t] * np.count_nonzero(count[t]) - (inside[t - 1] @ owned[t])[count[t] > 0].sum()
 
-    start = now = sum(words(t) for t in range(1, len(classes)))
+    cost = [0.0] + [words(t) for t in range(1, len(classes))] + [0.0]  # per boundary; 0 at both ends
+    start = now = sum(cost)
     best, best_path = now, [np.flatnonzero(x) for x in inside]
     for i in range(moves if movable else 0):
         t = movable[int(rng.integers(len(movable)))]
         out_, in_ = rng.choice(np.flatnonzero(inside[t])), rng.choice(np.flatnonzero(~inside[t]))
-        before = (words(t) if t else 0.0) + (words(t + 1) if t + 1 < len(classes) else 0.0)
         inside[t][[out_, in_]] = False, True
         count[t] += reads[t][in_] - reads[t][out_]
-        delta = (words(t) if t else 0.0) + (words(t + 1) if t + 1 < len(classes) else 0.0) - before
+        here, after = words(t), (words(t + 1) if t + 1 < len(classes) else 0.0)  # t ≥ 1: the first layer stays
+        delta = here + after - cost[t] - cost[t + 1]
         if delta <= 0 or rng.random() < np.exp(-delta / (hot * (cold / hot) ** (i / moves))):
             now += delta
+            cost[t], cost[t + 1] = here, after
             if now < best:
                 best, best_path = now, [np.flatnonzero(x) for x in inside]
         else:  # undo

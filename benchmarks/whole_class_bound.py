@@ -78,9 +78,10 @@ def row_classes(layers, widths) -> list[np.ndarray]:
     return [np.arange(int(widths[0]))] + [identical_rows(w) for w in layers]
 
 
-def class_form(layers, widths) -> ClassForm:
+def class_form(layers, widths, classes=None) -> ClassForm:
+    """classes: `row_classes` of the network, when the caller has them already."""
     form = agreement_form(layers, widths)
-    classes = row_classes(layers, widths)
+    classes = row_classes(layers, widths) if classes is None else classes
     first = np.cumsum([0] + [int(c.max()) + 1 for c in classes])
     ids = np.concatenate([c + f for c, f in zip(classes, first)])
     a = sp.csr_matrix((np.ones(ids.size), (np.arange(ids.size), ids)), shape=(ids.size, int(first[-1])))
@@ -95,10 +96,10 @@ def _apply(cf: ClassForm, mu: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def whole_class_certificate(layers, widths, epsilon: float = 0.03, rank: int = RANK, rounds: int = ROUNDS,
-                            seed: int = 0) -> ClassSolution:
+                            seed: int = 0, classes=None) -> ClassSolution:
     """`semidefinite_bound.Certificate` of the class problem (its bound formula holds as it is, with
     y and n = one per class, the row form's constant and slack), and the vectors it came from."""
-    cf = class_form(layers, widths)
+    cf = class_form(layers, widths, classes)
     n = cf.q.shape[0]
     if n > MAX_CLASSES:
         raise SystemExit(f"{n} classes: more than the dense eigensolver's {MAX_CLASSES}")
@@ -120,27 +121,38 @@ def whole_class_certificate(layers, widths, epsilon: float = 0.03, rank: int = R
     return best
 
 
-def rounded_partition(layers, widths, classes, vectors, hyperplane, epsilon: float = 0.03) -> list[np.ndarray]:
+class LayerBalance(NamedTuple):
+    loads: np.ndarray  # per class: its rows' weights
+    capacity: int  # the most a part may hold (`volume.layer_capacity`, K = 2)
+
+
+def layer_balance(layers, widths, classes, epsilon: float) -> list[LayerBalance]:
+    """Per layer 1..L: what every rounding of it needs, found once for all hyperplanes."""
+    net = Layers(layers, widths, balance=None)
+    return [LayerBalance(np.bincount(classes[t], weights=net.rw(t)), layer_capacity(net.rw(t), 2, epsilon))
+            for t in range(1, len(widths))]
+
+
+def rounded_partition(layers, widths, classes, vectors, hyperplane, epsilon: float = 0.03,
+                      balance: list[LayerBalance] | None = None) -> list[np.ndarray]:
     """A K = 2 partition keeping every class whole, per layer of neurons: each layer's classes
     sorted by their vector's side of the hyperplane, the first ones to part 0 up to the balanced
-    split point nearest the sign change (layer 0: `place_inputs`)."""
-    net = Layers(layers, widths, balance=None)
+    split point nearest the sign change (layer 0: `place_inputs`). balance: `layer_balance`."""
+    balance = layer_balance(layers, widths, classes, epsilon) if balance is None else balance
     first = np.cumsum([0] + [int(c.max()) + 1 for c in classes])
     score = vectors @ hyperplane
     parts = [None]
-    for t in range(1, len(widths)):
-        cls, row_weights = classes[t], net.rw(t)
-        capacity = layer_capacity(row_weights, 2, epsilon)
+    for t, (loads, capacity) in enumerate(balance, start=1):
         s = score[first[t]:first[t + 1]]
         order = np.argsort(-s, kind="stable")
-        load = np.cumsum(np.bincount(cls, weights=row_weights)[order])
+        load = np.cumsum(loads[order])
         fits = np.flatnonzero((load <= capacity) & (load[-1] - load <= capacity)) + 1  # classes in part 0
         if fits.size == 0:
             raise SystemExit(f"layer {t}: no split of whole classes is balanced within ε = {epsilon}")
         side = np.ones(s.size, np.int8)
         side[order[:fits[np.argmin(np.abs(fits - np.sum(s > 0)))]]] = 0
-        parts.append(side[cls])
-    parts[0] = place_inputs(net, parts, 2)
+        parts.append(side[classes[t]])
+    parts[0] = place_inputs(Layers(layers, widths), parts, 2)
     return parts
 
 
@@ -155,9 +167,11 @@ def best_rounding(layers, widths, classes, vectors, epsilon: float = 0.03, trial
     def volume(parts):
         return sum(layer_volume(net, t, parts[t - 1], parts[t], 2) for t in range(1, len(widths)))
 
+    balance = layer_balance(layers, widths, classes, epsilon)
     rounded = []
     for trial in range(trials):
-        parts = rounded_partition(layers, widths, classes, vectors, rng.standard_normal(vectors.shape[1]), epsilon)
+        parts = rounded_partition(layers, widths, classes, vectors, rng.standard_normal(vectors.shape[1]), epsilon,
+                                  balance)
         rounded.append((volume(parts), trial, parts))
     rounded.sort(key=lambda r: r[:2])
     solver, best = Solver(), None
@@ -170,15 +184,18 @@ def best_rounding(layers, widths, classes, vectors, epsilon: float = 0.03, trial
     return rounded[0][0], np.concatenate(best[1])
 
 
+def class_part(cls: np.ndarray, p: np.ndarray) -> np.ndarray | None:
+    """Each class's part (cls: each row's class, p: each row's part), or None where a class's rows
+    are in more than one part."""
+    lowest, highest = np.full(int(cls.max()) + 1, p.max()), np.zeros(int(cls.max()) + 1, p.dtype)
+    np.minimum.at(lowest, cls, p)
+    np.maximum.at(highest, cls, p)
+    return None if np.any(lowest != highest) else lowest
+
+
 def keeps_classes_whole(classes, widths, part) -> bool:
     """classes: `row_classes` of the network, found once for every partition compared."""
-    for cls, p in zip(classes[1:], split_by_layer(part, widths)[1:]):
-        lowest, highest = np.full(int(cls.max()) + 1, p.max()), np.zeros(int(cls.max()) + 1, p.dtype)
-        np.minimum.at(lowest, cls, p)
-        np.maximum.at(highest, cls, p)
-        if np.any(lowest != highest):
-            return False
-    return True
+    return all(class_part(cls, p) is not None for cls, p in zip(classes[1:], split_by_layer(part, widths)[1:]))
 
 
 def main():
@@ -192,11 +209,11 @@ def main():
     a = p.parse_args()
     net = read_network(a.network)
     t0 = time.perf_counter()
-    cert, vectors = whole_class_certificate(net.layers, net.widths, a.epsilon)
+    classes = row_classes(net.layers, net.widths)  # for the relaxation, the rounding and every comparison
+    cert, vectors = whole_class_certificate(net.layers, net.widths, a.epsilon, classes=classes)
     seconds = time.perf_counter() - t0
     print(f"semidefinite, whole classes: {cert.y.size} classes, λ_max {cert.lambda_max:.1e}, {seconds:.0f} s")
     parts = [(path, read_partition(path).astype(np.int64)) for path in a.compare]
-    classes = row_classes(net.layers, net.widths) if parts or a.round else None
     if a.round:
         t0 = time.perf_counter()
         raw, part = best_rounding(net.layers, net.widths, classes, vectors, a.epsilon, a.round)
