@@ -8,7 +8,7 @@ class), while every partition built here keeps such classes whole (the hypergrap
 identical rows into one vertex). This script solves the same relaxation with one label vector
 per class, so its value bounds every partition that keeps classes whole: the distance from it to
 the method is the method's, the distance from it down to the semidefinite bound is what splitting
-classes could buy (some splits do pay on the real network, a few words each: README).
+classes could buy (some splits do pay on the real network, a few words each: benchmarks/README.md).
 
 The form: the agreement form of `semidefinite_bound` (V ≥ c − xᵀQx at K = 2, the same Q for every
 K) restricted to x = A·z, A the rows-to-classes indicator (layer 0's neurons one class each):
