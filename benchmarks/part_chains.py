@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import sys
 import time
 from typing import NamedTuple
 
@@ -255,6 +256,9 @@ def main():
     for name in a.families:
         t0 = time.perf_counter()
         counted, per_table, chain, method, path = chains(classes, parts, a.k, name)
+        if not counted:
+            sys.exit(f"part_chains: no layer boundary of {a.network} has sets of the family {name!r} at K = {a.k} "
+                     "(row classes of equal size on cycles, R/K of them a part, as on RadiX-Net layers)")
         print(f"| {name} | {counted} | {per_table:,.0f} | {chain:,.0f} | "
               f"{method.mean():,.0f} ({method.min():,.0f}–{method.max():,.0f}) | "
               f"{method.mean() / chain:.3f} | {time.perf_counter() - t0:.0f} |", flush=True)

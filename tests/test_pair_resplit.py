@@ -79,3 +79,28 @@ def test_a_pair_whose_classes_differ_in_load_is_skipped():
     classes[2] = classes[2]._replace(loads=loads)
     assert pair_resplit.resplit(classes, cparts, 0, 1) is None
     assert pair_resplit.resplit(classes, cparts, 2, 3) is not None
+
+
+@pytest.mark.parametrize("script, args", [("pair_resplit", []), ("part_chains", ["-k", "4"])])
+def test_a_network_without_row_class_structure_gets_one_line(tmp_path, script, args):
+    """On a random network there is nothing to re-split or chain: the script says so in one line and
+    fails, instead of a table of zeros (part_chains) or a sweep that changed nothing (pair_resplit)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from spdnn.generate import random_sparse
+    from spdnn.network import write_network
+    from spdnn.partition_io import write_partition
+
+    net = random_sparse([64, 64, 64, 64], 4, seed=0)
+    write_network(net, tmp_path / "net.h5")
+    part = np.concatenate([np.arange(w) % K for w in net.widths]).astype(np.int8)
+    write_partition(part, tmp_path / "net.part", k=K)
+    run = subprocess.run([sys.executable, str(Path(pair_resplit.__file__).with_name(f"{script}.py")),
+                          str(tmp_path / "net.h5"), str(tmp_path / "net.part"), *args],
+                         capture_output=True, text=True, cwd=tmp_path, check=False)
+    assert run.returncode == 1, run
+    assert "Traceback" not in run.stderr
+    assert run.stderr.strip().startswith(f"{script}: ") and "RadiX-Net" in run.stderr, run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1, run.stderr
