@@ -185,7 +185,7 @@ def main():
             if best < now - 0.5:
                 cparts, volume = new, volume - round(now - best)
             print(f"  pair {p},{q}: {now:,.0f} → {best:,.0f} ({time.perf_counter() - t0:.0f} s)", flush=True)
-        if skipped == k * (k - 1) // 2:
+        if k > 1 and skipped == k * (k - 1) // 2:
             sys.exit(f"pair_resplit: every pair of parts skipped: a layer has more than {a.max_choices:,} splits "
                      "(--max-choices, --exchanges) or row classes of different loads (not a RadiX-Net-style network)")
         final = np.concatenate(neuron_parts(classes, cparts, net.layers, net.widths, k, part.dtype))

@@ -1,8 +1,12 @@
-"""benchmarks/pair_resplit.py: its re-split of two parts is the best one, against brute force."""
+"""benchmarks/pair_resplit.py: its re-split of two parts is the best one, against brute force; part_chains and
+pair_resplit refuse networks without row-class structure in one line."""
 
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +14,9 @@ from conftest import benchmark_module
 from test_bound import tiny_radix
 
 from spdnn.errors import UserError
+from spdnn.generate import random_sparse
+from spdnn.network import write_network
+from spdnn.partition_io import write_partition
 from spdnn.volume import partition_metrics
 
 pair_resplit = benchmark_module("pair_resplit")
@@ -85,14 +92,6 @@ def test_a_pair_whose_classes_differ_in_load_is_skipped():
 def test_a_network_without_row_class_structure_gets_one_line(tmp_path, script, args):
     """On a random network there is nothing to re-split or chain: the script says so in one line and
     fails, instead of a table of zeros (part_chains) or a sweep that changed nothing (pair_resplit)."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from spdnn.generate import random_sparse
-    from spdnn.network import write_network
-    from spdnn.partition_io import write_partition
-
     net = random_sparse([64, 64, 64, 64], 4, seed=0)
     write_network(net, tmp_path / "net.h5")
     part = np.concatenate([np.arange(w) % K for w in net.widths]).astype(np.int8)
