@@ -16,6 +16,7 @@ parts could not be at this chain at once); it says how far the method's parts ar
 cheapest part of the family, on the same boundaries.
 
     python benchmarks/part_chains.py NET.h5 PART -k K [--families one two mixed] [--layers L]
+                                     [--anneal MOVES [--random-starts N]]
 
 Prints, per family: the boundaries counted, the sum of per-boundary bests (each boundary its own
 sets: what the bound's tables can grant), the consistent chain, and the method's parts (mean,
@@ -237,6 +238,14 @@ def anneal(classes: list[LayerClasses], path: list[np.ndarray], moves: int, seed
     return start, best, best_path
 
 
+def random_start(classes: list[LayerClasses], path: list[np.ndarray], seed: int) -> list[np.ndarray]:
+    """Sets of row classes drawn at random with the path's sizes, its first set kept (as `anneal`
+    keeps it): a start for the anneal that owes nothing to a family."""
+    rng = np.random.default_rng(seed)
+    return [path[0]] + [np.sort(rng.choice(layer.incidence[2], size=len(s), replace=False))
+                        for layer, s in zip(classes[1:], path[1:])]
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("network")
@@ -247,6 +256,8 @@ def main():
     p.add_argument("--layers", type=int, default=None, help="the first L layers only")
     p.add_argument("--anneal", type=int, default=0, metavar="MOVES",
                    help="anneal each unbroken chain with any sets of classes (this many exchanges)")
+    p.add_argument("--random-starts", type=int, default=0, metavar="N",
+                   help="also anneal from N random sets of the chain's sizes (seeds 0..N-1)")
     a = p.parse_args()
     net = read_network(a.network)
     parts = split_by_layer(read_partition(a.partition).astype(np.int64), net.widths)
@@ -268,6 +279,11 @@ def main():
             assert abs(start - chain) < 0.5, (start, chain)  # the same words, counted another way
             print(f"| {name}, annealed (any sets) | {counted} | | {best:,.0f} | | {method.mean() / best:.3f} | "
                   f"{time.perf_counter() - t0:.0f} |", flush=True)
+            for seed in range(a.random_starts):
+                t0 = time.perf_counter()
+                start, best, _ = anneal(classes, random_start(classes, path, seed), a.anneal, seed=seed)
+                print(f"| random sets (seed {seed}, {start:,.0f} words), annealed | {counted} | | {best:,.0f} | | "
+                      f"{method.mean() / best:.3f} | {time.perf_counter() - t0:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

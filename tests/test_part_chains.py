@@ -103,3 +103,18 @@ def test_method_part_costs_add_up_to_the_volume():
         for p in range(k):  # by its definition: columns part p reads, less those it owns
             cols = np.unique(w[parts[2] == p].indices)
             assert per_part[p] == cols.size - np.count_nonzero(parts[1][cols] == p)
+
+
+def test_random_start_keeps_the_sizes_and_the_first_set():
+    layers, widths, _ = relabelled_radixnet(256, 4, seed=2)
+    k = 4
+    layer_classes = part_chains.layer_classes(layers)
+    path = part_chains.chains(layer_classes, [np.arange(n) % k for n in widths], k, "one")[4]
+    drawn = [part_chains.random_start(layer_classes, path, seed) for seed in (0, 1)]
+    for sets in drawn:
+        assert np.array_equal(sets[0], path[0])
+        assert [len(s) for s in sets] == [len(s) for s in path]
+        assert all(np.unique(s).size == s.size and s.max() < c.incidence[2] for s, c in zip(sets, layer_classes))
+    assert any(not np.array_equal(a, b) for a, b in zip(*drawn))  # the seed draws other sets
+    start, best, _ = part_chains.anneal(layer_classes, drawn[0], 3000, seed=0)
+    assert best <= start
