@@ -20,7 +20,8 @@ cheapest part of the family, on the same boundaries.
 
 Prints, per family: the boundaries counted, the sum of per-boundary bests (each boundary its own
 sets: what the bound's tables can grant), the consistent chain, and the method's parts (mean,
-least, most) on the same boundaries.
+least, most) on the same boundaries; with --anneal, a row per family for the anneal from its chain
+and one per random start.
 """
 
 from __future__ import annotations
@@ -259,6 +260,8 @@ def main():
     p.add_argument("--random-starts", type=int, default=0, metavar="N",
                    help="also anneal from N random sets of the chain's sizes (seeds 0..N-1)")
     a = p.parse_args()
+    if a.random_starts and not a.anneal:
+        p.error("--random-starts N anneals from random sets: it needs --anneal MOVES")
     net = read_network(a.network)
     parts = split_by_layer(read_partition(a.partition).astype(np.int64), net.widths)
     classes = layer_classes(net.layers[:a.layers or len(net.layers)])
