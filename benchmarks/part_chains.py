@@ -153,7 +153,7 @@ def chains(classes: list[LayerClasses], parts, k: int, name: str):
     f = None  # best chain cost ending at each set of the layer before
     method = np.zeros(k)
     counted = 0
-    steps = []  # (sets, best previous set of each) per layer, while the chain is unbroken
+    steps = None  # (sets, best previous set of each) per layer, while one chain runs from layer 1
     for t, layer in enumerate(classes, start=1):
         n_r = layer.incidence[2]
         z = np.bincount(layer.cc)
@@ -182,10 +182,10 @@ def chains(classes: list[LayerClasses], parts, k: int, name: str):
         elif f is not None:
             chain += f.min()
             f = None
-        if sets is None or (prev is None and t > 1):
-            steps = None  # broken: no single path
-        elif steps is not None and prev is None:
-            steps.append((sets, None))
+        if sets is None:
+            steps = None  # the chain breaks here: no single path
+        elif prev is None:  # a chain starts here; a path needs it to start at layer 1
+            steps = [(sets, None)] if t == 1 else None
         prev = None if sets is None else (layer.rc, sets)
     if f is not None:
         chain += f.min()
