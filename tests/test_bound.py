@@ -16,6 +16,7 @@ from spdnn.bound import expansion, submatrix_bound, volume_lower_bound
 from spdnn.cycle_runs import class_incidence, cycles, joint_arc_bound, placed_sets, set_runs
 from spdnn.generate import radixnet, random_sparse
 from spdnn.hypergraph import identical_rows
+from spdnn.joint_runs import best_reads, two_sided_alignment
 from spdnn.partition import METHODS, partition_network
 from spdnn.semidefinite_bound import semidefinite_certificate
 from spdnn.volume import layer_capacity
@@ -208,6 +209,73 @@ def test_placed_runs_lift_the_bound_and_stay_below_every_method(monkeypatch):
     unplaced = volume_lower_bound(layers, widths, 8, 0.03, semidefinite=False)["lower_bound_forward"]
     vols = [partition_network(layers, widths, 8, m)[1]["volume_forward"] for m in METHODS]
     assert unplaced < lb <= min(vols), (unplaced, lb, vols)
+
+
+def _runs_of(members, order):
+    """(u, r) of a set of row classes along one cycle `order`: classes held, partial runs (0: whole)."""
+    inside = np.isin(order, members)
+    if inside.all():
+        return order.size, 0
+    return int(inside.sum()), int((inside & ~np.roll(inside, 1)).sum())
+
+
+def _every_set(cyc):
+    """Every set of row classes along the cycles, with its (u, r) and the column classes it reads."""
+    classes = np.concatenate([rows for rows, _ in cyc])
+    for bits in itertools.product([False, True], repeat=classes.size):
+        members = classes[np.array(bits, bool)]
+        u = r = 0
+        reads = []
+        for rows, cols in cyc:
+            du, dr = _runs_of(members, rows)
+            u, r = u + du, r + dr
+            held = np.flatnonzero(np.isin(rows, members))
+            reads += cols[held].tolist() + cols[(held + 1) % rows.size].tolist()  # row i reads i and i + 1
+        yield members, u, r, sorted(set(reads))
+
+
+def test_best_reads_is_the_heaviest_read_set_of_every_shape():
+    rng = np.random.default_rng(7)
+    cyc = [(np.array([0, 3, 5, 1]), np.array([2, 6, 0, 4])), (np.array([2, 4, 6]), np.array([1, 5, 3]))]
+    weights = rng.poisson(2.0, size=(3, 7)).astype(float)
+    table = best_reads(weights, cyc, 7, 3)
+    brute = np.full(table.shape, -np.inf)
+    for _, u, r, reads in _every_set(cyc):
+        if r <= 3:
+            brute[:, u, r] = np.maximum(brute[:, u, r], weights[:, reads].sum(axis=1))
+    assert np.array_equal(np.isneginf(table), np.isneginf(brute))  # e.g. 3 runs need 6 classes on cycles of 4 and 3
+    assert np.allclose(table[np.isfinite(table)], brute[np.isfinite(brute)])
+
+
+def test_two_sided_alignment_bounds_every_pair_of_run_sets_and_is_exact_for_one_run():
+    rng = np.random.default_rng(3)
+    prev_cyc = [(np.array([4, 0, 2, 6]), np.array([0, 1, 2, 3])), (np.array([1, 5, 3]), np.array([4, 5, 6]))]
+    cyc = [(np.array([0, 1, 2, 3, 4]), np.array([3, 0, 4, 1, 5])), (np.array([5, 6]), np.array([2, 6]))]
+    m = rng.poisson(1.0, size=(7, 7)).astype(float)  # [previous row class, column class]
+    table = two_sided_alignment(m, prev_cyc, cyc, 7, 3)
+    reads = [(u, r, cols) for _, u, r, cols in _every_set(cyc) if r <= 3]
+    brute = np.full(table.shape, -np.inf)
+    for members, u_prev, r_prev, _ in _every_set(prev_cyc):
+        if r_prev <= 3:
+            for u, r, cols in reads:
+                brute[u_prev, r_prev, u, r] = max(brute[u_prev, r_prev, u, r], m[np.ix_(members, cols)].sum())
+    seen = np.isfinite(brute)
+    assert (table[seen] >= brute[seen] - 1e-9).all()  # never below a pair of sets that exists
+    one_run = np.zeros(table.shape, bool)
+    one_run[1:3, 1] = True  # one partial run shorter than either cycle: no whole cycle beside it
+    assert np.allclose(table[one_run & seen], brute[one_run & seen])
+    assert table[4, 0, 5, 1] == brute[4, 0, 5, 1]  # the one whole cycle of 4 classes, exactly
+    assert table[3, 2, 5, 1] > brute[3, 2, 5, 1]  # two runs: each piece its own columns, above the truth
+
+
+def test_joint_runs_lift_the_bound_and_stay_below_the_optimum(monkeypatch):
+    """Row classes of one neuron on cycles of 12: the parts' rows are runs in consecutive layers, and
+    the tables that restrict one side at a time grant them more alignment than both sides allow."""
+    layers, widths = tiny_radix(12, 1, (1, 2, 5, 1, 2), 2)
+    lb = volume_lower_bound(layers, widths, 2, 0.0, semidefinite=False)["lower_bound_forward"]
+    monkeypatch.setattr("spdnn.bound.JOINT_MAX", -1)
+    one_side = volume_lower_bound(layers, widths, 2, 0.0, semidefinite=False)["lower_bound_forward"]
+    assert one_side < lb <= exact_optimum(layers, widths, 2, 0.0), (one_side, lb)
 
 
 def test_load_coverage_lifts_the_bound_where_a_part_may_hold_less_than_its_share(monkeypatch):
