@@ -6,7 +6,9 @@ its row classes of layer t read. On RadiX-Net layers both are structured: R is r
 along the previous layer's cycles (plus whole cycles), C the u + r columns read by u row classes
 in r partial runs along this layer's cycles. The bound's other tables restrict one side at a time
 (the best r arcs over any rows, or the best rows over any columns), and on the real Graph Challenge
-network that grants a part of two or three runs a third more alignment than any such part has.
+network that grants a part of two or three runs 40–50 % more alignment than any such part has (one
+boundary at K = 8: 58 and 74 neurons, where the best parts of 2 and 3 runs in both layers align 41
+and 50).
 
 Here both sides at once:
 
@@ -57,7 +59,7 @@ def _max_plus(a: np.ndarray, b: np.ndarray, u_max: int, runs_max: int) -> np.nda
     if np.isfinite(a).any(axis=0).sum() > np.isfinite(b).any(axis=0).sum():
         a, b = b, a  # loop over the sparser side (a short cycle's table)
     out = np.full_like(a, _NONE)
-    for u1, r1 in zip(*np.nonzero(np.isfinite(a).any(axis=0))):
+    for u1, r1 in zip(*np.nonzero(np.isfinite(a).any(axis=0)), strict=True):
         x = a[:, u1, r1]
         out[:, u1:, r1:] = np.maximum(out[:, u1:, r1:], x[:, None, None] + b[:, :u_max + 1 - u1, :runs_max + 1 - r1])
     return out
