@@ -157,8 +157,8 @@ def test_cancelled_mpi_job_leaves_one_line(radix, tmp_path):
     os.killpg(proc.pid, signal.SIGTERM)
     assert proc.wait(timeout=60) != 0
     reader.join(timeout=60)
-    lines = [line for line in "".join(err_lines).splitlines() if not line.startswith("epoch ")]
     err = "".join(err_lines)
+    lines = [line for line in err.splitlines() if not line.startswith("epoch ")]
     assert len(lines) == 1 and "interrupted by SIGTERM" in lines[0], err
     assert not out.exists() and not Path(f"{out}.ckpt.h5").exists()
 

@@ -271,6 +271,12 @@ def _joint_alignment(m, prev_cyc, cyc, prev_u, prev_r, u, r, cache):
     return out
 
 
+def _two_sided_fits(prev_classes: int, n_c: int, u_max: int) -> bool:
+    """Whether the two-sided tables stay within their limits: about prev_classes·u_max pieces, each a
+    dynamic program of n_c steps over (u_max + 1)(RUNS + 1) states, twice (the row before the cut)."""
+    return u_max <= JOINT_MAX and prev_classes * u_max * n_c * (u_max + 1) * (RUNS + 1) * 4 <= JOINT_WORK
+
+
 def _two_sided_costs(h, m, prev: LayerStates, cyc, u, r, u_max, z, cache):
     """h raised where both states are runs states of at most u_max classes: the alignment of a part
     whose rows of layer t − 1 are r' runs with the columns its r runs of layer t read, both sides
@@ -483,8 +489,7 @@ def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = 
                 if m is not None and placed is not None:
                     h = _placed_costs(h, m, prev, placed, at, zz)
                 joint_max = min(n_r, u_lo + JOINT_SPAN)
-                work = m.shape[0] * joint_max * n_c * (joint_max + 1) * (RUNS + 1) * 4 if m is not None else 0
-                if m is not None and p_cyc and joint_max <= JOINT_MAX and work <= JOINT_WORK:
+                if m is not None and p_cyc and _two_sided_fits(m.shape[0], n_c, joint_max):
                     h = _two_sided_costs(h, m, prev, cyc, u_of, r_of, joint_max, zz, cache)
         h[:, (u_of < u_lo) | unplaced] = np.inf
         if max_resident is not None and resident_bytes() > max_resident:

@@ -56,10 +56,11 @@ def _cycle_reads(weights: np.ndarray, u_max: int, runs_max: int) -> np.ndarray:
 
 def _max_plus(a: np.ndarray, b: np.ndarray, u_max: int, runs_max: int) -> np.ndarray:
     """out[s, u, r] = max over u1 + u2 = u, r1 + r2 = r of a[s, u1, r1] + b[s, u2, r2]."""
-    if np.isfinite(a).any(axis=0).sum() > np.isfinite(b).any(axis=0).sum():
-        a, b = b, a  # loop over the sparser side (a short cycle's table)
+    some_a, some_b = np.isfinite(a).any(axis=0), np.isfinite(b).any(axis=0)
+    if some_a.sum() > some_b.sum():
+        a, b, some_a = b, a, some_b  # loop over the sparser side (a short cycle's table)
     out = np.full_like(a, _NONE)
-    for u1, r1 in zip(*np.nonzero(np.isfinite(a).any(axis=0)), strict=True):
+    for u1, r1 in zip(*np.nonzero(some_a), strict=True):
         x = a[:, u1, r1]
         out[:, u1:, r1:] = np.maximum(out[:, u1:, r1:], x[:, None, None] + b[:, :u_max + 1 - u1, :runs_max + 1 - r1])
     return out
@@ -78,8 +79,9 @@ def best_reads(weights: np.ndarray, cyc, u_max: int, runs_max: int) -> np.ndarra
 
 def _pieces(prev_cyc, n_rows: int, u_max: int):
     """Row indicators [piece, row class] of every partial run (length ≤ u_max) and every whole
-    cycle (length ≤ u_max) along the previous layer's cycles, and whether each is a run."""
-    rows, is_run = [], []
+    cycle (length ≤ u_max) along the previous layer's cycles, each piece's length, and whether it
+    is a run."""
+    rows, sizes, is_run = [], [], []
     for order, _ in prev_cyc:
         ell = order.size
         lengths = [(length, True) for length in range(1, min(u_max, ell - 1) + 1)]
@@ -90,8 +92,9 @@ def _pieces(prev_cyc, n_rows: int, u_max: int):
                 x = np.zeros(n_rows)
                 x[order[(start + np.arange(length)) % ell]] = 1.0
                 rows.append(x)
+                sizes.append(length)
                 is_run.append(run)
-    return np.array(rows).reshape(-1, n_rows), np.array(is_run, bool)
+    return np.array(rows).reshape(-1, n_rows), np.array(sizes, int), np.array(is_run, bool)
 
 
 def _compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -113,8 +116,7 @@ def two_sided_alignment(m: np.ndarray, prev_cyc, cyc, u_max: int, runs_max: int)
     Exact where R is one partial run or one whole cycle; a set of several pieces gets the sum of
     its pieces' best alignments (sizes split every way), each over its own best C."""
     n_rows = m.shape[0]
-    rows, is_run = _pieces(prev_cyc, n_rows, u_max)
-    sizes = rows.sum(axis=1).astype(int)
+    rows, sizes, is_run = _pieces(prev_cyc, n_rows, u_max)
     tables = best_reads(rows @ m, cyc, u_max, runs_max)  # [piece, u, r]
     run_best = np.full((u_max + 1,) + tables.shape[1:], _NONE)
     cycle_best = np.full_like(run_best, _NONE)
