@@ -7,7 +7,7 @@ Why: the semidefinite bound (`semidefinite_bound.py`, 36,229 words on the real G
 
 and relaxes the ±1 labels to unit vectors. The released form averages over the pairs of readers in
 different row classes; its variants tried (pairs inside a class mixed in, the pairs reweighed
-towards the worst ones between rounds: benchmarks/README.md) moved it by −2 % to +1.3 %. Any
+towards the worst ones between rounds: benchmarks/README.md) moved it by −2.4 % to +1.3 %. Any
 weights π_j on column j's pairs (i = k included: (1 − ⟨x_i, a⟩)/2) give a valid bound, and none
 can give more than the relaxation with each column's *largest* pair term:
 
@@ -17,7 +17,8 @@ for every balanced x̂ (‖Σ_{i∈t} x̂_i‖² ≤ s_t(2)², the balance the b
 `AgreementForm.slack_squared`). So a balanced x̂ with a low Σ_j max M_j is a ceiling on the whole
 family at K = 2, the released bound included: no choice of pair weights can prove more. At ±1
 labels the max-pair sum is the volume exactly (a reader away from the owner makes its own pair
-(i, i) cost 1), so the ceiling sits between the family's best bound and the optimum.
+(i, i) cost 1), so the relaxation's minimum sits between the family's best bound and the optimum,
+and x̂'s cost above that minimum by however far the search stops short of it.
 
 x̂ is found by L-BFGS over rank-r unit rows on the max made smooth (τ·log Σ exp(M/τ), τ lowered
 in stages), balance by a penalty on the excess over s_t²/2; each stage's max-pair value at its x̂
