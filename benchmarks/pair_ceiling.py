@@ -89,7 +89,17 @@ class ColumnPairs:
 
 def max_pair_words(pairs: ColumnPairs, x: np.ndarray) -> float:
     """Σ_j max_(i,k) M_j(i, k) at unit rows x (float64): the volume itself at ±1 labels."""
-    return float(sum(pairs.terms(x, t)[0].max(axis=(1, 2)).sum() for t in range(1, len(pairs.widths))))
+    return words_and_shortfall(pairs, x)[0]
+
+
+def words_and_shortfall(pairs: ColumnPairs, x: np.ndarray) -> tuple[float, float]:
+    """(`max_pair_words`, `triangle_shortfall`) from one pass over the layers' pair terms."""
+    words, worst = 0.0, 0.0
+    for t in range(1, len(pairs.widths)):
+        m_t = pairs.terms(x, t)[0]
+        words += float(m_t.max(axis=(1, 2)).sum())
+        worst = max([worst] + [float(-1 - side.min()) for _, _, side in triangle_sides(m_t)])
+    return words, worst
 
 
 def imbalance_ratio(pairs: ColumnPairs, x: np.ndarray, slack: np.ndarray) -> float:
@@ -123,11 +133,7 @@ def _triangle_penalty(m_t, weight, d_along, d_gram) -> float:
 def triangle_shortfall(pairs: ColumnPairs, x: np.ndarray) -> float:
     """The largest violation, max(0, −1 − side), of the triangle inequalities over every column's
     owner and pair of readers (0: x satisfies all of them)."""
-    worst = 0.0
-    for t in range(1, len(pairs.widths)):
-        for _, _, side in triangle_sides(pairs.terms(x, t)[0]):
-            worst = max(worst, float(-1 - side.min()))
-    return worst
+    return words_and_shortfall(pairs, x)[1]
 
 
 def smoothed_objective(pairs: ColumnPairs, slack: np.ndarray, tau: float, weight: float, rank: int,
@@ -173,8 +179,8 @@ def smoothed_objective(pairs: ColumnPairs, slack: np.ndarray, tau: float, weight
 
 
 def pair_ceiling(layers, widths, epsilon: float = 0.03, rank: int = 16, steps: int = 250,
-                 stages=STAGES, seed: int = 0, triangles: float = 0.0, note=None) -> tuple[float, float, np.ndarray]:
-    """(max-pair words at the last x̂, its imbalance ratio, x̂): a ceiling on every pair-average
+                 stages=STAGES, seed: int = 0, triangles: float = 0.0, note=None) -> tuple[float, float, float, np.ndarray]:
+    """(max-pair words at the last x̂, its imbalance ratio, its triangle shortfall, x̂): a ceiling on every pair-average
     semidefinite bound at K = 2 when the ratio is ≤ 1 (module doc). `triangles` > 0 also pushes x̂
     towards the triangle inequalities (`triangle_sides`; module doc)."""
     pairs = ColumnPairs(layers, widths)
@@ -188,11 +194,11 @@ def pair_ceiling(layers, widths, epsilon: float = 0.03, rank: int = 16, steps: i
                           method="L-BFGS-B", options={"maxiter": steps, "maxcor": 8})
         flat = res.x
         x = flat.reshape(n, rank) / np.linalg.norm(flat.reshape(n, rank), axis=1, keepdims=True)
-        words, ratio = max_pair_words(pairs, x), imbalance_ratio(pairs, x, slack)
+        (words, short), ratio = words_and_shortfall(pairs, x), imbalance_ratio(pairs, x, slack)
         if note:
             note(f"τ = {tau}: max-pair words {words:,.1f}, ‖Σx‖²/s² ≤ {ratio:.4f}, triangle inequalities "
-                 f"violated by ≤ {triangle_shortfall(pairs, x):.4f}, {res.nit} steps, {time.perf_counter() - t0:.0f} s")
-    return words, ratio, x
+                 f"violated by ≤ {short:.4f}, {res.nit} steps, {time.perf_counter() - t0:.0f} s")
+    return words, ratio, short, x
 
 
 def main(argv=None) -> int:
@@ -206,14 +212,13 @@ def main(argv=None) -> int:
                     help="penalise violations of the triangle inequalities among a column's owner and two readers")
     args = ap.parse_args(argv)
     net = read_network(args.network)
-    words, ratio, x = pair_ceiling(net.layers, net.widths, args.epsilon, args.rank, args.steps,
+    words, ratio, short, _ = pair_ceiling(net.layers, net.widths, args.epsilon, args.rank, args.steps,
                                    STAGES[:args.stages], triangles=args.triangles, note=lambda s: print(s, flush=True))
     if ratio > 1:
         print(f"{args.network}: the last configuration is not balanced (‖Σx‖²/s² = {ratio:.3f} > 1): no ceiling",
               file=sys.stderr)
         return 1
     if args.triangles:  # a ceiling for bounds that also use the triangle inequalities only where none is violated
-        short = triangle_shortfall(ColumnPairs(net.layers, net.widths), x)
         print(f"{args.network}: with the triangle inequalities (violated by ≤ {short:.4f}), a balanced configuration "
               f"of unit vectors costs {words:,.1f} words at K = 2, ε = {args.epsilon}"
               + (": no pair-average bound with them exceeds it" if short == 0 else " (an estimate, not a ceiling)"))

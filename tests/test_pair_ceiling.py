@@ -53,7 +53,7 @@ def test_ceiling_is_balanced_above_the_semidefinite_bound_and_below_the_optimum(
     optimum on these small chains, not in general."""
     for seed in range(2):
         layers, widths = tiny_radix(4, 2, (1, 2, 1, 2), seed)
-        words, ratio, x = pair_ceiling.pair_ceiling(layers, widths, 0.3, rank=8, steps=200)
+        words, ratio, _, x = pair_ceiling.pair_ceiling(layers, widths, 0.3, rank=8, steps=200)
         assert ratio <= 1
         assert np.allclose(np.linalg.norm(x, axis=1), 1)
         sdp = semidefinite_certificate(layers, widths, 0.3).value(2)
