@@ -27,6 +27,37 @@ def brute_force_volume(net, part):
     return total
 
 
+def brute_force_owner_away(net, part):
+    """Σ_k Σ_j [j is read and its owner's part holds none of its readers], from the definition."""
+    parts = split_by_layer(part, net.widths)
+    total = 0
+    for k, w in enumerate(net.layers, start=1):
+        csc = w.tocsc()
+        for j in range(w.shape[1]):
+            readers = set(parts[k][csc.indices[csc.indptr[j]:csc.indptr[j + 1]]].tolist())
+            total += bool(readers) and int(parts[k - 1][j]) not in readers
+    return total
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_owner_away_words_split_the_volume(seed):
+    """volume_forward_owner_away counts the words sent because an owner holds none of its column's
+    readers; the rest is the readers' own spread, so it never exceeds the volume."""
+    rng = np.random.default_rng(seed)
+    widths = [int(x) for x in rng.integers(5, 30, size=4)]
+    net = random_sparse(widths, int(rng.integers(1, 6)), seed=seed)
+    for k in (2, 3, 5):
+        part = rng.integers(0, k, size=sum(widths))
+        metrics = partition_metrics(net.layers, net.widths, part, k)
+        assert metrics["volume_forward_owner_away"] == brute_force_owner_away(net, part)
+        assert 0 < metrics["volume_forward_owner_away"] <= metrics["volume_forward"]
+    # every layer on one part except the inputs, all on another: every read column is owned away
+    part = np.concatenate([np.zeros(widths[0], int), np.ones(sum(widths[1:]), int)])
+    metrics = partition_metrics(net.layers, net.widths, part, 2)
+    read = np.count_nonzero(np.diff(net.layers[0].tocsc().indptr))
+    assert metrics["volume_forward_owner_away"] == metrics["volume_forward"] == read
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_km1_on_hgr_equals_model_volume(tmp_path, seed):
     rng = np.random.default_rng(seed)

@@ -20,7 +20,7 @@ RUN_RE = re.compile(r"(?:^|/)results/(?P<network>[^/]+)/runs/(?P<kind>infer|trai
                     r"(?P<mode>row-wise|data-parallel)(?:-b(?P<b>\d+))?\.json$")
 
 PARTITION_COLUMNS = ["network", "method", "k", "volume_forward", "volume_training", "volume_per_layer_max",
-                     "imbalance_max", "imbalance_max_wide", "balanced", "messages_forward", "max_send_forward", "max_recv_forward",
+                     "volume_forward_owner_away", "imbalance_max", "imbalance_max_wide", "balanced", "messages_forward", "max_send_forward", "max_recv_forward",
                      "max_send_training", "max_recv_training", "partition_seconds", "lower_bound_forward"]
 RUN_COLUMNS = ["network", "kind", "method", "k", "mode", "batch_size", "step_seconds", "compute_seconds",
                "comm_seconds", "wait_seconds", "words_per_step_counted", "words_per_step_model",

@@ -35,6 +35,22 @@ def layer_traffic(w, part_in: np.ndarray, part_out: np.ndarray, k_parts: int):
     return part_in[j].astype(np.int64), q, j
 
 
+def owner_away_words(w, part_in: np.ndarray, part_out: np.ndarray) -> int:
+    """Words of one layer's expand sent because a column's owner holds none of its readers: the
+    columns read somewhere and by no row of the owner's part. Each of them sends one word more than
+    its readers' own spread over the parts (λ_j − 1 = (|parts(R_j)| − 1) + [owner ∉ parts(R_j)]), so
+    the rest of the volume is what splitting the readers costs, and this part what the owners'
+    placement relative to the next layer costs (at K = 2 on the Graph Challenge networks, almost all
+    of it: README, "Partition quality")."""
+    cols = w.indices.astype(np.int64)
+    n_in = part_in.size
+    rows = np.repeat(np.arange(w.shape[0], dtype=np.int64), np.diff(w.indptr))
+    local = part_out[rows] == part_in[cols]
+    read = np.bincount(cols, minlength=n_in) > 0
+    read_locally = np.bincount(cols[local], minlength=n_in) > 0
+    return int(np.count_nonzero(read & ~read_locally))
+
+
 def layer_loads(w, part_out: np.ndarray, k_parts: int) -> np.ndarray:
     return np.bincount(part_out, weights=np.diff(w.indptr), minlength=k_parts).astype(np.int64)
 
@@ -67,11 +83,11 @@ def layer_imbalance(loads: np.ndarray) -> float:
 
 
 def layer_stats(w, part_in: np.ndarray, part_out: np.ndarray, k_parts: int, epsilon: float | None = None) -> dict:
-    """One layer's share of `partition_metrics`: words and messages of its expand, words each part
-    sends and receives, its loads."""
+    """One layer's share of `partition_metrics`: words and messages of its expand (and how many of
+    the words are `owner_away_words`), words each part sends and receives, its loads."""
     senders, receivers, _ = layer_traffic(w, part_in, part_out, k_parts)
     loads = layer_loads(w, part_out, k_parts)
-    return {"volume": int(senders.size),
+    return {"volume": int(senders.size), "owner_away": owner_away_words(w, part_in, part_out),
             "messages": int(distinct(senders * k_parts + receivers, limit=k_parts * k_parts).size),
             "sent": np.bincount(senders, minlength=k_parts), "received": np.bincount(receivers, minlength=k_parts),
             "imbalance": layer_imbalance(loads), "wide": w.shape[0] >= WIDE_ROWS_PER_PART * k_parts,
@@ -113,6 +129,7 @@ def combine_layer_stats(stats: list[dict], k_parts: int, epsilon: float | None =
         "volume_training": int(2 * total - per_layer_volume[0]),
         "volume_per_layer": per_layer_volume,
         "volume_per_layer_max": int(max(per_layer_volume)),
+        "volume_forward_owner_away": int(sum(st["owner_away"] for st in stats)),
         "messages_per_layer": [st["messages"] for st in stats],
         "messages_forward": int(sum(st["messages"] for st in stats)),
         "imbalance_per_layer": per_layer_imbalance,
