@@ -13,8 +13,8 @@ reader classes are whole on one side σ and its owner's class is split or whole 
 balanced partition maps to states (its split classes, and each whole class's side) whose cost is
 at most its volume (a split class's columns cost 1 either way, a free owner costs 0 ≤ 1, whole
 classes are counted exactly) and whose whole classes fit each side's capacity; so the relaxed
-model's optimum is a lower bound. On the tiny chains of the tests it equals the exact optimum on 14
-of 15, including those whose best partition splits a class.
+model's optimum is a lower bound. On 15 tiny chains (brute force; benchmarks/README.md) it equals
+the exact optimum on 14, including those whose best partition splits a class.
 
 The decomposition. Layer t's cost depends on the states of layers t − 1 (owners) and t (readers)
 only. With a price μ per row of a split class (μ = 0 on the inputs and the last layer), the prices
