@@ -15,28 +15,23 @@ from spdnn.partition import METHODS, partition_network
 from spdnn.volume import layer_capacity, partition_metrics, split_by_layer
 
 
-def brute_force_volume(net, part):
-    """Σ_k Σ_j (λ_j − 1), one net at a time, straight from the definition."""
+def brute_force_columns(net, part):
+    """(Σ_k Σ_j (λ_j − 1), Σ_k Σ_j [j is read and its owner's part holds none of its readers]), one net
+    at a time, straight from the definitions."""
     parts = split_by_layer(part, net.widths)
-    total = 0
-    for k, w in enumerate(net.layers, start=1):
-        csc = w.tocsc()
-        for j in range(w.shape[1]):
-            owners = set(parts[k][csc.indices[csc.indptr[j]:csc.indptr[j + 1]]].tolist()) | {int(parts[k - 1][j])}
-            total += len(owners) - 1
-    return total
-
-
-def brute_force_owner_away(net, part):
-    """Σ_k Σ_j [j is read and its owner's part holds none of its readers], from the definition."""
-    parts = split_by_layer(part, net.widths)
-    total = 0
+    volume = owner_away = 0
     for k, w in enumerate(net.layers, start=1):
         csc = w.tocsc()
         for j in range(w.shape[1]):
             readers = set(parts[k][csc.indices[csc.indptr[j]:csc.indptr[j + 1]]].tolist())
-            total += bool(readers) and int(parts[k - 1][j]) not in readers
-    return total
+            owner = int(parts[k - 1][j])
+            volume += len(readers | {owner}) - 1
+            owner_away += bool(readers) and owner not in readers
+    return volume, owner_away
+
+
+def brute_force_volume(net, part):
+    return brute_force_columns(net, part)[0]
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -49,7 +44,7 @@ def test_owner_away_words_split_the_volume(seed):
     for k in (2, 3, 5):
         part = rng.integers(0, k, size=sum(widths))
         metrics = partition_metrics(net.layers, net.widths, part, k)
-        assert metrics["volume_forward_owner_away"] == brute_force_owner_away(net, part)
+        assert metrics["volume_forward_owner_away"] == brute_force_columns(net, part)[1]
         assert 0 < metrics["volume_forward_owner_away"] <= metrics["volume_forward"]
     # every layer on one part except the inputs, all on another: every read column is owned away
     part = np.concatenate([np.zeros(widths[0], int), np.ones(sum(widths[1:]), int)])
