@@ -49,7 +49,9 @@ import time
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
 
+from spdnn.cycle_runs import class_incidence, cycles
 from spdnn.hypergraph import identical_rows
 from spdnn.network import read_network
 from spdnn.partition_io import read_partition
@@ -118,38 +120,34 @@ def pair_bound_brute(layers, widths, epsilon, mu, allow_split=True):
     return total
 
 
-def _units(readers, n_classes):
-    """Connected components of the classes linked by a common column (union-find)."""
-    parent = np.arange(n_classes)
-
-    def find(a):
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
-    for rc in readers:
-        for b in rc[1:]:
-            parent[find(b)] = find(rc[0])
-    roots = np.array([find(c) for c in range(n_classes)])
-    return np.unique(roots, return_inverse=True)[1]
+def _units(layer, cls):
+    """(unit of each row class: the classes linked through columns they read in common, the layer's
+    cycles as `cycle_runs.cycles` finds them, or None)."""
+    w = sp.csr_matrix(layer)
+    col_cls = identical_rows(w.T.tocsr())
+    incidence = class_incidence(cls, col_cls, w)
+    a, c, n_r, n_c = incidence
+    link = sp.csr_matrix((np.ones(a.size), (a, c)), shape=(n_r, n_c))
+    return connected_components(link @ link.T, directed=False)[1], cycles(cls, col_cls, w, incidence)
 
 
-def _cycle_order(readers, n_classes):
-    """The classes in cycle order when every column links two classes and every class two others, else None."""
-    adjacent = [set() for _ in range(n_classes)]
-    for rc in readers:
-        if rc.size != 2:
-            return None
-        adjacent[rc[0]].add(rc[1])
-        adjacent[rc[1]].add(rc[0])
-    if any(len(a) != 2 for a in adjacent):
-        return None
-    order = [0, min(adjacent[0])]
-    while len(order) < n_classes:
-        nxt = adjacent[order[-1]] - {order[-2]}
-        order.append(nxt.pop())
-    return order if order[-1] in adjacent[0] else None
+def _swap_descent(cost, n, rng):
+    """A local minimum of `cost` over 0/1 vectors with n // 2 ones, from a random one: swap a 1 and
+    a 0 while that lowers it."""
+    s = (rng.permutation(n) < n // 2).astype(int)
+    cur = cost(s)
+    while True:
+        trials = ((a, b) for a in rng.permutation(np.flatnonzero(s == 1))
+                  for b in rng.permutation(np.flatnonzero(s == 0)))
+        for a, b in trials:
+            trial = s.copy()
+            trial[a], trial[b] = 0, 1
+            v = cost(trial)
+            if v < cur:
+                cur, s = v, trial
+                break
+        else:
+            return cur
 
 
 def _owner_cost(side_of_column, coherent, owner_cls, owner_weight, cap):
@@ -195,19 +193,19 @@ def no_split_pair_minimum(prev_layer, layer, epsilon, rng=None):
             return incoherent
         return incoherent + _owner_cost(by_column[:, 0], coherent, owner_cls, owner_w, owner_cap)
 
-    unit = _units(readers, n_classes)
-    n_units = unit.max() + 1
+    unit, cyc = _units(layer, cls)
+    n_units = int(unit.max()) + 1  # a Python int: 2 ** (n_units − 1) below must not wrap
     if n_units == 1:
-        order = _cycle_order(readers, n_classes)
-        if order is None:  # one unit that is not a cycle: any balanced split is a feasible choice
+        if not cyc:  # one unit that is not a cycle: any balanced split is a feasible choice
             side = np.zeros(n_classes, int)
             side[rng.permutation(n_classes)[:n_classes // 2]] = 1
             return value(side), False
+        order = cyc[0][0]
         best = math.inf  # an arc of every length from every start on side 1, cut at two column classes
         for half in range(1, n_classes):
             for start in range(n_classes):
                 side = np.zeros(n_classes, int)
-                side[[order[(start + i) % n_classes] for i in range(half)]] = 1
+                side[order[(start + np.arange(half)) % n_classes]] = 1
                 best = min(best, value(side))
         return best, True
     unit_w = np.bincount(unit, weights=cw)
@@ -217,25 +215,7 @@ def no_split_pair_minimum(prev_layer, layer, epsilon, rng=None):
         fits = ((choices * unit_w).sum(1) <= cap) & (((1 - choices) * unit_w).sum(1) <= cap)
         if np.count_nonzero(fits) <= MAX_CHOICES:
             return min((value(c[unit]) for c in choices[fits]), default=math.inf), True
-    best = math.inf
-    for _ in range(DESCENT_STARTS):
-        s_u = (rng.permutation(n_units) < n_units // 2).astype(int)
-        cur = value(s_u[unit])
-        improved = True
-        while improved:
-            improved = False
-            for a in rng.permutation(np.flatnonzero(s_u == 1)):
-                for b in rng.permutation(np.flatnonzero(s_u == 0)):
-                    trial = s_u.copy()
-                    trial[a], trial[b] = 0, 1
-                    v = value(trial[unit])
-                    if v < cur:
-                        cur, s_u, improved = v, trial, True
-                        break
-                if improved:
-                    break
-        best = min(best, cur)
-    return best, False
+    return min(_swap_descent(lambda s_u: value(s_u[unit]), n_units, rng) for _ in range(DESCENT_STARTS)), False
 
 
 def main(argv=None) -> int:

@@ -24,30 +24,34 @@ def split_by_layer(part: np.ndarray, widths) -> list[np.ndarray]:
     return [part[off[k]:off[k + 1]] for k in range(len(widths))]
 
 
-def layer_traffic(w, part_in: np.ndarray, part_out: np.ndarray, k_parts: int):
-    """Forward words of one layer as unique (j, receiver) pairs → (senders, receivers, columns)."""
+def layer_reads(w, part_in: np.ndarray, part_out: np.ndarray):
+    """Each nonzero of a layer as (its column, the part of the row reading it, whether that part is
+    not the column's owner): what `layer_traffic` and `owner_away_words` both count from."""
     rows = np.repeat(np.arange(w.shape[0], dtype=np.int64), np.diff(w.indptr))
     cols = w.indices.astype(np.int64)
     recv = part_out[rows].astype(np.int64)
-    remote = recv != part_in[cols]
+    return cols, recv, recv != part_in[cols]
+
+
+def layer_traffic(w, part_in: np.ndarray, part_out: np.ndarray, k_parts: int, reads=None):
+    """Forward words of one layer as unique (j, receiver) pairs → (senders, receivers, columns).
+    `reads`: the layer's `layer_reads` where the caller has them."""
+    cols, recv, remote = layer_reads(w, part_in, part_out) if reads is None else reads
     key = distinct(cols[remote] * k_parts + recv[remote], limit=w.shape[1] * k_parts)
     j, q = np.divmod(key, k_parts)
     return part_in[j].astype(np.int64), q, j
 
 
-def owner_away_words(w, part_in: np.ndarray, part_out: np.ndarray) -> int:
+def owner_away_words(w, part_in: np.ndarray, part_out: np.ndarray, reads=None) -> int:
     """Words of one layer's expand sent because a column's owner holds none of its readers: the
     columns read somewhere and by no row of the owner's part. Each of them sends one word more than
     its readers' own spread over the parts (λ_j − 1 = (|parts(R_j)| − 1) + [owner ∉ parts(R_j)]), so
     the rest of the volume is what splitting the readers costs, and this part what the owners'
     placement relative to the next layer costs (at K = 2 on the real Graph Challenge network, 97 % of
-    the method's volume: benchmarks/README.md)."""
-    cols = w.indices.astype(np.int64)
-    n_in = part_in.size
-    rows = np.repeat(np.arange(w.shape[0], dtype=np.int64), np.diff(w.indptr))
-    local = part_out[rows] == part_in[cols]
-    read = np.bincount(cols, minlength=n_in) > 0
-    read_locally = np.bincount(cols[local], minlength=n_in) > 0
+    the method's volume: benchmarks/README.md). `reads`: as in `layer_traffic`."""
+    cols, _, remote = layer_reads(w, part_in, part_out) if reads is None else reads
+    read = np.bincount(cols, minlength=part_in.size) > 0
+    read_locally = np.bincount(cols[~remote], minlength=part_in.size) > 0
     return int(np.count_nonzero(read & ~read_locally))
 
 
@@ -85,9 +89,10 @@ def layer_imbalance(loads: np.ndarray) -> float:
 def layer_stats(w, part_in: np.ndarray, part_out: np.ndarray, k_parts: int, epsilon: float | None = None) -> dict:
     """One layer's share of `partition_metrics`: words and messages of its expand (and how many of
     the words are `owner_away_words`), words each part sends and receives, its loads."""
-    senders, receivers, _ = layer_traffic(w, part_in, part_out, k_parts)
+    reads = layer_reads(w, part_in, part_out)  # once: both counts below read the same nonzeros
+    senders, receivers, _ = layer_traffic(w, part_in, part_out, k_parts, reads)
     loads = layer_loads(w, part_out, k_parts)
-    return {"volume": int(senders.size), "owner_away": owner_away_words(w, part_in, part_out),
+    return {"volume": int(senders.size), "owner_away": owner_away_words(w, part_in, part_out, reads),
             "messages": int(distinct(senders * k_parts + receivers, limit=k_parts * k_parts).size),
             "sent": np.bincount(senders, minlength=k_parts), "received": np.bincount(receivers, minlength=k_parts),
             "imbalance": layer_imbalance(loads), "wide": w.shape[0] >= WIDE_ROWS_PER_PART * k_parts,
