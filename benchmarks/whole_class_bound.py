@@ -2,7 +2,7 @@
 
 Why: at K = 2 the semidefinite bound (`semidefinite_bound.py`, 36,229 words on the real Graph
 Challenge 1024×120) is 1.50× below the hypergraph method (54,483), and the structured families
-(`group_family.py`) say the method is at their optimum. Which side is the gap on? The bound's
+(`whole_class_chain.py`) say the method is within 1.1 % of their optimum. Which side is the gap on? The bound's
 relaxation is free to point the rows of one identical-row class different ways (to split the
 class), while every partition built here keeps such classes whole (the hypergraph method merges
 identical rows into one vertex). This script solves the same relaxation with one label vector
