@@ -19,7 +19,10 @@ Every layer's volume then depends on its own choice and the one before only (the
 chain's least volume over the family is a shortest path: exact, not a heuristic. The partition it
 builds is checked against `partition_metrics` (the volume it claims is the volume it has).
 
-    python benchmarks/whole_class_chain.py NET.h5 [--epsilon 0.03] [--compare PART] [--out PART]
+With --refine P the method's refinement (`partition.refine`, P passes) starts from that partition,
+free to leave the family.
+
+    python benchmarks/whole_class_chain.py NET.h5 [--epsilon 0.03] [--cut 2] [--refine P] [--compare PART] [--out PART]
 """
 
 from __future__ import annotations
@@ -35,8 +38,9 @@ from scipy.sparse.csgraph import connected_components
 
 from spdnn.errors import UserError
 from spdnn.network import read_network
+from spdnn.partition import Layers, Solver, network_metrics, refine
 from spdnn.partition_io import read_partition, write_partition
-from spdnn.volume import layer_capacity, partition_metrics
+from spdnn.volume import layer_capacity, partition_metrics, split_by_layer
 
 MAX_CHOICES = 20_000  # a stride-16 Graph Challenge layer: C(16, 8) = 12,870
 CUT_UNITS = (2,)  # two-arc cuts on the layers of this many cycles (benchmarks/README.md: what 4 buys)
@@ -206,7 +210,8 @@ def chain_optimum(layers, epsilon, max_choices=MAX_CHOICES, cut_units=CUT_UNITS,
     cand = [candidates(x, max_choices, cut_units) for x in info]
     for t in range(L):
         if cand[t] is not None and len(cand[t]) == 0:
-            raise UserError(f"layer {t + 1}: no choice of the family fits the balance (ε too small for its classes)")
+            raise UserError(f"layer {t + 1}: no balanced choice of the family ({info[t].n_units} units of "
+                            f"{info[t].n} row classes; not a RadiX-Net-like layer, or ε too small for its classes)")
         if cand[t] is None and ((t + 1 < L and cand[t + 1] is None) or (t > 0 and cand[t - 1] is None) or t == 0):
             raise UserError(f"layer {t + 1}: a free layer needs listed neighbours (and not to be the first)")
     cost = np.zeros(1)  # least volume of layers 1..t for each of layer t's candidates
@@ -260,7 +265,9 @@ def main(argv=None) -> int:
     ap.add_argument("--cut", default=",".join(map(str, CUT_UNITS)),
                     help="unit counts of the layers whose choices include two cycles cut into arcs ('' for none)")
     ap.add_argument("--compare", default=None, help="a partition file: its volume beside the family's optimum")
-    ap.add_argument("--out", default=None, help="write the optimal partition of the family here")
+    ap.add_argument("--refine", type=int, default=0, metavar="PASSES",
+                    help="then the method's refinement passes from it (it may leave the family)")
+    ap.add_argument("--out", default=None, help="write the partition here (refined, with --refine)")
     args = ap.parse_args(argv)
     try:
         cut_units = tuple(int(u) for u in args.cut.split(",") if u.strip())
@@ -280,8 +287,19 @@ def main(argv=None) -> int:
         print(f"{args.network}: least volume keeping classes whole and columns on one side (cuts as listed): "
               f"{best:,.0f} words at K = 2, ε = {args.epsilon}, {seconds:.0f} s "
               f"({len(listed)} layers listed, {max(listed):,} choices at most; {len(sizes) - len(listed)} in closed form)")
+        sidecar = {"volume_forward": int(best), "family_optimum": int(best), "seconds": round(seconds, 1)}
+        if args.refine:
+            net_k = Layers(net.layers, net.widths, balance=(2, args.epsilon))
+            parts = refine(net_k, [p.astype(np.uint8) for p in split_by_layer(part, net.widths)], 2, args.epsilon, 0,
+                           Solver("mtkahypar", "quality"), 1, args.refine, None, 1)
+            part = np.concatenate(parts)
+            refined = network_metrics(net_k, parts, 2, args.epsilon)["volume_forward"]
+            sidecar.update(volume_forward=refined, refine_passes=args.refine,
+                           seconds=round(time.perf_counter() - start, 1))
+            print(f"the method's refinement from it ({args.refine} passes): {refined:,} words, "
+                  f"{time.perf_counter() - start:.0f} s in all")
         if args.out:
-            write_partition(part, args.out, {"volume_forward": int(best), "seconds": round(seconds, 1)}, k=2)
+            write_partition(part, args.out, sidecar, k=2)
         if args.compare:
             volume = partition_metrics(net.layers, net.widths, read_partition(args.compare), 2,
                                        args.epsilon)["volume_forward"]

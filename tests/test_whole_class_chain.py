@@ -87,3 +87,26 @@ def test_candidates_are_the_family():
     arcs = chain.candidates(cycle)
     assert cycle.fits(arcs).all() and ((~cycle.column_sides(arcs)[0]).sum(axis=1) == 2).all()
     assert len(arcs) == 16 * len({int(s.sum()) for s in arcs})  # every start of every balanced length
+
+
+def test_command_writes_the_refined_partition_and_refuses_a_network_outside_the_family(tmp_path, capsys):
+    """The command on a generated RadiX-Net: the family's optimum, the method's refinement from it
+    (never more words), the partition file; on a random network, one line and exit status 2."""
+    from spdnn.generate import radixnet
+    from spdnn.network import write_network
+    from spdnn.partition_io import read_partition
+
+    write_network(radixnet(256, 12, 0), tmp_path / "r.h5")
+    assert chain.main([str(tmp_path / "r.h5"), "--refine", "1", "--out", str(tmp_path / "p")]) == 0
+    out = capsys.readouterr().out
+    family = int(out.split("on one side (cuts as listed): ")[1].split(" words")[0].replace(",", ""))
+    refined = int(out.split("passes): ")[1].split(" words")[0].replace(",", ""))
+    assert 0 < refined <= family
+    net = chain.read_network(tmp_path / "r.h5")
+    assert partition_metrics(net.layers, net.widths, read_partition(tmp_path / "p"), 2, 0.03)["volume_forward"] == refined
+
+    from spdnn.generate import random_sparse
+    write_network(random_sparse([64, 64, 64], 8, seed=0), tmp_path / "x.h5")
+    assert chain.main([str(tmp_path / "x.h5")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: layer 1")
