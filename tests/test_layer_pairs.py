@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from conftest import benchmark_module
 from test_bound import exact_optimum, tiny_radix, tiny_uneven
 
@@ -56,3 +57,11 @@ def test_a_split_readers_columns_cost_one_and_a_free_owner_nothing():
     owners = np.array([[S0], [S1], [SP]])
     got = layer_pairs._layer_cost(states, readers, owners)
     np.testing.assert_array_equal(got, [[0, 1, 0], [1, 1, 1], [1, 1, 1], [1, 1, 1], [1, 0, 0]])
+
+
+def test_a_layer_of_many_units_is_searched_not_enumerated():
+    """70 row classes each reading its own column (70 units): 2^69 side choices, past what any
+    integer type of numpy holds, so the search must count them in Python integers and fall back to
+    swap descent; with free owners every balanced choice costs nothing."""
+    layer = sp.identity(70, dtype=np.float32, format="csr")
+    assert layer_pairs.no_split_pair_minimum(None, layer, 0.03) == (0.0, False)
