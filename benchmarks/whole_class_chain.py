@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import math
 import sys
 import time
 
@@ -44,6 +45,7 @@ from spdnn.volume import layer_capacity, partition_metrics, split_by_layer
 
 MAX_CHOICES = 20_000  # a stride-16 Graph Challenge layer: C(16, 8) = 12,870
 CUT_UNITS = (2,)  # two-arc cuts on the layers of this many cycles (benchmarks/README.md: what 4 buys)
+MAX_CUT_CHOICES = 100_000  # cut choices of one layer (Graph Challenge: 31,744 with two cycles, 46,080 with four)
 CHUNK = 512  # candidates of a layer per block of the transition matrix
 FREE_CHUNK = 4  # next layer's candidates per block of a free layer's costs ([P, 4, n])
 
@@ -94,7 +96,8 @@ def _arcs(order: np.ndarray, length: int, n: int) -> np.ndarray:
     return out
 
 
-def candidates(layer: Layer, max_choices: int = MAX_CHOICES, cut_units: tuple[int, ...] = CUT_UNITS):
+def candidates(layer: Layer, max_choices: int = MAX_CHOICES, cut_units: tuple[int, ...] = CUT_UNITS,
+               max_cut_choices: int = MAX_CUT_CHOICES):
     """Class sides [Q, n] of the family (module doc), or None: a free layer, left to closed form."""
     cyc = layer.lc.cycles
     if layer.n_units == 1 and cyc:
@@ -109,11 +112,15 @@ def candidates(layer: Layer, max_choices: int = MAX_CHOICES, cut_units: tuple[in
     if not out or len(out[0]) > max_choices:
         if layer.is_free():
             return None
-        raise UserError(f"layer of {layer.n_units} units: more than {max_choices:,} choices and not free "
+        raise UserError(f"{layer.n_units} units: more than {max_choices:,} choices and not free "
                         f"(this family is for RadiX-Net-like layers)")
     lengths = {len(r) for r, _ in cyc} if cyc else set()
     if cyc and layer.n_units in cut_units and len(lengths) == 1:
         m = lengths.pop()
+        n_cut = math.comb(layer.n_units, 2) * math.comb(layer.n_units - 2, (layer.n_units - 2) // 2) * (m - 1) * m * m
+        if n_cut > max_cut_choices:
+            raise UserError(f"--cut {layer.n_units}: {n_cut:,} choices with two cycles cut (at most "
+                            f"{max_cut_choices:,}); leave {layer.n_units} out of --cut")
         orders = {int(layer.unit[r[0]]): r for r, _ in cyc}
         for a_unit, b_unit in itertools.combinations(range(layer.n_units), 2):
             rest = [u for u in range(layer.n_units) if u not in (a_unit, b_unit)]
@@ -203,11 +210,17 @@ def free_step(cost, prev_sides, prev: Layer, layer: Layer, nxt: Layer | None, nx
     return new, arg, freed
 
 
-def chain_optimum(layers, epsilon, max_choices=MAX_CHOICES, cut_units=CUT_UNITS, progress=None):
+def chain_optimum(layers, epsilon, max_choices=MAX_CHOICES, cut_units=CUT_UNITS, progress=None,
+                  max_cut_choices=MAX_CUT_CHOICES):
     """(least volume over the family, the partition vector reaching it, candidates per layer)."""
     info = [Layer(lc, epsilon) for lc in layer_classes(layers)]
     L = len(info)
-    cand = [candidates(x, max_choices, cut_units) for x in info]
+    cand = []
+    for t, x in enumerate(info):
+        try:
+            cand.append(candidates(x, max_choices, cut_units, max_cut_choices))
+        except UserError as e:
+            raise UserError(f"layer {t + 1}: {e}") from None
     for t in range(L):
         if cand[t] is not None and len(cand[t]) == 0:
             raise UserError(f"layer {t + 1}: no balanced choice of the family ({info[t].n_units} units of "

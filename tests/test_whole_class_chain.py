@@ -15,6 +15,9 @@ from conftest import benchmark_module
 from test_bound import exact_optimum, tiny_radix
 
 from spdnn.errors import UserError
+from spdnn.generate import radixnet, random_sparse
+from spdnn.network import write_network
+from spdnn.partition_io import read_partition
 from spdnn.volume import layer_traffic, partition_metrics
 
 chain = benchmark_module("whole_class_chain")
@@ -68,8 +71,11 @@ def test_chain_programme_is_exact_over_its_family(strides, groups, per_group, sm
 def test_a_layer_outside_the_family_is_a_clear_error():
     rng = np.random.default_rng(0)
     dense = (rng.random((12, 12)) < 0.5).astype(np.float32)  # one unit, not a cycle: no balanced whole choice
-    with pytest.raises(UserError, match="layer 1"):
+    with pytest.raises(UserError, match="layer 1: no balanced choice"):
         chain.chain_optimum([sp.csr_matrix(dense)], 0.03)
+    layers, _ = tiny_radix(64, 1, (1, 2), 0)  # stride 2: two cycles of 32, 31 · 32² = 31,744 cut choices
+    with pytest.raises(UserError, match="layer 2: --cut 2: 31,744 choices"):
+        chain.chain_optimum(layers, 0.03, cut_units=(2,), max_cut_choices=10_000)
 
 
 def test_candidates_are_the_family():
@@ -92,10 +98,6 @@ def test_candidates_are_the_family():
 def test_command_writes_the_refined_partition_and_refuses_a_network_outside_the_family(tmp_path, capsys):
     """The command on a generated RadiX-Net: the family's optimum, the method's refinement from it
     (never more words), the partition file; on a random network, one line and exit status 2."""
-    from spdnn.generate import radixnet
-    from spdnn.network import write_network
-    from spdnn.partition_io import read_partition
-
     write_network(radixnet(256, 12, 0), tmp_path / "r.h5")
     assert chain.main([str(tmp_path / "r.h5"), "--refine", "1", "--out", str(tmp_path / "p")]) == 0
     out = capsys.readouterr().out
@@ -104,8 +106,6 @@ def test_command_writes_the_refined_partition_and_refuses_a_network_outside_the_
     assert 0 < refined <= family
     net = chain.read_network(tmp_path / "r.h5")
     assert partition_metrics(net.layers, net.widths, read_partition(tmp_path / "p"), 2, 0.03)["volume_forward"] == refined
-
-    from spdnn.generate import random_sparse
     write_network(random_sparse([64, 64, 64], 8, seed=0), tmp_path / "x.h5")
     assert chain.main([str(tmp_path / "x.h5")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
