@@ -90,6 +90,7 @@ def test_candidates_are_the_family():
         assert four.fits(c).all()
         bad = (~four.column_sides(c)[0]).sum(axis=1)
         assert dict(zip(*np.unique(bad, return_counts=True))) == expect
+        assert (c[bad > 0].sum(axis=1) == 8).all()  # complementary arcs: the cut choices hold 8 of 16 classes a side
     arcs = chain.candidates(cycle)
     assert cycle.fits(arcs).all() and ((~cycle.column_sides(arcs)[0]).sum(axis=1) == 2).all()
     assert len(arcs) == 16 * len({int(s.sum()) for s in arcs})  # every start of every balanced length
