@@ -177,8 +177,10 @@ def no_split_pair_minimum(prev_layer, layer, epsilon, rng=None):
     n_classes = cls.max() + 1
     cap = layer_capacity(np.diff(sp.csr_matrix(layer).indptr), 2, epsilon)
     if prev_layer is not None:
-        owner_cls, _, owner_w, _ = _classes(prev_layer)
-        owner_cap = layer_capacity(np.diff(sp.csr_matrix(prev_layer).indptr), 2, epsilon)
+        prev_rows = np.diff(sp.csr_matrix(prev_layer).indptr)  # the owners need classes and weights only
+        owner_cls = identical_rows(prev_layer)
+        owner_w = np.bincount(owner_cls, weights=prev_rows).astype(np.int64)
+        owner_cap = layer_capacity(prev_rows, 2, epsilon)
     read = np.array([rc.size > 0 for rc in readers])
     width = max(1, max(rc.size for rc in readers))
     padded = np.array([np.resize(rc, width) if rc.size else np.zeros(width, int) for rc in readers])
