@@ -39,7 +39,7 @@ from scipy.sparse.csgraph import connected_components
 
 from spdnn.errors import UserError
 from spdnn.network import read_network
-from spdnn.partition import Layers, Solver, network_metrics, refine
+from spdnn.partition import Layers, Solver, network_metrics, place_inputs, refine
 from spdnn.partition_io import read_partition, write_partition
 from spdnn.volume import layer_capacity, partition_metrics, split_by_layer
 
@@ -152,21 +152,24 @@ def transition(prev_sides, own, layer: Layer, sides):
     return layer.incoherent(coherent)[None, :] + a @ away_if_1 + (1 - a) @ away_if_0
 
 
-def _free_costs(prev_sides, own_in, layer: Layer, nxt: Layer | None, own_out, next_sides):
-    """For a free layer between layer t − 1's sides [P, ·] and layer t + 1's [R, ·] (None: the last
-    layer): (cost of each class on side 0 [P, R, n], on side 1 [P, R, n])."""
+def _free_in(prev_sides, own_in, layer: Layer):
+    """A free layer's words from its owners: (each class on side 0 [P, n], on side 1 [P, n]) for
+    layer t − 1's sides [P, ·]."""
     reader = layer.reads.argmax(axis=0)  # each read column class has one reader class
     into = np.zeros((own_in.shape[0], layer.n))
     np.add.at(into.T, reader, own_in.T)  # [owner class, reader class]: words if they sit apart
     a = prev_sides.astype(np.float64)
-    in0, in1 = a @ into, (1 - a) @ into  # [P, n]
+    return a @ into, (1 - a) @ into
+
+
+def _free_out(layer: Layer, nxt: Layer | None, own_out, next_sides):
+    """A free layer's words as owners of layer t + 1's columns: (each class on side 0 [R, n], on side
+    1 [R, n]) for layer t + 1's sides [R, ·] (None: the last layer, nothing)."""
     if nxt is None:
-        out0 = out1 = np.zeros((1, layer.n))
-    else:
-        coherent, side = nxt.column_sides(next_sides)
-        coh = coherent.astype(np.float64)
-        out0, out1 = (own_out @ (coh * side).T).T, (own_out @ (coh * ~side).T).T  # [R, n]
-    return in0[:, None, :] + out0[None, :, :], in1[:, None, :] + out1[None, :, :]
+        return np.zeros((1, layer.n)), np.zeros((1, layer.n))
+    coherent, side = nxt.column_sides(next_sides)
+    coh = coherent.astype(np.float64)
+    return (own_out @ (coh * side).T).T, (own_out @ (coh * ~side).T).T
 
 
 def free_best(c0, c1, allowed):
@@ -191,22 +194,19 @@ def free_sides(c0, c1, allowed):
 def free_step(cost, prev_sides, prev: Layer, layer: Layer, nxt: Layer | None, nxt_sides):
     """The chain's step over a free layer: (least volume up to layer t + 1 for each of its choices,
     the best choice of layer t − 1 for each, the free layer's sides for each); nxt None: the last layer."""
-    own_in, own_out = owners(prev, layer), None if nxt is None else owners(layer, nxt)
+    in0, in1 = _free_in(prev_sides, owners(prev, layer), layer)  # once: the same for every next choice
+    out0, out1 = _free_out(layer, nxt, None if nxt is None else owners(layer, nxt), nxt_sides)
     allowed = layer.side1_counts()
-
-    def costs(p, r):  # _free_costs for slices of layer t − 1's and layer t + 1's choices
-        return _free_costs(prev_sides[p], own_in, layer, nxt, own_out, None if nxt is None else nxt_sides[r])
-
-    n_next = 1 if nxt is None else len(nxt_sides)
+    n_next = len(out0)
     arg, new = np.empty(n_next, np.int64), np.empty(n_next)
     for r in range(0, n_next, FREE_CHUNK):  # [P, a block of R, n] at a time
         block = slice(r, r + FREE_CHUNK)
-        total = cost[:, None] + free_best(*costs(slice(None), block), allowed)
+        c0, c1 = in0[:, None, :] + out0[None, block, :], in1[:, None, :] + out1[None, block, :]
+        total = cost[:, None] + free_best(c0, c1, allowed)
         if nxt is not None:
             total += nxt.incoherent(nxt.column_sides(nxt_sides[block])[0])[None, :]
         arg[block], new[block] = total.argmin(axis=0), total.min(axis=0)
-    freed = [free_sides(*(c[0, 0] for c in costs(slice(arg[r], arg[r] + 1), slice(r, r + 1))), allowed)
-             for r in range(n_next)]
+    freed = [free_sides(in0[arg[r]] + out0[r], in1[arg[r]] + out1[r], allowed) for r in range(n_next)]
     return new, arg, freed
 
 
@@ -264,9 +264,8 @@ def chain_optimum(layers, epsilon, max_choices=MAX_CHOICES, cut_units=CUT_UNITS,
             class_sides[t], class_sides[t - 1] = cand[t][q], freed[q]
         q = int(arg[q])
     rows = [s[x.lc.rc].astype(np.int64) for s, x in zip(class_sides, info)]
-    w1 = info[0].lc.w.tocsc()  # inputs on the side most of their readers are (all, when coherent)
-    on1 = np.add.reduceat(np.r_[rows[0][w1.indices], 0], w1.indptr[:-1]) * (np.diff(w1.indptr) > 0)
-    inputs = (2 * on1 > np.diff(w1.indptr)).astype(np.int64)
+    widths = [layers[0].shape[1]] + [r.size for r in rows]
+    inputs = place_inputs(Layers(layers, widths), [None, rows[0]], 2).astype(np.int64)  # its readers' side
     return float(cost.min()), np.concatenate([inputs] + rows), [None if c is None else len(c) for c in cand]
 
 
