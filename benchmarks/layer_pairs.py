@@ -49,9 +49,8 @@ import time
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.sparse.csgraph import connected_components
+from part_chains import class_units, layer_classes
 
-from spdnn.cycle_runs import class_incidence, cycles
 from spdnn.hypergraph import identical_rows
 from spdnn.network import read_network
 from spdnn.partition_io import read_partition
@@ -120,15 +119,11 @@ def pair_bound_brute(layers, widths, epsilon, mu, allow_split=True):
     return total
 
 
-def _units(layer, cls):
-    """(unit of each row class: the classes linked through columns they read in common, the layer's
-    cycles as `cycle_runs.cycles` finds them, or None)."""
-    w = sp.csr_matrix(layer)
-    col_cls = identical_rows(w.T.tocsr())
-    incidence = class_incidence(cls, col_cls, w)
-    a, c, n_r, n_c = incidence
-    link = sp.csr_matrix((np.ones(a.size), (a, c)), shape=(n_r, n_c))
-    return connected_components(link @ link.T, directed=False)[1], cycles(cls, col_cls, w, incidence)
+def _units(layer):
+    """(unit of each row class, `part_chains.class_units`; the layer's cycles as `cycle_runs.cycles`
+    finds them, or None)."""
+    lc = layer_classes([layer])[0]
+    return class_units(lc), lc.cycles
 
 
 def _swap_descent(cost, n, rng):
@@ -195,7 +190,7 @@ def no_split_pair_minimum(prev_layer, layer, epsilon, rng=None):
             return incoherent
         return incoherent + _owner_cost(by_column[:, 0], coherent, owner_cls, owner_w, owner_cap)
 
-    unit, cyc = _units(layer, cls)
+    unit, cyc = _units(layer)
     n_units = int(unit.max()) + 1  # a Python int: 2 ** (n_units − 1) below must not wrap
     if n_units == 1:
         if not cyc:  # one unit that is not a cycle: any balanced split is a feasible choice

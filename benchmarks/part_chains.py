@@ -34,6 +34,7 @@ from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
 
 from spdnn.cycle_runs import class_incidence, cycles
 from spdnn.hypergraph import identical_rows
@@ -135,6 +136,15 @@ def class_reads(layer: LayerClasses) -> np.ndarray:
     out = np.zeros((n_r, n_c))
     out[a, c] = 1.0
     return out
+
+
+def class_units(layer: LayerClasses) -> np.ndarray:
+    """The unit of each row class: the classes linked through the column classes they read in common
+    (connected components), which must share a part for every column's readers to stay together.
+    Sparse, so a layer of singleton classes costs O(nonzeros)."""
+    a, c, n_r, n_c = layer.incidence
+    link = sp.csr_matrix((np.ones(a.size), (a, c)), shape=(n_r, n_c))
+    return connected_components(link @ link.T, directed=False)[1]
 
 
 def class_owned(prev_rows: np.ndarray, layer: LayerClasses) -> np.ndarray:

@@ -50,8 +50,14 @@ from spdnn.network import read_network
 from spdnn.partition import Layers, layer_volume, place_inputs, refine
 from spdnn.partition_io import read_partition
 from spdnn.partitioner import Solver
-from spdnn.semidefinite_bound import EIG_GRID, PENALTY, AgreementForm, Certificate, agreement_form
-from spdnn.semidefinite_bound import maximise_unit_rows  # the same L-BFGS over unit rows
+from spdnn.semidefinite_bound import (
+    EIG_GRID,
+    PENALTY,
+    AgreementForm,
+    Certificate,
+    agreement_form,
+    maximise_unit_rows,  # the same L-BFGS over unit rows
+)
 from spdnn.volume import layer_capacity, partition_metrics, split_by_layer
 
 RANK = 32  # the class problem is small: a higher rank than the row problem's 16 costs little
@@ -110,7 +116,7 @@ def whole_class_certificate(layers, widths, epsilon: float = 0.03, rank: int = R
     v = np.random.default_rng(seed).standard_normal((n, rank))
     best = None
     for _ in range(rounds):
-        v, _ = maximise_unit_rows(lambda x: _apply(cf, mu, x), v, None, MAX_STEPS, 1e-9)
+        v, _ = maximise_unit_rows(lambda x, mu=mu: _apply(cf, mu, x), v, None, MAX_STEPS, 1e-9)
         y = np.sum(_apply(cf, mu, v) * v, axis=1)
         top = float(np.linalg.eigvalsh(dense - (wt.T * mu) @ wt - np.diag(y))[-1])
         found = Certificate(cf.form, epsilon, mu.copy(), y, math.ceil(top / EIG_GRID) * EIG_GRID, rank)

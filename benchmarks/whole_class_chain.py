@@ -34,8 +34,13 @@ import sys
 import time
 
 import numpy as np
-from part_chains import LayerClasses, class_owned, class_reads, layer_classes
-from scipy.sparse.csgraph import connected_components
+from part_chains import (
+    LayerClasses,
+    class_owned,
+    class_reads,
+    class_units,
+    layer_classes,
+)
 
 from spdnn.errors import UserError
 from spdnn.network import read_network
@@ -62,8 +67,7 @@ class Layer:
         self.reads = class_reads(lc)  # [row class, column class] 0/1
         self.readers = self.reads.sum(axis=0)
         self.columns = np.bincount(lc.cc, minlength=self.reads.shape[1]) * (self.readers > 0)
-        link = self.reads @ self.reads.T
-        self.unit = connected_components(link > 0, directed=False)[1]
+        self.unit = class_units(lc)
         self.n_units = int(self.unit.max()) + 1
 
     def fits(self, sides: np.ndarray) -> np.ndarray:
