@@ -23,8 +23,11 @@ def benchmark_module(name: str):
     folder = Path(__file__).resolve().parents[1] / "benchmarks"
     if str(folder) not in sys.path:
         sys.path.append(str(folder))
+    if name in sys.modules:  # once per session: a second copy would not be the one `pickle` finds
+        return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # so that its functions pickle by name (process pools: `--jobs`)
     spec.loader.exec_module(module)
     return module
 
