@@ -23,11 +23,14 @@ def benchmark_module(name: str):
     folder = Path(__file__).resolve().parents[1] / "benchmarks"
     if str(folder) not in sys.path:
         sys.path.append(str(folder))
-    if name in sys.modules:  # once per session: a second copy would not be the one `pickle` finds
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+    path = folder / f"{name}.py"
+    cached = sys.modules.get(name)
+    if cached is not None and getattr(cached, "__file__", None) and Path(cached.__file__).resolve() == path:
+        return cached  # once per session: a second copy would not be the one `pickle` finds
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # so that its functions pickle by name (process pools: `--jobs`)
+    if cached is None:  # registered, so that its functions pickle by name (process pools: `--jobs`)
+        sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 
