@@ -24,14 +24,15 @@ the pairwise products see only loosely. The lift gives "g and h both whole on σ
 its own, a row and column of M, tied to x_gσ and x_hσ by u·x_g = u·x_h = u and by u ≤ x_g, u ≤ x_h,
 u ≥ x_g + x_h − 1 each multiplied by every other indicator and by its complement; then the column's
 term is the entry u·(owner on σ or split) itself. It only adds constraints to a larger matrix, so
-it is never weaker: on the real network's layer 8, 361.6 words against 338.1 (the pair's ceiling
-Σ NS_t share: 420), at about 5 times the time (the layer's 64 column-class pairs: 129 more rows).
+it is never weaker: on the real network's layer 8, 361.8 words against 338.1 (its whole-class ceiling
+NS_t: 420), at about 4 times the time (the layer's 64 reader pairs, two states each: 128 more rows).
 
 The certificate. SCS solves min cᵀx, Ax + s = b, s ∈ K to a tolerance only, so the value it reports
 proves nothing. Its dual y, projected onto K* (non-negative parts clipped, the semidefinite part's
 negative eigenvalues dropped), proves cᵀx ≥ −bᵀy − Σ_i |(Aᵀy + c)_i| for every feasible x, since
-every variable lies in [−1, 1] (M ⪰ 0 with diag M = x ∈ [0, 1]; p_jσ ≤ an entry of M); that is the
-pair bound summed. Up to floating-point rounding in that one residual, it is a proof.
+every variable lies in [−1, 1] (M ⪰ 0 with diag M = x ∈ [0, 1]; 0 ≤ p_jσ ≤ x_gσ through the one-hot
+products). That is each pair's bound; the script prints their sum. Up to floating-point rounding in
+the residual, it is a proof.
 
     python benchmarks/pair_semidefinite.py NET.h5 [--epsilon 0.03] [--mu 0.5] [--layers A:B] [--lift A:B] [--jobs 2]
 """
