@@ -7,9 +7,10 @@ no re-preparation.
 Graph Challenge and RadiX-Net layers are made of dense blocks: rows with the same column list
 come in groups (16 rows reading the same 32 inputs on the challenge's layers). When every row of
 a layer is in such a group and all groups have one shape (R rows × C columns), the layer is G
-dense R×C blocks and every product is a batch of G small dense products (BLAS, `np.matmul`):
-the group's C input rows are gathered once and used by its R rows, instead of one pass over the
-inputs per stored weight as in a CSR product. Any other layer (random, pruned, a rank's share
+dense R×C blocks: the forward product is a compiled loop over the blocks that reads each of a
+group's C input rows once for its R rows (summing every entry in stored order, as the CSR path does,
+so that a sample's value does not depend on its batch: `_block_products`), and the float64
+backward products are batches of G small dense products (BLAS, `np.matmul`). Any other layer (random, pruned, a rank's share
 that splits groups) takes the CSR path (SciPy), which sums each row in stored order.
 
 - `gc(bias, x, ymax)`: z = clip(W x + b on the nonzeros of W x, 0, ymax) and which samples are
@@ -67,6 +68,27 @@ def _forward_finish(zb, order, bias, ymax, hidden, z, h):
                 hi[b] = min(max(s, np.float32(0.0)), ymax)
 
 
+def _block_products(values, cols, x, out):
+    """out[g, r, b] = Σ_c values[g, r, c]·x[cols[g, c], b], float32, each sum from 0 in stored
+    order c = 0, 1, …: the CSR path's order (SciPy), for every batch size. BLAS's sgemm picks its
+    kernels, and so its roundings, by the matrix sizes: a rank's share of the samples then rounds
+    differently from the whole batch and a sample near a neuron's threshold changes category
+    (measured: data-parallel inference at K = 4 one survivor off the serial run). The loop over
+    samples is the inner one, so it vectorises without reordering any sum."""
+    for g in range(values.shape[0]):
+        dst = out[g]
+        for r in range(dst.shape[0]):
+            for b in range(dst.shape[1]):
+                dst[r, b] = np.float32(0.0)
+        for c in range(values.shape[2]):
+            src = x[cols[g, c]]
+            for r in range(dst.shape[0]):
+                w = values[g, r, c]
+                d = dst[r]
+                for b in range(d.size):
+                    d[b] += w * src[b]
+
+
 def _masked_delta(back, z, ymax, out):
     """out = back where 0 < z < ymax (f' = 1), else 0, rounded to float32 once."""
     for i in range(z.shape[0]):
@@ -115,6 +137,7 @@ def _row_sums(a, out):
 
 # name → (pass, numba fastmath flags): only a pure float64 sum may be reassociated (vectorised)
 _PASSES = {"gc": (_gc_finish, False), "forward": (_forward_finish, False), "masked_delta": (_masked_delta, False),
+           "block_products": (_block_products, False),
            "gather_rows": (_gather_rows, False), "add_rows_to": (_add_rows_to, False),
            "row_sums": (_row_sums, {"reassoc"})}
 
@@ -210,14 +233,10 @@ class SparseLayer:
         return [slice(lo, min(g, lo + step)) for lo in range(0, g, step)]
 
     def _products(self, x) -> np.ndarray:
-        """W x in block order: (G·R) × B float32."""
-        values = self._values()
+        """W x in block order: (G·R) × B float32, every entry summed in its row's stored order
+        (`_block_products`), so a sample's value does not depend on the batch it is in."""
         zb = np.empty(self.rows.shape + (x.shape[1],), np.float32)
-        gather, c = _compiled("gather_rows"), self.row_length
-        for part in self._chunks(x.shape[1], 4):  # (g, R, C) @ (g, C, B) per batch of blocks
-            xs = np.empty(((part.stop - part.start) * c, x.shape[1]), np.float32)
-            gather(x, self.cols[part].reshape(-1), xs)
-            np.matmul(values[part], xs.reshape(part.stop - part.start, c, x.shape[1]), out=zb[part])
+        _compiled("block_products")(self._values(), self.cols, x, zb)
         return zb.reshape(self.order.size, x.shape[1])
 
     def gc(self, bias, x, ymax):
