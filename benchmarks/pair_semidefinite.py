@@ -169,14 +169,14 @@ def pair_problem(prev_layer, layer, epsilon: float, mu_owner: float, mu_reader: 
     on σ" as indicators of their own (module doc)."""
     cls, size, cw, readers = _classes(layer)
     n_r = int(cls.max()) + 1
-    balance = [(cw, layer_capacity(np.diff(sp.csr_matrix(layer).indptr), 2, epsilon), "reader")]
+    balance = [(cw, layer_capacity(np.diff(sp.csr_matrix(layer).indptr), 2, epsilon), _Index.reader)]
     n_o, o_cls, o_size = 0, None, None
     if prev_layer is not None:
         prev_rows = np.diff(sp.csr_matrix(prev_layer).indptr)
         o_cls = identical_rows(prev_layer)
         n_o = int(o_cls.max()) + 1
         o_size = np.bincount(o_cls)
-        balance.append((np.bincount(o_cls, weights=prev_rows), layer_capacity(prev_rows, 2, epsilon), "owner"))
+        balance.append((np.bincount(o_cls, weights=prev_rows), layer_capacity(prev_rows, 2, epsilon), _Index.owner))
     groups: dict = {}  # (reader classes, owner class or −1) → columns
     for j, rc in enumerate(readers):
         if rc.size:
@@ -187,10 +187,9 @@ def pair_problem(prev_layer, layer, epsilon: float, mu_owner: float, mu_reader: 
     n_x = ix.n_m + 2 * len(groups)
     zero, nonneg = _Rows(), _Rows()
     _indicators(ix, zero, nonneg)
-    for weight, capacity, side in balance:
-        at = ix.reader if side == "reader" else ix.owner
+    for weight, capacity, at in balance:  # at: where a class's state sits (`_Index.reader` / `.owner`)
         for s in (0, 1):
-            _balance(ix, nonneg, [at(c, s) for c in range(weight.size)], weight, capacity)
+            _balance(ix, nonneg, [at(ix, c, s) for c in range(weight.size)], weight, capacity)
     for pq in pairs:
         for sigma in (0, 1):
             _both(ix, zero, nonneg, pq, sigma)
@@ -283,9 +282,9 @@ def main(argv=None) -> int:
     try:
         span = _span(args.layers, L) if args.layers else range(L)
         lifted = set(_span(args.lift, L))
+        classes = [int(identical_rows(w).max()) + 1 for w in layers]  # once a layer, not once a pair
         for t in span:
-            pair = layers[t - 1:t + 1] if t else layers[:1]
-            size = 1 + 3 * sum(int(identical_rows(w).max()) + 1 for w in pair)
+            size = 1 + 3 * (classes[t] + (classes[t - 1] if t else 0))
             if size > MAX_DIM:
                 raise UserError(f"layer {t + 1}: its pair has {size} indicators (three per row class) > {MAX_DIM}; "
                                 f"this bound is for networks whose rows repeat in classes")
