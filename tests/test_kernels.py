@@ -1,7 +1,8 @@
 """Layer kernels (kernels.py) against the NumPy/SciPy definitions they replace.
 
-Dense-block layers (RadiX-Net, Graph Challenge) go through BLAS, whose float32 sums may round in
-another order: equal within a few ulps. Other layers take the CSR path: the same bits."""
+Dense-block layers (RadiX-Net, Graph Challenge) sum each row in its stored order, as the CSR path
+(SciPy) does: the forward values are the same bits either way. The backward products are float64
+through BLAS: equal within a tolerance."""
 
 from __future__ import annotations
 
@@ -172,6 +173,23 @@ def test_a_sample_rounds_alike_in_every_batch():
     for share in np.array_split(np.arange(1797), 4) + [np.arange(1), np.arange(3, 10)]:
         part = kernel.forward(bias, np.ascontiguousarray(x[:, share]), np.inf, hidden=False)[0]
         np.testing.assert_array_equal(part, whole[:, share])
+
+
+@pytest.mark.parametrize("width", [3, 8, 13, 16, 21])
+def test_blocks_of_any_width_sum_in_stored_order(width):
+    """The block product takes eight inputs at a time and the rest one by one: blocks whose rows
+    read fewer, exactly, or not a multiple of eight inputs equal the CSR product bit for bit."""
+    rng = np.random.default_rng(width)
+    n_in, groups, rows = 60, 5, 4
+    cols = [np.sort(rng.choice(n_in, width, replace=False)) for _ in range(groups)]
+    indices = np.concatenate([c for c in cols for _ in range(rows)])
+    data = rng.standard_normal(indices.size).astype(np.float32)
+    w = sp.csr_matrix((data, indices, np.arange(0, indices.size + 1, width)), shape=(groups * rows, n_in))
+    kernel = SparseLayer(w)
+    assert kernel.dense_blocks and kernel.row_length == width
+    x = rng.standard_normal((n_in, 37)).astype(np.float32)
+    got = kernel.forward(np.zeros(w.shape[0], np.float32), x, np.inf, hidden=False)[0]
+    np.testing.assert_array_equal(got, w @ x)
 
 
 def test_a_share_that_splits_groups_mixes_blocks_and_csr_rows():
