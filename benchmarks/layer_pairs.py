@@ -61,7 +61,7 @@ MAX_CHOICES = 20_000  # unit side choices enumerated per layer (a stride-16 Grap
 DESCENT_STARTS = 20
 
 
-def _classes(w):
+def class_readers(w):
     """(row class of each row, rows per class, row weights per class, reader classes of each column)."""
     w = sp.csr_matrix(w)
     cls = identical_rows(w)
@@ -96,7 +96,7 @@ def relaxed_optimum_brute(layers, widths, epsilon):
     """The relaxed model's optimum over the whole chain (tiny networks only: 3^classes states a layer)."""
     best, owners = np.zeros(1), np.full((1, widths[0]), SPLIT)
     for w in layers:
-        cls, _, cw, readers = _classes(w)
+        cls, _, cw, readers = class_readers(w)
         states = _all_states(cls.max() + 1, cw, layer_capacity(np.diff(sp.csr_matrix(w).indptr), 2, epsilon))
         best = (_layer_cost(states, readers, owners) + best[None, :]).min(axis=1)
         owners = states[:, cls]
@@ -107,7 +107,7 @@ def pair_bound_brute(layers, widths, epsilon, mu, allow_split=True):
     """(*) of the module doc, each layer pair minimised exactly (tiny networks only)."""
     total, owners, price = 0.0, np.full((1, widths[0]), SPLIT), np.zeros(1)
     for t, w in enumerate(layers):
-        cls, size, cw, readers = _classes(w)
+        cls, size, cw, readers = class_readers(w)
         states = _all_states(cls.max() + 1, cw, layer_capacity(np.diff(sp.csr_matrix(w).indptr), 2, epsilon),
                              allow_split)
         if len(states) == 0:  # no choice fits (whole classes only, of sizes that cannot balance)
@@ -168,7 +168,7 @@ def no_split_pair_minimum(prev_layer, layer, epsilon, rng=None):
     t − 1 and t whole (prev_layer None: the inputs, free owners); enumerated: the best over every
     balanced choice of unit sides (module doc), else the best swap descent found."""
     rng = rng or np.random.default_rng(0)
-    cls, _, cw, readers = _classes(layer)
+    cls, _, cw, readers = class_readers(layer)
     n_classes = cls.max() + 1
     cap = layer_capacity(np.diff(sp.csr_matrix(layer).indptr), 2, epsilon)
     if prev_layer is not None:

@@ -49,7 +49,7 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 import scipy.sparse as sp
 import scs
-from layer_pairs import _classes
+from layer_pairs import class_readers
 
 from spdnn.errors import UserError
 from spdnn.hypergraph import identical_rows
@@ -167,7 +167,7 @@ def pair_problem(prev_layer, layer, epsilon: float, mu_owner: float, mu_reader: 
     """SCS data (A, b, c), cones and the objective's constant for one layer pair (prev_layer None:
     the inputs, owners free and unpriced). `lift`: add the products "both readers of a column whole
     on σ" as indicators of their own (module doc)."""
-    cls, size, cw, readers = _classes(layer)
+    cls, size, cw, readers = class_readers(layer)
     n_r = int(cls.max()) + 1
     balance = [(cw, layer_capacity(np.diff(sp.csr_matrix(layer).indptr), 2, epsilon), _Index.reader)]
     n_o, o_cls, o_size = 0, None, None

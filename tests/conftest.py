@@ -43,8 +43,9 @@ def env():
 
 
 def spdnn(*args, check=True, timeout=300, cwd=None):
-    proc = subprocess.run([str(BIN / "spdnn"), *map(str, args)], capture_output=True, text=True, env=env(),
-                          timeout=timeout, cwd=cwd)
+    # check=False: a failure is raised below with the command's stderr, which CalledProcessError hides
+    proc = subprocess.run([str(BIN / "spdnn"), *map(str, args)], check=False, capture_output=True, text=True,
+                          env=env(), timeout=timeout, cwd=cwd)
     if check and proc.returncode != 0:
         raise AssertionError(f"spdnn {args} failed ({proc.returncode}):\n{proc.stderr}")
     return proc
@@ -52,7 +53,7 @@ def spdnn(*args, check=True, timeout=300, cwd=None):
 
 def mpirun(k, *args, check=True, timeout=300):
     cmd = [str(BIN / "mpiexec"), "-n", str(k), str(BIN / "spdnn"), *map(str, args)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env(), timeout=timeout)
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env(), timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc

@@ -30,12 +30,12 @@ CHAINS = [("radix 4x2 (1,2,1,2)", lambda s: tiny_radix(4, 2, (1, 2, 1, 2), s), 2
 def pair_minimum(prev_layer, layer, epsilon, mu_owner, mu_reader):
     """The exact minimum of one pair of the three-state model: every state of both layers (tiny
     layers only), as `layer_pairs.pair_bound_brute` prices them."""
-    cls, size, cw, readers = layer_pairs._classes(layer)
+    cls, size, cw, readers = layer_pairs.class_readers(layer)
     states = layer_pairs._all_states(cls.max() + 1, cw, layer_capacity(np.diff(layer.indptr), 2, epsilon))
     if prev_layer is None:  # the inputs: free owners, no price
         owners, owner_price = np.full((1, layer.shape[1]), layer_pairs.SPLIT), np.zeros(1)
     else:
-        p_cls, p_size, p_cw, _ = layer_pairs._classes(prev_layer)
+        p_cls, p_size, p_cw, _ = layer_pairs.class_readers(prev_layer)
         p_states = layer_pairs._all_states(p_cls.max() + 1, p_cw, layer_capacity(np.diff(prev_layer.indptr), 2, epsilon))
         owners, owner_price = p_states[:, p_cls], mu_owner * ((p_states == layer_pairs.SPLIT) * p_size).sum(1)
     reader_credit = mu_reader * ((states == layer_pairs.SPLIT) * size).sum(1)
