@@ -84,11 +84,15 @@ class _Index:
         self.dim = 1 + 3 * (n_r + n_o) + 2 * len(pairs)
         self.n_m = self.dim * (self.dim + 1) // 2
 
+    def state(self, c: int, s: int) -> int:
+        """Class c's indicator of state s; readers' classes first (c < n_r), then owners'."""
+        return 1 + 3 * c + s
+
     def reader(self, g: int, s: int) -> int:
-        return 1 + 3 * g + s
+        return self.state(g, s)
 
     def owner(self, o: int, s: int) -> int:
-        return 1 + 3 * (self.n_r + o) + s
+        return self.state(self.n_r + o, s)
 
     def both(self, pq: tuple, sigma: int) -> int:
         return 1 + 3 * (self.n_r + self.n_o) + 2 * self.pair_at[pq] + sigma
@@ -106,7 +110,7 @@ def _indicators(ix: _Index, zero: _Rows, nonneg: _Rows) -> None:
     for i in range(1, dim):
         zero.add([m(i, i), m(0, i)], [1.0, -1.0], 0.0)
     for c in range(ix.n_r + ix.n_o):
-        states = [1 + 3 * c + s for s in range(3)]
+        states = [ix.state(c, s) for s in range(3)]
         zero.add([m(0, k) for k in states], [1.0] * 3, 1.0)
         for k in range(1, dim):
             zero.add([m(s, k) for s in states] + [m(0, k)], [1.0, 1.0, 1.0, -1.0], 0.0)

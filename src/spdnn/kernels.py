@@ -10,8 +10,9 @@ a layer is in such a group and all groups have one shape (R rows × C columns), 
 dense R×C blocks: the forward product is a compiled loop over the blocks that reads each of a
 group's C input rows once for its R rows (summing every entry in stored order, as the CSR path does,
 so that a sample's value does not depend on its batch: `_block_products`), and the float64
-backward products are batches of G small dense products (BLAS, `np.matmul`). Any other layer (random, pruned, a rank's share
-that splits groups) takes the CSR path (SciPy), which sums each row in stored order.
+backward products are batches of G small dense products (BLAS, `np.matmul`). Any other layer
+(random, pruned, a rank's share that splits groups) takes the CSR path (SciPy), which sums each
+row in stored order.
 
 - `gc(bias, x, ymax)`: z = clip(W x + b on the nonzeros of W x, 0, ymax) and which samples are
   still alive (the Graph Challenge layer; `reference.gc_layer` is its definition), the bias, clip
@@ -89,7 +90,8 @@ def _block_products(values, cols, x, out):
             s4, s5, s6, s7 = x[cols[g, c + 4]], x[cols[g, c + 5]], x[cols[g, c + 6]], x[cols[g, c + 7]]
             for r in range(dst.shape[0]):
                 w = values[g, r]
-                w0, w1, w2, w3, w4, w5, w6, w7 = w[c], w[c + 1], w[c + 2], w[c + 3], w[c + 4], w[c + 5], w[c + 6], w[c + 7]
+                w0, w1, w2, w3 = w[c], w[c + 1], w[c + 2], w[c + 3]
+                w4, w5, w6, w7 = w[c + 4], w[c + 5], w[c + 6], w[c + 7]
                 d = dst[r]
                 for b in range(d.size):
                     t = d[b]
