@@ -61,7 +61,7 @@ def scatter_columns(comm, x, owned0):
     wanted = comm.gather(owned0, root=0)
     pieces = None
     if comm.Get_rank() == 0:
-        pieces = [x[:, cols] if hasattr(x, "tocsr") else np.ascontiguousarray(x[:, cols]) for cols in wanted]
+        pieces = [x[:, cols] if hasattr(x, "tocsr") else np.take(x, cols, axis=1) for cols in wanted]  # take: contiguous, one copy
     return comm.scatter(pieces, root=0)
 
 

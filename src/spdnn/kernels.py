@@ -26,6 +26,7 @@ The backward products are float64 (exact products of float32 values, nearly exac
 
 from __future__ import annotations
 
+import weakref
 from functools import lru_cache
 
 import numpy as np
@@ -202,7 +203,7 @@ class SparseLayer:
     def __init__(self, w):
         if not (sp.issparse(w) and w.format == "csr" and w.dtype == np.float32):
             w = sp.csr_matrix(w, dtype=np.float32)
-        self.w = w  # values are read from here at every call (SGD updates them in place)
+        self._w = w  # values are read from here at every call (SGD updates them in place)
         self.shape = w.shape
         self.rows = None  # G × R row ids of the dense blocks, if any
         blocks = _dense_blocks(w)
@@ -233,6 +234,11 @@ class SparseLayer:
                      np.concatenate([[0], np.cumsum(lengths[self.rest])])), shape=(self.rest.size, w.shape[1]))
 
     @property
+    def w(self):
+        """The weight matrix (held weakly once the preparation is kept on it: `layer_kernels`)."""
+        return self._w() if isinstance(self._w, weakref.ref) else self._w
+
+    @property
     def dense_blocks(self) -> bool:
         return self.rows is not None
 
@@ -258,12 +264,18 @@ class SparseLayer:
         step = max(1, CHUNK_BYTES // per_block)
         return [slice(lo, min(g, lo + step)) for lo in range(0, g, step)]
 
-    def _products(self, x) -> np.ndarray:
-        """W x in block order: (G·R) × B float32, every entry summed in its row's stored order
-        (`_block_products`), so a sample's value does not depend on the batch it is in."""
-        zb = np.empty(self.rows.shape + (x.shape[1],), np.float32)
-        _compiled("block_products")(self._values(), self.cols, x, zb)
-        return zb.reshape(self.order.size, x.shape[1])
+    def _products(self, x):
+        """W x in block order, a batch of blocks at a time (`_chunks`): yields (rows × B float32
+        products, those rows' ids), every entry summed in its row's stored order
+        (`_block_products`), so a sample's value does not depend on the batch it is in. A batch at
+        a time, the products never take a whole layer's activations beside the input and the
+        output (measured 2.6 → 2.2 GB at N = 65536, 1,797 samples)."""
+        values, products = self._values(), _compiled("block_products")
+        for part in self._chunks(x.shape[1], 4):
+            rows = self.rows[part]
+            zb = np.empty(rows.shape + (x.shape[1],), np.float32)
+            products(values[part], self.cols[part], x, zb)
+            yield zb.reshape(rows.size, x.shape[1]), rows.reshape(-1)
 
     def gc(self, bias, x, ymax):
         """(z as rows × samples float32, alive: bool per sample) for activations x (inputs × samples)."""
@@ -276,7 +288,9 @@ class SparseLayer:
             return z, z.any(axis=0)
         z = np.empty((self.shape[0], x.shape[1]), np.float32)
         alive = np.zeros(x.shape[1], bool)
-        _compiled("gc")(self._products(x), self.order, bias, _cap(ymax), z, alive)
+        finish = _compiled("gc")
+        for zb, rows in self._products(x):
+            finish(zb, rows, bias, _cap(ymax), z, alive)
         if self.rest.size:
             zr = self._rest() @ x
             np.add(zr, bias[self.rest, None], out=zr, where=zr != 0)
@@ -295,7 +309,9 @@ class SparseLayer:
             return z, (np.clip(z, 0.0, ymax) if hidden else z)
         z = np.empty((self.shape[0], x.shape[1]), np.float32)
         h = np.empty_like(z) if hidden else z
-        _compiled("forward")(self._products(x), self.order, bias, _cap(ymax), hidden, z, h)
+        finish = _compiled("forward")
+        for zb, rows in self._products(x):
+            finish(zb, rows, bias, _cap(ymax), hidden, z, h)
         if self.rest.size:
             zr = self._rest() @ x
             zr += bias[self.rest, None]
@@ -357,11 +373,15 @@ class SparseLayer:
 
 def layer_kernels(w) -> SparseLayer:
     """w's `SparseLayer`, prepared on first use and kept on the matrix object itself (a layer is
-    prepared once per run, not once per step; a new matrix gets a new preparation)."""
+    prepared once per run, not once per step; a new matrix gets a new preparation). The preparation
+    holds w weakly: a strong reference back would make a cycle that only Python's cyclic collector
+    frees, and a streamed network (one layer read at a time) would keep every layer it had read
+    until it ran (measured: +14 MB a layer at N = 65536, 0.7 GB over 50 layers)."""
     prepared = getattr(w, "_spdnn_kernels", None)
     if prepared is None or prepared.w is not w or prepared.w.indices.size != w.indices.size:
         prepared = SparseLayer(w)
         if prepared.w is w:
+            prepared._w = weakref.ref(w)
             w._spdnn_kernels = prepared
     return prepared
 

