@@ -61,7 +61,8 @@ def scatter_columns(comm, x, owned0):
     wanted = comm.gather(owned0, root=0)
     pieces = None
     if comm.Get_rank() == 0:
-        pieces = [x[:, cols] if hasattr(x, "tocsr") else np.take(x, cols, axis=1) for cols in wanted]  # take: contiguous, one copy
+        # np.take: one contiguous copy (x[:, cols] is strided, and made contiguous a second copy)
+        pieces = [x[:, cols] if hasattr(x, "tocsr") else np.take(x, cols, axis=1) for cols in wanted]
     return comm.scatter(pieces, root=0)
 
 

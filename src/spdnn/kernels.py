@@ -226,7 +226,9 @@ class SparseLayer:
             self.rest = np.flatnonzero(~in_block)  # rows outside the blocks (a group split by a partition)
             # Every row of C entries: w.data is an n × C array and a block row is one of its rows;
             # else the blocks' entries are gathered by position.
-            self.block_pos = None if (self.rest.size == 0 and (lengths == c).all()) else ranges(w.indptr[self.order], np.full(self.order.size, c))
+            self.block_pos = None
+            if self.rest.size or not (lengths == c).all():
+                self.block_pos = ranges(w.indptr[self.order], np.full(self.order.size, c))
             if self.rest.size:
                 self.rest_pos = ranges(w.indptr[self.rest], lengths[self.rest])
                 self.rest_matrix = sp.csr_matrix(
