@@ -1,14 +1,15 @@
 """Per-rank memory and bytes read of the MPI runtime against K (issue: each rank holds 1/K).
 
     python benchmarks/runtime_share.py [--neurons 16384 --layers 480] [--ks 1,2,4,8] [--images 128]
-                                       [--gc neuron1024.tar.gz] [--train-steps 2]
+                                       [--gc neuron1024.tar.gz] [--train-steps 2] [--stream]
 
 For a generated RadiX-Net (and the real Graph Challenge 1024×120 when given, or found in ../shared),
 runs row-wise inference (the first --images digits inputs) and a few training steps (B=16, the
 recipe's re-initialised weights) at each K under mpiexec, and prints per-rank peak RSS and bytes
 read (max over ranks) next to the network file's size / K. K > 2 oversubscribes a 2-core machine:
 memory and bytes are meaningful, times are not. Partitions are `block` (memory and bytes hardly
-depend on the method; the hypergraph method at this size takes long, see the README).
+depend on the method; the hypergraph method at this size takes long, see the README). --stream:
+also row-wise inference with `--stream-layers` (a rank holds one layer's rows at a time).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def sh(*args, timeout=3600):
     return proc
 
 
-def measure(name, net, trainable, images, ks, train_steps, work):
+def measure(name, net, trainable, images, ks, train_steps, work, stream=False):
     rows = []
     size = net.stat().st_size
     for k in ks:
@@ -44,6 +45,12 @@ def measure(name, net, trainable, images, ks, train_steps, work):
         sh(*launch, "infer", net, images, "--partition", part, "-o", work / "c.tsv", "--metrics", work / "m.json")
         m = json.loads((work / "m.json").read_text())
         rows.append((name, k, "infer", time.time() - t0, m["per_rank"], size))
+        if stream:
+            t0 = time.time()
+            sh(*launch, "infer", net, images, "--partition", part, "-o", work / "c.tsv", "--stream-layers",
+               "--metrics", work / "m.json")
+            m = json.loads((work / "m.json").read_text())
+            rows.append((name, k, "infer, --stream-layers", time.time() - t0, m["per_rank"], size))
         if train_steps:
             t0 = time.time()
             out = work / f"t-{name}-{k}.h5"
@@ -63,6 +70,7 @@ def main():
     ap.add_argument("--images", type=int, default=128)
     ap.add_argument("--train-steps", type=int, default=0)
     ap.add_argument("--gc", default=None)
+    ap.add_argument("--stream", action="store_true", help="also streamed row-wise inference (--stream-layers)")
     a = ap.parse_args()
     ks = [int(k) for k in a.ks.split(",")]
     gc = Path(a.gc) if a.gc else ROOT.parent / "shared" / "data" / "graphchallenge" / "neuron1024.tar.gz"
@@ -96,7 +104,7 @@ def main():
                 x, y = digits_raw()
                 n = 20 * a.train_steps  # 16 per step for training, 4 for the test split
                 np.savez(work / f"{name}.npz", X=upsample_square(x[:n], width), y=y[:n])
-            rows += measure(name, net, trainable, images, ks, a.train_steps, work)
+            rows += measure(name, net, trainable, images, ks, a.train_steps, work, a.stream)
     print(f"{'network':<20} {'K':>3} {'run':<28} {'file/K MB':>10} {'bytes read MB (max rank)':>25} "
           f"{'partition MB':>13} {'peak RSS MB (max rank)':>23} {'seconds':>8}")
     for name, k, what, secs, ranks, size in rows:

@@ -65,6 +65,45 @@ def test_inference_equals_serial(work, k, method):
     assert len(m["per_rank"]) == k and all(r["peak_rss_mb"] > 0 for r in m["per_rank"])
 
 
+@pytest.mark.parametrize("k,method,exchange", [(2, "hypergraph", "p2p"), (3, "random", "neighbor")])
+def test_streamed_inference_equals_serial(work, k, method, exchange):
+    """--stream-layers: each rank reads its rows of a layer when the pass reaches it and drops them
+    after (three passes here: batches of 700). Same categories and activations as the serial run,
+    the words counted equal the model's, and the report covers every layer."""
+    part = work / f"radix-{method}-k{k}.part"
+    out, act, metrics = work / f"stream-{k}.tsv", work / f"stream-act-{k}.h5", work / f"stream-{k}.json"
+    mpirun(k, "infer", work / "radix.h5", work / "images.tsv", "--partition", part, "-o", out, "--stream-layers",
+           "--exchange", exchange, "--activations", act, "--batch-size", 700, "--metrics", metrics)
+    assert out.read_text() == (work / "serial.tsv").read_text()
+    np.testing.assert_array_equal(read_act(act), read_act(work / "serial_act.h5"))
+    m = json.loads(metrics.read_text())
+    vol = json.loads(spdnn("volume", work / "radix.h5", part, "-k", k).stdout)
+    assert m["stream_layers"] is True and m["words_match_model"] is True
+    assert m["words_forward_counted"] == [s * v for s, v in zip(m["samples_per_layer"], vol["volume_per_layer"])]
+    rows = np.array([r["rows_per_layer"] for r in m["per_rank"]])
+    assert rows.shape == (k, 8) and (rows.sum(axis=0) == 256).all()
+    assert sum(r["nnz_local"] for r in m["per_rank"]) == 8 * 256 * 32  # every layer's rows, once (RadiX-Net: 32 a row)
+
+
+def test_streamed_inference_stops_reading_when_every_sample_is_dead(work):
+    """With every sample dead (bias −10) the ranks agree at the first check (layer 4) and the
+    streamed run reads none of the later layers: about half the bytes of the run that loads its
+    share of every layer first; the same (empty) categories as the serial run."""
+    net, part = work / "dead.h5", work / "dead-k2.part"
+    spdnn("generate", "radixnet", "--neurons", 256, "--layers", 8, "--seed", 2, "--bias", -10, "-o", net)
+    spdnn("partition", net, "-k", 2, "--method", "random", "-o", part)
+    spdnn("infer", net, work / "images.tsv", "-o", work / "dead-serial.tsv")
+    read = {}
+    for flags in ((), ("--stream-layers",)):
+        out, metrics = work / f"dead-{len(flags)}.tsv", work / f"dead-{len(flags)}.json"
+        mpirun(2, "infer", net, work / "images.tsv", "--partition", part, "-o", out, *flags, "--metrics", metrics)
+        assert out.read_text() == (work / "dead-serial.tsv").read_text() == ""
+        m = json.loads(metrics.read_text())
+        assert m["samples_per_layer"] == [1797] * 4 + [0] * 4
+        read[flags] = sum(r["bytes_read"] for r in m["per_rank"])
+    assert read[("--stream-layers",)] < 0.6 * read[()]
+
+
 def test_data_parallel_inference(work):
     mpirun(3, "infer", work / "radix.h5", work / "images.tsv", "--mode", "data-parallel", "-o", work / "dp.tsv",
            "--activations", work / "dp.h5")
@@ -167,6 +206,9 @@ def test_user_errors_from_every_rank(work, tmp_path):
     proc = mpirun(2, "train", work / "clf.h5", "--partition", work / "clf-k2.part", "--data", tmp_path / "bad.npz",
                   "-o", tmp_path / "x.h5", check=False)
     assert_user_error(proc, "bad.npz", "width 64")
+    proc = mpirun(2, "infer", work / "radix.h5", work / "images.tsv", "--mode", "data-parallel", "--stream-layers",
+                  "-o", tmp_path / "c.tsv", check=False)
+    assert_user_error(proc, "--stream-layers", "row-wise")
     assert not any(tmp_path.glob("x.h5*")) and not (tmp_path / "c.tsv").exists()
 
 

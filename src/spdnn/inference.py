@@ -75,6 +75,7 @@ def infer_main(a) -> None:
 
 def _infer_distributed(comm, a):
     from .collective import mpi, peak_rss_mb, read_on_root, scatter_columns, wtime
+    from .reference import samples_as_columns
     from .rowwise import RowWiseModel, load_partition_collective, verify_words
 
     rank, size = comm.Get_rank(), comm.Get_size()
@@ -82,11 +83,13 @@ def _infer_distributed(comm, a):
         raise UserError("--mode data-parallel replicates the network: do not give --partition")
     if a.mode == "row-wise" and not a.partition:
         raise UserError("row-wise inference needs --partition PART (K = number of ranks)")
+    if a.mode == "data-parallel" and a.stream_layers:
+        raise UserError("--stream-layers is for row-wise inference (--mode data-parallel holds the whole network)")
     header = read_header(a.network)
     if a.mode == "row-wise":
         partition = load_partition_collective(comm, header, a.partition)
         t0 = wtime()
-        model = RowWiseModel(comm, a.network, partition, header, a.exchange)
+        model = RowWiseModel(comm, a.network, partition, header, a.exchange, stream=a.stream_layers)
         model.prepare_kernels()
         setup = wtime() - t0
         # Rank 0 reads the images once; each rank gets the pixels of its own input neurons.
@@ -94,13 +97,13 @@ def _infer_distributed(comm, a):
                                  model.owned0)
         n_images = images.shape[0]
         alive = np.zeros(n_images, bool)
-        final_rows = model.layers[-1].rows
+        final_rows = model.final_rows
         final = np.zeros((n_images, header.widths[-1]), np.float32) if (a.activations and rank == 0) else None
         comm.Barrier()
         t_start = t0 = wtime()
         for lo in range(0, n_images, a.batch_size):
             hi = min(n_images, lo + a.batch_size)
-            x0 = np.ascontiguousarray(images[lo:hi].toarray().T, dtype=np.float32)
+            x0 = samples_as_columns(images[lo:hi])
             x, ids = model.gc_forward(x0, np.arange(lo, hi))
             alive[ids] = model.alive(x, ids.size)
             if a.activations:
@@ -145,7 +148,7 @@ def _infer_distributed(comm, a):
     nnz = describe(a.network)["nnz_total"]  # dataset shapes only, no layer data read
     metrics = {
         "command": "infer", "mode": a.mode, "exchange": a.exchange, "ranks": size, "network": str(a.network),
-        "partition": a.partition,
+        "partition": a.partition, "stream_layers": bool(a.stream_layers),  # streamed: seconds include reading
         "images": n_images, "survivors": int(cats.size), "batch_size": a.batch_size,
         "seconds": seconds, "setup_seconds": setup, "wall_seconds": wtime() - t_start,
         "samples_per_second": n_images / seconds if seconds > 0 else None,

@@ -55,7 +55,7 @@ def gc_infer_layers(layers, n_out: int, ymax: float, images, batch: int = 8192):
     out = np.zeros((n_images, n_out), dtype=np.float32)
     for lo in range(0, n_images, batch):
         hi = min(n_images, lo + batch)
-        x = _samples_as_columns(images[lo:hi])  # (n_0, B)
+        x = samples_as_columns(images[lo:hi])  # (n_0, B)
         ids = np.arange(lo, hi)
         for w, b in layers():
             x, alive = layer_kernels(w).gc(b, x, ymax)  # = gc_layer, compiled and fused (kernels.py)
@@ -66,7 +66,7 @@ def gc_infer_layers(layers, n_out: int, ymax: float, images, batch: int = 8192):
     return np.flatnonzero(out.any(axis=1)), out
 
 
-def _samples_as_columns(a) -> np.ndarray:
+def samples_as_columns(a) -> np.ndarray:
     """Samples × n_0 (sparse or dense) → a contiguous float32 n_0 × samples block, written once
     (a sparse block's transpose is made dense directly, not dense then transposed and copied)."""
     if hasattr(a, "toarray"):

@@ -7,26 +7,31 @@ layer: `reference.forward_layers` and `reference.backpropagate` with the plans a
 hooks, so the arithmetic is the serial reference's. The words actually sent are counted and, at
 the end of a run, checked against the model volume computed independently from the network and
 the partition (`volume.layer_traffic`); a mismatch aborts the run.
+
+Streamed (`stream=True`, inference only: `spdnn infer --stream-layers`): nothing is read up front;
+each pass over the layers reads a layer's rows and builds its plan when the pass reaches it, and
+drops both after it, so a rank holds one layer's rows and the activations, not its share of the
+network (the file is read once per batch, and not at all past the layer where every sample died).
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import closing, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 
-from .arrays import ranges
+from .arrays import distinct, ranges
 from .collective import agree, mpi, peak_rss_mb
-from .comm_plan import CommPlan, _displs, build_plan, use_neighbor_collectives
+from .comm_plan import CommPlan, ExchangeStats, _displs, build_plan, use_neighbor_collectives
 from .errors import UserError
+from .kernels import layer_kernels
 from .network import NetworkWriter, open_network, read_layer
 from .partition import check_k
 from .partition_io import PartitionReader
-from .kernels import layer_kernels
 from .reference import backpropagate, class_loss, drop_dead, forward_layers, sgd_update
 
 
@@ -87,7 +92,7 @@ def scatter_layer_rows(comm, f, path, header, k: int, part_k: np.ndarray, rows: 
 def received_words(columns: np.ndarray, part_in: np.ndarray, rank: int) -> int:
     """Words per sample this rank receives in a layer's expand, modelled from the partition: the
     distinct columns its rows read that another rank owns (Σ over ranks = V_k)."""
-    needed = np.unique(columns)
+    needed = distinct(columns, part_in.size)
     return int(np.count_nonzero(part_in[needed] != rank))
 
 
@@ -98,52 +103,95 @@ class RowWiseModel:
     loading; nothing of the whole network. `bytes_read` counts the network and partition bytes
     this rank read."""
 
-    def __init__(self, comm, path, partition: PartitionReader, header, transport: str = "p2p"):
+    def __init__(self, comm, path, partition: PartitionReader, header, transport: str = "p2p",
+                 stream: bool = False):
         rank = comm.Get_rank()
         self.comm = comm
         self.ymax = header.ymax
         self.widths = header.widths
-        part_prev = partition.layer(0)
-        self.owned0 = np.flatnonzero(part_prev == rank)
-        owned_prev = self.owned0
-        self.layers: list[LocalLayer] = []
-        self.samples_per_layer = np.zeros(header.num_layers, np.int64)  # samples each expand carried
-        self.model_recv_words = np.zeros(header.num_layers, np.int64)  # per sample, from the partition
+        self.stream = stream
+        self._path, self._partition, self._header, self._transport = path, partition, header, transport
+        self.owned0 = np.flatnonzero(partition.layer(0) == rank)
+        self.final_rows = np.flatnonzero(partition.layer(header.num_layers) == rank)  # my output neurons
+        n = header.num_layers
+        self.samples_per_layer = np.zeros(n, np.int64)  # samples each expand carried
+        self.model_recv_words = np.zeros(n, np.int64)  # per sample, from the partition
         self.compute_seconds = 0.0
         self.allreduce_words = 0  # softmax max/sum, loss, alive flags: counted apart from the model volume
         self.bytes_read = 0  # network file, this rank
-        with open_network(path) as (f, h):
-            for k in range(1, header.num_layers + 1):
-                part_k = partition.layer(k)
+        # Streamed (inference): each layer is read when the pass reaches it and dropped after it;
+        # what the report needs of it is kept here (its exchanges summed over the batches' passes).
+        self._rows_per_layer = np.zeros(n, np.int64)
+        self._nnz_per_layer = np.zeros(n, np.int64)
+        self._forward_stats = [ExchangeStats() for _ in range(n)]
+        self._backward_stats = [ExchangeStats() for _ in range(n)]
+        self._graph = None
+        if stream and transport == "neighbor":
+            # A streamed layer's neighbours are not known in advance: one graph over every other
+            # rank serves all layers (zero counts where a layer exchanges nothing).
+            others = [q for q in range(comm.Get_size()) if q != rank]
+            self._graph = (comm.Create_dist_graph_adjacent(others, others, reorder=False), np.array(others, np.int64))
+        self.layers: list[LocalLayer] = [] if stream else list(self._read_layers())
+        if not stream and transport == "neighbor":
+            use_neighbor_collectives(comm, [layer.plan for layer in self.layers])
+
+    @property
+    def bytes_read_partition(self) -> int:
+        return self._partition.bytes_read  # its checks and the slices read here
+
+    def _read_layers(self):
+        """Collective generator: this rank's rows of each layer in turn, with the layer's plan
+        (its rows scattered by one reader rank, `scatter_layer_rows`)."""
+        comm, rank = self.comm, self.comm.Get_rank()
+        part_prev = self._partition.layer(0)
+        owned_prev = np.flatnonzero(part_prev == rank)
+        with open_network(self._path) as (f, h):
+            for k in range(1, self._header.num_layers + 1):
+                part_k = self._partition.layer(k)
                 rows = np.flatnonzero(part_k == rank)
-                w, b, stored = scatter_layer_rows(comm, f, path, h, k, part_k, rows)
+                w, b, stored = scatter_layer_rows(comm, f, self._path, h, k, part_k, rows)
                 self.bytes_read += stored
                 columns = w.indices.astype(np.int64)
                 self.model_recv_words[k - 1] = received_words(columns, part_prev, rank)
                 plan, local_cols = build_plan(comm, k, owned_prev, part_prev, columns)
+                if self._graph is not None:
+                    plan.use_graph(*self._graph)
                 ext_ids = np.empty(plan.ext_len, np.int64)
                 ext_ids[local_cols] = w.indices
                 ext_ids[: plan.n_owned] = owned_prev
                 # Entries keep their order within each row, so each row's sum is the serial one's.
                 w_local = sp.csr_matrix((w.data.astype(np.float32), local_cols.astype(np.int32), w.indptr),
                                         shape=(w.shape[0], plan.ext_len))
-                self.layers.append(LocalLayer(k, rows, w_local, b.astype(np.float32), plan, ext_ids))
+                self._rows_per_layer[k - 1], self._nnz_per_layer[k - 1] = rows.size, w.nnz
+                yield LocalLayer(k, rows, w_local, b.astype(np.float32), plan, ext_ids)
                 part_prev, owned_prev = part_k, rows
-        self.bytes_read_partition = partition.bytes_read  # its checks and the slices read here
-        if transport == "neighbor":
-            use_neighbor_collectives(comm, [layer.plan for layer in self.layers])
+
+    def _streamed(self):
+        """One pass over the layers read as it goes; a layer's exchange counts are kept when the
+        pass moves on (or stops early: every sample dead)."""
+        for layer in self._read_layers():
+            try:
+                yield layer
+            finally:
+                self._forward_stats[layer.k - 1].add_from(layer.plan.forward_stats)
+                self._backward_stats[layer.k - 1].add_from(layer.plan.backward_stats)
 
     def prepare_kernels(self) -> None:
         """Prepare every layer's kernels (`kernels.layer_kernels`) and load the compiled pass now,
-        as part of the setup, rather than inside the first timed batch."""
-        for layer in self.layers:
+        as part of the setup, rather than inside the first timed batch (streamed: the compiled pass
+        only, on a two-row layer of one dense block)."""
+        layers = self.layers
+        if self.stream:
+            w = sp.csr_matrix(np.ones((2, 2), np.float32))
+            layers = [LocalLayer(0, np.arange(2), w, np.zeros(2, np.float32), None, np.arange(2))]
+        for layer in layers:
             prepared = layer_kernels(layer.w)
             if prepared.dense_blocks:
                 prepared.gc(layer.bias, np.zeros((layer.w.shape[1], 0), np.float32), self.ymax)
 
     @property
     def num_layers(self) -> int:
-        return len(self.layers)
+        return self._header.num_layers
 
     def _comm_seconds(self) -> float:
         return sum(l.plan.forward_stats.comm_seconds + l.plan.backward_stats.comm_seconds for l in self.layers)
@@ -165,17 +213,19 @@ class RowWiseModel:
     def gc_forward(self, x0_owned: np.ndarray, ids: np.ndarray, compact_every: int = 4):
         """Forward pass of a batch; every `compact_every` layers the ranks agree (Allreduce of B
         booleans, counted apart) on which samples died and drop them; once none is alive on any
-        rank, the remaining layers exchange nothing. Returns (x_L owned, ids)."""
+        rank, the remaining layers exchange nothing (streamed: are not read). Returns (x_L owned, ids)."""
         x = x0_owned
-        for layer in self.layers:
-            ext = self._expand(layer.k, x)
-            t0 = time.perf_counter()
-            x, alive_here = layer_kernels(layer.w).gc(layer.bias, ext, self.ymax)
-            self.compute_seconds += time.perf_counter() - t0
-            if layer.k % compact_every == 0 and layer.k < self.num_layers and ids.size:
-                x, ids = drop_dead(x, ids, self.alive(x, ids.size, alive_here))
-                if not ids.size:  # every rank agrees: the flags were allreduced
-                    return np.zeros((self.layers[-1].rows.size, 0), np.float32), ids
+        with closing(self._streamed()) if self.stream else nullcontext(iter(self.layers)) as layers:
+            for layer in layers:
+                self.samples_per_layer[layer.k - 1] += x.shape[1]
+                ext = layer.plan.forward(self.comm, x)
+                t0 = time.perf_counter()
+                x, alive_here = layer_kernels(layer.w).gc(layer.bias, ext, self.ymax)
+                self.compute_seconds += time.perf_counter() - t0
+                if layer.k % compact_every == 0 and layer.k < self.num_layers and ids.size:
+                    x, ids = drop_dead(x, ids, self.alive(x, ids.size, alive_here))
+                    if not ids.size:  # every rank agrees: the flags were allreduced
+                        return np.zeros((self.final_rows.size, 0), np.float32), ids
         return x, ids
 
     def alive(self, x, batch: int, local=None) -> np.ndarray:
@@ -248,8 +298,13 @@ class RowWiseModel:
 
     def exchange_report(self) -> dict:
         """Per-layer words/messages/times this rank recorded (forward and backward)."""
-        f = [layer.plan.forward_stats for layer in self.layers]
-        b = [layer.plan.backward_stats for layer in self.layers]
+        if self.stream:
+            f, b = self._forward_stats, self._backward_stats
+            rows, nnz = self._rows_per_layer.tolist(), int(self._nnz_per_layer.sum())
+        else:
+            f = [layer.plan.forward_stats for layer in self.layers]
+            b = [layer.plan.backward_stats for layer in self.layers]
+            rows, nnz = [int(layer.rows.size) for layer in self.layers], int(sum(layer.w.nnz for layer in self.layers))
         return {
             "compute_seconds": [self.compute_seconds],
             "comm_seconds": [x.comm_seconds + y.comm_seconds for x, y in zip(f, b)],
@@ -258,8 +313,8 @@ class RowWiseModel:
             "words_sent_backward": [y.words_sent for y in b],
             "messages_sent_forward": [x.messages_sent for x in f],
             "messages_sent_backward": [y.messages_sent for y in b],
-            "rows_per_layer": [int(layer.rows.size) for layer in self.layers],
-            "nnz_local": int(sum(layer.w.nnz for layer in self.layers)),
+            "rows_per_layer": rows,
+            "nnz_local": nnz,
             "bytes_read": int(self.bytes_read),
             "bytes_read_partition": int(self.bytes_read_partition),
             "peak_rss_mb": peak_rss_mb(),
