@@ -1,7 +1,7 @@
 """Offline stages against network size: seconds, peak RSS of all processes, nonzeros per second.
 
     python benchmarks/scale.py [--sizes 1024x120,4096x120,16384x120,65536x120] [--k 8] [--jobs 2]
-                               [--stages generate,export-gc,import-gc,hypergraph,partition,volume,bound,infer]
+                               [--stages generate,export-gc,import-gc,hypergraph,partition,volume,bound,infer,infer-mpi]
                                [--work benchmarks/out/scale] [--stage-timeout 3600] [--keep]
 
 Every stage is the `spdnn` command a workflow rule runs, in its own process tree; a sampler adds
@@ -9,7 +9,8 @@ up the resident memory of the command and all its descendants (the partitioner's
 processes included) every 0.2 s, so "peak RSS" is that of all processes, not of one. Networks are
 generated RadiX-Nets with the Graph Challenge's biases (seed 0); `import-gc` reads the challenge
 TSV files that `export-gc` wrote; `infer` is serial inference of the digits inputs (`spdnn
-images`). Expected shape: seconds ∝ nonzeros, memory flat in L.
+images`), `infer-mpi` the same under `mpiexec -n 2` with `--stream-layers` on a `block` partition
+(made before, untimed). Expected shape: seconds ∝ nonzeros, memory flat in L.
 
 A stage that fails, or runs past --stage-timeout, is recorded with why, and the stages after it
 that need its output are skipped. Rows are appended to WORK/scale.jsonl as they finish (a long
@@ -31,9 +32,9 @@ from pathlib import Path
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("generate", "export-gc", "import-gc", "hypergraph", "partition", "volume", "bound", "infer")
+STAGES = ("generate", "export-gc", "import-gc", "hypergraph", "partition", "volume", "bound", "infer", "infer-mpi")
 NEEDS = {"export-gc": "generate", "import-gc": "export-gc", "hypergraph": "generate", "partition": "generate",
-         "volume": "partition", "bound": "generate", "infer": "generate"}
+         "volume": "partition", "bound": "generate", "infer": "generate", "infer-mpi": "generate"}
 
 
 def tree_rss_bytes(root: int) -> int:
@@ -103,6 +104,8 @@ def stage_command(stage: str, n: int, layers: int, k: int, jobs: int, d: Path, b
         "volume": [spdnn, "volume", net, d / "p.part", "-k", k],
         "bound": [spdnn, "bound", net, "-k", k, "--max-seconds", bound_seconds, "--max-memory", 8],
         "infer": [spdnn, "infer", net, d / "images.tsv", "-o", d / "categories.tsv"],
+        "infer-mpi": [BIN / "mpiexec", "-n", 2, spdnn, "infer", net, d / "images.tsv", "--partition", d / "block2.part",
+                      "--stream-layers", "-o", d / "categories-mpi.tsv"],
     }[stage]
 
 
@@ -118,9 +121,12 @@ def measure_size(n: int, layers: int, args, done: dict, out: Path) -> None:
         if need and need not in ok and not (need == "generate" and (d / "net.h5").exists()):
             row = {"status": f"skipped: {need} did not finish"}
         else:
-            if stage == "infer" and not (d / "images.tsv").exists():
+            if stage.startswith("infer") and not (d / "images.tsv").exists():
                 subprocess.run([BIN / "spdnn", "images", "--network", d / "net.h5", "-o", d / "images.tsv"],
                                check=True, capture_output=True)
+            if stage == "infer-mpi" and not (d / "block2.part").exists():  # not timed: a partition to run on
+                subprocess.run([BIN / "spdnn", "partition", d / "net.h5", "-k", "2", "--method", "block", "-o",
+                                d / "block2.part"], check=True, capture_output=True)
             row = run_measured(stage_command(stage, n, layers, args.k, args.jobs, d, args.bound_seconds),
                                args.stage_timeout, d / f"{stage}.log")
             if stage == "bound" and row["status"] == "ok":  # null past its budget: say so, and why
