@@ -100,7 +100,7 @@ class RowWiseModel:
     """This rank's share of the network plus the per-layer communication plans.
 
     Memory: this rank's rows, the plans, and two layers' slices of the partition at a time while
-    loading; nothing of the whole network. `bytes_read` counts the network and partition bytes
+    loading (streamed: one layer's rows and plan at a time); nothing of the whole network. `bytes_read` counts the network and partition bytes
     this rank read."""
 
     def __init__(self, comm, path, partition: PartitionReader, header, transport: str = "p2p",
@@ -110,7 +110,7 @@ class RowWiseModel:
         self.ymax = header.ymax
         self.widths = header.widths
         self.stream = stream
-        self._path, self._partition, self._header, self._transport = path, partition, header, transport
+        self._path, self._partition, self._header = path, partition, header
         self.owned0 = np.flatnonzero(partition.layer(0) == rank)
         self.final_rows = np.flatnonzero(partition.layer(header.num_layers) == rank)  # my output neurons
         n = header.num_layers
