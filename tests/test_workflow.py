@@ -97,6 +97,26 @@ def test_nested_config_overrides(tmp_path):
     assert proc.returncode == 2 and "config error at partition.k.0: 1 is less than the minimum of 2" in proc.stderr
 
 
+def test_streamed_inference_reaches_the_row_wise_runs_only(tmp_path):
+    """inference.stream_layers reaches infer_run through params: --stream-layers on the row-wise
+    runs, not on the data-parallel ones (which refuse it), and a rank's memory request shrinks."""
+    cfg = yaml.safe_load((ROOT / "config" / "test.yaml").read_text())
+    plans = {}
+    for stream in (False, True):
+        cfg["inference"]["stream_layers"] = stream
+        (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+        proc = smk(tmp_path, "--configfile", tmp_path / "c.yaml", "--cores", 2, "-n", "-p")
+        plans[stream] = proc.stdout
+        runs = [ln for ln in proc.stdout.splitlines() if "spdnn infer" in ln and "--mode" in ln]
+        row_wise = [ln for ln in runs if "--mode row-wise" in ln]
+        data_parallel = [ln for ln in runs if "--mode data-parallel" in ln]
+        assert row_wise and data_parallel
+        assert all(("--stream-layers" in ln) == stream for ln in row_wise)
+        assert not any("--stream-layers" in ln for ln in data_parallel)
+    mem = {s: [int(m) for m in re.findall(r"mem_mb_per_cpu=(\d+)", plans[s])] for s in plans}
+    assert sum(mem[True]) < sum(mem[False])
+
+
 def test_radix_bases_reach_the_generate_command(tmp_path):
     proc = smk(tmp_path, "--configfile", ROOT / "config" / "test.yaml", "--cores", 2, "-n", "-p", "--config",
                "networks={rx: {generator: radixnet, neurons: 1024, layers: 3, radices: [4, 4, 4]}}")

@@ -85,12 +85,20 @@ def inference_runtime(wildcards):
     return _minutes(2000 * nnz / 2e9)  # ~2e9 multiply-adds per second; digits: ~2000 inputs
 
 
+def streamed_inference(wildcards) -> bool:
+    """A row-wise inference run that reads its layers as it goes (inference.stream_layers)."""
+    return (config["inference"]["stream_layers"] and not hasattr(wildcards, "b")
+            and wildcards.mode == "row-wise")
+
+
 def run_mem_mb_per_cpu(wildcards):
-    """Per MPI rank: its share of the network (1/K), and, in training, the activations it keeps for
-    the backward pass (L x (received + owned) x B float32)."""
+    """Per MPI rank: its share of the network (1/K; streamed inference: one layer), and, in
+    training, the activations it keeps for the backward pass (L x (received + owned) x B float32)."""
     widths, nnz = network_size(wildcards.network)
     k = int(wildcards.k)
     share = 3 * BYTES_PER_NNZ * nnz / k / MB  # weights, gradient and the update's work space
+    if streamed_inference(wildcards):
+        share = 3 * _layer_mb(wildcards.network)  # the layer read, the rank's rows, the plan
     batch = int(getattr(wildcards, "b", 0) or config["inference"]["batch_size"])
     kept = (len(widths) - 1) * 2 * max(widths) / k * batch * 4 / MB if hasattr(wildcards, "b") else 0
     return math.ceil(800 + share + kept + 3 * 4 * batch * max(widths) / MB)

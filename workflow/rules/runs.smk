@@ -21,6 +21,7 @@ rule infer_run:
         launch=launch,
         part=lambda wc, input: "" if wc.mode == "data-parallel" else f"--partition {input.part}",
         batch=config["inference"]["batch_size"],
+        stream=lambda wc: "--stream-layers " if streamed_inference(wc) else "",
         threads=RUNS["threads_per_rank"],
     log:
         "logs/{network}/runs/infer-{method}-k{k}-{mode}.log",
@@ -30,7 +31,7 @@ rule infer_run:
         "../../envs/spdnn.yaml"
     shell:
         "OMP_NUM_THREADS={params.threads} {params.launch} "
-        "spdnn infer {input.net} {input.images} {params.part} --mode {wildcards.mode} "
+        "spdnn infer {input.net} {input.images} {params.part} --mode {wildcards.mode} {params.stream}"
         "--batch-size {params.batch} --truth {input.serial} -o {output.metrics}.categories.tsv "
         "--metrics {output.metrics} 2> {log} && rm -f {output.metrics}.categories.tsv"
 
