@@ -38,9 +38,6 @@ class ExchangeStats:
         self.comm_seconds += comm
         self.wait_seconds += wait
 
-    def add_from(self, other: ExchangeStats) -> None:
-        self.add(other.words_sent, other.messages_sent, other.comm_seconds, other.wait_seconds)
-
 
 @dataclass
 class CommPlan:

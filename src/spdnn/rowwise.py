@@ -100,8 +100,8 @@ class RowWiseModel:
     """This rank's share of the network plus the per-layer communication plans.
 
     Memory: this rank's rows, the plans, and two layers' slices of the partition at a time while
-    loading (streamed: one layer's rows and plan at a time); nothing of the whole network. `bytes_read` counts the network and partition bytes
-    this rank read."""
+    loading (streamed: one layer's rows and plan at a time); nothing of the whole network.
+    `bytes_read` counts the network and partition bytes this rank read."""
 
     def __init__(self, comm, path, partition: PartitionReader, header, transport: str = "p2p",
                  stream: bool = False):
@@ -119,8 +119,9 @@ class RowWiseModel:
         self.compute_seconds = 0.0
         self.allreduce_words = 0  # softmax max/sum, loss, alive flags: counted apart from the model volume
         self.bytes_read = 0  # network file, this rank
-        # Streamed (inference): each layer is read when the pass reaches it and dropped after it;
-        # what the report needs of it is kept here (its exchanges summed over the batches' passes).
+        # What the report needs of each layer, kept here rather than on its LocalLayer: a streamed
+        # layer is dropped after its pass, and every plan of layer k (one per pass) counts into the
+        # same ExchangeStats, so the counts sum over the batches' passes.
         self._rows_per_layer = np.zeros(n, np.int64)
         self._nnz_per_layer = np.zeros(n, np.int64)
         self._forward_stats = [ExchangeStats() for _ in range(n)]
@@ -154,6 +155,7 @@ class RowWiseModel:
                 columns = w.indices.astype(np.int64)
                 self.model_recv_words[k - 1] = received_words(columns, part_prev, rank)
                 plan, local_cols = build_plan(comm, k, owned_prev, part_prev, columns)
+                plan.forward_stats, plan.backward_stats = self._forward_stats[k - 1], self._backward_stats[k - 1]
                 if self._graph is not None:
                     plan.use_graph(*self._graph)
                 ext_ids = np.empty(plan.ext_len, np.int64)
@@ -166,35 +168,24 @@ class RowWiseModel:
                 yield LocalLayer(k, rows, w_local, b.astype(np.float32), plan, ext_ids)
                 part_prev, owned_prev = part_k, rows
 
-    def _streamed(self):
-        """One pass over the layers read as it goes; a layer's exchange counts are kept when the
-        pass moves on (or stops early: every sample dead)."""
-        for layer in self._read_layers():
-            try:
-                yield layer
-            finally:
-                self._forward_stats[layer.k - 1].add_from(layer.plan.forward_stats)
-                self._backward_stats[layer.k - 1].add_from(layer.plan.backward_stats)
-
     def prepare_kernels(self) -> None:
         """Prepare every layer's kernels (`kernels.layer_kernels`) and load the compiled pass now,
         as part of the setup, rather than inside the first timed batch (streamed: the compiled pass
         only, on a two-row layer of one dense block)."""
-        layers = self.layers
+        layers = [(layer.w, layer.bias) for layer in self.layers]
         if self.stream:
-            w = sp.csr_matrix(np.ones((2, 2), np.float32))
-            layers = [LocalLayer(0, np.arange(2), w, np.zeros(2, np.float32), None, np.arange(2))]
-        for layer in layers:
-            prepared = layer_kernels(layer.w)
+            layers = [(sp.csr_matrix(np.ones((2, 2), np.float32)), np.zeros(2, np.float32))]
+        for w, bias in layers:
+            prepared = layer_kernels(w)
             if prepared.dense_blocks:
-                prepared.gc(layer.bias, np.zeros((layer.w.shape[1], 0), np.float32), self.ymax)
+                prepared.gc(bias, np.zeros((w.shape[1], 0), np.float32), self.ymax)
 
     @property
     def num_layers(self) -> int:
         return self._header.num_layers
 
     def _comm_seconds(self) -> float:
-        return sum(l.plan.forward_stats.comm_seconds + l.plan.backward_stats.comm_seconds for l in self.layers)
+        return sum(f.comm_seconds + b.comm_seconds for f, b in zip(self._forward_stats, self._backward_stats))
 
     def _expand(self, k, x):
         self.samples_per_layer[k - 1] += x.shape[1]
@@ -215,7 +206,7 @@ class RowWiseModel:
         booleans, counted apart) on which samples died and drop them; once none is alive on any
         rank, the remaining layers exchange nothing (streamed: are not read). Returns (x_L owned, ids)."""
         x = x0_owned
-        with closing(self._streamed()) if self.stream else nullcontext(iter(self.layers)) as layers:
+        with closing(self._read_layers()) if self.stream else nullcontext(iter(self.layers)) as layers:
             for layer in layers:
                 self.samples_per_layer[layer.k - 1] += x.shape[1]
                 ext = layer.plan.forward(self.comm, x)
@@ -298,13 +289,7 @@ class RowWiseModel:
 
     def exchange_report(self) -> dict:
         """Per-layer words/messages/times this rank recorded (forward and backward)."""
-        if self.stream:
-            f, b = self._forward_stats, self._backward_stats
-            rows, nnz = self._rows_per_layer.tolist(), int(self._nnz_per_layer.sum())
-        else:
-            f = [layer.plan.forward_stats for layer in self.layers]
-            b = [layer.plan.backward_stats for layer in self.layers]
-            rows, nnz = [int(layer.rows.size) for layer in self.layers], int(sum(layer.w.nnz for layer in self.layers))
+        f, b = self._forward_stats, self._backward_stats
         return {
             "compute_seconds": [self.compute_seconds],
             "comm_seconds": [x.comm_seconds + y.comm_seconds for x, y in zip(f, b)],
@@ -313,8 +298,8 @@ class RowWiseModel:
             "words_sent_backward": [y.words_sent for y in b],
             "messages_sent_forward": [x.messages_sent for x in f],
             "messages_sent_backward": [y.messages_sent for y in b],
-            "rows_per_layer": rows,
-            "nnz_local": nnz,
+            "rows_per_layer": self._rows_per_layer.tolist(),
+            "nnz_local": int(self._nnz_per_layer.sum()),
             "bytes_read": int(self.bytes_read),
             "bytes_read_partition": int(self.bytes_read_partition),
             "peak_rss_mb": peak_rss_mb(),
