@@ -512,9 +512,10 @@ def main():
         return
     import pandas as pd
 
-    from spdnn.generate import radixnet
-    from spdnn.graphchallenge import import_gc, write_images
     from spdnn.datasets import digits_images
+    from spdnn.generate import radixnet
+    from spdnn.graphchallenge import import_gc
+    from spdnn.images import write_images
     from spdnn.network import write_network
 
     out = Path(args.out)

@@ -3,14 +3,17 @@
     python benchmarks/scale.py [--sizes 1024x120,4096x120,16384x120,65536x120] [--k 8] [--jobs 2]
                                [--stages generate,export-gc,import-gc,hypergraph,partition,volume,bound,infer,infer-mpi]
                                [--work benchmarks/out/scale] [--stage-timeout 3600] [--keep]
+                               [--images COUNT]
 
 Every stage is the `spdnn` command a workflow rule runs, in its own process tree; a sampler adds
 up the resident memory of the command and all its descendants (the partitioner's worker
 processes included) every 0.2 s, so "peak RSS" is that of all processes, not of one. Networks are
 generated RadiX-Nets with the Graph Challenge's biases (seed 0); `import-gc` reads the challenge
 TSV files that `export-gc` wrote; `infer` is serial inference of the digits inputs (`spdnn
-images`), `infer-mpi` the same under `mpiexec -n 2` with `--stream-layers` on a `block` partition
-(made before, untimed). Expected shape: seconds ∝ nonzeros, memory flat in L.
+images`; `--images 60000` repeats them to the challenge's count), `infer-mpi` the same under
+`mpiexec -n 2` with `--stream-layers` on a `block` partition (made before, untimed); both write
+their metrics (compute and image-reading seconds apart) to WORK/rNxL/infer*.json. Expected
+shape: seconds ∝ nonzeros, memory flat in L.
 
 A stage that fails, or runs past --stage-timeout, is recorded with why, and the stages after it
 that need its output are skipped. Rows are appended to WORK/scale.jsonl as they finish (a long
@@ -103,9 +106,9 @@ def stage_command(stage: str, n: int, layers: int, k: int, jobs: int, d: Path, b
         "partition": [spdnn, "partition", net, "-k", k, "--method", "hypergraph", "--jobs", jobs, "-o", d / "p.part"],
         "volume": [spdnn, "volume", net, d / "p.part", "-k", k],
         "bound": [spdnn, "bound", net, "-k", k, "--max-seconds", bound_seconds, "--max-memory", 8],
-        "infer": [spdnn, "infer", net, d / "images.tsv", "-o", d / "categories.tsv"],
+        "infer": [spdnn, "infer", net, d / "images.tsv", "-o", d / "categories.tsv", "--metrics", d / "infer.json"],
         "infer-mpi": [BIN / "mpiexec", "-n", 2, spdnn, "infer", net, d / "images.tsv", "--partition", d / "block2.part",
-                      "--stream-layers", "-o", d / "categories-mpi.tsv"],
+                      "--stream-layers", "-o", d / "categories-mpi.tsv", "--metrics", d / "infer-mpi.json"],
     }[stage]
 
 
@@ -122,7 +125,8 @@ def measure_size(n: int, layers: int, args, done: dict, out: Path) -> None:
             row = {"status": f"skipped: {need} did not finish"}
         else:
             if stage.startswith("infer") and not (d / "images.tsv").exists():
-                subprocess.run([BIN / "spdnn", "images", "--network", d / "net.h5", "-o", d / "images.tsv"],
+                count = ["--count", str(args.images)] if args.images else []
+                subprocess.run([BIN / "spdnn", "images", "--network", d / "net.h5", *count, "-o", d / "images.tsv"],
                                check=True, capture_output=True)
             if stage == "infer-mpi" and not (d / "block2.part").exists():  # not timed: a partition to run on
                 subprocess.run([BIN / "spdnn", "partition", d / "net.h5", "-k", "2", "--method", "block", "-o",
@@ -144,6 +148,8 @@ def measure_size(n: int, layers: int, args, done: dict, out: Path) -> None:
             row["output_gb"] = round((d / "net.hgr").stat().st_size / 1e9, 1)
             (d / "net.hgr").unlink()  # the largest output by far: text pins
         row.update({"N": n, "L": layers, "nnz": nnz, "stage": stage})
+        if stage.startswith("infer"):
+            row["images"] = args.images or 1797
         if row["status"].startswith("ok"):
             ok.add(stage)
             row["nnz_per_s"] = round(nnz / row["seconds"]) if nnz and row["seconds"] else None
@@ -186,6 +192,8 @@ def main() -> None:
     ap.add_argument("--work", default=str(ROOT / "benchmarks" / "out" / "scale"))
     ap.add_argument("--stage-timeout", type=float, default=3600)
     ap.add_argument("--bound-seconds", type=float, default=600, help="spdnn bound --max-seconds")
+    ap.add_argument("--images", type=int, default=None,
+                    help="infer stages: this many input images (default: the 1,797 digits once)")
     ap.add_argument("--keep", action="store_true", help="keep each size's files (several GB at 65536x1920)")
     ap.add_argument("--fresh", action="store_true", help="forget earlier rows in WORK/scale.jsonl")
     ap.add_argument("--markdown", action="store_true", help="also print the README's table")

@@ -106,6 +106,7 @@ def test_streamed_inference_stops_reading_when_every_sample_is_dead(work):
 
 def test_data_parallel_inference(work):
     mpirun(3, "infer", work / "radix.h5", work / "images.tsv", "--mode", "data-parallel", "-o", work / "dp.tsv",
+           "--batch-size", 300,  # 6 batches: two rounds, one batch to each rank
            "--activations", work / "dp.h5")
     assert (work / "dp.tsv").read_text() == (work / "serial.tsv").read_text()
     np.testing.assert_allclose(read_act(work / "dp.h5"), read_act(work / "serial_act.h5"), rtol=1e-6)
@@ -209,7 +210,16 @@ def test_user_errors_from_every_rank(work, tmp_path):
     proc = mpirun(2, "infer", work / "radix.h5", work / "images.tsv", "--mode", "data-parallel", "--stream-layers",
                   "-o", tmp_path / "c.tsv", check=False)
     assert_user_error(proc, "--stream-layers", "row-wise")
+    # A bad line near the end of the images: rank 0 meets it after batches were done; every rank stops.
+    lines = (work / "images.tsv").read_text().splitlines(keepends=True)
+    lines[-3] = "1797\t9\n"
+    (tmp_path / "bad.tsv").write_text("".join(lines))
+    for mode in (["--partition", work / "radix-hypergraph-k2.part"], ["--mode", "data-parallel"]):
+        proc = mpirun(2, "infer", work / "radix.h5", tmp_path / "bad.tsv", *mode, "--batch-size", 300,
+                      "-o", tmp_path / "c.tsv", "--activations", tmp_path / "c.h5", check=False)
+        assert_user_error(proc, "bad.tsv", f"line {len(lines) - 2}: expected 3 tab-separated fields")
     assert not any(tmp_path.glob("x.h5*")) and not (tmp_path / "c.tsv").exists()
+    assert not any(tmp_path.glob("*c.h5*")) and not any(tmp_path.glob("*c.tsv*"))
 
 
 def _rank_pids(marker: str):

@@ -205,7 +205,7 @@ def test_truncated_archive(tmp_path):
 
 def test_images_and_categories(tmp_path):
     spdnn("images", "--neurons", 1024, "-o", tmp_path / "im.tsv")
-    from spdnn.graphchallenge import read_images
+    from spdnn.images import read_images
 
     im = read_images(tmp_path / "im.tsv", 1024)
     assert im.shape == (1797, 1024) and set(np.unique(im.data)) == {1.0}

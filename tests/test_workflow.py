@@ -247,7 +247,8 @@ def test_graphchallenge_network_fetched_from_a_url(tmp_path):
 
     from spdnn.generate import radixnet
     from spdnn.datasets import digits_images
-    from spdnn.graphchallenge import export_gc, write_categories, write_images
+    from spdnn.graphchallenge import export_gc, write_categories
+    from spdnn.images import write_images
     from spdnn.reference import gc_infer
 
     mirror = tmp_path / "mirror"

@@ -94,7 +94,7 @@ def cmd_fetch_gc(a):
 
 def cmd_images(a):
     from .datasets import digits_images
-    from .graphchallenge import write_images
+    from .images import write_images
 
     if a.dataset != "digits":
         raise UserError(f"unknown dataset {a.dataset!r} (available: digits)")
@@ -105,9 +105,12 @@ def cmd_images(a):
         neurons = read_header(a.network).widths[0]
     if neurons is None:
         raise UserError("images needs --neurons N or --network NET.h5")
+    if a.count is not None and a.count < 1:
+        raise UserError(f"--count must be at least 1 (got {a.count})")
     images = digits_images(neurons, a.threshold)
-    write_images(images, a.output)
-    _log(f"wrote {images.shape[0]} images, {images.nnz} nonzeros -> {a.output}")
+    count = a.count or images.shape[0]
+    write_images(images, a.output, count=count)
+    _log(f"wrote {count} images ({images.shape[0]} distinct, {images.nnz} nonzeros among them) -> {a.output}")
 
 
 def cmd_info(a):
@@ -391,6 +394,9 @@ def _network_commands(sub) -> None:
     im.add_argument("--network", default=None, help="take N from this network's input layer")
     im.add_argument("--threshold", type=float, default=0.9,
                     help="binarisation threshold on pixel intensity in [0,1); 0.9 lets about 38%% of digits survive a RadiX-Net")
+    im.add_argument("--count", type=int, default=None,
+                    help="write this many images, the 1,797 digits repeated in turn (the challenge has 60,000); "
+                         "written a batch at a time")
     im.add_argument("-o", "--output", required=True)
     im.set_defaults(func=cmd_images)
 

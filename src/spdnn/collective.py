@@ -66,6 +66,28 @@ def scatter_columns(comm, x, owned0):
     return comm.scatter(pieces, root=0)
 
 
+def scatter_from_root(comm, items, split):
+    """Collective generator: rank 0 takes each item of `items` (an iterator; None on the other
+    ranks) and sends `split(item)[r]` to rank r; every rank yields its piece, until rank 0's items
+    end. A user error while rank 0 makes an item (a malformed line in the middle of a file)
+    stops every rank with it, as `read_on_root` does."""
+    rank = comm.Get_rank()
+    while True:
+        message = None
+        if rank == 0:
+            try:
+                item = next(items, None)
+                message = [("end", None)] * comm.Get_size() if item is None else [("piece", p) for p in split(item)]
+            except UserError as e:
+                message = [("error", str(e))] * comm.Get_size()
+        kind, piece = comm.scatter(message, root=0)
+        if kind == "error":
+            raise UserError(piece)
+        if kind == "end":
+            return
+        yield piece
+
+
 def _exit_on_signal(rank: int) -> None:
     """SIGTERM or SIGINT (Snakemake, SLURM or Ctrl-C cancelling the job): one line from rank 0,
     then every rank leaves at once.

@@ -27,10 +27,11 @@ LAYER_RE = re.compile(r"(?:^|/)n(\d+)-l(\d+)\.tsv$")
 
 
 # ---------------------------------------------------------------- TSV triples
-def parse_triples(raw: bytes, where: str, shape: tuple[int, int] | None = None):
+def parse_triples(raw: bytes, where: str, shape: tuple[int, int] | None = None, first_line: int = 1):
     """Parse `row<TAB>col<TAB>value` lines (1-based) → (rows0, cols0, values) int64/int64/float64.
 
-    Vectorised (pandas C parser). On any problem, raise UserError naming `where` and the line.
+    Vectorised (pandas C parser). On any problem, raise UserError naming `where` and the line
+    (counted from `first_line`, the number of raw's first line in its file: files read in chunks).
     """
     if not raw.strip():
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
@@ -45,7 +46,8 @@ def parse_triples(raw: bytes, where: str, shape: tuple[int, int] | None = None):
     except pd.errors.ParserError as e:
         m = re.search(r"line (\d+), saw (\d+)", str(e))
         if m:
-            raise UserError(f"{where}: line {m.group(1)}: expected 3 tab-separated fields, found {m.group(2)}") from None
+            line = int(m.group(1)) + first_line - 1
+            raise UserError(f"{where}: line {line}: expected 3 tab-separated fields, found {m.group(2)}") from None
         raise UserError(f"{where}: cannot parse ({e})") from None
     arr = {}
     for col in ("r", "c", "v"):
@@ -53,11 +55,11 @@ def parse_triples(raw: bytes, where: str, shape: tuple[int, int] | None = None):
         vals = pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64)
         bad = np.isnan(vals)
         if bad.any():
-            line = int(np.argmax(bad)) + 1
-            field = s.iloc[line - 1]
+            i = int(np.argmax(bad))
+            field = s.iloc[i]
             if field == "":
-                raise UserError(f"{where}: line {line}: expected 3 tab-separated fields")
-            raise UserError(f"{where}: line {line}: non-numeric field {field!r}")
+                raise UserError(f"{where}: line {i + first_line}: expected 3 tab-separated fields")
+            raise UserError(f"{where}: line {i + first_line}: non-numeric field {field!r}")
         arr[col] = vals
     for col, name, limit in (("r", "row", shape[0] if shape else None), ("c", "column", shape[1] if shape else None)):
         v = arr[col]
@@ -65,10 +67,10 @@ def parse_triples(raw: bytes, where: str, shape: tuple[int, int] | None = None):
         if limit is not None:
             bad |= v > limit
         if bad.any():
-            line = int(np.argmax(bad)) + 1
-            what = "not an integer" if v[line - 1] != np.floor(v[line - 1]) else (
-                "index 0 (indices are 1-based)" if v[line - 1] < 1 else f"beyond the declared size {limit}")
-            raise UserError(f"{where}: line {line}: {name} index {v[line - 1]:g} is {what}")
+            i = int(np.argmax(bad))
+            what = "not an integer" if v[i] != np.floor(v[i]) else (
+                "index 0 (indices are 1-based)" if v[i] < 1 else f"beyond the declared size {limit}")
+            raise UserError(f"{where}: line {i + first_line}: {name} index {v[i]:g} is {what}")
     return arr["r"].astype(np.int64) - 1, arr["c"].astype(np.int64) - 1, arr["v"]
 
 
@@ -347,30 +349,7 @@ def export_layers(widths, ymax, activation, provenance, layers, outdir) -> Path:
     return sub
 
 
-# ---------------------------------------------------------------- images, categories
-def read_images(path, neurons: int) -> sp.csr_matrix:
-    """sparse-images-{N}.tsv(.gz): row = image, col = pixel (1-based) → CSR (images × N), float32."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: no such images file")
-    raw = path.read_bytes()
-    if path.suffix == ".gz":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as e:
-            raise UserError(f"{path}: truncated or corrupt gzip file ({e})") from None
-    r, c, v = parse_triples(raw, str(path), shape=(None, neurons))
-    n_images = int(r.max()) + 1 if r.size else 0
-    return sp.csr_matrix((v.astype(np.float32), (r, c)), shape=(n_images, neurons))
-
-
-def write_images(images: sp.csr_matrix, path) -> None:
-    coo = images.tocoo()
-    order = np.lexsort((coo.col, coo.row))
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(format_triples(coo.row[order].astype(np.int64), coo.col[order].astype(np.int64), coo.data[order]))
-
-
+# ---------------------------------------------------------------- categories (images: images.py)
 def read_categories(path) -> np.ndarray:
     """One 1-based image id per line → sorted 0-based ids."""
     path = Path(path)

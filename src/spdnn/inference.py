@@ -5,21 +5,93 @@ from __future__ import annotations
 import json
 import sys
 import time
+from contextlib import ExitStack
 
 import h5py
 import numpy as np
 
 from . import __version__
 from .atomic import atomic_path, write_text_atomic
+from .collective import peak_rss_mb
 from .errors import UserError
-from .graphchallenge import read_categories, read_images, write_categories
+from .graphchallenge import read_categories, write_categories
+from .images import iter_image_batches
 from .network import describe, read_header, read_network
 
 
-def write_activations(path, activations: np.ndarray) -> None:
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset("activations", data=activations, track_times=False, compression="gzip",
-                         compression_opts=1, chunks=True)
+class FinalActivations:
+    """--activations: the last layer's activations, images × n_L float32 (HDF5 dataset
+    `activations`), written a batch of images at a time under a temporary name and renamed when
+    the run succeeds: no run holds all images' activations (60,000 × 65536 would be 15.7 GB).
+    Without a path, a sink that writes nothing."""
+
+    def __init__(self, path, n_out: int):
+        self.path, self.n_out = path, n_out
+        self._stack = ExitStack()
+        self._dataset = None
+
+    def __enter__(self):
+        if self.path:
+            tmp = self._stack.enter_context(atomic_path(self.path))
+            f = self._stack.enter_context(h5py.File(tmp, "w", track_order=False))
+            self._dataset = f.create_dataset("activations", shape=(0, self.n_out), maxshape=(None, self.n_out),
+                                             dtype=np.float32, track_times=False, compression="gzip",
+                                             compression_opts=1, chunks=True)
+        return self
+
+    def __exit__(self, *exc):
+        return self._stack.__exit__(*exc)  # closes the file first, then renames it (or removes it)
+
+    def put(self, lo: int, n: int, pieces) -> None:
+        """The rows of images lo .. lo + n − 1 (batches in any order). `pieces`: (ids of surviving
+        images, their output neurons or None for all, activations as neurons × ids); all other
+        entries are zeros."""
+        if self._dataset is None:
+            return
+        rows = np.zeros((n, self.n_out), np.float32)
+        for ids, neurons, x in pieces:
+            if neurons is None:
+                rows[ids - lo] = x.T
+            else:
+                rows[(ids - lo)[:, None], neurons[None, :]] = x.T
+        if lo + n > self._dataset.shape[0]:
+            self._dataset.resize(lo + n, axis=0)
+        self._dataset[lo:lo + n] = rows
+
+
+class Stopwatch:
+    """Seconds spent getting the items of an iterator (reading the images, say), apart from the
+    work done on them."""
+
+    def __init__(self):
+        self.seconds = 0.0
+
+    def items(self, it):
+        it = iter(it)
+        while True:
+            t0 = time.perf_counter()
+            item = next(it, None)
+            self.seconds += time.perf_counter() - t0
+            if item is None:
+                return
+            yield item
+
+
+class Progress:
+    """A line on stderr at most every `every` seconds: images done, survivors so far (a run over
+    the challenge's 60,000 images takes many minutes)."""
+
+    def __init__(self, every: float = 10.0):
+        self.t0 = self.last = time.perf_counter()
+        self.every = every
+
+    def __call__(self, images: int, survivors: list) -> None:
+        now = time.perf_counter()
+        if now - self.last >= self.every:
+            self.last = now
+            alive = sum(ids.size for ids in survivors)
+            print(f"  infer: {images} images, {alive} survive so far ({now - self.t0:.0f} s)", file=sys.stderr,
+                  flush=True)
 
 
 def check_truth(a, cats: np.ndarray, metrics: dict) -> None:
@@ -34,11 +106,11 @@ def check_truth(a, cats: np.ndarray, metrics: dict) -> None:
                         f"{np.setxor1d(truth, cats).size} ids differ")
 
 
-def write_outputs(a, cats, activations, metrics) -> None:
+def write_outputs(a, cats, metrics) -> None:
+    """Categories and metrics; called inside the `FinalActivations` block, so that a categories
+    mismatch (--truth) leaves no activations file either."""
     check_truth(a, cats, metrics)  # before anything is written: a mismatch leaves no output
     write_categories(cats, a.output)
-    if a.activations:
-        write_activations(a.activations, activations)
     if a.metrics:
         write_text_atomic(a.metrics, json.dumps(metrics, indent=1) + "\n")
 
@@ -50,35 +122,38 @@ def infer_main(a) -> None:
         run_collective(mpi().COMM_WORLD, _infer_distributed, a)
         return
     from .network import iter_layers
-    from .reference import gc_infer_layers
+    from .reference import gc_infer_batch
 
-    t0 = time.perf_counter()
     header = read_header(a.network)
-    images = read_images(a.images, header.widths[0])
-    t_read = time.perf_counter() - t0
     nnz = describe(a.network)["nnz_total"]
-    t0 = time.perf_counter()
-    # One layer of weights in memory at a time (read from the file as the layers are applied):
-    # the time includes reading the network, as a streaming run must.
-    cats, act = gc_infer_layers(lambda: ((w, b) for _, w, b in iter_layers(a.network)), header.widths[-1],
-                                header.ymax, images, batch=a.batch_size)
-    seconds = time.perf_counter() - t0
-    n_images = images.shape[0]
-    metrics = {"command": "infer", "mode": "serial", "ranks": 1, "network": str(a.network), "images": n_images,
-               "survivors": int(cats.size), "seconds": seconds, "read_seconds": t_read,
-               "samples_per_second": n_images / seconds if seconds else None,
-               "edges_per_second": n_images * nnz / seconds if seconds else None, "spdnn_version": __version__}
-    write_outputs(a, cats, act, metrics)
+    reading = Stopwatch()
+    batches = reading.items(iter_image_batches(a.images, header.widths[0], a.batch_size))
+    survivors, n_images, seconds, progress = [], 0, 0.0, Progress()
+    with FinalActivations(a.activations, header.widths[-1]) as final:
+        for lo, images in batches:
+            t0 = time.perf_counter()
+            # One layer of weights in memory at a time (read from the file as the layers are
+            # applied): the time includes reading the network, as a streaming run must.
+            ids, x = gc_infer_batch(((w, b) for _, w, b in iter_layers(a.network)), header.ymax, images, lo)
+            seconds += time.perf_counter() - t0
+            n_images = lo + images.shape[0]
+            survivors.append(ids)
+            final.put(lo, images.shape[0], [(ids, None, x)])
+            progress(n_images, survivors)
+        cats = np.concatenate(survivors) if survivors else np.zeros(0, np.int64)
+        metrics = {"command": "infer", "mode": "serial", "ranks": 1, "network": str(a.network), "images": n_images,
+                   "survivors": int(cats.size), "seconds": seconds, "read_seconds": reading.seconds,
+                   "samples_per_second": n_images / seconds if seconds else None,
+                   "edges_per_second": n_images * nnz / seconds if seconds else None, "peak_rss_mb": peak_rss_mb(),
+                   "spdnn_version": __version__}
+        write_outputs(a, cats, metrics)
     print(f"{cats.size} of {n_images} images survive; {seconds:.3f} s, {metrics['edges_per_second']:.3g} edges/s"
           + (", categories match the truth file" if a.truth else ""), file=sys.stderr)
 
 
 def _infer_distributed(comm, a):
-    from .collective import mpi, peak_rss_mb, read_on_root, scatter_columns, wtime
-    from .reference import samples_as_columns
-    from .rowwise import RowWiseModel, load_partition_collective, verify_words
+    from .collective import read_on_root
 
-    rank, size = comm.Get_rank(), comm.Get_size()
     if a.mode == "data-parallel" and a.partition:
         raise UserError("--mode data-parallel replicates the network: do not give --partition")
     if a.mode == "row-wise" and not a.partition:
@@ -86,76 +161,118 @@ def _infer_distributed(comm, a):
     if a.mode == "data-parallel" and a.stream_layers:
         raise UserError("--stream-layers is for row-wise inference (--mode data-parallel holds the whole network)")
     header = read_header(a.network)
-    if a.mode == "row-wise":
-        partition = load_partition_collective(comm, header, a.partition)
-        t0 = wtime()
-        model = RowWiseModel(comm, a.network, partition, header, a.exchange, stream=a.stream_layers)
-        model.prepare_kernels()
-        setup = wtime() - t0
-        # Rank 0 reads the images once; each rank gets the pixels of its own input neurons.
-        images = scatter_columns(comm, read_on_root(comm, lambda: read_images(a.images, header.widths[0])),
-                                 model.owned0)
-        n_images = images.shape[0]
-        alive = np.zeros(n_images, bool)
-        final_rows = model.final_rows
-        final = np.zeros((n_images, header.widths[-1]), np.float32) if (a.activations and rank == 0) else None
-        comm.Barrier()
-        t_start = t0 = wtime()
-        for lo in range(0, n_images, a.batch_size):
-            hi = min(n_images, lo + a.batch_size)
-            x0 = samples_as_columns(images[lo:hi])
-            x, ids = model.gc_forward(x0, np.arange(lo, hi))
-            alive[ids] = model.alive(x, ids.size)
-            if a.activations:
-                got = comm.gather((final_rows, x), root=0)
-                if rank == 0:
-                    for r, v in got:
-                        final[ids[:, None], r[None, :]] = v.T
-        seconds = wtime() - t0
-        words = verify_words(comm, model, training=False)
-        words["allreduce_words"] = model.allreduce_words
-        rep = model.exchange_report()
-    else:
-        net = read_network(a.network)
-        images = read_images(a.images, header.widths[0])
-        n_images = images.shape[0]
-        from .reference import gc_infer
+    # Rank 0 reads the images, a batch at a time, and hands each rank what it needs of each batch.
+    reading = Stopwatch()
+    batches = read_on_root(comm, lambda: reading.items(iter_image_batches(a.images, header.widths[0], a.batch_size)))
+    run = _row_wise if a.mode == "row-wise" else _data_parallel
+    with FinalActivations(a.activations if comm.Get_rank() == 0 else None, header.widths[-1]) as final:
+        result = run(comm, a, header, batches, final)
+        if comm.Get_rank() == 0:
+            _report(a, header, result, reading.seconds, comm.Get_size())
 
-        t_start = wtime()
-        setup = 0.0
-        mine = np.array_split(np.arange(n_images), size)[rank]
-        comm.Barrier()
+
+def _row_wise(comm, a, header, batches, final):
+    """Every rank holds its rows of every layer (or one layer at a time, --stream-layers) and gets,
+    for each batch, the pixels of its own input neurons."""
+    from .collective import scatter_from_root, wtime
+    from .reference import samples_as_columns
+    from .rowwise import RowWiseModel, load_partition_collective, verify_words
+
+    partition = load_partition_collective(comm, header, a.partition)
+    t0 = wtime()
+    model = RowWiseModel(comm, a.network, partition, header, a.exchange, stream=a.stream_layers)
+    model.prepare_kernels()
+    setup = wtime() - t0
+    wanted = comm.gather(model.owned0, root=0)
+    survivors, n_images, seconds, progress = [], 0, 0.0, Progress()
+    t_start = wtime()
+    pieces = scatter_from_root(comm, batches, lambda batch: [(batch[0], batch[1][:, cols]) for cols in wanted])
+    for lo, images in pieces:
+        comm.Barrier()  # the clock runs from when every rank has its batch: reading is not compute
         t0 = wtime()
-        cats_local, act_local = gc_infer(net, images[mine], batch=a.batch_size)
-        seconds_local = wtime() - t0
-        got = comm.gather((mine, cats_local, act_local if a.activations else None), root=0)
-        seconds = comm.allreduce(seconds_local, op=mpi().MAX)
-        alive = np.zeros(n_images, bool)
-        final = None
-        if rank == 0:
-            final = np.zeros((n_images, header.widths[-1]), np.float32) if a.activations else None
-            for ids, cats, act in got:
-                alive[ids[cats]] = True
-                if final is not None:
-                    final[ids] = act
-        # Data-parallel inference sends no activations: nothing to count, nothing to model.
-        words = {"words_match_model": True, "allreduce_words": 0}
-        rep = {"compute_seconds": [seconds_local], "peak_rss_mb": peak_rss_mb()}
-    reports = comm.gather(rep, root=0)
-    if rank != 0:
-        return
-    cats = np.flatnonzero(alive)
+        n = images.shape[0]
+        x, ids = model.gc_forward(samples_as_columns(images), np.arange(lo, lo + n))
+        alive = model.alive(x, ids.size)
+        seconds += wtime() - t0
+        n_images = lo + n
+        survivors.append(ids[alive])
+        if a.activations:  # rank 0 writes; every rank sends its output rows
+            got = comm.gather((ids, model.final_rows, x), root=0)
+            if got:
+                final.put(lo, n, got)
+        if comm.Get_rank() == 0:
+            progress(n_images, survivors)
+    words = verify_words(comm, model, training=False)
+    words["allreduce_words"] = model.allreduce_words
+    reports = comm.gather(model.exchange_report(), root=0)
+    return {"survivors": survivors, "images": n_images, "seconds": seconds, "setup_seconds": setup,
+            "wall_seconds": wtime() - t_start, "words": words, "per_rank": reports}
+
+
+def _data_parallel(comm, a, header, batches, final):
+    """Every rank holds the whole network; rank 0 deals the batches out, one to each rank in turn."""
+    from .collective import mpi, scatter_from_root, wtime
+    from .reference import gc_infer_batch
+
+    size = comm.Get_size()
+    net = read_network(a.network)
+    survivors, n_images, seconds, progress = [], 0, 0.0, Progress()
+    comm.Barrier()
+    t_start = wtime()
+    rounds = scatter_from_root(comm, batches and _rounds(batches, size), lambda r: r + [None] * (size - len(r)))
+    for piece in rounds:
+        t0 = wtime()
+        mine = None
+        if piece is not None:
+            lo, images = piece
+            ids, x = gc_infer_batch(zip(net.layers, net.biases), net.ymax, images, lo)
+            mine = (lo, images.shape[0], ids, x if a.activations else None)
+        seconds += wtime() - t0
+        for got in comm.gather(mine, root=0) or ():
+            if got is None:
+                continue
+            lo, n, ids, x = got
+            n_images = max(n_images, lo + n)
+            survivors.append(ids)
+            final.put(lo, n, [(ids, None, x)])
+        if comm.Get_rank() == 0:
+            progress(n_images, survivors)
+    seconds = comm.allreduce(seconds, op=mpi().MAX)
+    # Data-parallel inference sends no activations: nothing to count, nothing to model.
+    reports = comm.gather({"compute_seconds": [seconds], "peak_rss_mb": peak_rss_mb()}, root=0)
+    return {"survivors": survivors, "images": n_images, "seconds": seconds, "setup_seconds": 0.0,
+            "wall_seconds": wtime() - t_start, "words": {"words_match_model": True, "allreduce_words": 0},
+            "per_rank": reports}
+
+
+def _rounds(batches, size: int):
+    """Rank 0's batches in groups of `size`, one batch for each rank."""
+    group = []
+    for batch in batches:
+        group.append(batch)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+def _report(a, header, result, read_seconds: float, size: int) -> None:
+    """Rank 0: categories and metrics (inside the activations block: see `write_outputs`)."""
+    cats = np.sort(np.concatenate(result["survivors"])) if result["survivors"] else np.zeros(0, np.int64)
+    n_images, seconds = result["images"], result["seconds"]
     nnz = describe(a.network)["nnz_total"]  # dataset shapes only, no layer data read
     metrics = {
         "command": "infer", "mode": a.mode, "exchange": a.exchange, "ranks": size, "network": str(a.network),
         "partition": a.partition, "stream_layers": bool(a.stream_layers),  # streamed: seconds include reading
         "images": n_images, "survivors": int(cats.size), "batch_size": a.batch_size,
-        "seconds": seconds, "setup_seconds": setup, "wall_seconds": wtime() - t_start,
+        "seconds": seconds, "read_seconds": read_seconds, "setup_seconds": result["setup_seconds"],
+        "wall_seconds": result["wall_seconds"],
         "samples_per_second": n_images / seconds if seconds > 0 else None,
         "edges_per_second": n_images * nnz / seconds if seconds > 0 else None,
-        **words, "per_rank": reports, "spdnn_version": __version__,
+        **result["words"], "per_rank": result["per_rank"], "spdnn_version": __version__,
     }
     a.metrics = a.metrics or str(a.output) + ".metrics.json"
-    write_outputs(a, cats, final, metrics)
+    write_outputs(a, cats, metrics)
     print(f"{cats.size} of {n_images} images survive; {size} ranks {a.mode}: {seconds:.3f} s, "
           f"{metrics['edges_per_second']:.3g} edges/s", file=sys.stderr)

@@ -43,27 +43,28 @@ def gc_infer(net: Network, images, batch: int = 8192):
     as (n_images × n_L) float32). Activations are dense (n × B) blocks: on these networks they
     become dense within a few layers; dead samples are dropped as they die.
     """
-    return gc_infer_layers(lambda: zip(net.layers, net.biases), net.widths[-1], net.ymax, images, batch)
-
-
-def gc_infer_layers(layers, n_out: int, ymax: float, images, batch: int = 8192):
-    """`gc_infer` over `layers()`, an iterable of (W^k, b^k) made anew for each batch of images:
-    from a file (`network.iter_layers`) only one layer is in memory at a time, and the file is read
-    once per batch (once in all when the images fit one batch). A batch whose samples all died
-    stops reading the file."""
     n_images = images.shape[0]
-    out = np.zeros((n_images, n_out), dtype=np.float32)
+    out = np.zeros((n_images, net.widths[-1]), dtype=np.float32)
     for lo in range(0, n_images, batch):
-        hi = min(n_images, lo + batch)
-        x = samples_as_columns(images[lo:hi])  # (n_0, B)
-        ids = np.arange(lo, hi)
-        for w, b in layers():
-            x, alive = layer_kernels(w).gc(b, x, ymax)  # = gc_layer, compiled and fused (kernels.py)
-            x, ids = drop_dead(x, ids, alive)
-            if not ids.size:
-                break
-        out[ids] = x.T
+        ids, x = gc_infer_batch(zip(net.layers, net.biases), net.ymax, images[lo:lo + batch], lo)
+        if ids.size:
+            out[ids] = x.T
     return np.flatnonzero(out.any(axis=1)), out
+
+
+def gc_infer_batch(layers, ymax: float, images, lo: int = 0):
+    """One batch of images (rows lo, lo + 1, …) through `layers`, an iterable of (W^k, b^k): from a
+    file (`network.iter_layers`) one layer is in memory at a time, and a batch whose samples all
+    died reads no further. Returns (ids of the samples alive at the end, their final activations
+    as an n_L × survivors block; no ids when all died, whatever the block's height)."""
+    x = samples_as_columns(images)  # (n_0, B)
+    ids = np.arange(lo, lo + images.shape[0])
+    for w, b in layers:
+        x, alive = layer_kernels(w).gc(b, x, ymax)  # = gc_layer, compiled and fused (kernels.py)
+        x, ids = drop_dead(x, ids, alive)
+        if not ids.size:
+            break
+    return ids, x
 
 
 def samples_as_columns(a) -> np.ndarray:

@@ -1,0 +1,201 @@
+"""Graph Challenge input images (`sparse-images-{N}.tsv[.gz]`: 1-based `image<TAB>pixel<TAB>value`
+lines), read and written a batch of images at a time.
+
+The official N = 65536 file holds 60,000 images, ≈ 7.5e8 lines (≈ 11 GB of text): parsed whole,
+its int64/float64 triples alone would take 18 GB, beyond a 24 GB machine with the parser's copies.
+So the file is parsed in chunks of about `CHUNK_BYTES` and handed on as batches of consecutive
+image ids: a reader holds one chunk and one batch, whatever the number of images. A file in order
+of image id (as `spdnn images` writes it) is handed on as it is read. A file in another order
+(MATLAB's `find` writes a matrix column by column: pixel by pixel) is first sorted out into
+temporary files by ranges of image ids (12 bytes a line, under $TMPDIR), which are then read back
+one at a time. Which way is decided by the first `ORDER_LINES` lines; a file that begins in order
+and leaves it later gets one line saying where, and how to sort it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from .atomic import atomic_path
+from .errors import UserError
+from .graphchallenge import format_triples, parse_triples
+
+CHUNK_BYTES = 1 << 26  # 64 MiB of text, ≈ 4.5 M lines: parsed, ≈ 110 MB of triples
+ORDER_LINES = 1 << 20  # a file is taken to be in order of image id if its first 1 M lines are
+SPILL_IMAGES = 4096  # image ids per temporary file, for files not in order of image id
+SPILL_RECORD = np.dtype([("r", "<i4"), ("c", "<i4"), ("v", "<f4")])
+
+
+def iter_image_batches(path, neurons: int, batch: int, chunk_bytes: int = CHUNK_BYTES
+                       ) -> Iterator[tuple[int, sp.csr_matrix]]:
+    """Yield (lo, images lo .. lo + batch − 1 as CSR float32, batch × neurons) for lo = 0, batch,
+    2·batch, … up to the largest image id in the file (the last batch may be shorter). An image
+    with no line is an all-zero row, as when the file is read whole; a pixel given twice sums.
+    A missing file or a bad batch size is reported at the call, a bad line when it is reached."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such images file")
+    if batch < 1:
+        raise UserError(f"the batch size must be at least 1 (got {batch})")
+    return _batches(path, neurons, batch, chunk_bytes)
+
+
+def _batches(path: Path, neurons: int, batch: int, chunk_bytes: int) -> Iterator[tuple[int, sp.csr_matrix]]:
+    chunks = _parsed_chunks(path, neurons, chunk_bytes)
+    first, lines = [], 0  # the order is judged on the file's first ORDER_LINES lines (or all)
+    for chunk in chunks:
+        first.append(chunk)
+        lines += chunk[1].size
+        if lines >= ORDER_LINES:
+            break
+    if not first:
+        return
+    r = np.concatenate([chunk[1] for chunk in first])
+    in_order = bool(np.all(r[1:] >= r[:-1]))
+    chunks = itertools.chain(first, chunks)
+    yield from _in_order(chunks, path, neurons, batch) if in_order else _spilled(chunks, neurons, batch)
+
+
+def _in_order(chunks, path: Path, neurons: int, batch: int):
+    """Lines in order of image id (the first chunk was): a batch is complete once a later image
+    appears, and is handed on at once."""
+    pending = _Pending()
+    lo = 0  # the first image id not yet handed on
+    for first_line, r, c, v in chunks:
+        _check_order(r, pending.last, path, first_line)
+        pending.add(r, c, v)
+        while pending.last >= lo + batch:  # no later line can belong to batch lo: it is complete
+            yield lo, pending.take(lo, lo + batch, neurons)
+            lo += batch
+    end = pending.last + 1  # images in all
+    while lo < end:
+        hi = min(end, lo + batch)
+        yield lo, pending.take(lo, hi, neurons)
+        lo = hi
+
+
+def _spilled(chunks, neurons: int, batch: int):
+    """Lines in any order (a file written pixel by pixel, say): each chunk's lines are appended,
+    12 bytes each, to a temporary file per range of `group` image ids; then each range is read
+    back, sorted, and handed on a batch at a time. Memory: a chunk, then a range; disk: 12 bytes
+    a line, under $TMPDIR, removed at the end."""
+    group = batch * max(1, SPILL_IMAGES // batch)
+    last = -1
+    with tempfile.TemporaryDirectory(prefix="spdnn-images-") as tmp:
+        spill = Path(tmp)
+        for _, r, c, v in chunks:
+            last = max(last, int(r.max()))
+            records = np.empty(r.size, SPILL_RECORD)
+            records["r"], records["c"], records["v"] = r, c, v
+            g = r // group
+            order = np.argsort(g, kind="stable")
+            starts = np.flatnonzero(np.r_[True, np.diff(g[order]) != 0])
+            for part in np.split(order, starts[1:]):
+                with open(spill / f"{g[part[0]]}.bin", "ab") as f:
+                    records[part].tofile(f)
+        for first in range(0, last + 1, group):
+            file = spill / f"{first // group}.bin"
+            records = np.fromfile(file, SPILL_RECORD) if file.exists() else np.zeros(0, SPILL_RECORD)
+            records = records[np.argsort(records["r"], kind="stable")]
+            pending = _Pending()
+            if records.size:
+                pending.add(records["r"], records["c"], records["v"])
+            for lo in range(first, min(first + group, last + 1), batch):
+                hi = min(lo + batch, first + group, last + 1)
+                yield lo, pending.take(lo, hi, neurons)
+
+
+def read_images(path, neurons: int) -> sp.csr_matrix:
+    """The whole file as one CSR (images × neurons) float32: for small files (tests, training);
+    inference reads batch by batch (`iter_image_batches`)."""
+    whole = [im for _, im in iter_image_batches(path, neurons, batch=np.iinfo(np.int32).max)]
+    return whole[0] if whole else sp.csr_matrix((0, neurons), dtype=np.float32)
+
+
+def write_images(images: sp.csr_matrix, path, batch: int | None = None, count: int | None = None) -> None:
+    """Official layout: lines by image, then pixel; written `batch` images at a time (default:
+    about 2 M lines, ≈ 50 MB of text and its Python strings). With `count`, that many images, the
+    given ones repeated in turn (a file of the challenge's size from a smaller set, not held)."""
+    count = images.shape[0] if count is None else count
+    batch = batch or max(1, (1 << 21) * images.shape[0] // max(1, images.nnz))
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        for lo in range(0, count, batch):
+            coo = images[np.arange(lo, min(count, lo + batch)) % images.shape[0]].tocoo()
+            order = np.lexsort((coo.col, coo.row))
+            f.write(format_triples(coo.row[order].astype(np.int64) + lo, coo.col[order].astype(np.int64),
+                                   coo.data[order]))
+
+
+def _parsed_chunks(path: Path, neurons: int, chunk_bytes: int):
+    """(first line's number, image ids, pixels, values) of each chunk that has lines, 0-based."""
+    for first_line, raw in _line_chunks(path, chunk_bytes):
+        r, c, v = parse_triples(raw, str(path), shape=(None, neurons), first_line=first_line)
+        if r.size:
+            yield first_line, r, c, v
+
+
+def _line_chunks(path: Path, chunk_bytes: int) -> Iterator[tuple[int, bytes]]:
+    """(number of the chunk's first line, whole lines of about chunk_bytes) until the file ends."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    line, rest = 1, b""
+    try:
+        with opener(path, "rb") as f:
+            while True:
+                data = f.read(chunk_bytes)
+                if not data:
+                    break
+                data = rest + data
+                cut = data.rfind(b"\n") + 1  # a chunk ends at a line's end; the rest goes on
+                if cut:
+                    yield line, data[:cut]
+                    line += data.count(b"\n", 0, cut)
+                rest = data[cut:]
+    except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
+        what = "truncated or corrupt gzip file" if opener is gzip.open else "cannot read"
+        raise UserError(f"{path}: {what} ({e})") from None
+    if rest:
+        yield line, rest  # a last line without its newline
+
+
+def _check_order(r: np.ndarray, last: int, path: Path, first_line: int) -> None:
+    """Image ids must not decrease (within the chunk, and from the previous chunk's last line)."""
+    prev = np.concatenate(([last], r[:-1]))
+    back = r < prev
+    if back.any():
+        i = int(np.argmax(back))
+        raise UserError(f"{path}: line {first_line + i}: image {r[i] + 1} comes after image {prev[i] + 1}, "
+                        f"though the file began in order of image id; sort it (sort -s -n -k1,1 {path.name})")
+
+
+class _Pending:
+    """Parsed lines not yet handed on, in order of image id, stored compact (int32 ids, float32
+    values: 12 bytes a line against the parser's 24)."""
+
+    def __init__(self):
+        self.rows, self.cols, self.vals = [], [], []
+        self.last = -1  # the largest image id seen
+
+    def add(self, r, c, v) -> None:
+        self.rows.append(r.astype(np.int32))
+        self.cols.append(c.astype(np.int32))
+        self.vals.append(v.astype(np.float32))
+        self.last = int(r[-1])
+
+    def take(self, lo: int, hi: int, neurons: int) -> sp.csr_matrix:
+        """Images lo .. hi − 1 (every pending line below hi) as CSR; the rest stays pending."""
+        if not self.rows:
+            return sp.csr_matrix((hi - lo, neurons), dtype=np.float32)
+        if len(self.rows) > 1:  # joined once a chunk; the batches of one chunk are then views
+            self.rows, self.cols, self.vals = ([np.concatenate(a)] for a in (self.rows, self.cols, self.vals))
+        (r,), (c,), (v,) = self.rows, self.cols, self.vals
+        n = int(np.searchsorted(r, hi))
+        self.rows, self.cols, self.vals = [r[n:]], [c[n:]], [v[n:]]
+        # duplicates sum, as scipy's COO → CSR conversion does for a whole file
+        return sp.csr_matrix((v[:n], (r[:n] - lo, c[:n])), shape=(hi - lo, neurons))
