@@ -183,9 +183,10 @@ class _Pending:
         self.last = -1  # the largest image id seen
 
     def add(self, r, c, v) -> None:
-        self.rows.append(r.astype(np.int32))
-        self.cols.append(c.astype(np.int32))
-        self.vals.append(v.astype(np.float32))
+        # no copy when already compact (a spilled range read back is)
+        self.rows.append(r.astype(np.int32, copy=False))
+        self.cols.append(c.astype(np.int32, copy=False))
+        self.vals.append(v.astype(np.float32, copy=False))
         self.last = int(r[-1])
 
     def take(self, lo: int, hi: int, neurons: int) -> sp.csr_matrix:

@@ -219,7 +219,8 @@ def _data_parallel(comm, a, header, batches, final):
     survivors, n_images, seconds, progress = [], 0, 0.0, Progress()
     comm.Barrier()
     t_start = wtime()
-    rounds = scatter_from_root(comm, batches and _rounds(batches, size), lambda r: r + [None] * (size - len(r)))
+    groups = None if batches is None else _rounds(batches, size)  # rank 0 only
+    rounds = scatter_from_root(comm, groups, lambda r: r + [None] * (size - len(r)))
     for piece in rounds:
         t0 = wtime()
         mine = None
