@@ -70,12 +70,22 @@ def test_chain_is_the_cheapest_sequence_of_sets():
                                           matching=a.size == n_r == n_c))
     assert [len(x) for x in options][2:] == [4, 28]  # whole 4-cycles; any 2 of 8 classes
 
-    def words(t, prev_set, cur_set):  # neuron level: columns the set's rows read, less those it owns
+    def reads(t, cur_set):  # neuron level: the columns the set's rows read
         w, rc, _ = classes[t]
-        cols = np.unique(w[np.flatnonzero(cur_set[rc] > 0)].indices)
+        return np.bincount(w[np.flatnonzero(cur_set[rc] > 0)].indices, minlength=w.shape[1]) > 0
+
+    def words(t, prev_set, cur_set):  # the columns read, less those the previous layer's set owns
+        cols = np.flatnonzero(reads(t, cur_set))
         return cols.size - np.count_nonzero(prev_set[classes[t - 1][1][cols]] > 0)
 
-    cost = [np.array([[words(t, a, b) for b in options[t]] for a in options[t - 1]]) for t in (1, 2, 3)]
+    def cost_table(t):  # words(t, a, b) for every pair, as one product (tens of thousands of pairs)
+        read = np.array([reads(t, b) for b in options[t]], np.int64)
+        owned = np.array([a[classes[t - 1][1]] > 0 for a in options[t - 1]], np.int64)
+        return read.sum(axis=1)[None, :] - owned @ read.T
+
+    cost = [cost_table(t) for t in (1, 2, 3)]
+    assert all(cost[t - 1][a, b] == words(t, options[t - 1][a], options[t][b])
+               for t in (1, 2, 3) for a, b in [(0, 0), (-1, -1), (len(options[t - 1]) // 2, len(options[t]) // 3)])
     brute = (cost[0][:, :, None, None] + cost[1][None, :, :, None] + cost[2][None, None, :, :]).min()
     assert chain == brute
     assert per_table == sum(x.min() for x in cost) < chain

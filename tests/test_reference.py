@@ -140,3 +140,22 @@ def test_upsample_nearest_neighbour():
     img = np.arange(64, dtype=np.float32).reshape(1, 64)
     up = upsample_square(img, 256).reshape(16, 16)
     assert up[0, 0] == 0 and up[1, 1] == 0 and up[2, 2] == 9 and up[15, 15] == 63
+
+
+def test_digits_read_from_scikit_learns_file_equal_load_digits():
+    """digits_raw reads the CSV scikit-learn ships instead of importing sklearn.datasets (seconds
+    of every run); what it returns must be load_digits' data, and must not import sklearn."""
+    import subprocess
+    import sys
+
+    probe = "import sys; from spdnn.datasets import digits_raw; digits_raw(); print('sklearn' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    from sklearn.datasets import load_digits
+
+    from spdnn.datasets import digits_raw
+
+    x, y = digits_raw()
+    d = load_digits()
+    assert x.dtype == np.float32 and x.shape == (1797, 64) and y.dtype == np.int64
+    np.testing.assert_array_equal(x, d.data.astype(np.float32) / 16.0)
+    np.testing.assert_array_equal(y, d.target)
