@@ -70,22 +70,68 @@ def scatter_from_root(comm, items, split):
     """Collective generator: rank 0 takes each item of `items` (an iterator; None on the other
     ranks) and sends `split(item)[r]` to rank r; every rank yields its piece, until rank 0's items
     end. A user error while rank 0 makes an item (a malformed line in the middle of a file)
-    stops every rank with it, as `read_on_root` does."""
-    rank = comm.Get_rank()
+    stops every rank with it, as `read_on_root` does. Nothing of an item but the rank's own piece
+    stays referenced here while the caller works on it."""
+    size = comm.Get_size()
     while True:
-        message = None
-        if rank == 0:
-            try:
-                item = next(items, None)
-                message = [("end", None)] * comm.Get_size() if item is None else [("piece", p) for p in split(item)]
-            except UserError as e:
-                message = [("error", str(e))] * comm.Get_size()
-        kind, piece = comm.scatter(message, root=0)
+        kind, piece = comm.scatter(_next_message(items, split, size) if comm.Get_rank() == 0 else None, root=0)
         if kind == "error":
             raise UserError(piece)
         if kind == "end":
             return
         yield piece
+
+
+def _next_message(items, split, size: int) -> list:
+    try:
+        item = next(items, None)
+        return [("end", None)] * size if item is None else [("piece", p) for p in split(item)]
+    except UserError as e:
+        return [("error", str(e))] * size
+
+
+def scatter_csr_columns(comm, batches, columns):
+    """Collective generator: rank 0 takes each (lo, CSR) of `batches` (None on the other ranks)
+    and sends rank r the columns `columns[r]` (rank 0's list; None elsewhere); every rank yields
+    (lo, its columns). The pieces go one at a time as their three arrays (no pickles of ~10⁸
+    pixels at N = 65536): rank 0 holds the batch and one piece beyond its own, and drops the batch
+    before yielding. User errors in reading stop every rank as in `scatter_from_root`."""
+    rank, size = comm.Get_rank(), comm.Get_size()
+    pending = []  # rank 0: the batch whose lo was just announced
+    pieces = comm.Dup()  # a context of its own: these messages match nothing else
+    try:
+        for lo in scatter_from_root(comm, batches, lambda batch: pending.append(batch) or [batch[0]] * size):
+            if rank == 0:
+                _, images = pending.pop()
+                for r in range(1, size):
+                    send_csr(pieces, images[:, columns[r]], r)
+                mine = [images[:, columns[0]]]
+                del images
+            else:
+                mine = [recv_csr(pieces, 0)]
+            yield lo, mine.pop()  # popped as it is yielded: the caller alone holds it
+    finally:
+        pieces.Free()
+
+
+def send_csr(comm, matrix, dest: int) -> None:
+    """A CSR matrix to `dest`: its shape and dtypes, then its three arrays as buffers."""
+    arrays = (matrix.indptr, matrix.indices, matrix.data)
+    comm.send((matrix.shape, [a.dtype.str for a in arrays], matrix.nnz), dest=dest)
+    for a in arrays:
+        comm.Send(np.ascontiguousarray(a), dest=dest)
+
+
+def recv_csr(comm, source: int):
+    """What `send_csr` sent."""
+    import scipy.sparse as sp
+
+    shape, dtypes, nnz = comm.recv(source=source)
+    arrays = [np.empty(n, dt) for n, dt in zip((shape[0] + 1, nnz, nnz), dtypes)]
+    for a in arrays:
+        comm.Recv(a, source=source)
+    indptr, indices, data = arrays
+    return sp.csr_matrix((data, indices, indptr), shape=shape)
 
 
 def _exit_on_signal(rank: int) -> None:

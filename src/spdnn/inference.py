@@ -174,7 +174,7 @@ def _infer_distributed(comm, a):
 def _row_wise(comm, a, header, batches, final):
     """Every rank holds its rows of every layer (or one layer at a time, --stream-layers) and gets,
     for each batch, the pixels of its own input neurons."""
-    from .collective import scatter_from_root, wtime
+    from .collective import scatter_csr_columns, wtime
     from .reference import samples_as_columns
     from .rowwise import RowWiseModel, load_partition_collective, verify_words
 
@@ -186,12 +186,12 @@ def _row_wise(comm, a, header, batches, final):
     wanted = comm.gather(model.owned0, root=0)
     survivors, n_images, seconds, progress = [], 0, 0.0, Progress()
     t_start = wtime()
-    pieces = scatter_from_root(comm, batches, lambda batch: [(batch[0], batch[1][:, cols]) for cols in wanted])
-    for lo, images in pieces:
+    for lo, images in scatter_csr_columns(comm, batches, wanted):
         comm.Barrier()  # the clock runs from when every rank has its batch: reading is not compute
         t0 = wtime()
         n = images.shape[0]
-        x, ids = model.gc_forward(samples_as_columns(images), np.arange(lo, lo + n))
+        x0, images = samples_as_columns(images), None  # the dense block is all the layers read
+        x, ids = model.gc_forward(x0, np.arange(lo, lo + n))
         alive = model.alive(x, ids.size)
         seconds += wtime() - t0
         n_images = lo + n
