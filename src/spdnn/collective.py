@@ -97,10 +97,15 @@ def scatter_csr_columns(comm, batches, columns):
     pixels at N = 65536): rank 0 holds the batch and one piece beyond its own, and drops the batch
     before yielding. User errors in reading stop every rank as in `scatter_from_root`."""
     rank, size = comm.Get_rank(), comm.Get_size()
-    pending = []  # rank 0: the batch whose lo was just announced
+    pending = []  # rank 0: the batch whose first image was just announced
+
+    def announce(batch):
+        pending.append(batch)
+        return [batch[0]] * size
+
     pieces = comm.Dup()  # a context of its own: these messages match nothing else
     try:
-        for lo in scatter_from_root(comm, batches, lambda batch: pending.append(batch) or [batch[0]] * size):
+        for lo in scatter_from_root(comm, batches, announce):
             if rank == 0:
                 _, images = pending.pop()
                 for r in range(1, size):
