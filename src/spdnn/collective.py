@@ -58,12 +58,50 @@ def read_on_root(comm, read):
 def scatter_columns(comm, x, owned0):
     """Collective: rank 0 holds the samples x (samples × n_0, dense or CSR); every rank gets the
     columns of its own input neurons `owned0`. No other rank reads or holds the whole data."""
-    wanted = comm.gather(owned0, root=0)
-    pieces = None
-    if comm.Get_rank() == 0:
-        # np.take: one contiguous copy (x[:, cols] is strided, and made contiguous a second copy)
-        pieces = [x[:, cols] if hasattr(x, "tocsr") else np.take(x, cols, axis=1) for cols in wanted]
-    return comm.scatter(pieces, root=0)
+    return send_columns(comm, x, comm.gather(owned0, root=0))
+
+
+def send_columns(comm, x, columns):
+    """Collective: rank 0 sends rank r the columns `columns[r]` of x (both rank 0's; None on the
+    other ranks); every rank returns its own. One piece at a time, as arrays (no pickles of ~10⁸
+    values at N = 65536): rank 0 holds x and one piece beyond its own."""
+    rank, size = comm.Get_rank(), comm.Get_size()
+    pieces = comm.Dup()  # a context of its own: these messages match nothing else
+    try:
+        if rank != 0:
+            return _recv_block(pieces, 0)
+        for r in range(1, size):
+            _send_block(pieces, _columns_of(x, columns[r]), r)
+        return _columns_of(x, columns[0])
+    finally:
+        pieces.Free()
+
+
+def _columns_of(x, cols):
+    # np.take: one contiguous copy (x[:, cols] is strided, and made contiguous a second copy)
+    return x[:, cols] if hasattr(x, "tocsr") else np.take(x, cols, axis=1)
+
+
+def _send_block(comm, block, dest: int) -> None:
+    """A dense array or a CSR matrix to `dest`: its kind, shape and dtypes, then its arrays."""
+    arrays = (block.indptr, block.indices, block.data) if hasattr(block, "tocsr") else (block,)
+    comm.send((block.shape, [(a.shape, a.dtype.str) for a in arrays]), dest=dest)
+    for a in arrays:
+        comm.Send(np.ascontiguousarray(a), dest=dest)
+
+
+def _recv_block(comm, source: int):
+    """What `_send_block` sent."""
+    import scipy.sparse as sp
+
+    shape, layout = comm.recv(source=source)
+    arrays = [np.empty(n, dt) for n, dt in layout]
+    for a in arrays:
+        comm.Recv(a, source=source)
+    if len(arrays) == 1:
+        return arrays[0]
+    indptr, indices, data = arrays
+    return sp.csr_matrix((data, indices, indptr), shape=shape)
 
 
 def scatter_from_root(comm, items, split):
@@ -92,51 +130,18 @@ def _next_message(items, split, size: int) -> list:
 
 def scatter_csr_columns(comm, batches, columns):
     """Collective generator: rank 0 takes each (lo, CSR) of `batches` (None on the other ranks)
-    and sends rank r the columns `columns[r]` (rank 0's list; None elsewhere); every rank yields
-    (lo, its columns). The pieces go one at a time as their three arrays (no pickles of ~10⁸
-    pixels at N = 65536): rank 0 holds the batch and one piece beyond its own, and drops the batch
-    before yielding. User errors in reading stop every rank as in `scatter_from_root`."""
-    rank, size = comm.Get_rank(), comm.Get_size()
+    and sends rank r the columns `columns[r]` (rank 0's list; None elsewhere) by `send_columns`;
+    every rank yields (lo, its columns). Rank 0 drops the batch before yielding. User errors in
+    reading stop every rank as in `scatter_from_root`."""
     pending = []  # rank 0: the batch whose first image was just announced
 
     def announce(batch):
         pending.append(batch)
-        return [batch[0]] * size
+        return [batch[0]] * comm.Get_size()
 
-    pieces = comm.Dup()  # a context of its own: these messages match nothing else
-    try:
-        for lo in scatter_from_root(comm, batches, announce):
-            if rank == 0:
-                _, images = pending.pop()
-                for r in range(1, size):
-                    send_csr(pieces, images[:, columns[r]], r)
-                mine = [images[:, columns[0]]]
-                del images
-            else:
-                mine = [recv_csr(pieces, 0)]
-            yield lo, mine.pop()  # popped as it is yielded: the caller alone holds it
-    finally:
-        pieces.Free()
-
-
-def send_csr(comm, matrix, dest: int) -> None:
-    """A CSR matrix to `dest`: its shape and dtypes, then its three arrays as buffers."""
-    arrays = (matrix.indptr, matrix.indices, matrix.data)
-    comm.send((matrix.shape, [a.dtype.str for a in arrays], matrix.nnz), dest=dest)
-    for a in arrays:
-        comm.Send(np.ascontiguousarray(a), dest=dest)
-
-
-def recv_csr(comm, source: int):
-    """What `send_csr` sent."""
-    import scipy.sparse as sp
-
-    shape, dtypes, nnz = comm.recv(source=source)
-    arrays = [np.empty(n, dt) for n, dt in zip((shape[0] + 1, nnz, nnz), dtypes)]
-    for a in arrays:
-        comm.Recv(a, source=source)
-    indptr, indices, data = arrays
-    return sp.csr_matrix((data, indices, indptr), shape=shape)
+    for lo in scatter_from_root(comm, batches, announce):
+        mine = [send_columns(comm, pending.pop()[1] if pending else None, columns)]
+        yield lo, mine.pop()  # popped as it is yielded: the caller alone holds it
 
 
 def _exit_on_signal(rank: int) -> None:
