@@ -56,6 +56,22 @@ def test_batches_are_the_whole_file_cut_anywhere(images, name, batch, chunk_byte
     assert not list(tmp_path.iterdir())  # the temporary files are gone
 
 
+@pytest.mark.parametrize("batch,chunk_bytes", [(1, 20), (2, 40), (3, 1 << 20)])
+def test_a_pixel_given_twice_sums_and_pixels_come_in_any_order(batch, chunk_bytes, tmp_path):
+    """Within an image, lines may list pixels in any order and repeat one (the values sum, as
+    scipy's COO → CSR does); each batch comes out canonical (pixels sorted, once each). The last
+    line has no newline."""
+    lines = ["1\t5\t1", "1\t2\t1", "1\t5\t0.5", "2\t3\t2", "3\t1\t1", "3\t1\t1", "3\t4\t3", "5\t2\t1"]
+    f = tmp_path / "twice.tsv"
+    f.write_text("\n".join(lines))
+    r, c, v = (np.array([float(x.split("\t")[k]) for x in lines]) for k in range(3))
+    want = sp.csr_matrix((v, (r.astype(int) - 1, c.astype(int) - 1)), shape=(5, 8), dtype=np.float32)
+    got = list(iter_image_batches(f, 8, batch, chunk_bytes=chunk_bytes))
+    assert all(b.has_canonical_format for _, b in got)
+    whole = sp.vstack([b for _, b in got]).tocsr()
+    assert whole.shape == (5, 8) and (whole != want).nnz == 0 and whole[0, 4] == 1.5 and whole[2, 0] == 2
+
+
 def test_write_images_is_the_same_bytes_in_any_batch(images, tmp_path):
     d, im = images
     write_images(im, tmp_path / "a.tsv", batch=3)
@@ -82,6 +98,7 @@ def _lines(d):
     (lambda lines: lines.__setitem__(900, "3\t7\n"), "line 901: expected 3 tab-separated fields"),
     (lambda lines: lines.__setitem__(900, "x\t7\t1\n"), "line 901: non-numeric field 'x'"),
     (lambda lines: lines.__setitem__(900, "70\t65\t1\n"), "line 901: column index 65 is beyond the declared size 64"),
+    (lambda lines: lines.append("2147483649\t1\t1\n"), "line 1\\d+: image 2147483649 is beyond the 2,147,483,648 images"),
 ])
 def test_a_bad_line_is_named_by_its_line_in_the_file(images, tmp_path, edit, fragment):
     d, _ = images

@@ -27,9 +27,10 @@ from .atomic import atomic_path
 from .errors import UserError
 from .graphchallenge import format_triples, parse_triples
 
-CHUNK_BYTES = 1 << 26  # 64 MiB of text, ≈ 4.5 M lines: parsed, ≈ 110 MB of triples
+CHUNK_BYTES = 1 << 24  # 16 MiB of text, ≈ 1.1 M lines: parsed, ≈ 27 MB of triples (64 MiB: as fast, 240 MB more at the peak)
 ORDER_LINES = 1 << 20  # a file is taken to be in order of image id if its first 1 M lines are
 SPILL_IMAGES = 4096  # image ids per temporary file, for files not in order of image id
+MAX_IMAGE = np.iinfo(np.int32).max  # 0-based image ids are stored as int32
 SPILL_RECORD = np.dtype([("r", "<i4"), ("c", "<i4"), ("v", "<f4")])
 
 
@@ -59,8 +60,17 @@ def _batches(path: Path, neurons: int, batch: int, chunk_bytes: int) -> Iterator
         return
     r = np.concatenate([chunk[1] for chunk in first])
     in_order = bool(np.all(r[1:] >= r[:-1]))
-    chunks = itertools.chain(first, chunks)
+    del r, chunk  # nothing but `first` may keep a parsed chunk (see `_handed_over`)
+    chunks = itertools.chain(_handed_over(first), chunks)
     yield from _in_order(chunks, path, neurons, batch) if in_order else _spilled(chunks, neurons, batch)
+
+
+def _handed_over(items: list):
+    """The items of a list, each dropped from it as it is handed on: a chain over the list itself
+    would keep the first parsed chunk (≈ 110 MB at the default size) until the file's end."""
+    items.reverse()
+    while items:
+        yield items.pop()
 
 
 def _in_order(chunks, path: Path, neurons: int, batch: int):
@@ -137,31 +147,30 @@ def _parsed_chunks(path: Path, neurons: int, chunk_bytes: int):
     """(first line's number, image ids, pixels, values) of each chunk that has lines, 0-based."""
     for first_line, raw in _line_chunks(path, chunk_bytes):
         r, c, v = parse_triples(raw, str(path), shape=(None, neurons), first_line=first_line)
+        if r.size and r.max() > MAX_IMAGE:  # ids are kept as int32
+            i = int(np.argmax(r > MAX_IMAGE))
+            raise UserError(f"{path}: line {first_line + i}: image {int(r[i]) + 1} is beyond the "
+                            f"{MAX_IMAGE + 1:,} images supported")
         if r.size:
             yield first_line, r, c, v
 
 
 def _line_chunks(path: Path, chunk_bytes: int) -> Iterator[tuple[int, bytes]]:
-    """(number of the chunk's first line, whole lines of about chunk_bytes) until the file ends."""
+    """(number of the chunk's first line, whole lines of about chunk_bytes) until the file ends.
+    A chunk is completed to its line's end by one more `readline`, so only one chunk's text is
+    held while it is parsed."""
     opener = gzip.open if path.suffix == ".gz" else open
-    line, rest = 1, b""
+    line = 1
     try:
         with opener(path, "rb") as f:
-            while True:
-                data = f.read(chunk_bytes)
-                if not data:
-                    break
-                data = rest + data
-                cut = data.rfind(b"\n") + 1  # a chunk ends at a line's end; the rest goes on
-                if cut:
-                    yield line, data[:cut]
-                    line += data.count(b"\n", 0, cut)
-                rest = data[cut:]
+            while data := f.read(chunk_bytes):
+                if not data.endswith(b"\n"):
+                    data += f.readline()  # the rest of the line (at the end: a last line without newline)
+                yield line, data
+                line += data.count(b"\n")
     except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
         what = "truncated or corrupt gzip file" if opener is gzip.open else "cannot read"
         raise UserError(f"{path}: {what} ({e})") from None
-    if rest:
-        yield line, rest  # a last line without its newline
 
 
 def _check_order(r: np.ndarray, last: int, path: Path, first_line: int) -> None:
@@ -176,27 +185,51 @@ def _check_order(r: np.ndarray, last: int, path: Path, first_line: int) -> None:
 
 class _Pending:
     """Parsed lines not yet handed on, in order of image id, stored compact (int32 ids, float32
-    values: 12 bytes a line against the parser's 24)."""
+    values: 12 bytes a line against the parser's 24), one piece per chunk."""
 
     def __init__(self):
-        self.rows, self.cols, self.vals = [], [], []
+        self.pieces = []  # (image ids, pixels, values), each sorted by image id, in order
         self.last = -1  # the largest image id seen
 
     def add(self, r, c, v) -> None:
         # no copy when already compact (a spilled range read back is)
-        self.rows.append(r.astype(np.int32, copy=False))
-        self.cols.append(c.astype(np.int32, copy=False))
-        self.vals.append(v.astype(np.float32, copy=False))
+        self.pieces.append((r.astype(np.int32, copy=False), c.astype(np.int32, copy=False),
+                            v.astype(np.float32, copy=False)))
         self.last = int(r[-1])
 
     def take(self, lo: int, hi: int, neurons: int) -> sp.csr_matrix:
-        """Images lo .. hi − 1 (every pending line below hi) as CSR; the rest stays pending."""
-        if not self.rows:
-            return sp.csr_matrix((hi - lo, neurons), dtype=np.float32)
-        if len(self.rows) > 1:  # joined once a chunk; the batches of one chunk are then views
-            self.rows, self.cols, self.vals = ([np.concatenate(a)] for a in (self.rows, self.cols, self.vals))
-        (r,), (c,), (v,) = self.rows, self.cols, self.vals
-        n = int(np.searchsorted(r, hi))
-        self.rows, self.cols, self.vals = [r[n:]], [c[n:]], [v[n:]]
-        # duplicates sum, as scipy's COO → CSR conversion does for a whole file
-        return sp.csr_matrix((v[:n], (r[:n] - lo, c[:n])), shape=(hi - lo, neurons))
+        """Images lo .. hi − 1 (every pending line below hi) as CSR; the rest stays pending.
+
+        Built directly from the sorted pieces: the row pointers from where each image begins in
+        each piece, the pixels and values joined once (no COO → CSR copy of the batch)."""
+        bounds = np.arange(lo, hi + 1)
+        indptr = np.zeros(hi - lo + 1, np.int64)
+        cols, vals, rest = [], [], []
+        for r, c, v in self.pieces:
+            n = int(np.searchsorted(r, hi))
+            indptr += np.searchsorted(r[:n], bounds)
+            cols.append(c[:n])
+            vals.append(v[:n])
+            if n < r.size:
+                rest.append((r[n:], c[n:], v[n:]))
+        self.pieces = rest
+        if indptr[-1] <= MAX_IMAGE:  # int32 like the pixels: mixed index types would make scipy copy both as int64
+            indptr = indptr.astype(np.int32)
+        one = len(cols) == 1  # a view of the piece, then; joined pieces are new arrays
+        indices, data = (cols[0], vals[0]) if one else (np.concatenate(cols or [np.zeros(0, np.int32)]),
+                                                        np.concatenate(vals or [np.zeros(0, np.float32)]))
+        images = sp.csr_matrix((data, indices, indptr), shape=(hi - lo, neurons))
+        if not _canonical(indices, indptr):
+            # a pixel given twice sums (as scipy's COO → CSR conversion does for a whole file); the
+            # arrays are copied first when they are views of a pending piece
+            images = sp.csr_matrix((data.copy(), indices.copy(), indptr), shape=(hi - lo, neurons)) if one else images
+            images.sum_duplicates()
+        return images
+
+
+def _canonical(indices: np.ndarray, indptr: np.ndarray) -> bool:
+    """Pixels strictly increasing within every image (so no pixel is given twice)."""
+    step_back = indices[1:] <= indices[:-1]
+    starts = indptr[1:-1]
+    step_back[starts[(starts > 0) & (starts < indices.size)] - 1] = False  # a new image may start anywhere
+    return not step_back.any()
