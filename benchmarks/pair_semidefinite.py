@@ -237,9 +237,9 @@ def _project_psd(v: np.ndarray, dim: int) -> np.ndarray:
 def certified_bound(data, cone, constant: float, y: np.ndarray) -> float:
     """A lower bound on the relaxation's minimum (plus `constant`) from any dual y (module doc)."""
     y = y.copy()
-    z, l = cone["z"], cone["l"]
-    y[z:z + l] = np.maximum(y[z:z + l], 0.0)
-    y[z + l:] = _project_psd(y[z + l:], cone["s"][0])
+    z, nonneg = cone["z"], cone["l"]  # rows: z equalities, then `nonneg` inequalities, then the matrix
+    y[z:z + nonneg] = np.maximum(y[z:z + nonneg], 0.0)
+    y[z + nonneg:] = _project_psd(y[z + nonneg:], cone["s"][0])
     residual = data["A"].T @ y + data["c"]
     return constant - float(data["b"] @ y) - float(np.abs(residual).sum())
 

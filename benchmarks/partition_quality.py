@@ -33,15 +33,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scale import run_measured
 
 from spdnn.bound import volume_lower_bound
-from spdnn.semidefinite_bound import semidefinite_certificate
 from spdnn.network import read_network
 from spdnn.partition import partition_network
 from spdnn.partition_io import read_partition, write_partition
+from spdnn.semidefinite_bound import semidefinite_certificate
 from spdnn.volume import partition_metrics
-
-from scale import run_measured
 
 EPSILON = 0.03
 ROW_TIMEOUT = 600  # seconds per row and K (a peer that takes longer gets a note instead)
@@ -89,7 +88,7 @@ def metis_multi_constraint(net, k, seed=0, work=None):
         for v in range(n):
             nb = adj.indices[adj.indptr[v]:adj.indptr[v + 1]] + 1
             f.write(" ".join(map(str, weights[v])) + " " + " ".join(map(str, nb)) + "\n")
-    ufactor = int(round(1000 * EPSILON))
+    ufactor = round(1000 * EPSILON)
     proc = subprocess.run([gpmetis, "-objtype=vol", "-ptype=kway", f"-ufactor={ufactor}", f"-seed={seed}",
                            str(path), str(k)], capture_output=True, text=True)
     if proc.returncode != 0:

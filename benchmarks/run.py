@@ -28,9 +28,8 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
-
-from scale import run_measured  # noqa: E402
+import numpy as np
+from scale import run_measured
 
 HERE = Path(__file__).resolve().parent
 SHARED_GC = HERE.parent.parent / "shared" / "data" / "graphchallenge" / "neuron1024.tar.gz"

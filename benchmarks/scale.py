@@ -141,7 +141,7 @@ def measure_size(n: int, layers: int, args, done: dict, out: Path) -> None:
                 elif "stopped" in result:
                     row["status"] = "ok (best bound at the time budget)"
             row.pop("stdout")
-        if stage == "generate" and row["status"] == "ok" or nnz is None and (d / "net.h5").exists():
+        if (stage == "generate" and row["status"] == "ok") or (nnz is None and (d / "net.h5").exists()):
             info = subprocess.run([BIN / "spdnn", "info", "--quick", d / "net.h5"], capture_output=True, text=True)
             nnz = json.loads(info.stdout)["nnz_total"] if info.returncode == 0 else None
         if stage == "hypergraph" and (d / "net.hgr").exists():

@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 import scipy.sparse as sp
-
 from conftest import assert_user_error, spdnn
+
 from spdnn.alignment_prices import cell_prices, single_class_blocks
 from spdnn.bound import expansion, submatrix_bound, volume_lower_bound
 from spdnn.cycle_runs import class_incidence, cycles, joint_arc_bound, placed_sets, set_runs
@@ -45,7 +45,7 @@ def tiny_uneven(widths, per_row, seed):
     readers fall into row classes of different sizes (the averages' weights must follow them)."""
     rng = np.random.default_rng(seed)
     layers = []
-    for n_in, n_out in zip(widths, widths[1:]):
+    for n_in, n_out in itertools.pairwise(widths):
         patterns = np.zeros((3, n_in), dtype=np.float32)
         for p in patterns:
             p[rng.choice(n_in, per_row, replace=False)] = 1
@@ -58,7 +58,7 @@ def exact_optimum(layers, widths, k, epsilon, whole_classes=False):
     each state one complete assignment of a layer (K^n states: tiny networks only). With
     `whole_classes`, over the partitions that give identical rows one part only."""
     f = None
-    for t, w in enumerate(layers):
+    for w in layers:
         d = (w.toarray() != 0).astype(np.int64)  # [i, j]
         prev = np.array(list(itertools.product(range(k), repeat=d.shape[1])))
         cur = np.array(list(itertools.product(range(k), repeat=d.shape[0])))
@@ -346,7 +346,7 @@ def test_submatrix_bound_spectral_branch_on_regular_matrices():
     import spdnn.bound as bound
 
     rng = np.random.default_rng(1)
-    for trial in range(5):
+    for _trial in range(5):
         m = sum(np.eye(10)[rng.permutation(10)] for _ in range(3))
         old, bound.EXACT_SUBSETS = bound.EXACT_SUBSETS, 0
         try:
@@ -376,6 +376,7 @@ def test_past_its_budget_the_bound_reports_null_and_why(tmp_path):
     import json
 
     from conftest import spdnn
+
     from spdnn.results import partition_table
 
     spdnn("generate", "radixnet", "--neurons", 256, "--layers", 6, "-o", tmp_path / "n.h5")

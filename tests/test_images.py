@@ -98,7 +98,7 @@ def _lines(d):
     (lambda lines: lines.__setitem__(900, "3\t7\n"), "line 901: expected 3 tab-separated fields"),
     (lambda lines: lines.__setitem__(900, "x\t7\t1\n"), "line 901: non-numeric field 'x'"),
     (lambda lines: lines.__setitem__(900, "70\t65\t1\n"), "line 901: column index 65 is beyond the declared size 64"),
-    (lambda lines: lines.append("2147483649\t1\t1\n"), "line 1\\d+: image 2147483649 is beyond the 2,147,483,648 images"),
+    (lambda lines: lines.append("2147483649\t1\t1\n"), r"line 1\d+: image 2147483649 is beyond the 2,147,483,648 images"),
 ])
 def test_a_bad_line_is_named_by_its_line_in_the_file(images, tmp_path, edit, fragment):
     d, _ = images
@@ -122,7 +122,7 @@ def test_a_file_that_leaves_the_order_of_image_ids_late(images, tmp_path, monkey
     lines.insert(900, "2\t1\t1\n")
     bad = tmp_path / "late.tsv"
     bad.write_text("".join(lines))
-    with pytest.raises(UserError, match="line 901: image 2 comes after image .*sort -s -n -k1,1 late.tsv"):
+    with pytest.raises(UserError, match=r"line 901: image 2 comes after image .*sort -s -n -k1,1 late\.tsv"):
         list(iter_image_batches(bad, 64, 10, chunk_bytes=333))
     monkeypatch.setattr(spdnn_images, "ORDER_LINES", 1000)
     whole = sp.vstack([b for _, b in iter_image_batches(bad, 64, 10, chunk_bytes=333)]).tocsr()

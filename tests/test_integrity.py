@@ -3,6 +3,7 @@ checkpoints that resume, corrupted files and impossible K refused in one line.""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -14,8 +15,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-
 from conftest import BIN, assert_user_error, env, mpirun, spdnn
+
 from spdnn.network import read_network
 from spdnn.reference import class_loss, loss_and_delta
 from spdnn.training import DivergenceGuard, learning_rate
@@ -83,7 +84,7 @@ def test_learning_rate_schedule():
     assert learning_rate(5, 100, 0.1, "constant") == 0.1
     lrs = [learning_rate(s, 100, 0.1, "cosine") for s in range(100)]
     assert lrs[0] == pytest.approx(0.1 / 5) and lrs[4] == pytest.approx(0.1 * 0.5 * (1 + np.cos(np.pi * 4 / 100)))
-    assert max(lrs) <= 0.1 and lrs[-1] < 1e-3 and all(a >= b for a, b in zip(lrs[5:], lrs[6:]))
+    assert max(lrs) <= 0.1 and lrs[-1] < 1e-3 and all(a >= b for a, b in itertools.pairwise(lrs[5:]))
 
 
 def test_class_readout_split_over_ranks_equals_serial():

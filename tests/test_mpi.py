@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -12,8 +13,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-
 from conftest import BIN, assert_user_error, env, mpirun, spdnn
+
 from spdnn.datasets import load_dataset
 from spdnn.graphchallenge import read_categories
 from spdnn.network import read_network
@@ -59,7 +60,7 @@ def test_inference_equals_serial(work, k, method):
     vol = json.loads(spdnn("volume", work / "radix.h5", part, "-k", k).stdout)
     assert m["words_match_model"] is True
     samples = m["samples_per_layer"]  # dead samples are dropped every few layers
-    assert samples[0] == 1797 and samples[-1] < 1797 and all(a >= b for a, b in zip(samples, samples[1:]))
+    assert samples[0] == 1797 and samples[-1] < 1797 and all(a >= b for a, b in itertools.pairwise(samples))
     assert m["words_forward_counted"] == [s * v for s, v in zip(samples, vol["volume_per_layer"])]
     assert sum(r["words_sent_forward"][0] for r in m["per_rank"]) == 1797 * vol["volume_per_layer"][0]
     assert len(m["per_rank"]) == k and all(r["peak_rss_mb"] > 0 for r in m["per_rank"])

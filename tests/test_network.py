@@ -9,8 +9,8 @@ import tarfile
 import h5py
 import numpy as np
 import pytest
-
 from conftest import assert_user_error, spdnn
+
 from spdnn.generate import radixnet, random_sparse
 from spdnn.graphchallenge import export_gc, import_gc
 from spdnn.network import read_network, write_network

@@ -1,8 +1,11 @@
-"""envs/spdnn.yaml (for --use-conda on clusters) lists what pyproject.toml requires."""
+"""envs/spdnn.yaml (for --use-conda on clusters) lists what pyproject.toml requires; the docs are the
+repository's own; the code passes its linter."""
 
+import subprocess
+import sys
+import tomllib
 from pathlib import Path
 
-import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,3 +26,11 @@ def test_docs_are_self_contained():
              if "DESIGN.md" in p.read_text()]
     assert not cited, cited
     assert "## Design reference" in (ROOT / "README.md").read_text()
+
+
+def test_the_code_passes_ruff():
+    """`ruff check .` with pyproject.toml's rules (the version pinned in the test extra: a newer
+    one may add rules)."""
+    run = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--output-format", "concise", str(ROOT)],
+                         capture_output=True, text=True, cwd=ROOT, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr

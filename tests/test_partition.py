@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import assert_user_error, spdnn
 from radixnet_reference import relabelled_radixnet
+
 from spdnn.generate import radixnet, random_sparse
 from spdnn.hypergraph import build_hypergraph, connectivity_minus_one, read_hgr, write_hgr
 from spdnn.partition import METHODS, partition_network
@@ -203,7 +203,7 @@ def test_layer_subproblem_cost_is_the_exact_local_volume():
             parts = [rng.integers(0, k, size=n).astype(np.uint8) for n in net.widths]
             if trial == 0:
                 parts[t + 1] = None  # the sweep's case: the next layer not placed yet
-            nv, indptr, pins, net_weights, weights, fixed = layer_subproblem(layers, t, parts, k)
+            nv, indptr, pins, net_weights, weights, _fixed = layer_subproblem(layers, t, parts, k)
             assert nv == n_cls + k and weights[:n_cls].sum() == net.layers[t - 1].nnz
             block = np.concatenate([rng.integers(0, k, size=n_cls), np.arange(k)])
             parts[t] = block[classes].astype(np.uint8)
@@ -265,7 +265,7 @@ def test_imbalance_of_wide_layers_beside_all_layers():
     """A 10-row classifier at K = 8 cannot be balanced better than 2 rows on one rank (1.6): the
     all-layer column shows it, the wide-layer column (>= 10·K rows) shows the partitioner."""
     net = random_sparse([64, 90, 90, 10], 8, seed=2)
-    part, m = partition_network(net.layers, net.widths, 8, "random", 0.03, 0)
+    _part, m = partition_network(net.layers, net.widths, 8, "random", 0.03, 0)
     assert m["balanced"] and m["imbalance_max"] == pytest.approx(1.6)
     assert m["imbalance_max_wide"] == max(m["imbalance_per_layer"][:2]) <= (90 + 8) / 90  # avg + one row
 
@@ -336,8 +336,8 @@ def test_a_dying_worker_fails_the_partitioner_promptly(tmp_path):
 def test_one_integer_capacity_at_the_edge():
     """ε = 0.13 and avg = 100: in floats 1.13·100 = 112.99999999999999 and a load of 113 reads as a
     violation; every component uses the same exact integer capacity, 113."""
-    from spdnn.volume import rows_per_part
     from spdnn.partition import Layers, rebalance_layer
+    from spdnn.volume import rows_per_part
 
     weights = np.ones(200, np.int64)
     assert layer_capacity(weights, 2, 0.13) == 113 and 1.13 * 100 < 113

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import scipy.io
 import scipy.sparse as sp
-
 from conftest import assert_user_error, mpirun, spdnn
+
 from spdnn.graphchallenge import export_gc, import_gc
 from spdnn.network import read_network
 from spdnn.prune import magnitude_masks

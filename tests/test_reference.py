@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import GC_CATEGORIES, spdnn
+
 from spdnn.datasets import digits_images, upsample_square
 from spdnn.generate import radixnet, random_sparse
 from spdnn.graphchallenge import read_categories

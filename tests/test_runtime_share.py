@@ -9,8 +9,8 @@ import os
 
 import numpy as np
 import pytest
-
 from conftest import assert_user_error, mpirun, spdnn
+
 from spdnn.network import read_network
 from spdnn.partition_io import PartitionReader, read_partition
 

@@ -9,15 +9,15 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import spdnn
 from test_bound import CASES, exact_optimum, tiny_radix, tiny_random, tiny_uneven
+
 import spdnn.semidefinite_bound as sdb
-from spdnn.semidefinite_bound import agreement_form, eigenvalue_verified, semidefinite_certificate
 from spdnn.bound import volume_lower_bound
 from spdnn.generate import random_sparse
 from spdnn.hypergraph import identical_rows
 from spdnn.partition import METHODS, partition_network
+from spdnn.semidefinite_bound import agreement_form, eigenvalue_verified, semidefinite_certificate
 from spdnn.volume import partition_metrics
 
 

@@ -8,8 +8,8 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
 from conftest import BIN, env, spdnn
+
 from spdnn.generate import radixnet
 from spdnn.hypergraph import build_hypergraph, write_hgr
 from spdnn.network import write_network

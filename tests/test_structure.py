@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from radixnet_reference import ROWS_PER_GROUP, best_bit_partition, neuron_partition, relabelled_radixnet
+
 from spdnn.partition import Layers, chain_window, partition_network
 from spdnn.volume import partition_metrics
 

@@ -11,7 +11,6 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import BIN, env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,7 +156,7 @@ def test_config_failing_the_schema_is_one_line(tmp_path):
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(cfg))
     proc = smk(tmp_path, "--configfile", tmp_path / "bad.yaml", "--cores", 1, "-n", check=False)
     assert proc.returncode != 0
-    lines = [l for l in proc.stderr.splitlines() if "config error" in l]
+    lines = [line for line in proc.stderr.splitlines() if "config error" in line]
     assert len(lines) == 1 and "partition.k.0" in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
 
@@ -182,7 +181,7 @@ def test_slurm_profile(tmp_path):
     blocks = re.findall(r"rule (train_run|infer_run):\n(.*?)(?=\n\[|\Z)", text, flags=re.S)
     assert blocks
     seen = set()
-    for rule, body in blocks:
+    for _rule, body in blocks:
         k = int(re.search(r"k=(\d+)", body).group(1))
         res = dict(re.findall(r"(\w+)=([^,\n]*)", re.search(r"resources: (.*)", body).group(1)))
         threads = int(re.search(r"threads: (\d+)", body).group(1)) if "threads:" in body else 1
@@ -245,8 +244,8 @@ def test_graphchallenge_network_fetched_from_a_url(tmp_path):
     import gzip
     import tarfile
 
-    from spdnn.generate import radixnet
     from spdnn.datasets import digits_images
+    from spdnn.generate import radixnet
     from spdnn.graphchallenge import export_gc, write_categories
     from spdnn.images import write_images
     from spdnn.reference import gc_infer

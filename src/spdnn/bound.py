@@ -86,8 +86,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .alignment_prices import cell_prices, fits, single_class_blocks
-from .cycle_runs import (Placed, arc_bound, class_incidence, cycles, joint_arc_bound, placed_sets, runs_bound,
-                         set_runs)
+from .cycle_runs import Placed, arc_bound, class_incidence, cycles, joint_arc_bound, placed_sets, runs_bound, set_runs
 from .hypergraph import identical_rows
 from .joint_runs import two_sided_alignment
 from .semidefinite_bound import SdpBudget, semidefinite_certificate, solver_bytes

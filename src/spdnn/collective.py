@@ -178,7 +178,7 @@ def run_collective(comm, fn, *args):
         return fn(comm, *args)
     except UserError:
         raise
-    except Exception:  # a bug on one rank must not leave the others waiting forever
+    except Exception:  # noqa: BLE001 — a bug on one rank must not leave the others waiting forever
         traceback.print_exc()
         sys.stderr.flush()
         comm.Abort(1)

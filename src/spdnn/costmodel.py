@@ -150,7 +150,7 @@ def predict_table(runs, partitions: list[str], batch_sizes: list[int], max_fit_k
     rows = []
     measured = {(r["network"], r["method"], r["k"], r["mode"], r["batch_size"]): r["step_seconds"] for _, r in train.iterrows()}
     ks_by_net = {}
-    for (network, method, k), _ in stats.items():
+    for network, _method, k in stats:
         ks_by_net.setdefault(network, set()).add(k)
     combos = set()
     for (network, method, k) in stats:

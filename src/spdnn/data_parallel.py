@@ -16,7 +16,7 @@ from .reference import backpropagate, forward, loss_and_delta, sgd_apply
 def allreduce_words_per_rank(k: int, m: int) -> int:
     """Words one rank sends in a bandwidth-optimal allreduce of m words over k ranks (reduce-scatter
     then allgather): 2(k−1)/k·m, rounded to the nearest integer once per step and rank."""
-    return int(round(2 * (k - 1) / k * m))
+    return round(2 * (k - 1) / k * m)
 
 
 class DataParallelStepper:

@@ -31,7 +31,7 @@ class Dataset:
 
 def upsample_square(images8: np.ndarray, neurons: int) -> np.ndarray:
     """(samples, 64) 8×8 images → (samples, neurons) by nearest neighbour; neurons must be square."""
-    side = int(round(np.sqrt(neurons)))
+    side = round(np.sqrt(neurons))
     if side * side != neurons:
         raise UserError(f"input width {neurons} is not a square number: digits images need √N×√N pixels")
     src = (np.arange(side) * 8) // side  # nearest source pixel per target row/column
@@ -69,7 +69,7 @@ def load_dataset(name: str | None, data: str | None, width: int, seed: int, test
         raise UserError(f"unknown dataset {name!r}: use --dataset digits or --data FILE.npz")
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(y))
-    n_test = max(1, int(round(test_fraction * len(y))))
+    n_test = max(1, round(test_fraction * len(y)))
     test, train = order[:n_test], order[n_test:]
     return Dataset(x[train], y[train], x[test], y[test], name)
 

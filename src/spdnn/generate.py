@@ -14,12 +14,11 @@ connect every output group to every input group by exactly one path (mixed-radix
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 from . import __version__
 from .errors import UserError

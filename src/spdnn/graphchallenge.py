@@ -252,7 +252,7 @@ class _Import:
         # TSV row = input neuron = our column; TSV col = output neuron = our row.
         w = sp.csr_matrix((v.astype(np.float32), (c.astype(np.int32), r.astype(np.int32))), shape=shape)
         named = self.meta["biases"][k - 1] if self.meta and k <= len(self.meta["biases"]) else None
-        if self.meta is None or isinstance(named, str) and not any(n.endswith(named) for n in self.extras):
+        if self.meta is None or (isinstance(named, str) and not any(n.endswith(named) for n in self.extras)):
             self.early.append(k)  # its bias (network.json, a bias file) comes later in the archive
             b = np.full(shape[0], gc_bias(next(iter(self.neurons)), self.bias), np.float32)
         else:

@@ -27,7 +27,7 @@ The backward products are float64 (exact products of float32 values, nearly exac
 from __future__ import annotations
 
 import weakref
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import scipy.sparse as sp
@@ -169,7 +169,7 @@ _PASSES = {"gc": (_gc_finish, False), "forward": (_forward_finish, False), "mask
            "row_sums": (_row_sums, {"reassoc"})}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _compiled(name: str):
     """The compiled pass (numba; compiled on first use in a process, cached on disk)."""
     from numba import njit

@@ -148,7 +148,7 @@ class NetworkWriter:
         self.f.attrs["provenance"] = json.dumps(provenance or {}, sort_keys=True)
 
     def write_layer(self, k: int, w: sp.csr_matrix, bias) -> None:
-        if k in self.done or not self.any_order and k != self.written + 1:
+        if k in self.done or (not self.any_order and k != self.written + 1):
             raise ValueError(f"layers must be written once each, in order (got {k} after {self.written})")
         if self.widths is not None and w.shape != (self.widths[k], self.widths[k - 1]):
             raise UserError(f"layer {k} has shape {w.shape}, the widths say {(self.widths[k], self.widths[k - 1])}")
@@ -190,7 +190,7 @@ class NetworkWriter:
             return False
         try:
             self._atomic.__exit__(type(exc), exc, exc.__traceback__)  # removes the temporary file
-        except BaseException:
+        except BaseException:  # noqa: BLE001 — the error being handled is the one to report
             pass
         if incomplete:
             raise exc

@@ -64,7 +64,7 @@ LONG_WINDOW_MAX_CLASSES = 512  # chains longer than WINDOW only where a layer ha
 FRESH_SOLVE_MAX_VERTICES = 2048  # refinement: larger layer subproblems are improved, not re-solved
 
 
-def chain_window(net: "Layers", k: int) -> int:
+def chain_window(net: Layers, k: int) -> int:
     """Layers per candidate chain. A RadiX-Net's structure repeats every log2(G) layers (G row
     classes, radix 2; fewer for larger radices): a part-index bit given up at one layer is needed
     again within that period, so a chain that spans it can carry the structure through. Measured
@@ -473,7 +473,7 @@ def in_processes(task, common: tuple, shares: list, progress=None) -> list:
             except queue.Empty:
                 dead = [p for i, p in enumerate(procs) if i not in got and p.exitcode is not None]
                 if dead:
-                    raise WorkerError(f"partition worker {dead[0].pid} died (exit code {dead[0].exitcode})")
+                    raise WorkerError(f"partition worker {dead[0].pid} died (exit code {dead[0].exitcode})") from None
                 continue
             if ok == "tick":
                 ticks += 1
@@ -508,7 +508,7 @@ def _run_share(task, common, share, index, results):
     _die_with_parent()
     try:
         results.put((index, True, task(*common, share, lambda: results.put((index, "tick", None)))))
-    except Exception as e:  # reported by the parent in one line
+    except Exception as e:  # noqa: BLE001 — reported by the parent in one line
         results.put((index, False, f"{e.__class__.__name__}: {e}"))
 
 
@@ -640,8 +640,8 @@ def refine(net: Layers, parts, k, epsilon, seed, solver, threads, passes, progre
             if jobs > 1:
                 done_before = (L + 1) // 2 if colour == 0 else 0  # odd layers first, then even ones
                 done = in_processes(_refine_share, (net, k, epsilon, solver), block_shares(work, jobs),
-                                    progress and (lambda n, d=done_before: progress(
-                                        f"refinement pass {n_pass}/{passes}", d + n, L)))
+                                    progress and (lambda n, d=done_before, p=n_pass: progress(
+                                        f"refinement pass {p}/{passes}", d + n, L)))
                 got = dict(item for share in done for item in share)
                 results = [got[t] for t, _, _ in work]
             else:

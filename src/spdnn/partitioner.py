@@ -10,9 +10,10 @@ wrapper gives it none: zero weights become 1 and the others are scaled so that t
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ class PartitionerResult:
     seconds: float
 
 
-@lru_cache(maxsize=None)
+@cache
 def _initializer(threads: int):
     import mtkahypar
 
@@ -90,7 +91,7 @@ def _nets_as_lists(pins, net_indptr) -> list:
     if sizes.size and sizes[0] > 0 and (sizes == sizes[0]).all():  # one net size (common: all 2- or 3-pin nets)
         return pins.reshape(-1, int(sizes[0])).tolist()
     flat, ends = pins.tolist(), np.asarray(net_indptr, np.int64).tolist()
-    return [flat[a:b] for a, b in zip(ends[:-1], ends[1:])]
+    return [flat[a:b] for a, b in itertools.pairwise(ends)]
 
 
 def kahypar_partition(num_vertices: int, net_indptr: np.ndarray, pins: np.ndarray, k: int, epsilon: float,

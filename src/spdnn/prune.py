@@ -97,14 +97,11 @@ def magnitude_masks(ws, density: float, scope: str = "layer") -> list[np.ndarray
         raise UserError(f"--density must be in (0, 1] (got {density})")
     if scope not in SCOPES:
         raise UserError(f"--scope must be one of {', '.join(SCOPES)}")
-    masks = []
     if scope == "layer":
-        for w in ws:
-            masks.append(_keep_largest(np.abs(w).ravel(), max(1, int(round(density * w.size)))).reshape(w.shape))
-        return masks
+        return [_keep_largest(np.abs(w).ravel(), max(1, round(density * w.size))).reshape(w.shape) for w in ws]
     flat = np.concatenate([np.abs(w).ravel() for w in ws])
-    keep = _keep_largest(flat, max(len(ws), int(round(density * flat.size))))
-    pos = 0
+    keep = _keep_largest(flat, max(len(ws), round(density * flat.size)))
+    masks, pos = [], 0
     for w in ws:
         m = keep[pos:pos + w.size].reshape(w.shape)
         if not m.any():  # keep the layer connected

@@ -231,15 +231,15 @@ class RowWiseModel:
 
     # -- training
     def forward(self, x0_owned):
-        return forward_layers([l.w for l in self.layers], [l.bias for l in self.layers], x0_owned, self.ymax,
-                              self._expand)
+        return forward_layers([layer.w for layer in self.layers], [layer.bias for layer in self.layers], x0_owned,
+                              self.ymax, self._expand)
 
     def sgd_step(self, x0_owned, y, lr: float, loss: str, num_classes: int) -> float:
         """One SGD step of the global batch (all ranks hold all B samples of their rows)."""
         t0, comm0 = time.perf_counter(), self._comm_seconds()
         xs, zs = self.forward(x0_owned)
         value, delta = class_loss(zs[-1], self.layers[-1].rows, y, loss, num_classes, len(y), self._allreduce)
-        ws, bs = [l.w for l in self.layers], [l.bias for l in self.layers]
+        ws, bs = [layer.w for layer in self.layers], [layer.bias for layer in self.layers]
         backpropagate(ws, xs, zs, delta, self.ymax, sgd_update(ws, bs, lr), fold=self._fold)
         self.compute_seconds += (time.perf_counter() - t0) - (self._comm_seconds() - comm0)
         return value
@@ -283,8 +283,8 @@ class RowWiseModel:
         """Training keeps, per layer, the extended input block and the pre-activations until the
         backward pass: Σ_k (ext_k + rows_k) · B float32 values on this rank, ≈ L · (n/K) · B · 4 ·
         (1 + remote share), plus float64 temporaries of one layer in the backward pass."""
-        held = sum((l.plan.ext_len + l.rows.size) * batch * 4 for l in self.layers)
-        one_layer = max((l.plan.ext_len + l.rows.size) * batch * 8 for l in self.layers) if self.layers else 0
+        held = sum((layer.plan.ext_len + layer.rows.size) * batch * 4 for layer in self.layers)
+        one_layer = max((layer.plan.ext_len + layer.rows.size) * batch * 8 for layer in self.layers) if self.layers else 0
         return int(held + 2 * one_layer)
 
     def exchange_report(self) -> dict:

@@ -54,9 +54,9 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.linalg as sla_dense
 import scipy.optimize as so
 import scipy.sparse as sp
-import scipy.linalg as sla_dense
 import scipy.sparse.linalg as sla
 
 from .arrays import first_of_groups, number_by_first
@@ -231,14 +231,14 @@ def semidefinite_certificate(layers, widths, epsilon: float = 0.03, rank: int = 
     v = rng.standard_normal((n, rank))
     best, steps = None, 0
     for round_ in range(1, rounds + 1):
-        v, taken = maximise_unit_rows(lambda x: _apply(form, mu, x), v, deadline)
+        v, taken = maximise_unit_rows(lambda x, mu=mu: _apply(form, mu, x), v, deadline)
         steps += taken
         if deadline is not None and time.perf_counter() > deadline:
             if best is None:
                 raise SdpBudget("the semidefinite bound ran out of time (--max-seconds)")
             break
         y = np.sum(_apply(form, mu, v) * v, axis=1)
-        lam = _largest_eigenvalue(lambda x: _apply(form, mu, x[:, None])[:, 0] - y * x, n, rng)
+        lam = _largest_eigenvalue(lambda x, mu=mu, y=y: _apply(form, mu, x[:, None])[:, 0] - y * x, n, rng)
         found = Certificate(form, epsilon, mu.copy(), y, lam, rank)
         if best is None or found.value(2) > best.value(2):
             best = found

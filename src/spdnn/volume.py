@@ -15,7 +15,6 @@ import numpy as np
 from .arrays import distinct
 from .errors import UserError
 
-
 WIDE_ROWS_PER_PART = 10  # `imbalance_max_wide`: layers with at least 10·K rows
 
 
