@@ -215,21 +215,10 @@ class _Pending:
         self.pieces = rest
         if indptr[-1] <= MAX_IMAGE:  # int32 like the pixels: mixed index types would make scipy copy both as int64
             indptr = indptr.astype(np.int32)
-        one = len(cols) == 1  # a view of the piece, then; joined pieces are new arrays
-        indices, data = (cols[0], vals[0]) if one else (np.concatenate(cols or [np.zeros(0, np.int32)]),
-                                                        np.concatenate(vals or [np.zeros(0, np.float32)]))
+        indices = cols[0] if len(cols) == 1 else np.concatenate(cols or [np.zeros(0, np.int32)])
+        data = vals[0] if len(vals) == 1 else np.concatenate(vals or [np.zeros(0, np.float32)])
         images = sp.csr_matrix((data, indices, indptr), shape=(hi - lo, neurons))
-        if not _canonical(indices, indptr):
-            # a pixel given twice sums (as scipy's COO → CSR conversion does for a whole file); the
-            # arrays are copied first when they are views of a pending piece
-            images = sp.csr_matrix((data.copy(), indices.copy(), indptr), shape=(hi - lo, neurons)) if one else images
-            images.sum_duplicates()
+        # A pixel given twice sums (as scipy's COO → CSR conversion does for a whole file). A no-op
+        # on a batch already canonical; otherwise in place, on lines that are this batch's alone.
+        images.sum_duplicates()
         return images
-
-
-def _canonical(indices: np.ndarray, indptr: np.ndarray) -> bool:
-    """Pixels strictly increasing within every image (so no pixel is given twice)."""
-    step_back = indices[1:] <= indices[:-1]
-    starts = indptr[1:-1]
-    step_back[starts[(starts > 0) & (starts < indices.size)] - 1] = False  # a new image may start anywhere
-    return not step_back.any()
