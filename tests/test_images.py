@@ -56,6 +56,27 @@ def test_batches_are_the_whole_file_cut_anywhere(images, name, batch, chunk_byte
     assert not list(tmp_path.iterdir())  # the temporary files are gone
 
 
+def test_sorting_a_file_out_of_order_leaves_no_name_on_disk_even_midway(images, monkeypatch, tmp_path):
+    """While a file out of order is being read back, its lines sit in a temporary file without a
+    name: a process killed then (SIGKILL, out of memory) leaves nothing under $TMPDIR."""
+    d, im = images
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(spdnn_images, "SPILL_IMAGES", 30)
+    batches = iter_image_batches(d / "shuffled.tsv", 64, 10, chunk_bytes=200)
+    lo, first = next(batches)  # every line spilled, the first range read back
+    assert lo == 0 and (first != im[:10]).nnz == 0
+    assert not list(tmp_path.iterdir())
+    batches.close()
+
+
+def test_no_room_to_sort_a_file_out_of_order_is_one_line(images, monkeypatch, tmp_path):
+    d, _ = images
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    with pytest.raises(UserError, match=r"cannot sort the image lines by image id in a temporary file under .*missing.*TMPDIR"):
+        list(iter_image_batches(d / "shuffled.tsv", 64, 10))
+    assert list(iter_image_batches(d / "im.tsv", 64, 10))  # a file in order needs no temporary file
+
+
 @pytest.mark.parametrize("batch,chunk_bytes", [(1, 20), (2, 40), (3, 1 << 20)])
 def test_a_pixel_given_twice_sums_and_pixels_come_in_any_order(batch, chunk_bytes, tmp_path):
     """Within an image, lines may list pixels in any order and repeat one (the values sum, as

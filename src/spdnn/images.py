@@ -7,9 +7,10 @@ So the file is parsed in chunks of about `CHUNK_BYTES` and handed on as batches 
 image ids: a reader holds one chunk and one batch, whatever the number of images. A file in order
 of image id (as `spdnn images` writes it) is handed on as it is read. A file in another order
 (MATLAB's `find` writes a matrix column by column: pixel by pixel) is first sorted out into
-temporary files by ranges of image ids (12 bytes a line, under $TMPDIR), which are then read back
-one at a time. Which way is decided by the first `ORDER_LINES` lines; a file that begins in order
-and leaves it later gets one line saying where, and how to sort it.
+ranges of image ids in a temporary file (12 bytes a line, under $TMPDIR; nameless, so a killed
+process leaves nothing behind), which are then read back one range at a time. Which way is decided
+by the first `ORDER_LINES` lines; a file that begins in order and leaves it later gets one line
+saying where, and how to sort it.
 """
 
 from __future__ import annotations
@@ -92,27 +93,48 @@ def _in_order(chunks, path: Path, neurons: int, batch: int):
 
 
 def _spilled(chunks, neurons: int, batch: int):
-    """Lines in any order (a file written pixel by pixel, say): each chunk's lines are appended,
-    12 bytes each, to a temporary file per range of `group` image ids; then each range is read
-    back, sorted, and handed on a batch at a time. Memory: a chunk, then a range; disk: 12 bytes
-    a line, under $TMPDIR, removed at the end."""
+    try:
+        yield from _spilled_ranges(chunks, neurons, batch)
+    except OSError as e:  # the temporary file's, not the images file's (`_line_chunks` names those)
+        raise UserError(f"cannot sort the image lines by image id in a temporary file under "
+                        f"{tempfile.gettempdir()} ({e}); set TMPDIR to a larger disk, or sort the file "
+                        f"first (sort -s -n -k1,1)") from None
+
+
+def _spilled_ranges(chunks, neurons: int, batch: int):
+    """Lines in any order (a file written pixel by pixel, say): each chunk's lines, 12 bytes each,
+    sorted by range of `group` image ids, are appended to one temporary file, and where each
+    range's segment lies is noted; then each range is gathered from its segments, sorted, and
+    handed on a batch at a time. Memory: a chunk, then a range; disk: 12 bytes a line under
+    $TMPDIR, in a file without a name (`tempfile.TemporaryFile`), so that a process killed
+    midway (SIGKILL, out of memory) leaves nothing behind."""
     group = batch * max(1, SPILL_IMAGES // batch)
     last = -1
-    with tempfile.TemporaryDirectory(prefix="spdnn-images-") as tmp:
-        spill = Path(tmp)
+    segments: dict[int, list[tuple[int, int]]] = {}  # range → (byte offset, lines) of each of its segments
+    with tempfile.TemporaryFile(buffering=0, prefix="spdnn-images-") as spill:
         for _, r, c, v in chunks:
             last = max(last, int(r.max()))
-            records = np.empty(r.size, SPILL_RECORD)
-            records["r"], records["c"], records["v"] = r, c, v
             g = r // group
             order = np.argsort(g, kind="stable")
-            starts = np.flatnonzero(np.r_[True, np.diff(g[order]) != 0])
-            for part in np.split(order, starts[1:]):
-                with open(spill / f"{g[part[0]]}.bin", "ab") as f:
-                    records[part].tofile(f)
+            records = np.empty(r.size, SPILL_RECORD)
+            records["r"], records["c"], records["v"] = r, c, v
+            records = records[order]  # sorted compact (12 bytes a line), not the parser's 24
+            g = g[order]
+            starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+            ranges = g[starts]
+            ends = np.r_[starts[1:], r.size]
+            offset = spill.tell()
+            for grp, a, b in zip(ranges.tolist(), starts.tolist(), ends.tolist()):
+                segments.setdefault(grp, []).append((offset + a * SPILL_RECORD.itemsize, b - a))
+            _write_all(spill, records.view(np.uint8))
         for first in range(0, last + 1, group):
-            file = spill / f"{first // group}.bin"
-            records = np.fromfile(file, SPILL_RECORD) if file.exists() else np.zeros(0, SPILL_RECORD)
+            parts = segments.pop(first // group, [])
+            records = np.empty(sum(n for _, n in parts), SPILL_RECORD)
+            into, at = records.view(np.uint8), 0
+            for offset, n in parts:
+                size = n * SPILL_RECORD.itemsize
+                _read_exactly(spill, offset, into[at:at + size])
+                at += size
             records = records[np.argsort(records["r"], kind="stable")]
             pending = _Pending()
             if records.size:
@@ -120,6 +142,23 @@ def _spilled(chunks, neurons: int, batch: int):
             for lo in range(first, min(first + group, last + 1), batch):
                 hi = min(lo + batch, first + group, last + 1)
                 yield lo, pending.take(lo, hi, neurons)
+
+
+def _write_all(f, data: np.ndarray) -> None:
+    """All of `data` at f's position (an unbuffered write may take less, and takes at most ≈ 2 GB)."""
+    view = memoryview(data)
+    while view.nbytes:
+        view = view[f.write(view):]
+
+
+def _read_exactly(f, offset: int, into: np.ndarray) -> None:
+    f.seek(offset)
+    view = memoryview(into)
+    while view.nbytes:
+        got = f.readinto(view)
+        if not got:
+            raise OSError("the file came back shorter than written")
+        view = view[got:]
 
 
 def read_images(path, neurons: int) -> sp.csr_matrix:
