@@ -1,7 +1,8 @@
 """Offline stages against network size: seconds, peak RSS of all processes, nonzeros per second.
 
     python benchmarks/scale.py [--sizes 1024x120,4096x120,16384x120,65536x120] [--k 8] [--jobs 2]
-                               [--stages generate,export-gc,import-gc,hypergraph,partition,volume,bound,infer,infer-mpi]
+                               [--stages generate,export-gc,import-gc,hypergraph,partition,volume,bound,infer,infer-mpi,
+                                         infer-mpi-hypergraph]
                                [--work benchmarks/out/scale] [--stage-timeout 3600] [--keep]
                                [--images COUNT]
 
@@ -11,8 +12,11 @@ processes included) every 0.2 s, so "peak RSS" is that of all processes, not of 
 generated RadiX-Nets with the Graph Challenge's biases (seed 0); `import-gc` reads the challenge
 TSV files that `export-gc` wrote; `infer` is serial inference of the digits inputs (`spdnn
 images`; `--images 60000` repeats them to the challenge's count), `infer-mpi` the same under
-`mpiexec -n 2` with `--stream-layers` on a `block` partition (made before, untimed); both write
-their metrics (compute and image-reading seconds apart) to WORK/rNxL/infer*.json. Expected
+`mpiexec -n 2` with `--stream-layers` on a `block` partition (made before, untimed), and
+`infer-mpi-hypergraph` the same on the hypergraph method's K = 2 partition (the `partition` stage's
+when --k 2, else made before, untimed, its seconds recorded as `partition_seconds`): what the
+partition buys at run time. All write their metrics (compute, exchange and image-reading seconds
+apart, words sent) to WORK/rNxL/infer*.json. Expected
 shape: seconds ∝ nonzeros, memory flat in L.
 
 A stage that fails, or runs past --stage-timeout, is recorded with why, and the stages after it
@@ -35,9 +39,11 @@ from pathlib import Path
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("generate", "export-gc", "import-gc", "hypergraph", "partition", "volume", "bound", "infer", "infer-mpi")
+STAGES = ("generate", "export-gc", "import-gc", "hypergraph", "partition", "volume", "bound", "infer", "infer-mpi",
+          "infer-mpi-hypergraph")
 NEEDS = {"export-gc": "generate", "import-gc": "export-gc", "hypergraph": "generate", "partition": "generate",
-         "volume": "partition", "bound": "generate", "infer": "generate", "infer-mpi": "generate"}
+         "volume": "partition", "bound": "generate", "infer": "generate", "infer-mpi": "generate",
+         "infer-mpi-hypergraph": "generate"}
 
 
 def tree_rss_bytes(root: int) -> int:
@@ -95,6 +101,20 @@ def run_measured(args, timeout: float, log: Path) -> dict:
     return {"seconds": round(seconds, 1), "peak_rss_mb": round(peak[0] / 2**20), "status": status, "stdout": out}
 
 
+def run_summary(metrics: Path) -> dict:
+    """What an inference run's metrics say: survivors, the seconds of its batches (the run's clock:
+    compute and exchange, not the reading of images), the reading's, the exchange's (the slowest
+    rank's, waits included) and the words sent (all ranks, every layer)."""
+    m = json.loads(metrics.read_text())
+    ranks = m.get("per_rank") or []
+    out = {"survivors": m["survivors"], "batches_s": round(m["seconds"], 1), "read_s": round(m["read_seconds"], 1)}
+    if ranks and "comm_seconds" in ranks[0]:
+        out["exchange_s"] = round(max(sum(r["comm_seconds"]) for r in ranks), 1)  # waits included
+        out["words"] = int(sum(sum(r["words_sent_forward"]) for r in ranks))
+        out["words_match_model"] = m.get("words_match_model")
+    return out
+
+
 def stage_command(stage: str, n: int, layers: int, k: int, jobs: int, d: Path, bound_seconds: float = 600):
     spdnn = BIN / "spdnn"
     net = d / "net.h5"
@@ -109,6 +129,9 @@ def stage_command(stage: str, n: int, layers: int, k: int, jobs: int, d: Path, b
         "infer": [spdnn, "infer", net, d / "images.tsv", "-o", d / "categories.tsv", "--metrics", d / "infer.json"],
         "infer-mpi": [BIN / "mpiexec", "-n", 2, spdnn, "infer", net, d / "images.tsv", "--partition", d / "block2.part",
                       "--stream-layers", "-o", d / "categories-mpi.tsv", "--metrics", d / "infer-mpi.json"],
+        "infer-mpi-hypergraph": [BIN / "mpiexec", "-n", 2, spdnn, "infer", net, d / "images.tsv", "--partition",
+                                 d / "hypergraph2.part", "--stream-layers", "-o", d / "categories-mpi-hypergraph.tsv",
+                                 "--metrics", d / "infer-mpi-hypergraph.json"],
     }[stage]
 
 
@@ -131,6 +154,16 @@ def measure_size(n: int, layers: int, args, done: dict, out: Path) -> None:
             if stage == "infer-mpi" and not (d / "block2.part").exists():  # not timed: a partition to run on
                 subprocess.run([BIN / "spdnn", "partition", d / "net.h5", "-k", "2", "--method", "block", "-o",
                                 d / "block2.part"], check=True, capture_output=True)
+            made = None
+            if stage == "infer-mpi-hypergraph" and not (d / "hypergraph2.part").exists():
+                if args.k == 2 and (d / "p.part").exists():  # the partition stage's, timed there
+                    for suffix in ("", ".json"):
+                        shutil.copy(d / f"p.part{suffix}", d / f"hypergraph2.part{suffix}")
+                else:  # not timed with the run, but recorded
+                    t0 = time.perf_counter()
+                    subprocess.run([BIN / "spdnn", "partition", d / "net.h5", "-k", "2", "--method", "hypergraph",
+                                    "--jobs", str(args.jobs), "-o", d / "hypergraph2.part"], check=True, capture_output=True)
+                    made = round(time.perf_counter() - t0, 1)
             row = run_measured(stage_command(stage, n, layers, args.k, args.jobs, d, args.bound_seconds),
                                args.stage_timeout, d / f"{stage}.log")
             if stage == "bound" and row["status"] == "ok":  # null past its budget: say so, and why
@@ -141,6 +174,10 @@ def measure_size(n: int, layers: int, args, done: dict, out: Path) -> None:
                 elif "stopped" in result:
                     row["status"] = "ok (best bound at the time budget)"
             row.pop("stdout")
+            if made is not None:
+                row["partition_seconds"] = made
+            if stage.startswith("infer") and row["status"] == "ok":
+                row.update(run_summary(d / f"{stage}.json"))
         if (stage == "generate" and row["status"] == "ok") or (nnz is None and (d / "net.h5").exists()):
             info = subprocess.run([BIN / "spdnn", "info", "--quick", d / "net.h5"], capture_output=True, text=True)
             nnz = json.loads(info.stdout)["nnz_total"] if info.returncode == 0 else None
@@ -217,7 +254,12 @@ def main() -> None:
     import pandas as pd
 
     rows = [row for (size, stage), row in done.items()]
-    table = pd.DataFrame(rows)[["N", "L", "nnz", "stage", "seconds", "peak_rss_mb", "nnz_per_s", "status"]]
+    table = pd.DataFrame(rows)
+    extra = [c for c in ("partition_seconds", "survivors", "batches_s", "read_s", "exchange_s", "words") if c in table]
+    table = table[["N", "L", "nnz", "stage", "seconds", "peak_rss_mb", "nnz_per_s", *extra, "status"]]
+    for c in ("survivors", "words"):
+        if c in table:
+            table[c] = table[c].astype("Int64")  # counts, not floats, where other rows have none
     print(table.to_string(index=False))
     if args.markdown:
         print(markdown(table))
