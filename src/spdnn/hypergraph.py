@@ -93,18 +93,15 @@ def build_hypergraph(layers, widths) -> Hypergraph:
 
 
 def _write_nets(f, sizes: np.ndarray, pins: np.ndarray, chunk_pins: int) -> None:
-    """One line of 1-based pins per net, ~chunk_pins pins of text at a time."""
-    indptr = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    n, num_nets = 0, sizes.size
-    while n < num_nets:
-        hi = int(np.searchsorted(indptr, indptr[n] + chunk_pins, side="right")) - 1
-        hi = max(hi, n + 1)
-        lo_pin, hi_pin = indptr[n], indptr[hi]
-        text = (pins[lo_pin:hi_pin] + 1).astype(str)
-        sep = np.full(text.size, " ", dtype="<U1")
-        sep[indptr[n + 1:hi + 1] - lo_pin - 1] = "\n"
-        f.write("".join(np.char.add(text, sep).tolist()))
-        n = hi
+    """One line of 1-based pins per net, as text ~chunk_pins pins at a time (compiled: `decimal_text`)."""
+    from .decimal_text import NEWLINE, SPACE, numbers
+
+    last = np.cumsum(sizes, dtype=np.int64) - 1  # each net's last pin: a newline after it
+    for lo in range(0, pins.size, chunk_pins):
+        hi = min(lo + chunk_pins, pins.size)
+        seps = np.full(hi - lo, SPACE, np.uint8)
+        seps[last[np.searchsorted(last, lo):np.searchsorted(last, hi)] - lo] = NEWLINE
+        f.write(numbers(pins[lo:hi] + 1, seps))
 
 
 def write_hgr(hg: Hypergraph, path, chunk_pins: int = 1 << 22) -> None:
@@ -113,13 +110,13 @@ def write_hgr(hg: Hypergraph, path, chunk_pins: int = 1 << 22) -> None:
     Input vertices carry weight 0 in the model; they are written as 1 because hMETIS-family
     partitioners (KaHyPar, PaToH) reject zero weights. Balance is judged on layers 1..L.
     """
-    with atomic_path(path) as tmp, open(tmp, "w") as f:
-        f.write(f"{hg.num_nets} {hg.num_vertices} 10\n")
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(f"{hg.num_nets} {hg.num_vertices} 10\n".encode())
         _write_nets(f, np.diff(hg.net_indptr), hg.pins, chunk_pins)
         _write_weights(f, hg.vertex_weights)
 
 
-def write_hgr_layers(widths, layers, path, chunk_pins: int = 1 << 16, progress=None) -> tuple[int, int, int]:
+def write_hgr_layers(widths, layers, path, chunk_pins: int = 1 << 20, progress=None) -> tuple[int, int, int]:
     """`write_hgr` of the model of a network given as an iterable of W^k (`network.iter_layers`):
     one layer's nets in memory at a time, plus the vertex weights (one integer per neuron). The
     same bytes as `write_hgr(build_hypergraph(...))`. Returns (vertices, nets, pins)."""
@@ -127,8 +124,8 @@ def write_hgr_layers(widths, layers, path, chunk_pins: int = 1 << 16, progress=N
     num_nets = int(np.sum(widths[:-1], dtype=np.int64))
     weights = np.zeros(int(off[-1]), np.int32)  # one per neuron: row nonzeros fit in 32 bits
     total_pins = 0
-    with atomic_path(path) as tmp, open(tmp, "w") as f:
-        f.write(f"{num_nets} {int(off[-1])} 10\n")
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(f"{num_nets} {int(off[-1])} 10\n".encode())
         for k, w in enumerate(layers, start=1):
             sizes, pins = layer_nets(w, k, off)
             _write_nets(f, sizes, pins, chunk_pins)
@@ -140,11 +137,13 @@ def write_hgr_layers(widths, layers, path, chunk_pins: int = 1 << 16, progress=N
     return int(off[-1]), num_nets, total_pins
 
 
-def _write_weights(f, weights: np.ndarray, chunk: int = 1 << 16) -> None:
+def _write_weights(f, weights: np.ndarray, chunk: int = 1 << 20) -> None:
     """One weight per line (0 written as 1), as text a chunk at a time: one integer per neuron
     is held, never its text."""
+    from .decimal_text import NEWLINE, numbers
+
     for lo in range(0, weights.size, chunk):
-        f.write("\n".join(np.maximum(weights[lo:lo + chunk], 1).astype(str).tolist()) + "\n")
+        f.write(numbers(np.maximum(weights[lo:lo + chunk], 1), NEWLINE))
 
 
 def connectivity_minus_one(net_indptr, pins, part) -> int:

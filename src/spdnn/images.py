@@ -176,7 +176,9 @@ def write_images(images: sp.csr_matrix, path, batch: int | None = None, count: i
     batch = batch or max(1, (1 << 21) * images.shape[0] // max(1, images.nnz))
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         for lo in range(0, count, batch):
-            coo = images[np.arange(lo, min(count, lo + batch)) % images.shape[0]].tocoo()
+            hi = min(count, lo + batch)
+            rows = slice(lo, hi) if hi <= images.shape[0] else np.arange(lo, hi) % images.shape[0]  # no gather when not repeating
+            coo = images[rows].tocoo()
             order = np.lexsort((coo.col, coo.row))
             f.write(format_triples(coo.row[order].astype(np.int64) + lo, coo.col[order].astype(np.int64),
                                    coo.data[order]))
