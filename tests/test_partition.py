@@ -60,6 +60,9 @@ def test_km1_on_hgr_equals_model_volume(tmp_path, seed):
     net = random_sparse(widths, int(rng.integers(1, 6)), seed=seed)
     hg = build_hypergraph(net.layers, net.widths)
     write_hgr(hg, tmp_path / "n.hgr")
+    for chunk_pins in (1, 7):  # text printed a few pins at a time, across the nets' ends: the same file
+        write_hgr(hg, tmp_path / "c.hgr", chunk_pins=chunk_pins)
+        assert (tmp_path / "c.hgr").read_bytes() == (tmp_path / "n.hgr").read_bytes()
     nv, indptr, pins, weights = read_hgr(tmp_path / "n.hgr")
     assert nv == sum(widths) and indptr.size - 1 == sum(widths[:-1])
     np.testing.assert_array_equal(weights, np.maximum(hg.vertex_weights, 1))
