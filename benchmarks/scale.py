@@ -103,8 +103,9 @@ def run_measured(args, timeout: float, log: Path) -> dict:
 
 def run_summary(metrics: Path) -> dict:
     """What an inference run's metrics say: survivors, the seconds of its batches (the run's clock:
-    compute and exchange, not the reading of images), the reading's, the exchange's (the slowest
-    rank's, waits included) and the words sent (all ranks, every layer)."""
+    compute and exchange, and with --stream-layers the reading of layers; not the reading of
+    images), the images' reading, the exchange (the slowest rank's, waits included) and the words
+    sent (all ranks, every layer)."""
     m = json.loads(metrics.read_text())
     ranks = m.get("per_rank") or []
     out = {"survivors": m["survivors"], "batches_s": round(m["seconds"], 1), "read_s": round(m["read_seconds"], 1)}
@@ -156,7 +157,8 @@ def measure_size(n: int, layers: int, args, done: dict, out: Path) -> None:
                                 d / "block2.part"], check=True, capture_output=True)
             made = None
             if stage == "infer-mpi-hypergraph" and not (d / "hypergraph2.part").exists():
-                if args.k == 2 and (d / "p.part").exists():  # the partition stage's, timed there
+                stage_part = d / "p.part.json"  # the partition stage's, timed there, if it is at K = 2
+                if stage_part.exists() and json.loads(stage_part.read_text()).get("k") == 2:
                     for suffix in ("", ".json"):
                         shutil.copy(d / f"p.part{suffix}", d / f"hypergraph2.part{suffix}")
                 else:  # not timed with the run, but recorded
