@@ -83,9 +83,11 @@ def write_partition(part: np.ndarray, path, sidecar: dict | None = None, k: int 
     if part.dtype.kind not in "iu":
         raise TypeError(f"part ids must be integers, not {part.dtype}")
     k = int(part.max()) + 1 if k is None and part.size else (k or 1)
-    with atomic_path(path) as tmp, open(tmp, "w") as f:
+    from .decimal_text import NEWLINE, numbers  # compiled: 1.3·10⁸ lines at the target size
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         for lo in range(0, part.size, 1 << 20):
-            f.write("\n".join(part[lo:lo + (1 << 20)].astype(str).tolist()) + "\n")
+            f.write(numbers(part[lo:lo + (1 << 20)], NEWLINE))
     if sidecar is not None:
         write_text_atomic(str(path) + ".json", json.dumps(sidecar, indent=1) + "\n")
     npy = Path(path).with_name(Path(path).name + ".npy")
