@@ -1,9 +1,10 @@
-"""Decimal text of integer arrays, compiled (numba): the `.hgr` file and the challenge's TSV files.
+"""Decimal text of integer arrays, compiled (numba): the `.hgr` file, partition files and the
+challenge's TSV files.
 
 At the target size these files hold 4·10⁹ integers (the hypergraph's pins, the weights' row and
 column ids). NumPy's `astype(str)` and a join print about 1.4·10⁶ integers a second (the
-hypergraph stage ran at 2.4·10⁶ pins/s, ≈ 28 minutes at 65536×1920); this loop prints about
-3·10⁷, two digits at a time from a table, into one preallocated byte buffer.
+hypergraph stage was on course for about an hour at 65536×1920); this loop prints about 3·10⁷
+nine-digit ones a second, two digits at a time from a table, into one preallocated byte buffer.
 
 Imported only by the writers (numba's import costs ≈ 0.3 s); compiled on first use, cached on disk.
 """
