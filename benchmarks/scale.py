@@ -159,7 +159,7 @@ def measure_size(n: int, layers: int, args, done: dict, out: Path) -> None:
             if stage == "infer-mpi-hypergraph" and not (d / "hypergraph2.part").exists():
                 stage_part = d / "p.part.json"  # the partition stage's, timed there, if it is at K = 2
                 if stage_part.exists() and json.loads(stage_part.read_text()).get("k") == 2:
-                    for suffix in ("", ".json"):
+                    for suffix in ("", ".npy", ".json"):  # the binary after the text: ranks read it, not the text
                         shutil.copy(d / f"p.part{suffix}", d / f"hypergraph2.part{suffix}")
                 else:  # not timed with the run, but recorded
                     t0 = time.perf_counter()

@@ -126,7 +126,7 @@ def _spilled_ranges(chunks, neurons: int, batch: int):
             offset = spill.tell()
             for grp, a, b in zip(ranges.tolist(), starts.tolist(), ends.tolist()):
                 segments.setdefault(grp, []).append((offset + a * SPILL_RECORD.itemsize, b - a))
-            _write_all(spill, records.view(np.uint8))
+            records.tofile(spill)  # numpy writes it all and moves the file's position past it
         for first in range(0, last + 1, group):
             parts = segments.pop(first // group, [])
             records = np.empty(sum(n for _, n in parts), SPILL_RECORD)
@@ -142,13 +142,6 @@ def _spilled_ranges(chunks, neurons: int, batch: int):
             for lo in range(first, min(first + group, last + 1), batch):
                 hi = min(lo + batch, first + group, last + 1)
                 yield lo, pending.take(lo, hi, neurons)
-
-
-def _write_all(f, data: np.ndarray) -> None:
-    """All of `data` at f's position (an unbuffered write may take less, and takes at most ≈ 2 GB)."""
-    view = memoryview(data)
-    while view.nbytes:
-        view = view[f.write(view):]
 
 
 def _read_exactly(f, offset: int, into: np.ndarray) -> None:
