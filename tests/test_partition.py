@@ -72,6 +72,33 @@ def test_km1_on_hgr_equals_model_volume(tmp_path, seed):
         assert connectivity_minus_one(indptr, pins, part) == vol == brute_force_volume(net, part)
 
 
+def test_layer_nets_is_the_transpose_with_each_net_led_by_its_source():
+    """The compiled counting-sort transpose against SciPy's CSC: rows with their column ids out of
+    order, empty rows and columns, a layer with no entries; a column id past the layer's inputs
+    (a matrix altered after it was built) is refused, never written past the end."""
+    import scipy.sparse as sp
+
+    from spdnn.hypergraph import layer_nets, vertex_offsets
+
+    rng = np.random.default_rng(3)
+    for rows, cols, density in ((7, 11, 0.3), (30, 5, 0.5), (4, 9, 0.0), (1, 1, 1.0)):
+        w = sp.random(rows, cols, density=density, format="csr", random_state=rng)
+        for i in range(rows):  # each row's column ids reversed: CSR does not promise order
+            w.indices[w.indptr[i]:w.indptr[i + 1]] = w.indices[w.indptr[i]:w.indptr[i + 1]][::-1].copy()
+        off = vertex_offsets([5, cols, rows])
+        sizes, pins = layer_nets(w, 2, off)
+        csc = w.tocsc()
+        csc.sort_indices()
+        expect = np.concatenate([np.concatenate([[off[1] + j], off[2] + csc.indices[csc.indptr[j]:csc.indptr[j + 1]]])
+                                 for j in range(cols)])
+        np.testing.assert_array_equal(sizes, np.diff(csc.indptr) + 1)
+        np.testing.assert_array_equal(pins, expect)
+    w = sp.csr_matrix(np.ones((2, 3), np.float32))
+    w.indices[-1] = 3
+    with pytest.raises(ValueError, match="column id 3"):
+        layer_nets(w, 1, vertex_offsets([3, 2]))
+
+
 def test_hgr_file_format(tmp_path):
     net = random_sparse([3, 2], 2, seed=0)
     spdnn("generate", "random", "--widths", "3,2", "--nnz-per-row", 2, "--seed", 0, "-o", tmp_path / "n.h5")

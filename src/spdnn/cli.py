@@ -78,9 +78,10 @@ def cmd_import_gc(a):
 def cmd_export_gc(a):
     from .graphchallenge import export_layers
     from .network import iter_layers, read_header
+    from .read_ahead import read_ahead
 
     h = read_header(a.network)
-    layers = ((w, b) for _, w, b in iter_layers(a.network))  # one layer in memory at a time
+    layers = ((w, b) for _, w, b in read_ahead(iter_layers(a.network)))  # a layer read while one is written
     sub = export_layers(h.widths, h.ymax, h.activation, h.provenance, layers, a.outdir)
     _log(f"wrote {sub}")
 
@@ -128,9 +129,10 @@ def cmd_infer(a):
 def cmd_hypergraph(a):
     from .hypergraph import write_hgr_layers
     from .network import iter_layers, read_header
+    from .read_ahead import read_ahead
 
     widths = read_header(a.network).widths
-    layers = (w for _, w, _ in iter_layers(a.network))  # one layer in memory at a time
+    layers = (w for _, w, _ in read_ahead(iter_layers(a.network)))  # one layer read ahead (its weights too: checked)
     nv, nets, pins = write_hgr_layers(widths, layers, a.output, progress=_every_tenth("hypergraph"))
     _log(f"wrote {a.output}: {nv} vertices, {nets} nets, {pins} pins")
 
@@ -154,6 +156,7 @@ def cmd_volume(a):
     from .network import iter_layers, read_header
     from .partition import check_k
     from .partition_io import read_partition
+    from .read_ahead import read_ahead
     from .volume import check_partition, partition_metrics
 
     header = read_header(a.network)
@@ -164,7 +167,7 @@ def cmd_volume(a):
         _log(f"volume: K = {k} inferred from the largest part id in {a.partition} (give -k to check it)")
     check_partition(part, header.widths, k, a.partition)
     check_k(header.widths, k)
-    layers = (w for _, w, _ in iter_layers(a.network))  # one layer in memory at a time
+    layers = (w for _, w, _ in read_ahead(iter_layers(a.network)))  # one layer read ahead (its weights too: checked)
     print(json.dumps(partition_metrics(layers, header.widths, part, k, a.epsilon), indent=1))
 
 

@@ -122,6 +122,7 @@ def infer_main(a) -> None:
         run_collective(mpi().COMM_WORLD, _infer_distributed, a)
         return
     from .network import iter_layers
+    from .read_ahead import read_ahead
     from .reference import gc_infer_batch
 
     header = read_header(a.network)
@@ -134,7 +135,7 @@ def infer_main(a) -> None:
             t0 = time.perf_counter()
             # One layer of weights in memory at a time (read from the file as the layers are
             # applied): the time includes reading the network, as a streaming run must.
-            ids, x = gc_infer_batch(((w, b) for _, w, b in iter_layers(a.network)), header.ymax, images, lo)
+            ids, x = gc_infer_batch(((w, b) for _, w, b in read_ahead(iter_layers(a.network))), header.ymax, images, lo)
             seconds += time.perf_counter() - t0
             n_images = lo + images.shape[0]
             survivors.append(ids)
