@@ -9,12 +9,11 @@ Vertex weight: nnz of row i of W^k (0 for inputs). km1 of any partition = Σ_k V
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
 
 import numpy as np
 import scipy.sparse as sp
 
-from .arrays import distinct, first_of_groups, number_by_first
+from .arrays import compiled, distinct, first_of_groups, number_by_first
 from .atomic import atomic_path
 
 
@@ -72,7 +71,9 @@ class Hypergraph:
 def _fill_nets(indptr, indices, source0, reader0, starts, pins):
     """pins[starts[j]] = source0 + j, then the rows i reading column j (reader0 + i), i increasing:
     the CSR → CSC transpose as one counting-sort pass (rows visited in order, so each net comes
-    out sorted), compiled by `_compiled_fill_nets`."""
+    out sorted). SciPy's CSR → CSC conversion and sort took 0.13 s of a 65536-row layer (2.1·10⁶
+    nonzeros), the stage's largest cost (22 of 49 s at 65536 × 120); this pass compiled
+    (`arrays.compiled`) takes ≈ 0.03 s (its scattered writes)."""
     cursor = starts[:-1] + 1
     for j in range(cursor.size):
         pins[starts[j]] = source0 + j
@@ -83,31 +84,20 @@ def _fill_nets(indptr, indices, source0, reader0, starts, pins):
             cursor[j] += 1
 
 
-@cache
-def _compiled_fill_nets():
-    # Compiled on first use (numba's import costs ≈ 0.3 s, not paid by readers of this module).
-    # SciPy's CSR → CSC conversion and sort took 0.13 s of a 65536-row layer (2.1·10⁶ nonzeros), the
-    # stage's largest cost (22 of 49 s at 65536 × 120); this pass takes ≈ 0.03 s (its scattered writes).
-    from numba import njit
-
-    return njit(cache=True, nogil=True, boundscheck=False)(_fill_nets)
-
-
 def layer_nets(w, k: int, off: np.ndarray):
     """The nets of layer k, one per column j of W^k: (net sizes, pins) with each net's source
     v_j^{k−1} first, then its readers v_i^k in increasing i (0-based vertex ids)."""
     w = sp.csr_matrix(w)
     n_in = w.shape[1]
     indices = np.asarray(w.indices)
-    readers = np.bincount(indices, minlength=n_in) if indices.size else np.zeros(n_in, np.int64)
-    if readers.size != n_in:  # the pass below writes where the column ids say: never past the end
+    sizes = np.bincount(indices, minlength=n_in).astype(np.int64, copy=False) + 1  # each column's readers, and its source
+    if sizes.size != n_in:  # the pass below writes where the column ids say: never past the end
         raise ValueError(f"layer {k}: a column id {int(indices.max())} ≥ the layer's {n_in} inputs")
-    sizes = readers.astype(np.int64) + 1
     starts = np.zeros(n_in + 1, np.int64)
     np.cumsum(sizes, out=starts[1:])
     pins = np.empty(int(starts[-1]), dtype=np.int64)
-    _compiled_fill_nets()(w.indptr.astype(np.int64, copy=False), indices, np.int64(off[k - 1]), np.int64(off[k]),
-                          starts, pins)
+    compiled(_fill_nets)(w.indptr.astype(np.int64, copy=False), indices, np.int64(off[k - 1]), np.int64(off[k]),
+                         starts, pins)
     return sizes, pins
 
 

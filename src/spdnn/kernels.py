@@ -27,12 +27,11 @@ The backward products are float64 (exact products of float32 values, nearly exac
 from __future__ import annotations
 
 import weakref
-from functools import cache
 
 import numpy as np
 import scipy.sparse as sp
 
-from .arrays import first_index, ranges
+from .arrays import compiled, first_index, ranges
 from .hypergraph import identical_rows
 
 CHUNK_BYTES = 16 << 20  # gathered activations per batch of dense blocks (`SparseLayer._chunks`)
@@ -166,16 +165,12 @@ def _row_sums(a, out):
 _PASSES = {"gc": (_gc_finish, False), "forward": (_forward_finish, False), "masked_delta": (_masked_delta, False),
            "block_products": (_block_products, False),
            "gather_rows": (_gather_rows, False), "add_rows_to": (_add_rows_to, False),
-           "row_sums": (_row_sums, {"reassoc"})}
+           "row_sums": (_row_sums, frozenset({"reassoc"}))}
 
 
-@cache
 def _compiled(name: str):
-    """The compiled pass (numba; compiled on first use in a process, cached on disk)."""
-    from numba import njit
-
-    source, fastmath = _PASSES[name]
-    return njit(cache=True, nogil=True, boundscheck=False, fastmath=fastmath)(source)
+    """The compiled pass (`arrays.compiled`)."""
+    return compiled(*_PASSES[name])
 
 
 def row_sums(a) -> np.ndarray:
