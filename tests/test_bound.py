@@ -15,7 +15,7 @@ from spdnn.alignment_prices import cell_prices, single_class_blocks
 from spdnn.bound import expansion, submatrix_bound, volume_lower_bound
 from spdnn.cycle_runs import class_incidence, cycles, joint_arc_bound, placed_sets, set_runs
 from spdnn.generate import radixnet, random_sparse
-from spdnn.hypergraph import identical_rows
+from spdnn.hypergraph import _class_ids, identical_rows
 from spdnn.joint_runs import best_reads, two_sided_alignment
 from spdnn.partition import METHODS, partition_network
 from spdnn.semidefinite_bound import semidefinite_certificate
@@ -320,12 +320,22 @@ def test_expansion_on_cycles_and_generic_layers():
 
 
 def test_identical_rows_matches_a_dictionary_of_patterns():
+    rng = np.random.default_rng(0)
     for seed in range(20):
         m = sp.random(30, 6, density=0.3, random_state=seed, format="csr")
         m = sp.vstack([m, m[:5], sp.csr_matrix((3, 6))]).tocsr()  # duplicates and empty rows, last ones empty
+        if seed % 2:  # every row as long (the 2-D path): 3 of the 6 columns, from a few patterns
+            patterns = np.sort(np.array([rng.choice(6, 3, replace=False) for _ in range(6)]), axis=1)
+            cols = patterns[rng.integers(0, 6, 40)]
+            m = sp.csr_matrix((np.ones(cols.size), cols.ravel(), np.arange(0, cols.size + 1, 3)), shape=(40, 6))
         seen = {}
         expected = [seen.setdefault(tuple(sorted(m[i].indices)), len(seen)) for i in range(m.shape[0])]
         assert identical_rows(m).tolist() == expected
+        for salt in (np.zeros(7, np.uint64), np.tile(np.uint64([1, 2]), 4)[:7]):  # keys that collide
+            assert _class_ids(m, salt).tolist() == expected  # (all rows of a length; columns 0, 2, 4 alike)
+    unsorted = sp.csr_matrix((np.ones(4), [2, 0, 0, 2], [0, 2, 4]), shape=(2, 3))
+    assert not unsorted.has_sorted_indices and identical_rows(unsorted).tolist() == [0, 0]
+    assert identical_rows(sp.csr_matrix((0, 4))).size == 0
 
 
 def test_submatrix_bound_is_an_upper_bound_and_exact_where_enumerated():
