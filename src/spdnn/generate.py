@@ -77,7 +77,7 @@ class LayerStream:
         """Write the network file; returns the number of nonzeros."""
         nnz = 0
         with NetworkWriter(path, self.widths, self.ymax, "relu", self.provenance) as out:
-            # The next layer is made in a thread while HDF5 compresses this one (−20 % at 65536 × 48).
+            # The next layer is made in a thread while this one is compressed (−20 % at 65536 × 48).
             for k, (w, b) in enumerate(read_ahead(self.layers()), start=1):
                 out.write_layer(k, w, b)
                 nnz += w.nnz

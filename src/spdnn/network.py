@@ -37,10 +37,12 @@ import scipy.sparse as sp
 from . import __version__
 from .atomic import atomic_path
 from .errors import UserError
+from .h5_chunks import chunk_pool, write_filtered
 
 FORMAT = "spdnn-network"
 FORMAT_VERSION = "1.1"
 SUPPORTED_MAJOR = 1
+GZIP_LEVEL = 1  # arrays of 4,096 elements or more: shuffled, then gzip at this level (`_dataset`)
 
 # Graph Challenge bias per neuron count (README, "Design reference"); ymax = 32 for all.
 GC_BIAS = {1024: -0.3, 4096: -0.35, 16384: -0.4, 65536: -0.45}
@@ -134,6 +136,7 @@ class NetworkWriter:
             self.f.attrs[key] = value
         self.any_order = any_order
         self.done: set[int] = set()
+        self._pool = chunk_pool(GZIP_LEVEL)  # compresses the chunks (`_dataset`); shut down in __exit__
 
     @property
     def written(self) -> int:
@@ -153,10 +156,10 @@ class NetworkWriter:
         if self.widths is not None and w.shape != (self.widths[k], self.widths[k - 1]):
             raise UserError(f"layer {k} has shape {w.shape}, the widths say {(self.widths[k], self.widths[k - 1])}")
         g = self.f.create_group(_layer_name(k))
-        _dataset(g, "indptr", w.indptr.astype(np.int64))
-        _dataset(g, "indices", w.indices.astype(np.int32))
-        _dataset(g, "data", w.data.astype(np.float32))
-        _dataset(g, "bias", np.asarray(bias, dtype=np.float32))
+        _dataset(g, "indptr", w.indptr.astype(np.int64), self._pool)
+        _dataset(g, "indices", w.indices.astype(np.int32), self._pool)
+        _dataset(g, "data", w.data.astype(np.float32), self._pool)
+        _dataset(g, "bias", np.asarray(bias, dtype=np.float32), self._pool)
         self.done.add(k)
 
     def replace_bias(self, k: int, bias) -> None:
@@ -180,6 +183,8 @@ class NetworkWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb):
+        if self._pool is not None:
+            self._pool.shutdown()
         self.f.close()
         expected = None if self.widths is None else len(self.widths) - 1
         incomplete = exc_type is None and self.done != set(range(1, (expected or 0) + 1))
@@ -205,15 +210,22 @@ def write_network(net: Network, path, attrs: dict | None = None) -> None:
             out.write_layer(k, w, b)
 
 
-def _dataset(group, name, array):
+def _dataset(group, name, array, pool=None):
     # Chunked with a Fletcher-32 checksum per chunk (corruption is detected on read); shuffled gzip
-    # for larger arrays: the constant weights and sorted indices compress ~5x.
+    # for larger arrays: the constant weights and sorted indices compress ~5x. Given a pool, those
+    # chunks are filtered in its threads (`h5_chunks`: the same bytes as HDF5's own filters).
     kw = {}
     if array.size:
         kw = dict(chunks=(min(array.size, 1 << 18),), fletcher32=True)
-    if array.size >= 4096:
-        kw.update(compression="gzip", compression_opts=1, shuffle=True)
-    group.create_dataset(name, data=array, track_times=False, **kw)
+    if array.size < 4096:
+        group.create_dataset(name, data=array, track_times=False, **kw)
+        return
+    kw.update(compression="gzip", compression_opts=GZIP_LEVEL, shuffle=True)
+    if pool is None:
+        group.create_dataset(name, data=array, track_times=False, **kw)
+    else:
+        write_filtered(group.create_dataset(name, shape=array.shape, dtype=array.dtype, track_times=False, **kw),
+                       array, GZIP_LEVEL, pool)
 
 
 @dataclass

@@ -3,8 +3,8 @@
 The offline stages stream a network one layer at a time: read it (HDF5 with gzip: decoding is a
 third of the hypergraph stage), then transpose and print it (compiled loops). HDF5's decoding and
 the compiled loops both run without Python's GIL, so a thread that reads layer k + 1 while layer k
-is being written overlaps the two on two cores (and `generate` makes layer k + 1 while HDF5
-compresses layer k). Memory: at most `depth` + 2 items at a time (the one
+is being written overlaps the two on two cores (and `generate` and `reinit` make layer k + 1
+while layer k is compressed). Memory: at most `depth` + 2 items at a time (the one
 in use, `depth` waiting, one being produced): still O(layer).
 """
 

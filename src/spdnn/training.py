@@ -91,18 +91,25 @@ def reinitialise(src, dst, init: str, seed: int, progress=None) -> dict:
     at a time, and the same seed gives the same bytes. Returns the provenance written."""
     from . import __version__
     from .network import NetworkWriter, iter_layers, read_header
+    from .read_ahead import read_ahead
 
     if init not in INITS:
         raise UserError(f"--init must be one of {', '.join(INITS)} (got {init!r})")
     h = read_header(src)
     prov = {"generator": "reinit", "init": init, "seed": seed, "source": str(src),
             "source_provenance": h.provenance, "spdnn_version": __version__}
-    with NetworkWriter(dst, h.widths, h.ymax, h.activation, prov) as out:
+
+    def reinitialised():
         for k, w, _ in iter_layers(src):
             rng = np.random.default_rng([seed, k])
             fan_in = np.diff(w.indptr)
             scale = np.repeat(np.sqrt(2.0 / np.maximum(fan_in, 1)), fan_in)
             w.data = (rng.standard_normal(w.nnz) * scale).astype(np.float32)
+            yield k, w
+
+    with NetworkWriter(dst, h.widths, h.ymax, h.activation, prov) as out:
+        # The next layer read and drawn in a thread while this one is compressed and written.
+        for k, w in read_ahead(reinitialised()):
             out.write_layer(k, w, np.zeros(w.shape[0], np.float32))
             if progress:
                 progress(k, h.num_layers)

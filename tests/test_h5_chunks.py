@@ -1,0 +1,105 @@
+"""Chunks filtered in threads (`h5_chunks`) must give the file HDF5's own filters give, byte for byte."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import h5py
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import spdnn.h5_chunks as h5_chunks
+from spdnn.h5_chunks import fletcher32, same_as_hdf5, write_filtered
+from spdnn.network import NetworkWriter
+
+
+def hdf5_fletcher32(data: bytes) -> int:
+    """A line-by-line port of HDF5's H5_checksum_fletcher32 (blocks of 360 words, end-around carry)."""
+    sum1 = sum2 = 0
+    length = len(data) // 2
+    pos = 0
+    while length:
+        block = min(length, 360)
+        length -= block
+        for _ in range(block):
+            sum1 += (data[pos] << 8) | data[pos + 1]
+            sum2 += sum1
+            pos += 2
+        sum1 = (sum1 & 0xFFFF) + (sum1 >> 16)
+        sum2 = (sum2 & 0xFFFF) + (sum2 >> 16)
+    if len(data) % 2:
+        sum1 += data[pos] << 8
+        sum2 += sum1
+        sum1 = (sum1 & 0xFFFF) + (sum1 >> 16)
+        sum2 = (sum2 & 0xFFFF) + (sum2 >> 16)
+    sum1 = (sum1 & 0xFFFF) + (sum1 >> 16)
+    sum2 = (sum2 & 0xFFFF) + (sum2 >> 16)
+    return (sum2 << 16) | sum1
+
+
+def test_fletcher32_is_hdf5s():
+    rng = np.random.default_rng(0)
+    cases = [b"", b"\x00" * 9, b"\xff" * 2, b"\xff" * 1000, b"\xff" * 1001, b"\x01", bytes(range(256)) * 7]
+    cases += [rng.integers(0, 256, n, dtype=np.uint8).tobytes() for n in (1, 2, 3, 719, 720, 721, 5000, 5001)]
+    for data in cases:
+        assert fletcher32(data) == hdf5_fletcher32(data), data[:8]
+
+
+def _written_by(path, arrays, pool, ours: bool):
+    with h5py.File(path, "w", track_order=False, libver=("earliest", "v110")) as f:
+        g = f.create_group("layer")
+        for name, array in arrays.items():
+            kw = dict(chunks=(min(array.size, 1 << 12),), fletcher32=True, shuffle=True, compression="gzip",
+                      compression_opts=1, track_times=False)
+            if ours:
+                write_filtered(g.create_dataset(name, shape=array.shape, dtype=array.dtype, **kw), array, 1, pool)
+            else:
+                g.create_dataset(name, data=array, **kw)
+    return path.read_bytes()
+
+
+@pytest.mark.skipif(not same_as_hdf5(1), reason="this Python's zlib deflates otherwise than HDF5's")
+@pytest.mark.parametrize("threads", [1, 3])
+def test_the_file_is_the_one_hdf5_writes(tmp_path, threads):
+    rng = np.random.default_rng(1)
+    arrays = {  # whole chunks, a short last chunk (padded), one short chunk; compressible or not
+        "indptr": np.cumsum(rng.integers(0, 40, 3 * 4096 + 1)).astype(np.int64),
+        "indices": rng.integers(0, 1 << 20, 2 * 4096, dtype=np.int32),
+        "data": rng.standard_normal(4096 * 5 + 17).astype(np.float32),
+        "constant": np.full(3000, 0.0625, np.float32),
+        "bias": rng.integers(0, 256, 4097).astype(np.uint8),
+    }
+    with ThreadPoolExecutor(threads) as pool:
+        ours = _written_by(tmp_path / "ours.h5", arrays, pool, ours=True)
+    assert ours == _written_by(tmp_path / "hdf5.h5", arrays, None, ours=False)
+    with h5py.File(tmp_path / "ours.h5") as f:  # and HDF5 reads it back, checksums verified
+        for name, array in arrays.items():
+            assert np.array_equal(f["layer"][name][:], array)
+
+
+def test_a_zlib_that_deflates_otherwise_leaves_the_filtering_to_hdf5(tmp_path, monkeypatch):
+    """Another deflate (zlib-ng) gives valid but other bytes: the probe must see it, and the writer
+    then lets HDF5 filter, so the file is still the one HDF5 writes."""
+    def other_deflate(chunk, level):
+        return b"\x00" + filtered(chunk, level)
+
+    def write(path):
+        with NetworkWriter(path, [100, 100]) as out:
+            out.write_layer(1, w, np.zeros(100))
+            return out._pool
+
+    w = sp.random(100, 100, density=0.5, random_state=0, format="csr")  # 5,000 nonzeros: compressed
+    filtered = h5_chunks.filtered_chunk
+    same_as_hdf5.cache_clear()
+    monkeypatch.setattr(h5_chunks, "filtered_chunk", other_deflate)
+    try:
+        assert not same_as_hdf5(1)
+        assert write(tmp_path / "hdf5.h5") is None
+    finally:
+        same_as_hdf5.cache_clear()
+    monkeypatch.undo()
+    if same_as_hdf5(1):  # then this machine's writer filters in threads: the same file
+        assert write(tmp_path / "threads.h5") is not None or len(os.sched_getaffinity(0)) < 2
+        assert (tmp_path / "threads.h5").read_bytes() == (tmp_path / "hdf5.h5").read_bytes()
