@@ -36,9 +36,10 @@ def fletcher32(data: bytes) -> int:
     words = raw.view(">u2").astype(np.int64)
     if not words.any():
         return 0
-    # sum1 = Σ w_i; sum2 = Σ of the running sum1 = Σ (m − i) w_i; both < 2^63 for chunks < 2^31 words.
-    sum1 = int(words.sum()) % 65535 or 65535
-    sum2 = int(np.cumsum(words).sum() % 65535) or 65535
+    # sum1 = Σ w_i, sum2 = Σ of the running sum1, both mod 65535 (running sums < 2^47 for < 2^31 words).
+    running = np.cumsum(words)
+    sum1 = int(running[-1]) % 65535 or 65535
+    sum2 = int((running % 65535).sum()) % 65535 or 65535
     return (sum2 << 16) | sum1
 
 
