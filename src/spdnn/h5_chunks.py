@@ -50,19 +50,19 @@ def filtered_chunk(chunk: np.ndarray, level: int) -> bytes:
     return packed + fletcher32(packed).to_bytes(4, "little")
 
 
+def _chunk_at(array: np.ndarray, lo: int, length: int) -> np.ndarray:
+    """array[lo:lo + length], padded with zeros to `length` (HDF5's fill value) if it ends early."""
+    part = array[lo:lo + length]
+    return part if part.size == length else np.concatenate([part, np.zeros(length - part.size, array.dtype)])
+
+
 def write_filtered(dataset, array: np.ndarray, level: int, pool: Executor) -> None:
     """Store 1-D `array` in `dataset` (created empty, chunked, with shuffle, gzip at `level` and
     Fletcher-32, in that order) chunk by chunk, filtering the chunks in `pool`."""
     length = dataset.chunks[0]
-
-    def chunk(lo: int) -> bytes:
-        part = array[lo:lo + length]
-        if part.size < length:
-            part = np.concatenate([part, np.zeros(length - part.size, array.dtype)])
-        return filtered_chunk(part, level)
-
     starts = range(0, array.size, length)
-    for lo, data in zip(starts, pool.map(chunk, starts)):
+    filtered = pool.map(lambda lo: filtered_chunk(_chunk_at(array, lo, length), level), starts)
+    for lo, data in zip(starts, filtered):
         dataset.id.write_direct_chunk((lo,), data, filter_mask=0)
 
 
@@ -78,9 +78,8 @@ def same_as_hdf5(level: int) -> bool:
         for i, probe in enumerate(probes):
             d = f.create_dataset(str(i), data=probe, chunks=(4096,), shuffle=True, compression="gzip",
                                  compression_opts=level, fletcher32=True)
-            for lo in (0, 4096):
-                part = np.concatenate([probe[lo:lo + 4096], np.zeros(max(0, lo + 4096 - probe.size), probe.dtype)])
-                if d.id.read_direct_chunk((lo,))[1] != filtered_chunk(part, level):
+            for lo in (0, 4096):  # a whole chunk and a padded one
+                if d.id.read_direct_chunk((lo,))[1] != filtered_chunk(_chunk_at(probe, lo, 4096), level):
                     return False
     return True
 
