@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,7 @@ import scipy.sparse as sp
 from . import __version__
 from .atomic import atomic_path
 from .errors import UserError
-from .h5_chunks import chunk_pool, write_filtered
+from .h5_chunks import chunk_pool, read_filtered, read_pool, release_free_memory, write_filtered
 
 FORMAT = "spdnn-network"
 FORMAT_VERSION = "1.1"
@@ -161,6 +162,8 @@ class NetworkWriter:
         _dataset(g, "data", w.data.astype(np.float32), self._pool)
         _dataset(g, "bias", np.asarray(bias, dtype=np.float32), self._pool)
         self.done.add(k)
+        if self._pool is not None:
+            release_free_memory()
 
     def replace_bias(self, k: int, bias) -> None:
         """Overwrite layer k's bias (same length) in place."""
@@ -240,10 +243,18 @@ class NetworkHeader:
         return len(self.widths) - 1
 
 
+@dataclass
+class OpenNetworkFile:
+    """A network file open for reading, with the threads its layers' chunks are unfiltered in."""
+    h5: h5py.File
+    pool: Executor | None
+
+
 @contextmanager
 def _reading(path):
-    """Open a network file; any HDF5 error inside (a checksum mismatch, a damaged header or
-    B-tree, a missing dataset) becomes one line naming the file instead of an h5py traceback."""
+    """Open a network file (an `OpenNetworkFile`); any HDF5 error inside (a checksum mismatch, a
+    damaged header or B-tree, a missing dataset) becomes one line naming the file instead of an
+    h5py traceback."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: no such network file")
@@ -253,7 +264,7 @@ def _reading(path):
         raise UserError(f"{path}: not an HDF5 network file ({e})") from None
     with _reading_errors(path):
         _small_metadata_cache(f)
-        with f:
+        with f, _shut_down(read_pool()) as pool:
             fmt = f.attrs.get("format")
             if fmt != FORMAT:
                 raise UserError(f"{path}: not a spdnn network file (format attribute {fmt!r})")
@@ -262,7 +273,16 @@ def _reading(path):
             if not major.isdigit() or int(major) != SUPPORTED_MAJOR:
                 raise UserError(f"{path}: network format version {version} is not supported "
                                 f"(this spdnn reads {SUPPORTED_MAJOR}.x)")
-            yield f
+            yield OpenNetworkFile(f, pool)
+
+
+@contextmanager
+def _shut_down(pool: Executor | None):
+    try:
+        yield pool
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
 
 
 def _small_metadata_cache(f) -> None:
@@ -278,7 +298,8 @@ def _small_metadata_cache(f) -> None:
         pass
 
 
-def _header(f) -> NetworkHeader:
+def _header(f: OpenNetworkFile) -> NetworkHeader:
+    f = f.h5
     return NetworkHeader(
         widths=[int(x) for x in f.attrs["widths"]],
         ymax=float(f.attrs["ymax"]),
@@ -307,15 +328,15 @@ def _check_layer(path, k: int, indptr, indices, bias, shape) -> None:
         raise UserError(f"{path}: corrupt network file (layer {k}: {bad})")
 
 
-def _read_layer(f, path, h: NetworkHeader, k: int, values: bool = True):
+def _read_layer(f: OpenNetworkFile, path, h: NetworkHeader, k: int, values: bool = True):
     """(W^k as CSR, b^k), checked. Without `values` the weights are not read (a third of the
     layer's bytes): W^k's stored entries all read 1, for callers that need the pattern only."""
-    g = f[_layer_name(k)]
+    g = f.h5[_layer_name(k)]
     shape = (h.widths[k], h.widths[k - 1])
-    indptr, indices, bias = g["indptr"][:], g["indices"][:], g["bias"][:]
+    indptr, indices, bias = (read_filtered(g[name], f.pool) for name in ("indptr", "indices", "bias"))
     _check_layer(path, k, indptr, indices, bias, shape)
     if values:
-        data = g["data"][:]
+        data = read_filtered(g["data"], f.pool)
         if data.shape != indices.shape:
             raise UserError(f"{path}: corrupt network file (layer {k}: {data.size} values for {indices.size} indices)")
     else:
@@ -330,13 +351,13 @@ def open_network(path):
         yield f, _header(f)
 
 
-def read_layer(f, path, h: NetworkHeader, k: int):
+def read_layer(f: OpenNetworkFile, path, h: NetworkHeader, k: int):
     """(W^k, b^k, bytes of the file read for it) from a file opened with `open_network`."""
     # Converted here, not only where the file closes: the MPI reader of a layer must tell the
     # other ranks (rowwise.scatter_layer_rows) before they wait for its rows.
     with _reading_errors(path):
         w, b = _read_layer(f, path, h, k)
-        g = f[_layer_name(k)]
+        g = f.h5[_layer_name(k)]
         stored = sum(int(g[name].id.get_storage_size()) for name in ("indptr", "indices", "data", "bias"))
     return w, b, stored
 
@@ -445,10 +466,11 @@ def describe(path, verify: bool = False) -> dict:
     (one at a time), so checksums and CSR arrays are checked too."""
     with _reading(path) as f:
         h = _header(f)
-        nnz = [int(f[_layer_name(k)]["indices"].shape[0]) for k in range(1, h.num_layers + 1)]
-        version = str(f.attrs["format_version"])
-        checksums = all(f[_layer_name(k)][name].fletcher32 or f[_layer_name(k)][name].size == 0
-                        for k in range(1, h.num_layers + 1) for name in ("indptr", "indices", "data", "bias"))
+        layers = [f.h5[_layer_name(k)] for k in range(1, h.num_layers + 1)]
+        nnz = [int(g["indices"].shape[0]) for g in layers]
+        version = str(f.h5.attrs["format_version"])
+        checksums = all(g[name].fletcher32 or g[name].size == 0
+                        for g in layers for name in ("indptr", "indices", "data", "bias"))
         if verify:
             for k in range(1, h.num_layers + 1):
                 _read_layer(f, path, h, k)
