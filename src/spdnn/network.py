@@ -299,12 +299,12 @@ def _small_metadata_cache(f) -> None:
 
 
 def _header(f: OpenNetworkFile) -> NetworkHeader:
-    f = f.h5
+    attrs = f.h5.attrs
     return NetworkHeader(
-        widths=[int(x) for x in f.attrs["widths"]],
-        ymax=float(f.attrs["ymax"]),
-        activation=str(f.attrs["activation"]),
-        provenance=json.loads(f.attrs["provenance"]),
+        widths=[int(x) for x in attrs["widths"]],
+        ymax=float(attrs["ymax"]),
+        activation=str(attrs["activation"]),
+        provenance=json.loads(attrs["provenance"]),
     )
 
 
