@@ -1,15 +1,17 @@
 """Offline stages against network size: seconds, peak RSS of all processes, nonzeros per second.
 
     python benchmarks/scale.py [--sizes 1024x120,4096x120,16384x120,65536x120] [--k 8] [--jobs 2]
-                               [--stages generate,export-gc,import-gc,hypergraph,partition,volume,bound,infer,infer-mpi,
-                                         infer-mpi-hypergraph]
+                               [--stages generate,read,export-gc,import-gc,hypergraph,partition,volume,bound,infer,
+                                         infer-mpi,infer-mpi-hypergraph]
                                [--work benchmarks/out/scale] [--stage-timeout 3600] [--keep]
                                [--images COUNT]
 
 Every stage is the `spdnn` command a workflow rule runs, in its own process tree; a sampler adds
 up the resident memory of the command and all its descendants (the partitioner's worker
 processes included) every 0.2 s, so "peak RSS" is that of all processes, not of one. Networks are
-generated RadiX-Nets with the Graph Challenge's biases (seed 0); `import-gc` reads the challenge
+generated RadiX-Nets with the Graph Challenge's biases (seed 0); `read` is `spdnn info`, which reads
+and checks every layer (the network file's decoding alone: chunks checked and inflated by HDF5 on
+2 cores, in threads from 3, `h5_chunks.read_filtered`); `import-gc` reads the challenge
 TSV files that `export-gc` wrote; `infer` is serial inference of the digits inputs (`spdnn
 images`; `--images 60000` repeats them to the challenge's count), `infer-mpi` the same under
 `mpiexec -n 2` with `--stream-layers` on a `block` partition (made before, untimed), and
@@ -39,9 +41,9 @@ from pathlib import Path
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("generate", "export-gc", "import-gc", "hypergraph", "partition", "volume", "bound", "infer", "infer-mpi",
-          "infer-mpi-hypergraph")
-NEEDS = {"export-gc": "generate", "import-gc": "export-gc", "hypergraph": "generate", "partition": "generate",
+STAGES = ("generate", "read", "export-gc", "import-gc", "hypergraph", "partition", "volume", "bound", "infer",
+          "infer-mpi", "infer-mpi-hypergraph")
+NEEDS = {"read": "generate", "export-gc": "generate", "import-gc": "export-gc", "hypergraph": "generate", "partition": "generate",
          "volume": "partition", "bound": "generate", "infer": "generate", "infer-mpi": "generate",
          "infer-mpi-hypergraph": "generate"}
 
@@ -121,6 +123,7 @@ def stage_command(stage: str, n: int, layers: int, k: int, jobs: int, d: Path, b
     net = d / "net.h5"
     return {
         "generate": [spdnn, "generate", "radixnet", "--neurons", n, "--layers", layers, "--seed", 0, "-o", net],
+        "read": [spdnn, "info", net],
         "export-gc": [spdnn, "export-gc", net, d / "gc"],
         "import-gc": [spdnn, "import-gc", d / "gc" / f"neuron{n}", "-o", d / "imported.h5"],
         "hypergraph": [spdnn, "hypergraph", net, "-o", d / "net.hgr"],
