@@ -176,7 +176,7 @@ def read_filtered(dataset, pool: Executor | None) -> np.ndarray:
 def _malloc_trim():
     try:
         trim = ctypes.CDLL(None).malloc_trim  # glibc's; absent on macOS and musl
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):  # TypeError: no CDLL(None) on Windows
         return None
     trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
     return trim
