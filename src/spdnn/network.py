@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from concurrent.futures import Executor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -264,7 +264,7 @@ def _reading(path):
         raise UserError(f"{path}: not an HDF5 network file ({e})") from None
     with _reading_errors(path):
         _small_metadata_cache(f)
-        with f, _shut_down(read_pool()) as pool:
+        with f, (read_pool() or nullcontext()) as pool:  # the executor's own exit shuts it down
             fmt = f.attrs.get("format")
             if fmt != FORMAT:
                 raise UserError(f"{path}: not a spdnn network file (format attribute {fmt!r})")
@@ -274,15 +274,6 @@ def _reading(path):
                 raise UserError(f"{path}: network format version {version} is not supported "
                                 f"(this spdnn reads {SUPPORTED_MAJOR}.x)")
             yield OpenNetworkFile(f, pool)
-
-
-@contextmanager
-def _shut_down(pool: Executor | None):
-    try:
-        yield pool
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
 
 
 def _small_metadata_cache(f) -> None:
