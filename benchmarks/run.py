@@ -372,7 +372,7 @@ TRAIN = {"spdnn serial": (train_spdnn, True),
 
 # ---------------------------------------------------------------- one row, in its own process
 def run_one(kind, name, args):
-    from spdnn.kernels import reuse_freed_memory
+    from spdnn.host import reuse_freed_memory
 
     reuse_freed_memory()  # every row, peers included: the same allocator behaviour as spdnn's commands
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 from concurrent.futures import ThreadPoolExecutor
 
 import h5py
@@ -180,8 +181,8 @@ def test_network_layers_read_in_threads_are_the_ones_hdf5_reads(tmp_path, monkey
     with NetworkWriter(path, [700] * 4) as out:  # 294,000 nonzeros a layer: two chunks each
         for k, w in enumerate(layers, start=1):
             out.write_layer(k, w, rng.standard_normal(700))
-    by_hdf5 = list(network.iter_layers(path))
-    monkeypatch.setattr(network, "read_pool", lambda: ThreadPoolExecutor(2))
+    by_hdf5 = list(network.iter_layers(path, cores=1))
+    monkeypatch.setattr(network, "usable_cores", lambda: 3)  # every reader below: 2 read threads
     unfiltered = []
     unfilter = h5_chunks._unfilter_into
     monkeypatch.setattr(h5_chunks, "_unfilter_into", lambda *a: unfiltered.append(unfilter(*a)) or unfiltered[-1])
@@ -189,6 +190,10 @@ def test_network_layers_read_in_threads_are_the_ones_hdf5_reads(tmp_path, monkey
         assert (w != v).nnz == 0 and w.dtype == v.dtype and np.array_equal(b, c)
     assert len(unfiltered) == 3 * 4 and all(unfiltered)  # indices and data: 2 chunks; indptr and bias: stored plain
     assert network.LayerFile(path).pattern(1).nnz == by_hdf5[1][1].nnz
+    assert len(unfiltered) == 3 * 4 + 2  # its indices' two chunks (a pattern reads no values)
+    one_core = pickle.loads(pickle.dumps(network.LayerFile(path, cores=1)))  # as a partition worker gets it
+    assert one_core.cores == 1 and one_core.pattern(2).nnz == by_hdf5[1][1].nnz
+    assert len(unfiltered) == 3 * 4 + 2  # read by HDF5: the cores it was given, not the machine's
     with h5py.File(path) as f:
         info = f["layers/l00002/indices"].id.get_chunk_info(1)
     raw = bytearray(path.read_bytes())

@@ -138,11 +138,13 @@ def cmd_hypergraph(a):
 
 
 def cmd_partition(a):
+    from .host import usable_cores
     from .network import LayerFile
     from .partition import partition_network
     from .partition_io import write_partition
 
-    layers = LayerFile(a.network)  # read a layer at a time, here and in the worker processes
+    # Read a layer at a time, here and in the `jobs` worker processes, which share the cores.
+    layers = LayerFile(a.network, cores=max(1, usable_cores() // a.jobs))
     part, metrics = partition_network(layers, layers.widths, a.k, a.method, a.epsilon, a.seed,
                                       passes=a.passes, preset=a.preset, threads=a.threads, verbose=True,
                                       jobs=a.jobs, backend=a.backend)
@@ -625,7 +627,7 @@ def main(argv=None) -> int:
     if getattr(args, "post", None):
         args.post(args)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    from .kernels import reuse_freed_memory
+    from .host import reuse_freed_memory
 
     reuse_freed_memory()  # large temporaries from the heap, not fresh page-faulting mappings
     # SIGTERM (Snakemake or SLURM cancelling a job) unwinds like Ctrl-C: `finally` blocks stop worker

@@ -15,6 +15,7 @@ import traceback
 import numpy as np
 
 from .errors import UserError
+from .host import affinity, core_share
 
 
 def mpi():
@@ -38,6 +39,19 @@ def agree(comm, error: str | None) -> None:
     first = next((e for e in errors if e), None)
     if first:
         raise UserError(first)
+
+
+def node_core_share(comm) -> int:
+    """Collective: the cores this rank's helper threads (a network file's chunk threads) may count
+    on, `host.core_share` over the ranks of `comm` on its node: under `mpiexec` without binding
+    every rank sees all the node's cores, and K ranks each starting threads for all of them would
+    oversubscribe the node K times."""
+    node = comm.Split_type(mpi().COMM_TYPE_SHARED)
+    try:
+        own = affinity()
+        return core_share(own, node.allgather(sorted(own)))
+    finally:
+        node.Free()
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)

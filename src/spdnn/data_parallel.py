@@ -22,8 +22,9 @@ def allreduce_words_per_rank(k: int, m: int) -> int:
 class DataParallelStepper:
     """Replicated weights; batch split over ranks; one Allreduce of all gradients per step."""
 
-    def __init__(self, comm, net: Network, lr_at, loss: str, num_classes: int):
+    def __init__(self, comm, net: Network, lr_at, loss: str, num_classes: int, cores: int | None = None):
         self.comm, self.net, self.lr_at, self.loss, self.num_classes = comm, net, lr_at, loss, num_classes
+        self.cores = cores  # for the chunk threads of `write` (`collective.node_core_share`)
         self.grad_words = net.nnz + sum(net.widths[1:])
         self.compute = 0.0
         self.comm_seconds = 0.0
@@ -85,7 +86,7 @@ class DataParallelStepper:
         """Rank 0 writes its replica (every rank holds the same weights)."""
         if self.comm.Get_rank() == 0:
             net = self.net
-            write_network(Network(net.layers, net.biases, ymax=net.ymax, provenance=provenance), path, attrs)
+            write_network(Network(net.layers, net.biases, ymax=net.ymax, provenance=provenance), path, attrs, self.cores)
         self.comm.Barrier()
 
     def report(self):

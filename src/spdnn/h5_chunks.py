@@ -24,9 +24,7 @@ as before, and a disagreement of ours with HDF5 can never fail a good file.
 
 from __future__ import annotations
 
-import ctypes
 import io
-import os
 import zlib
 from concurrent.futures import Executor, ThreadPoolExecutor
 from functools import cache
@@ -101,29 +99,23 @@ def same_as_hdf5(level: int) -> bool:
     return True
 
 
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def chunk_pool(level: int) -> ThreadPoolExecutor | None:
-    """Threads for the chunks: one per core this process may use, at most 4. None (HDF5 filters
-    them itself) on one core, or where this zlib does not give HDF5's bytes (`same_as_hdf5`)."""
-    if _cores() < 2 or not same_as_hdf5(level):
+def chunk_pool(level: int, cores: int) -> ThreadPoolExecutor | None:
+    """Threads for the chunks: one per core the writer may use (`cores`, see `host`), at most 4.
+    None (HDF5 filters them itself) on one core, or where this zlib does not give HDF5's bytes
+    (`same_as_hdf5`)."""
+    if cores < 2 or not same_as_hdf5(level):
         return None
-    return ThreadPoolExecutor(min(4, _cores()), thread_name_prefix="spdnn-chunks")
+    return ThreadPoolExecutor(min(4, cores), thread_name_prefix="spdnn-chunks")
 
 
-def read_pool() -> ThreadPoolExecutor | None:
+def read_pool(cores: int) -> ThreadPoolExecutor | None:
     """Threads for reading chunks (`read_filtered`; any zlib inflates any deflate stream to the
-    same bytes, so only the cores decide): one core is left to the caller, whose stage mostly
-    computes on one layer while its next is read (`read_ahead`), at most 4; None under 3 cores.
-    Measured on 2 cores with 2 threads: `info` (reading only) 9.0 → 6.4 s at 65536 × 120, but
-    `volume` 9.7 → 11.5 s (the threads take the core its computation had), hypergraph, partition
-    and infer unchanged. Threads start at the first read."""
-    threads = min(4, _cores() - 1)
+    same bytes, so only the cores decide): one of the reader's `cores` is left to the caller,
+    whose stage mostly computes on one layer while its next is read (`read_ahead`), at most 4;
+    None under 3 cores. Measured on 2 cores with 2 threads: `info` (reading only) 9.0 → 6.4 s at
+    65536 × 120, but `volume` 9.7 → 11.5 s (the threads take the core its computation had),
+    hypergraph, partition and infer unchanged. Threads start at the first read."""
+    threads = min(4, cores - 1)
     return ThreadPoolExecutor(threads, thread_name_prefix="spdnn-unchunk") if threads >= 2 else None
 
 
@@ -170,26 +162,3 @@ def read_filtered(dataset, pool: Executor | None) -> np.ndarray:
     if all(f.result() for f in done):
         return out
     return dataset[()]
-
-
-@cache
-def _malloc_trim():
-    try:
-        trim = ctypes.CDLL(None).malloc_trim  # glibc's; absent on macOS and musl
-    except (OSError, AttributeError, TypeError):  # TypeError: no CDLL(None) on Windows
-        return None
-    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return trim
-
-
-def release_free_memory() -> None:
-    """Give the C heap's free pages back to the system, once a layer is written (glibc; a no-op
-    elsewhere). spdnn's commands keep freed memory for reuse (`kernels.reuse_freed_memory`: no
-    trimming under 256 MB free), and the chunk threads allocate in malloc arenas of their own, so
-    what a layer freed there and in the main heap stayed resident and grew with the layers
-    (import-gc of 4096 × 64 beside other work: 131 MB without threads, 140–224 MB with them,
-    125–131 MB trimmed after every layer; a page fault per page reused, ≈1 s in 120 layers of
-    65536)."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)

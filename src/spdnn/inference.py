@@ -212,11 +212,11 @@ def _row_wise(comm, a, header, batches, final):
 
 def _data_parallel(comm, a, header, batches, final):
     """Every rank holds the whole network; rank 0 deals the batches out, one to each rank in turn."""
-    from .collective import mpi, scatter_from_root, wtime
+    from .collective import mpi, node_core_share, scatter_from_root, wtime
     from .reference import gc_infer_batch
 
     size = comm.Get_size()
-    net = read_network(a.network)
+    net = read_network(a.network, node_core_share(comm))  # every rank reads the whole network at once
     survivors, n_images, seconds, progress = [], 0, 0.0, Progress()
     comm.Barrier()
     t_start = wtime()

@@ -428,23 +428,6 @@ def _pattern_grad_csr(w, delta, x, chunk_elems: int = 1 << 16):
     return out
 
 
-def reuse_freed_memory() -> bool:
-    """Ask glibc to serve large temporaries from its heap instead of fresh mmaps (Linux; else a
-    no-op). Every layer product allocates blocks of a few MB; by default each is a fresh mapping
-    whose pages fault in on first touch, which measured 2–3× the arithmetic of a training layer's
-    backward pass at B = 256. Process-wide, so spdnn's commands call it at start (and the
-    benchmark gives it to every row, peers included)."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        ok = libc.mallopt(m_mmap_threshold, 32 << 20)  # glibc's upper limit on 64-bit systems
-        return bool(ok and libc.mallopt(m_trim_threshold, 256 << 20))
-    except (OSError, AttributeError):
-        return False
-
-
 def _block(a) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.float32)
 

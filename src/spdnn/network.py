@@ -38,7 +38,8 @@ import scipy.sparse as sp
 from . import __version__
 from .atomic import atomic_path
 from .errors import UserError
-from .h5_chunks import chunk_pool, read_filtered, read_pool, release_free_memory, write_filtered
+from .h5_chunks import chunk_pool, read_filtered, read_pool, write_filtered
+from .host import release_free_memory, usable_cores
 
 FORMAT = "spdnn-network"
 FORMAT_VERSION = "1.1"
@@ -121,10 +122,11 @@ class NetworkWriter:
 
     `any_order=True` accepts layers in any order (an archive's members come in its own order);
     `widths=None` defers the widths, and `set_header` sets them and the other attributes before
-    the end (an importer learns the depth and the provenance only after the last layer)."""
+    the end (an importer learns the depth and the provenance only after the last layer).
+    `cores`: the cores its chunk threads may count on (as in `open_network`)."""
 
     def __init__(self, path, widths, ymax=np.inf, activation="relu", provenance=None, attrs=None,
-                 any_order: bool = False):
+                 any_order: bool = False, cores: int | None = None):
         self._atomic = atomic_path(path)
         tmp = self._atomic.__enter__()
         self.f = h5py.File(tmp, "w", track_order=False, libver=("earliest", "v110"))
@@ -137,7 +139,8 @@ class NetworkWriter:
             self.f.attrs[key] = value
         self.any_order = any_order
         self.done: set[int] = set()
-        self._pool = chunk_pool(GZIP_LEVEL)  # compresses the chunks (`_dataset`); shut down in __exit__
+        # compresses the chunks (`_dataset`); shut down in __exit__
+        self._pool = chunk_pool(GZIP_LEVEL, usable_cores() if cores is None else cores)
 
     @property
     def written(self) -> int:
@@ -205,10 +208,10 @@ class NetworkWriter:
         return False
 
 
-def write_network(net: Network, path, attrs: dict | None = None) -> None:
+def write_network(net: Network, path, attrs: dict | None = None, cores: int | None = None) -> None:
     """Write atomically; identical content gives identical bytes. `attrs`: extra root attributes
     (a checkpoint's step and run key), written in the same atomic step."""
-    with NetworkWriter(path, net.widths, net.ymax, net.activation, net.provenance, attrs) as out:
+    with NetworkWriter(path, net.widths, net.ymax, net.activation, net.provenance, attrs, cores=cores) as out:
         for k, (w, b) in enumerate(zip(net.layers, net.biases), start=1):
             out.write_layer(k, w, b)
 
@@ -251,7 +254,7 @@ class OpenNetworkFile:
 
 
 @contextmanager
-def _reading(path):
+def _reading(path, cores: int | None = None):
     """Open a network file (an `OpenNetworkFile`); any HDF5 error inside (a checksum mismatch, a
     damaged header or B-tree, a missing dataset) becomes one line naming the file instead of an
     h5py traceback."""
@@ -264,7 +267,8 @@ def _reading(path):
         raise UserError(f"{path}: not an HDF5 network file ({e})") from None
     with _reading_errors(path):
         _small_metadata_cache(f)
-        with f, (read_pool() or nullcontext()) as pool:  # the executor's own exit shuts it down
+        pool = read_pool(usable_cores() if cores is None else cores)
+        with f, (pool or nullcontext()):  # the executor's own exit shuts it down
             fmt = f.attrs.get("format")
             if fmt != FORMAT:
                 raise UserError(f"{path}: not a spdnn network file (format attribute {fmt!r})")
@@ -336,9 +340,11 @@ def _read_layer(f: OpenNetworkFile, path, h: NetworkHeader, k: int, values: bool
 
 
 @contextmanager
-def open_network(path):
-    """(open file, header) for reading layers one by one with `read_layer`; errors as UserError."""
-    with _reading(path) as f:
+def open_network(path, cores: int | None = None):
+    """(open file, header) for reading layers one by one with `read_layer`; errors as UserError.
+    `cores`: the cores its read threads may count on (`host.core_share` for MPI ranks; None: the
+    process's affinity)."""
+    with _reading(path, cores) as f:
         yield f, _header(f)
 
 
@@ -366,19 +372,20 @@ def _reading_errors(path):
         raise UserError(f"{path}: corrupt network file ({e.__class__.__name__}: {msg})") from None
 
 
-def iter_layers(path):
-    """Yield (k, W^k, b^k) for k = 1..L, one layer in memory at a time."""
-    with _reading(path) as f:
+def iter_layers(path, cores: int | None = None):
+    """Yield (k, W^k, b^k) for k = 1..L, one layer in memory at a time (`cores` as in
+    `open_network`)."""
+    with _reading(path, cores) as f:
         h = _header(f)
         for k in range(1, h.num_layers + 1):
             w, b = _read_layer(f, path, h, k)
             yield k, w, b
 
 
-def read_network(path) -> Network:
+def read_network(path, cores: int | None = None) -> Network:
     h = read_header(path)
     layers, biases = [], []
-    for _, w, b in iter_layers(path):
+    for _, w, b in iter_layers(path, cores):
         layers.append(w)
         biases.append(b)
     return Network(layers, biases, ymax=h.ymax, activation=h.activation, provenance=h.provenance)
@@ -387,11 +394,13 @@ def read_network(path) -> Network:
 class LayerFile(Sequence):
     """W^1..W^L of a network file as a read-only sequence (`layers[k − 1]` = W^k), each layer read
     from the file when asked for: random access to the layers without the network in memory.
-    Pickles as its path, so a worker process opens the file itself instead of receiving matrices."""
+    Pickles as its path, so a worker process opens the file itself instead of receiving matrices
+    (`cores` as in `open_network`, for each process that reads it)."""
 
-    def __init__(self, path, header: NetworkHeader | None = None):
+    def __init__(self, path, header: NetworkHeader | None = None, cores: int | None = None):
         self.path = str(path)
         self.header = header if header is not None else read_header(path)
+        self.cores = cores
         self._open = None
 
     @property
@@ -417,7 +426,7 @@ class LayerFile(Sequence):
             raise IndexError(i)
         if self._open is None:
             stack = ExitStack()
-            self._open = (stack, stack.enter_context(_reading(self.path)))
+            self._open = (stack, stack.enter_context(_reading(self.path, self.cores)))
         with _reading_errors(self.path):
             return _read_layer(self._open[1], self.path, self.header, i + 1, values)[0]
 
@@ -427,10 +436,10 @@ class LayerFile(Sequence):
             self._open = None
 
     def __getstate__(self):
-        return {"path": self.path, "header": self.header}
+        return {"path": self.path, "header": self.header, "cores": self.cores}
 
     def __setstate__(self, state):
-        self.__init__(state["path"], state["header"])
+        self.__init__(state["path"], state["header"], state["cores"])
 
 
 def iter_layer_rows(path, rows_per_layer):

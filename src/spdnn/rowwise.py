@@ -25,7 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .arrays import distinct, ranges
-from .collective import agree, mpi, peak_rss_mb
+from .collective import agree, mpi, node_core_share, peak_rss_mb
 from .comm_plan import CommPlan, ExchangeStats, _displs, build_plan, use_neighbor_collectives
 from .errors import UserError
 from .kernels import layer_kernels
@@ -111,6 +111,7 @@ class RowWiseModel:
         self.widths = header.widths
         self.stream = stream
         self._path, self._partition, self._header = path, partition, header
+        self.cores = node_core_share(comm)  # for the threads of the network file read and written here
         self.owned0 = np.flatnonzero(partition.layer(0) == rank)
         self.final_rows = np.flatnonzero(partition.layer(header.num_layers) == rank)  # my output neurons
         n = header.num_layers
@@ -146,7 +147,7 @@ class RowWiseModel:
         comm, rank = self.comm, self.comm.Get_rank()
         part_prev = self._partition.layer(0)
         owned_prev = np.flatnonzero(part_prev == rank)
-        with open_network(self._path) as (f, h):
+        with open_network(self._path, self.cores) as (f, h):
             for k in range(1, self._header.num_layers + 1):
                 part_k = self._partition.layer(k)
                 rows = np.flatnonzero(part_k == rank)
@@ -262,7 +263,8 @@ class RowWiseModel:
         gathered from its owners just before it is written (rank 0 holds one layer, never the
         network); atomic like every output."""
         root = self.comm.Get_rank() == 0
-        with NetworkWriter(path, self.widths, self.ymax, "relu", provenance, attrs) if root else nullcontext() as writer:
+        with (NetworkWriter(path, self.widths, self.ymax, "relu", provenance, attrs, cores=self.cores)
+              if root else nullcontext()) as writer:
             for layer in self.layers:
                 coo = layer.w.tocoo()
                 piece = (layer.rows[coo.row], layer.ext_ids[coo.col], coo.data, layer.rows, layer.bias)

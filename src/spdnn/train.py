@@ -18,7 +18,7 @@ import numpy as np
 
 from . import __version__
 from .atomic import write_text_atomic
-from .collective import agree, mpi, read_on_root, run_collective, scatter_columns, wtime
+from .collective import agree, mpi, node_core_share, read_on_root, run_collective, scatter_columns, wtime
 from .data_parallel import DataParallelStepper
 from .datasets import Dataset, load_dataset
 from .errors import UserError
@@ -157,7 +157,8 @@ def _train(comm, a):
     if a.mode == "row-wise":
         stepper = RowWiseStepper(model, a, lr_at, data.num_classes)
     else:
-        stepper = DataParallelStepper(comm, read_network(source), lr_at, a.loss, data.num_classes)
+        cores = node_core_share(comm)  # every rank reads the whole network at once
+        stepper = DataParallelStepper(comm, read_network(source, cores), lr_at, a.loss, data.num_classes, cores)
     if start_step and rank == 0:
         print(f"resuming from {ckpt} at step {start_step}", file=sys.stderr, flush=True)
     provenance = {"generator": "train", "source": str(a.network), "mode": a.mode, "ranks": size,
