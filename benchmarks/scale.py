@@ -104,13 +104,14 @@ def run_measured(args, timeout: float, log: Path) -> dict:
 
 
 def run_summary(metrics: Path) -> dict:
-    """What an inference run's metrics say: survivors, the seconds of its batches (the run's clock:
-    compute and exchange, and with --stream-layers the reading of layers; not the reading of
-    images), the images' reading, the exchange (the slowest rank's, waits included) and the words
-    sent (all ranks, every layer)."""
+    """What an inference run's metrics say: images read, survivors, the seconds of its batches (the
+    run's clock: compute and exchange, and with --stream-layers the reading of layers; not the
+    reading of images), the images' reading, the exchange (the slowest rank's, waits included) and
+    the words sent (all ranks, every layer)."""
     m = json.loads(metrics.read_text())
     ranks = m.get("per_rank") or []
-    out = {"survivors": m["survivors"], "batches_s": round(m["seconds"], 1), "read_s": round(m["read_seconds"], 1)}
+    out = {"images": m["images"], "survivors": m["survivors"], "batches_s": round(m["seconds"], 1),
+           "read_s": round(m["read_seconds"], 1)}
     if ranks and "comm_seconds" in ranks[0]:
         out["exchange_s"] = round(max(sum(r["comm_seconds"]) for r in ranks), 1)  # waits included
         out["words"] = int(sum(sum(r["words_sent_forward"]) for r in ranks))
@@ -190,8 +191,6 @@ def measure_size(n: int, layers: int, args, done: dict, out: Path) -> None:
             row["output_gb"] = round((d / "net.hgr").stat().st_size / 1e9, 1)
             (d / "net.hgr").unlink()  # the largest output by far: text pins
         row.update({"N": n, "L": layers, "nnz": nnz, "stage": stage})
-        if stage.startswith("infer"):
-            row["images"] = args.images or 1797
         if row["status"].startswith("ok"):
             ok.add(stage)
             row["nnz_per_s"] = round(nnz / row["seconds"]) if nnz and row["seconds"] else None
@@ -260,9 +259,9 @@ def main() -> None:
 
     rows = [row for (size, stage), row in done.items()]
     table = pd.DataFrame(rows)
-    extra = [c for c in ("partition_seconds", "survivors", "batches_s", "read_s", "exchange_s", "words") if c in table]
+    extra = [c for c in ("partition_seconds", "images", "survivors", "batches_s", "read_s", "exchange_s", "words") if c in table]
     table = table[["N", "L", "nnz", "stage", "seconds", "peak_rss_mb", "nnz_per_s", *extra, "status"]]
-    for c in ("survivors", "words"):
+    for c in ("images", "survivors", "words"):
         if c in table:
             table[c] = table[c].astype("Int64")  # counts, not floats, where other rows have none
     print(table.to_string(index=False))
