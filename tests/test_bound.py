@@ -319,7 +319,9 @@ def test_expansion_on_cycles_and_generic_layers():
         assert e[u] <= true
 
 
-def test_identical_rows_matches_a_dictionary_of_patterns():
+def test_identical_rows_matches_a_dictionary_of_patterns(monkeypatch):
+    import spdnn.hypergraph as hypergraph
+
     rng = np.random.default_rng(0)
     for seed in range(20):
         m = sp.random(30, 6, density=0.3, random_state=seed, format="csr")
@@ -333,8 +335,23 @@ def test_identical_rows_matches_a_dictionary_of_patterns():
         assert identical_rows(m).tolist() == expected
         for salt in (np.zeros(7, np.uint64), np.tile(np.uint64([1, 2]), 4)[:7]):  # keys that collide
             assert _class_ids(m, salt).tolist() == expected  # (all rows of a length; columns 0, 2, 4 alike)
+        shuffled = m.copy()  # ordered: the same columns in another order make another class
+        for i in rng.choice(m.shape[0], 8, replace=False):
+            lo, hi = shuffled.indptr[i], shuffled.indptr[i + 1]
+            shuffled.indices[lo:hi] = rng.permutation(shuffled.indices[lo:hi])
+        seen = {}
+        in_order = [seen.setdefault(tuple(shuffled[i].indices), len(seen)) for i in range(m.shape[0])]
+        with monkeypatch.context() as patch:  # random salts: the hashes alone, no fallback to exact keys
+            patch.setattr(hypergraph, "_first_rows_by_bytes", None)
+            assert identical_rows(shuffled, ordered=True).tolist() == in_order
+            assert identical_rows(shuffled).tolist() == expected
+        for salt in (np.zeros(7, np.uint64), np.tile(np.uint64([1, 2]), 4)[:7]):
+            assert _class_ids(shuffled, salt, ordered=True).tolist() == in_order
     unsorted = sp.csr_matrix((np.ones(4), [2, 0, 0, 2], [0, 2, 4]), shape=(2, 3))
     assert not unsorted.has_sorted_indices and identical_rows(unsorted).tolist() == [0, 0]
+    assert identical_rows(unsorted, ordered=True).tolist() == [0, 1]
+    swapped = sp.csr_matrix((np.ones(6), [0, 1, 2, 1, 0, 2], [0, 3, 6]), shape=(2, 3))  # equal-length path
+    assert identical_rows(swapped, ordered=True).tolist() == [0, 1] and identical_rows(swapped).tolist() == [0, 0]
     assert identical_rows(sp.csr_matrix((0, 4))).size == 0
 
 

@@ -17,34 +17,44 @@ from .arrays import compiled, distinct, first_of_groups, number_by_first
 from .atomic import atomic_path
 
 
-def identical_rows(m) -> np.ndarray:
+def identical_rows(m, ordered: bool = False) -> np.ndarray:
     """Class id per row: rows with the same column pattern share one (ids in order of first row).
+    `ordered`: the same columns in the same order within the row (what the kernels' dense blocks
+    need, `kernels._dense_blocks`: a rank's local column ids are not sorted, and sorting a copy
+    took 20 ms of a 65536-row layer's 35).
 
-    Vectorised: a random 64-bit sum per row, mixed with the row length, groups candidates (a
-    stable sort), then every row is compared with its group's first row, so a hash collision can
-    never merge different rows."""
+    Vectorised: a random 64-bit sum per row (each term weighted by its position when `ordered`),
+    mixed with the row length, groups candidates (a stable sort), then every row is compared with
+    its group's first row, so a hash collision can never merge different rows."""
     m = sp.csr_matrix(m)
-    if not m.has_sorted_indices:
+    if not ordered and not m.has_sorted_indices:
         m = m.sorted_indices()  # a copy: the caller's matrix keeps its order
     rng = np.random.default_rng(0x5EED)
     salt = rng.integers(1, np.iinfo(np.int64).max, size=m.shape[1] + 1, dtype=np.int64).view(np.uint64)
-    return _class_ids(m, salt)
+    return _class_ids(m, salt, ordered)
 
 
-def _class_ids(m, salt: np.ndarray) -> np.ndarray:
-    """identical_rows of sorted CSR `m`, given one salt per column and one for the row length (the
-    tests pass salts that collide on purpose)."""
+def _class_ids(m, salt: np.ndarray, ordered: bool = False) -> np.ndarray:
+    """identical_rows of CSR `m` (its rows sorted unless `ordered`), given one salt per column and
+    one for the row length (the tests pass salts that collide on purpose)."""
     n = m.shape[0]
     if n == 0:
         return np.zeros(0, np.int64)
     lengths = np.diff(m.indptr)
     if lengths.min() == lengths.max():  # every row as long (RadiX-Net, Graph Challenge): a 2-D view
         rows = m.indices.reshape(n, lengths[0])  # of the columns, no per-nonzero offsets to build
-        key = salt[rows].sum(axis=1, dtype=np.uint64)  # (33 against 62 ms a 65536-row layer)
+        terms = salt[rows]
+        if ordered:  # odd weights: invertible mod 2^64, so a swap of two columns changes the sum
+            terms *= np.arange(1, 2 * lengths[0], 2, dtype=np.uint64)
+        key = terms.sum(axis=1, dtype=np.uint64)  # (33 against 62 ms a 65536-row layer)
         rep = first_of_groups(key)
         same = np.array_equal(rows, rows[rep])
     else:
-        running = np.concatenate([np.zeros(1, np.uint64), np.cumsum(salt[m.indices], dtype=np.uint64)])
+        terms = salt[m.indices]
+        if ordered:
+            position = np.arange(m.nnz, dtype=np.int64) - np.repeat(m.indptr[:-1].astype(np.int64), lengths)
+            terms *= (2 * position + 1).astype(np.uint64)
+        running = np.concatenate([np.zeros(1, np.uint64), np.cumsum(terms, dtype=np.uint64)])
         key = running[m.indptr[1:]] - running[m.indptr[:-1]] + lengths.astype(np.uint64) * salt[-1]
         rep = first_of_groups(key)  # the first row of each row's group (row sums, mod 2^64)
         same = np.array_equal(lengths[rep], lengths)
@@ -53,9 +63,14 @@ def _class_ids(m, salt: np.ndarray) -> np.ndarray:
             gather += np.arange(m.nnz, dtype=np.int64)  # the same position in its representative's row
             same = np.array_equal(m.indices, m.indices[gather])
     if not same:  # a collision (never seen with random salts): fall back to exact keys
-        seen: dict[bytes, int] = {}
-        rep = np.array([seen.setdefault(m.indices[m.indptr[i]:m.indptr[i + 1]].tobytes(), i) for i in range(n)])
+        rep = _first_rows_by_bytes(m)
     return number_by_first(rep)
+
+
+def _first_rows_by_bytes(m) -> np.ndarray:
+    """The first row with each row's column list, by exact keys: a Python loop over the rows."""
+    seen: dict[bytes, int] = {}
+    return np.array([seen.setdefault(m.indices[m.indptr[i]:m.indptr[i + 1]].tobytes(), i) for i in range(m.shape[0])])
 
 
 def vertex_offsets(widths) -> np.ndarray:

@@ -392,12 +392,10 @@ def _dense_blocks(w):
     if n == 0 or w.nnz == 0:
         return None
     lengths = np.diff(w.indptr)
-    classes = identical_rows(w)
+    classes = identical_rows(w, ordered=True)  # a block row is its class's column list, in order
     sizes = np.bincount(classes)
     first = first_index(classes, sizes.size)
-    same_order = w.indices == w.indices[ranges(w.indptr[first[classes]], lengths)]  # per entry
-    mismatches = np.bincount(np.repeat(np.arange(n), lengths)[~same_order], minlength=n)
-    row_ok = (mismatches == 0) & (lengths > 0)  # empty rows (dead neurons) stay CSR rows
+    row_ok = lengths > 0  # empty rows (dead neurons) stay CSR rows
     class_ok = np.bincount(classes, weights=~row_ok, minlength=sizes.size) == 0
     size = int(sizes[class_ok].max()) if class_ok.any() else 0
     if size < 2:
