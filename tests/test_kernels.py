@@ -44,6 +44,12 @@ def test_fused_layer_equals_the_definition(make, grouped, batch):
             got, alive = kernel.gc(bias, x, ymax)
             assert got.dtype == np.float32 and _same(got, want, exact=True)  # blocks sum in CSR order too
             assert np.array_equal(alive, got.any(axis=0)) and np.array_equal(alive, want.any(axis=0))
+            ext = np.full((w.shape[0] + 5, batch), np.nan, np.float32)  # the head of the next layer's block
+            z, alive_there = kernel.gc(bias, x, ymax, out=ext[: w.shape[0]])
+            assert np.shares_memory(z, ext) and np.array_equal(ext[: w.shape[0]], want)
+            assert np.array_equal(alive_there, alive) and np.isnan(ext[w.shape[0]:]).all()
+        with pytest.raises(ValueError, match="C-contiguous float32"):
+            kernel.gc(bias, x, ymax, out=ext[: w.shape[0] - 1])
 
 
 def test_fused_layer_edge_shapes():

@@ -256,3 +256,17 @@ def test_a_dying_rank_fails_the_job_promptly(work, tmp_path):
         pytest.fail("job hung after a rank died")
     assert proc.returncode != 0
     assert not out.exists()
+
+
+def test_a_plan_refuses_an_extended_block_that_does_not_hold_the_owned_rows():
+    """`forward(…, ext=)` skips the copy of the owned block: a block of the wrong shape, or one whose
+    head is not the activations given, must be refused, not exchanged (checked before any MPI call)."""
+    from spdnn.comm_plan import CommPlan
+
+    plan = CommPlan(layer=3, n_owned=4, send_ranks=[], send_idx=[], recv_ranks=[], recv_slices=[], ext_len=6)
+    ext = plan.extended_block(5)
+    assert ext.shape == (6, 5) and ext.dtype == np.float32 and ext.flags.c_contiguous
+    for block, x in ((ext, np.zeros((4, 5), np.float32)), (ext, ext[1:5]), (ext[:, :4], ext[:4, :4]),
+                     (np.empty((7, 5), np.float32), ext[:4])):
+        with pytest.raises(ValueError, match="layer 3: ext must be"):
+            plan.forward(None, x, block)

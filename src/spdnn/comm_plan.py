@@ -66,11 +66,23 @@ class CommPlan:
         for q, sl in zip(self.recv_ranks, self.recv_slices):
             self._recv_counts[pos[q]] = sl.stop - sl.start
 
-    def forward(self, comm, x_owned: np.ndarray) -> np.ndarray:
-        """Expand: (n_owned × B) owned activations → (ext_len × B) extended vector."""
+    def extended_block(self, b: int) -> np.ndarray:
+        """An empty (ext_len × B) float32 extended vector: the previous layer's product can be
+        written into its first n_owned rows (`forward(…, ext=)`), a C-contiguous block."""
+        return np.empty((self.ext_len, b), np.float32)
+
+    def forward(self, comm, x_owned: np.ndarray, ext: np.ndarray | None = None) -> np.ndarray:
+        """Expand: (n_owned × B) owned activations → (ext_len × B) extended vector. Given `ext`
+        (`extended_block`) whose first n_owned rows are x_owned already, only the entries of
+        other ranks are filled in: no copy of the owned block."""
         b = x_owned.shape[1]
-        ext = np.empty((self.ext_len, b), dtype=x_owned.dtype)
-        ext[: self.n_owned] = x_owned
+        if ext is None:
+            ext = np.empty((self.ext_len, b), dtype=x_owned.dtype)
+            ext[: self.n_owned] = x_owned
+        elif (ext.shape != (self.ext_len, b) or not ext.flags.c_contiguous
+              or x_owned.shape != (self.n_owned, b) or x_owned.ctypes.data != ext.ctypes.data):
+            raise ValueError(f"layer {self.layer}: ext must be a C-contiguous ({self.ext_len} × {b}) block "
+                             "holding x_owned in its first rows")
         if self.transport == "neighbor":
             t0 = time.perf_counter()
             send = np.ascontiguousarray(x_owned[self._send_all])

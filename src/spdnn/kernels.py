@@ -274,16 +274,22 @@ class SparseLayer:
             products(values[part], self.cols[part], x, zb)
             yield zb.reshape(rows.size, x.shape[1]), rows.reshape(-1)
 
-    def gc(self, bias, x, ymax):
-        """(z as rows × samples float32, alive: bool per sample) for activations x (inputs × samples)."""
+    def gc(self, bias, x, ymax, out=None):
+        """(z as rows × samples float32, alive: bool per sample) for activations x (inputs × samples);
+        z written into `out` (rows × samples float32, C-contiguous) where given."""
         x = _block(x)
         bias = np.asarray(bias, np.float32)
+        if out is not None and (out.shape != (self.shape[0], x.shape[1]) or out.dtype != np.float32
+                                or not out.flags.c_contiguous):  # the compiled pass checks no bounds
+            raise ValueError(f"out must be a C-contiguous float32 {self.shape[0]} × {x.shape[1]} block")
         if not self.dense_blocks:
             z = self.w @ x
             np.add(z, bias[:, None], out=z, where=z != 0)
             np.clip(z, 0.0, ymax, out=z)
-            return z, z.any(axis=0)
-        z = np.empty((self.shape[0], x.shape[1]), np.float32)
+            if out is not None:
+                out[...] = z
+            return (z if out is None else out), z.any(axis=0)
+        z = np.empty((self.shape[0], x.shape[1]), np.float32) if out is None else out
         alive = np.zeros(x.shape[1], bool)
         finish = _compiled("gc")
         for zb, rows in self._products(x):

@@ -206,18 +206,30 @@ class RowWiseModel:
         """Forward pass of a batch; every `compact_every` layers the ranks agree (Allreduce of B
         booleans, counted apart) on which samples died and drop them; once none is alive on any
         rank, the remaining layers exchange nothing (streamed: are not read). Returns (x_L owned, ids)."""
-        x = x0_owned
+        x, ext = x0_owned, None
         with closing(self._read_layers()) if self.stream else nullcontext(iter(self.layers)) as layers:
-            for layer in layers:
+            layer = next(layers, None)
+            while layer is not None:
                 self.samples_per_layer[layer.k - 1] += x.shape[1]
-                ext = layer.plan.forward(self.comm, x)
+                ext = layer.plan.forward(self.comm, x, ext)
+                check = layer.k % compact_every == 0 and layer.k < self.num_layers and ids.size
+                # The next layer (streamed: read now) before this one's product, which is then
+                # written straight into the head of the next extended block: one activation block
+                # less to copy and to hold. Not where the ranks check for dead samples: a streamed
+                # run reads no layer past the one where its batch died.
+                after = None if check else next(layers, None)
+                out = None if after is None else after.plan.extended_block(ext.shape[1])
                 t0 = time.perf_counter()
-                x, alive_here = layer_kernels(layer.w).gc(layer.bias, ext, self.ymax)
+                x, alive_here = layer_kernels(layer.w).gc(layer.bias, ext, self.ymax,
+                                                          None if out is None else out[: after.plan.n_owned])
                 self.compute_seconds += time.perf_counter() - t0
-                if layer.k % compact_every == 0 and layer.k < self.num_layers and ids.size:
+                ext = out
+                if check:
                     x, ids = drop_dead(x, ids, self.alive(x, ids.size, alive_here))
                     if not ids.size:  # every rank agrees: the flags were allreduced
                         return np.zeros((self.final_rows.size, 0), np.float32), ids
+                    after = next(layers, None)
+                layer = after
         return x, ids
 
     def alive(self, x, batch: int, local=None) -> np.ndarray:
