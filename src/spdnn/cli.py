@@ -426,7 +426,7 @@ def _infer_commands(sub) -> None:
                      help="row-wise transport: non-blocking point-to-point or MPI-3 neighbourhood collectives")
     inf.add_argument("--stream-layers", action="store_true",
                      help="row-wise: read each layer's rows when the pass reaches it and drop them after "
-                          "(a rank holds one layer, not its share of the network; the file is read once per batch "
+                          "(a rank holds two layers at most, not its share of the network; the file is read once per batch "
                           "and the reading is timed; serial inference always reads one layer at a time)")
     inf.add_argument("--metrics", default=None)
     inf.add_argument("--truth", default=None, help="categories file to compare against")

@@ -9,8 +9,9 @@ the end of a run, checked against the model volume computed independently from t
 the partition (`volume.layer_traffic`); a mismatch aborts the run.
 
 Streamed (`stream=True`, inference only: `spdnn infer --stream-layers`): nothing is read up front;
-each pass over the layers reads a layer's rows and builds its plan when the pass reaches it, and
-drops both after it, so a rank holds one layer's rows and the activations, not its share of the
+each pass over the layers reads a layer's rows and builds its plan when the pass reaches it (one
+layer ahead, so that a product is written straight into the next layer's input block), and drops
+both after it, so a rank holds two layers' rows at most and the activations, not its share of the
 network (the file is read once per batch, and not at all past the layer where every sample died).
 """
 
@@ -100,7 +101,7 @@ class RowWiseModel:
     """This rank's share of the network plus the per-layer communication plans.
 
     Memory: this rank's rows, the plans, and two layers' slices of the partition at a time while
-    loading (streamed: one layer's rows and plan at a time); nothing of the whole network.
+    loading (streamed: two layers' rows and plans at most); nothing of the whole network.
     `bytes_read` counts the network and partition bytes this rank read."""
 
     def __init__(self, comm, path, partition: PartitionReader, header, transport: str = "p2p",
