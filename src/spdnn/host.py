@@ -1,11 +1,11 @@
 """What a process may use of its machine: the cores for helper threads, and glibc's heap.
 
-Two kinds of helper threads run inside one spdnn process: the chunk threads of a network file
-(`h5_chunks`: compressing as a layer is written, inflating as one is read) and the read-ahead
-thread. Their count follows the cores the process may use. A serial stage may use every core of
-its affinity mask; the K ranks of an MPI run that share a node (and, under `mpiexec` without
-binding, the same mask) split those cores between them (`core_share`), so that K ranks do not each
-start threads for the whole node.
+The chunk threads of a network file (`h5_chunks`: compressing as a layer is written, inflating
+as one is read) are as many as the cores the process may count on. A serial stage counts every core
+of its affinity mask; `partition --jobs J` processes a J-th each; the K ranks of an MPI run that
+share a node (under `mpiexec` without binding, the same mask) split its cores between them
+(`core_share`, `collective.node_core_share`), so that K ranks do not each start threads for the
+whole node. (The one read-ahead thread, `read_ahead`, does not depend on the cores.)
 
 The heap functions are process-wide settings of glibc's allocator (no-ops where it is not glibc).
 """
