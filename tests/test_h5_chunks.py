@@ -182,7 +182,7 @@ def test_network_layers_read_in_threads_are_the_ones_hdf5_reads(tmp_path, monkey
         for k, w in enumerate(layers, start=1):
             out.write_layer(k, w, rng.standard_normal(700))
     by_hdf5 = list(network.iter_layers(path, cores=1))
-    monkeypatch.setattr(network, "usable_cores", lambda: 3)  # every reader below: 2 read threads
+    monkeypatch.setattr(h5_chunks, "usable_cores", lambda: 3)  # every reader below: 2 read threads
     unfiltered = []
     unfilter = h5_chunks._unfilter_into
     monkeypatch.setattr(h5_chunks, "_unfilter_into", lambda *a: unfiltered.append(unfilter(*a)) or unfiltered[-1])

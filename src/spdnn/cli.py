@@ -138,13 +138,13 @@ def cmd_hypergraph(a):
 
 
 def cmd_partition(a):
-    from .host import usable_cores
+    from .host import affinity, core_share
     from .network import LayerFile
     from .partition import partition_network
     from .partition_io import write_partition
 
     # Read a layer at a time, here and in the `jobs` worker processes, which share the cores.
-    layers = LayerFile(a.network, cores=max(1, usable_cores() // a.jobs))
+    layers = LayerFile(a.network, cores=core_share(affinity(), [affinity()] * a.jobs))
     part, metrics = partition_network(layers, layers.widths, a.k, a.method, a.epsilon, a.seed,
                                       passes=a.passes, preset=a.preset, threads=a.threads, verbose=True,
                                       jobs=a.jobs, backend=a.backend)

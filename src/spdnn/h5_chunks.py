@@ -33,6 +33,8 @@ import h5py
 import numpy as np
 from h5py import h5z
 
+from .host import usable_cores
+
 _BLOCK = 4096  # words per row of the block sums below
 
 
@@ -99,23 +101,25 @@ def same_as_hdf5(level: int) -> bool:
     return True
 
 
-def chunk_pool(level: int, cores: int) -> ThreadPoolExecutor | None:
-    """Threads for the chunks: one per core the writer may use (`cores`, see `host`), at most 4.
-    None (HDF5 filters them itself) on one core, or where this zlib does not give HDF5's bytes
-    (`same_as_hdf5`)."""
+def chunk_pool(level: int, cores: int | None = None) -> ThreadPoolExecutor | None:
+    """Threads for the chunks: one per core the writer may count on (`cores`; None: its affinity
+    mask, `host`), at most 4. None (HDF5 filters them itself) on one core, or where this zlib does
+    not give HDF5's bytes (`same_as_hdf5`)."""
+    cores = usable_cores() if cores is None else cores
     if cores < 2 or not same_as_hdf5(level):
         return None
     return ThreadPoolExecutor(min(4, cores), thread_name_prefix="spdnn-chunks")
 
 
-def read_pool(cores: int) -> ThreadPoolExecutor | None:
+def read_pool(cores: int | None = None) -> ThreadPoolExecutor | None:
     """Threads for reading chunks (`read_filtered`; any zlib inflates any deflate stream to the
-    same bytes, so only the cores decide): one of the reader's `cores` is left to the caller,
+    same bytes, so only the cores decide): one of the reader's `cores` (as in `chunk_pool`) is left
+    to the caller,
     whose stage mostly computes on one layer while its next is read (`read_ahead`), at most 4;
     None under 3 cores. Measured on 2 cores with 2 threads: `info` (reading only) 9.0 → 6.4 s at
     65536 × 120, but `volume` 9.7 → 11.5 s (the threads take the core its computation had),
     hypergraph, partition and infer unchanged. Threads start at the first read."""
-    threads = min(4, cores - 1)
+    threads = min(4, (usable_cores() if cores is None else cores) - 1)
     return ThreadPoolExecutor(threads, thread_name_prefix="spdnn-unchunk") if threads >= 2 else None
 
 

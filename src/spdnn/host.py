@@ -50,6 +50,14 @@ def _libc():
         return None
 
 
+@cache
+def _malloc_trim():
+    trim = getattr(_libc(), "malloc_trim", None)  # glibc's; absent on macOS and musl
+    if trim is not None:
+        trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
 def reuse_freed_memory() -> bool:
     """Ask glibc to serve large temporaries from its heap instead of fresh mmaps (else a no-op).
     Every layer product allocates blocks of a few MB; by default each is a fresh mapping whose
@@ -71,7 +79,6 @@ def release_free_memory() -> None:
     layer freed there and in the main heap stayed resident and grew with the layers (import-gc of
     4096 × 64 beside other work: 131 MB without threads, 140–224 MB with them, 125–131 MB trimmed
     after every layer; a page fault per page reused, ≈1 s in 120 layers of 65536)."""
-    trim = getattr(_libc(), "malloc_trim", None)
+    trim = _malloc_trim()  # once a layer: looked up and typed once
     if trim is not None:
-        trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
         trim(0)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from .arrays import compiled, distinct, first_of_groups, number_by_first
+from .arrays import compiled, distinct, first_of_groups, number_by_first, ranges
 from .atomic import atomic_path
 
 
@@ -52,8 +52,7 @@ def _class_ids(m, salt: np.ndarray, ordered: bool = False) -> np.ndarray:
     else:
         terms = salt[m.indices]
         if ordered:
-            position = np.arange(m.nnz, dtype=np.int64) - np.repeat(m.indptr[:-1].astype(np.int64), lengths)
-            terms *= (2 * position + 1).astype(np.uint64)
+            terms *= (2 * ranges(np.zeros(n, np.int64), lengths) + 1).astype(np.uint64)  # 2p + 1, p within its row
         running = np.concatenate([np.zeros(1, np.uint64), np.cumsum(terms, dtype=np.uint64)])
         key = running[m.indptr[1:]] - running[m.indptr[:-1]] + lengths.astype(np.uint64) * salt[-1]
         rep = first_of_groups(key)  # the first row of each row's group (row sums, mod 2^64)

@@ -39,7 +39,7 @@ from . import __version__
 from .atomic import atomic_path
 from .errors import UserError
 from .h5_chunks import chunk_pool, read_filtered, read_pool, write_filtered
-from .host import release_free_memory, usable_cores
+from .host import release_free_memory
 
 FORMAT = "spdnn-network"
 FORMAT_VERSION = "1.1"
@@ -140,7 +140,7 @@ class NetworkWriter:
         self.any_order = any_order
         self.done: set[int] = set()
         # compresses the chunks (`_dataset`); shut down in __exit__
-        self._pool = chunk_pool(GZIP_LEVEL, usable_cores() if cores is None else cores)
+        self._pool = chunk_pool(GZIP_LEVEL, cores)
 
     @property
     def written(self) -> int:
@@ -267,8 +267,7 @@ def _reading(path, cores: int | None = None):
         raise UserError(f"{path}: not an HDF5 network file ({e})") from None
     with _reading_errors(path):
         _small_metadata_cache(f)
-        pool = read_pool(usable_cores() if cores is None else cores)
-        with f, (pool or nullcontext()):  # the executor's own exit shuts it down
+        with f, (read_pool(cores) or nullcontext()) as pool:  # the executor's own exit shuts it down
             fmt = f.attrs.get("format")
             if fmt != FORMAT:
                 raise UserError(f"{path}: not a spdnn network file (format attribute {fmt!r})")
