@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .arrays import distinct
+from .kernels import add_rows
 
 
 @dataclass
@@ -103,9 +104,12 @@ class CommPlan:
         return ext
 
     def backward(self, comm, y_ext: np.ndarray) -> np.ndarray:
-        """Fold: (ext_len × B) partial sums → (n_owned × B) summed for my owned entries."""
+        """Fold: (ext_len × B) partial sums → (n_owned × B) summed for my owned entries. In place:
+        the result is y_ext's first n_owned rows (y_ext is the backward product, a temporary of the
+        caller's; copying the owned rows out measured ≈ 4 % of a row-wise training step)."""
+        y_ext = np.ascontiguousarray(y_ext)
         b = y_ext.shape[1]
-        out = np.array(y_ext[: self.n_owned], copy=True)
+        out = y_ext[: self.n_owned]
         if self.transport == "neighbor":
             t0 = time.perf_counter()
             send = np.ascontiguousarray(y_ext[self.n_owned:])
@@ -114,10 +118,7 @@ class CommPlan:
             self.graphs.Neighbor_alltoallv([send, (self._recv_counts * b, _displs(self._recv_counts * b))],
                                            [recv, (self._send_counts * b, _displs(self._send_counts * b))])
             t2 = time.perf_counter()
-            lo = 0
-            for idx in self.send_idx:  # segments in send_ranks order; no repeats inside one
-                out[idx] += recv[lo:lo + idx.size]
-                lo += idx.size
+            add_rows(out, self._send_all, recv)  # segments in send_ranks order, each added in turn
             self.backward_stats.add(send.size, len(self.recv_ranks), time.perf_counter() - t0, t2 - t1)
             return out
         t0 = time.perf_counter()
@@ -128,8 +129,8 @@ class CommPlan:
         t1 = time.perf_counter()
         _waitall(reqs)
         t2 = time.perf_counter()
-        for idx, buf in zip(self.send_idx, bufs):  # idx has no repeats: plain fancy += is exact
-            out[idx] += buf
+        for idx, buf in zip(self.send_idx, bufs):
+            add_rows(out, idx, buf)
         self.backward_stats.add(sum(s.size for s in sends), len(sends), time.perf_counter() - t0, t2 - t1)
         return out
 
