@@ -11,7 +11,7 @@ import pytest
 import scipy.sparse as sp
 
 from spdnn.generate import radixnet, random_sparse
-from spdnn.kernels import SparseLayer, layer_kernels, masked_delta
+from spdnn.kernels import SparseLayer, add_rows, layer_kernels, masked_delta
 from spdnn.reference import gc_layer
 
 
@@ -141,6 +141,20 @@ def test_backward_pieces_agree_and_masked_delta_is_the_derivative():
         want = (back * ((z > 0) & (z < ymax))).astype(np.float32)
         got = masked_delta(back, z, ymax)
         assert got.dtype == np.float32 and np.array_equal(got, want)
+
+
+def test_add_rows_adds_every_row_in_turn_repeated_targets_too():
+    """The fold's add (`add_rows`): out[target[p]] += sums[p] for each p in turn, so a target that
+    comes twice (an owned entry sent to two ranks, in the neighbour transport's one call) gets both."""
+    rng = np.random.default_rng(5)
+    out = rng.standard_normal((6, 3))
+    target = np.array([4, 0, 4, 2, 4], np.int64)
+    sums = rng.standard_normal((5, 3))
+    want = out.copy()
+    for t, row in zip(target, sums):
+        want[t] = want[t] + row
+    add_rows(out, target, sums)
+    np.testing.assert_array_equal(out, want)
 
 
 def test_results_do_not_depend_on_the_batching_of_blocks(monkeypatch):

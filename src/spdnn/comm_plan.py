@@ -106,7 +106,8 @@ class CommPlan:
     def backward(self, comm, y_ext: np.ndarray) -> np.ndarray:
         """Fold: (ext_len × B) partial sums → (n_owned × B) summed for my owned entries. In place:
         the result is y_ext's first n_owned rows (y_ext is the backward product, a temporary of the
-        caller's; copying the owned rows out measured ≈ 4 % of a row-wise training step)."""
+        caller's), the received sums added by `kernels.add_rows`: 0.17 ms on 8192 × 64 float64 rows,
+        where copying them out and NumPy's fancy += took 0.18 + 0.6 ms."""
         y_ext = np.ascontiguousarray(y_ext)
         b = y_ext.shape[1]
         out = y_ext[: self.n_owned]

@@ -187,8 +187,8 @@ def row_sums(a) -> np.ndarray:
 
 def add_rows(out, target, sums) -> None:
     """out[target[p]] += sums[p] for p = 0, 1, … in turn (a fold's received partial sums to their
-    owned rows): one compiled pass, where NumPy's fancy `+=` gathers, adds and scatters (measured
-    2.4× slower on 8192 × 64 float64 rows)."""
+    owned rows): one compiled pass, where NumPy's fancy `+=` gathers, adds and scatters (0.6 against
+    0.17 ms on 8192 × 64 float64 rows)."""
     _compiled("add_rows_to")(sums, target, np.zeros(len(target), bool), out)
 
 
