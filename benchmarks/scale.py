@@ -2,9 +2,9 @@
 
     python benchmarks/scale.py [--sizes 1024x120,4096x120,16384x120,65536x120] [--k 8] [--jobs 2]
                                [--stages generate,read,export-gc,import-gc,hypergraph,partition,volume,bound,infer,
-                                         infer-mpi,infer-mpi-hypergraph]
+                                         infer-mpi,infer-mpi-hypergraph,train-mpi,train-mpi-hypergraph]
                                [--work benchmarks/out/scale] [--stage-timeout 3600] [--keep]
-                               [--images COUNT]
+                               [--images COUNT] [--train-batch 64]
 
 Every stage is the `spdnn` command a workflow rule runs, in its own process tree; a sampler adds
 up the resident memory of the command and all its descendants (the partitioner's worker
@@ -18,8 +18,11 @@ images`; `--images 60000` repeats them to the challenge's count), `infer-mpi` th
 `infer-mpi-hypergraph` the same on the hypergraph method's K = 2 partition (the `partition` stage's
 when --k 2, else made before, untimed, its seconds recorded as `partition_seconds`): what the
 partition buys at run time. All write their metrics (compute, exchange and image-reading seconds
-apart, words sent) to WORK/rNxL/infer*.json. Expected
-shape: seconds ∝ nonzeros, memory flat in L.
+apart, words sent) to WORK/rNxL/infer*.json. `train-mpi` and `train-mpi-hypergraph` are the same
+comparison for row-wise SGD: one epoch of the digits (`--train-batch`, default 64) under `mpiexec
+-n 2` on the network's He-initialised copy (`spdnn reinit`, made before, untimed), on the same two
+partitions; their rows carry the median step, the slower rank's compute and exchange and the words
+sent (expand and fold). Expected shape: seconds ∝ nonzeros, memory flat in L.
 
 A stage that fails, or runs past --stage-timeout, is recorded with why, and the stages after it
 that need its output are skipped. Rows are appended to WORK/scale.jsonl as they finish (a long
@@ -42,10 +45,10 @@ from pathlib import Path
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("generate", "read", "export-gc", "import-gc", "hypergraph", "partition", "volume", "bound", "infer",
-          "infer-mpi", "infer-mpi-hypergraph")
+          "infer-mpi", "infer-mpi-hypergraph", "train-mpi", "train-mpi-hypergraph")
 NEEDS = {"read": "generate", "export-gc": "generate", "import-gc": "export-gc", "hypergraph": "generate", "partition": "generate",
          "volume": "partition", "bound": "generate", "infer": "generate", "infer-mpi": "generate",
-         "infer-mpi-hypergraph": "generate"}
+         "infer-mpi-hypergraph": "generate", "train-mpi": "generate", "train-mpi-hypergraph": "generate"}
 
 
 def tree_rss_bytes(root: int) -> int:
@@ -119,7 +122,20 @@ def run_summary(metrics: Path) -> dict:
     return out
 
 
-def stage_command(stage: str, n: int, layers: int, k: int, jobs: int, d: Path, bound_seconds: float = 600):
+def train_summary(metrics: Path) -> dict:
+    """What a row-wise training run's metrics say: steps, the median step, the slower rank's compute
+    and exchange seconds (waits included), and the words sent in the expands and folds (all ranks)."""
+    m = json.loads(metrics.read_text())
+    ranks = m["per_rank"]
+    return {"steps": m["steps_run"], "step_ms": round(1e3 * m["step_seconds"], 1),
+            "compute_s": round(max(r["compute_seconds"][0] for r in ranks), 1),
+            "exchange_s": round(max(sum(r["comm_seconds"]) for r in ranks), 1),
+            "words": int(sum(m["words_forward_counted"]) + sum(m["words_backward_counted"])),
+            "words_match_model": m["words_match_model"]}
+
+
+def stage_command(stage: str, n: int, layers: int, k: int, jobs: int, d: Path, bound_seconds: float = 600,
+                  train_batch: int = 64):
     spdnn = BIN / "spdnn"
     net = d / "net.h5"
     return {
@@ -137,6 +153,10 @@ def stage_command(stage: str, n: int, layers: int, k: int, jobs: int, d: Path, b
         "infer-mpi-hypergraph": [BIN / "mpiexec", "-n", 2, spdnn, "infer", net, d / "images.tsv", "--partition",
                                  d / "hypergraph2.part", "--stream-layers", "-o", d / "categories-mpi-hypergraph.tsv",
                                  "--metrics", d / "infer-mpi-hypergraph.json"],
+        **{f"train-mpi{tag}": [BIN / "mpiexec", "-n", 2, spdnn, "train", d / "trainable.h5", "--partition", d / part,
+                               "--batch-size", train_batch, "--epochs", 1, "--metrics", d / f"train-mpi{tag}.json",
+                               "-o", d / f"trained-mpi{tag}.h5"]
+           for tag, part in (("", "block2.part"), ("-hypergraph", "hypergraph2.part"))},
     }[stage]
 
 
@@ -152,15 +172,18 @@ def measure_size(n: int, layers: int, args, done: dict, out: Path) -> None:
         if need and need not in ok and not (need == "generate" and (d / "net.h5").exists()):
             row = {"status": f"skipped: {need} did not finish"}
         else:
+            if stage.startswith("train") and not (d / "trainable.h5").exists():  # not timed: what training starts from
+                subprocess.run([BIN / "spdnn", "reinit", d / "net.h5", "-o", d / "trainable.h5"], check=True,
+                               capture_output=True)
             if stage.startswith("infer") and not (d / "images.tsv").exists():
                 count = ["--count", str(args.images)] if args.images else []
                 subprocess.run([BIN / "spdnn", "images", "--network", d / "net.h5", *count, "-o", d / "images.tsv"],
                                check=True, capture_output=True)
-            if stage == "infer-mpi" and not (d / "block2.part").exists():  # not timed: a partition to run on
+            if stage in ("infer-mpi", "train-mpi") and not (d / "block2.part").exists():  # not timed: a partition to run on
                 subprocess.run([BIN / "spdnn", "partition", d / "net.h5", "-k", "2", "--method", "block", "-o",
                                 d / "block2.part"], check=True, capture_output=True)
             made = None
-            if stage == "infer-mpi-hypergraph" and not (d / "hypergraph2.part").exists():
+            if stage.endswith("mpi-hypergraph") and not (d / "hypergraph2.part").exists():
                 stage_part = d / "p.part.json"  # the partition stage's, timed there, if it is at K = 2
                 if stage_part.exists() and json.loads(stage_part.read_text()).get("k") == 2:
                     for suffix in ("", ".npy", ".json"):  # the binary after the text: ranks read it, not the text
@@ -170,7 +193,7 @@ def measure_size(n: int, layers: int, args, done: dict, out: Path) -> None:
                     subprocess.run([BIN / "spdnn", "partition", d / "net.h5", "-k", "2", "--method", "hypergraph",
                                     "--jobs", str(args.jobs), "-o", d / "hypergraph2.part"], check=True, capture_output=True)
                     made = round(time.perf_counter() - t0, 1)
-            row = run_measured(stage_command(stage, n, layers, args.k, args.jobs, d, args.bound_seconds),
+            row = run_measured(stage_command(stage, n, layers, args.k, args.jobs, d, args.bound_seconds, args.train_batch),
                                args.stage_timeout, d / f"{stage}.log")
             if stage == "bound" and row["status"] == "ok":  # null past its budget: say so, and why
                 result = json.loads(row["stdout"].strip().splitlines()[-1])
@@ -184,6 +207,8 @@ def measure_size(n: int, layers: int, args, done: dict, out: Path) -> None:
                 row["partition_seconds"] = made
             if stage.startswith("infer") and row["status"] == "ok":
                 row.update(run_summary(d / f"{stage}.json"))
+            if stage.startswith("train") and row["status"] == "ok":
+                row.update(train_summary(d / f"{stage}.json"))
         if (stage == "generate" and row["status"] == "ok") or (nnz is None and (d / "net.h5").exists()):
             info = subprocess.run([BIN / "spdnn", "info", "--quick", d / "net.h5"], capture_output=True, text=True)
             nnz = json.loads(info.stdout)["nnz_total"] if info.returncode == 0 else None
@@ -235,6 +260,7 @@ def main() -> None:
     ap.add_argument("--bound-seconds", type=float, default=600, help="spdnn bound --max-seconds")
     ap.add_argument("--images", type=int, default=None,
                     help="infer stages: this many input images (default: the 1,797 digits once)")
+    ap.add_argument("--train-batch", type=int, default=64, help="train stages: the global batch size")
     ap.add_argument("--keep", action="store_true", help="keep each size's files (several GB at 65536x1920)")
     ap.add_argument("--fresh", action="store_true", help="forget earlier rows in WORK/scale.jsonl")
     ap.add_argument("--markdown", action="store_true", help="also print the README's table")
@@ -259,9 +285,10 @@ def main() -> None:
 
     rows = [row for (size, stage), row in done.items()]
     table = pd.DataFrame(rows)
-    extra = [c for c in ("partition_seconds", "images", "survivors", "batches_s", "read_s", "exchange_s", "words") if c in table]
+    extra = [c for c in ("partition_seconds", "images", "survivors", "batches_s", "read_s", "steps", "step_ms",
+                         "compute_s", "exchange_s", "words") if c in table]
     table = table[["N", "L", "nnz", "stage", "seconds", "peak_rss_mb", "nnz_per_s", *extra, "status"]]
-    for c in ("images", "survivors", "words"):
+    for c in ("images", "survivors", "steps", "words"):
         if c in table:
             table[c] = table[c].astype("Int64")  # counts, not floats, where other rows have none
     print(table.to_string(index=False))

@@ -244,9 +244,9 @@ class RowWiseModel:
         return out
 
     # -- training
-    def forward(self, x0_owned):
+    def forward(self, x0_owned, keep: bool = True):
         return forward_layers([layer.w for layer in self.layers], [layer.bias for layer in self.layers], x0_owned,
-                              self.ymax, self._expand)
+                              self.ymax, self._expand, keep)
 
     def sgd_step(self, x0_owned, y, lr: float, loss: str, num_classes: int) -> float:
         """One SGD step of the global batch (all ranks hold all B samples of their rows)."""
@@ -260,7 +260,7 @@ class RowWiseModel:
 
     def class_logits(self, x0_owned, num_classes: int):
         """Logits of the class outputs (0..C−1) gathered on rank 0 (None elsewhere)."""
-        _, zs = self.forward(x0_owned)
+        _, zs = self.forward(x0_owned, keep=False)  # no backward pass: one layer's activations at a time
         rows = self.layers[-1].rows
         sel = rows < num_classes
         got = self.comm.gather((rows[sel], zs[-1][sel]), root=0)
