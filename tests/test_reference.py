@@ -9,7 +9,7 @@ from conftest import GC_CATEGORIES, spdnn
 from spdnn.datasets import digits_images, upsample_square
 from spdnn.generate import radixnet, random_sparse
 from spdnn.graphchallenge import read_categories
-from spdnn.reference import forward, gc_infer, predict, sgd_step
+from spdnn.reference import forward, forward_layers, gc_infer, predict, sgd_step
 
 
 def dense_gc(net, images):
@@ -106,8 +106,6 @@ def test_sgd_step_matches_dense_backprop(loss):
 def test_predict_keeps_one_layer_and_equals_the_training_forward():
     """Evaluation (`predict`, and the row-wise `class_logits`) runs forward_layers with keep=False:
     the same logits as the training forward pass, bit for bit, and nothing of the earlier layers."""
-    from spdnn.reference import forward_layers
-
     net = radixnet(64, 6, seed=1)
     rng = np.random.default_rng(4)
     x = rng.random((9, 64)).astype(np.float32)

@@ -144,7 +144,8 @@ def cmd_partition(a):
     from .partition_io import write_partition
 
     # Read a layer at a time, here and in the `jobs` worker processes, which share the cores.
-    layers = LayerFile(a.network, cores=core_share(affinity(), [affinity()] * a.jobs))
+    mask = affinity()
+    layers = LayerFile(a.network, cores=core_share(mask, [mask] * a.jobs))
     part, metrics = partition_network(layers, layers.widths, a.k, a.method, a.epsilon, a.seed,
                                       passes=a.passes, preset=a.preset, threads=a.threads, verbose=True,
                                       jobs=a.jobs, backend=a.backend)

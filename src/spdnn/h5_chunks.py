@@ -101,11 +101,16 @@ def same_as_hdf5(level: int) -> bool:
     return True
 
 
+def _counted(cores: int | None) -> int:
+    """The cores a pool counts on: `cores`, or where None the process's affinity mask (`host`)."""
+    return usable_cores() if cores is None else cores
+
+
 def chunk_pool(level: int, cores: int | None = None) -> ThreadPoolExecutor | None:
     """Threads for the chunks: one per core the writer may count on (`cores`; None: its affinity
     mask, `host`), at most 4. None (HDF5 filters them itself) on one core, or where this zlib does
     not give HDF5's bytes (`same_as_hdf5`)."""
-    cores = usable_cores() if cores is None else cores
+    cores = _counted(cores)
     if cores < 2 or not same_as_hdf5(level):
         return None
     return ThreadPoolExecutor(min(4, cores), thread_name_prefix="spdnn-chunks")
@@ -119,7 +124,7 @@ def read_pool(cores: int | None = None) -> ThreadPoolExecutor | None:
     None under 3 cores. Measured on 2 cores with 2 threads: `info` (reading only) 9.0 → 6.4 s at
     65536 × 120, but `volume` 9.7 → 11.5 s (the threads take the core its computation had),
     hypergraph, partition and infer unchanged. Threads start at the first read."""
-    threads = min(4, (usable_cores() if cores is None else cores) - 1)
+    threads = min(4, _counted(cores) - 1)
     return ThreadPoolExecutor(threads, thread_name_prefix="spdnn-unchunk") if threads >= 2 else None
 
 

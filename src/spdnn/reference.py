@@ -127,9 +127,10 @@ def pattern_grad(w, delta, x):
     return layer_kernels(w).pattern_grad(delta, x)
 
 
-def forward(net: Network, x0):
-    """Training forward pass: hidden layers f(z) = clip(z, 0, ymax), last layer linear (logits)."""
-    return forward_layers(net.layers, net.biases, x0, net.ymax)
+def forward(net: Network, x0, keep: bool = True):
+    """Training forward pass: hidden layers f(z) = clip(z, 0, ymax), last layer linear (logits);
+    keep=False for evaluation (`forward_layers`)."""
+    return forward_layers(net.layers, net.biases, x0, net.ymax, keep=keep)
 
 
 def forward_layers(layers, biases, x0, ymax, expand=None, keep: bool = True):
@@ -195,5 +196,5 @@ def sgd_step(net: Network, x0, y, lr: float, loss: str = "cross-entropy", num_cl
 
 def predict(net: Network, x):
     """Logits (n_L × samples) of the training forward pass for inputs x (samples × n_0)."""
-    _, zs = forward_layers(net.layers, net.biases, np.ascontiguousarray(x.T, dtype=np.float32), net.ymax, keep=False)
+    _, zs = forward(net, np.ascontiguousarray(x.T, dtype=np.float32), keep=False)
     return zs[-1]
