@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 
 import h5py
 import numpy as np
@@ -12,8 +13,8 @@ import pytest
 import scipy.sparse as sp
 
 import spdnn.h5_chunks as h5_chunks
-from spdnn.h5_chunks import fletcher32, read_filtered, same_as_hdf5, write_filtered
-from spdnn.network import NetworkWriter
+from spdnn.h5_chunks import filtered_chunks, fletcher32, read_filtered, same_as_hdf5, write_chunks
+from spdnn.network import NetworkWriter, stored_layer
 
 
 def hdf5_fletcher32(data: bytes) -> int:
@@ -58,15 +59,17 @@ def _written_by(path, arrays, pool, ours: bool):
             kw = dict(chunks=(min(array.size, 1 << 12),), fletcher32=True, shuffle=True, compression="gzip",
                       compression_opts=1, track_times=False)
             if ours:
-                write_filtered(g.create_dataset(name, shape=array.shape, dtype=array.dtype, **kw), array, 1, pool)
+                chunks = filtered_chunks(array, kw["chunks"][0], 1, pool)
+                write_chunks(g.create_dataset(name, shape=array.shape, dtype=array.dtype, **kw), chunks)
             else:
                 g.create_dataset(name, data=array, **kw)
     return path.read_bytes()
 
 
 @pytest.mark.skipif(not same_as_hdf5(1), reason="this Python's zlib deflates otherwise than HDF5's")
-@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("threads", [0, 1, 3])
 def test_the_file_is_the_one_hdf5_writes(tmp_path, threads):
+    """Chunks filtered here (in the calling thread: 0, or a pool's) store the file HDF5 writes."""
     rng = np.random.default_rng(1)
     arrays = {  # whole chunks, a short last chunk (padded), one short chunk; compressible or not
         "indptr": np.cumsum(rng.integers(0, 40, 3 * 4096 + 1)).astype(np.int64),
@@ -75,7 +78,7 @@ def test_the_file_is_the_one_hdf5_writes(tmp_path, threads):
         "constant": np.full(3000, 0.0625, np.float32),
         "bias": rng.integers(0, 256, 4097).astype(np.uint8),
     }
-    with ThreadPoolExecutor(threads) as pool:
+    with ThreadPoolExecutor(threads) if threads else nullcontext() as pool:
         ours = _written_by(tmp_path / "ours.h5", arrays, pool, ours=True)
     assert ours == _written_by(tmp_path / "hdf5.h5", arrays, None, ours=False)
     with h5py.File(tmp_path / "ours.h5") as f:  # and HDF5 reads it back, checksums verified
@@ -101,6 +104,8 @@ def test_a_zlib_that_deflates_otherwise_leaves_the_filtering_to_hdf5(tmp_path, m
     try:
         assert not same_as_hdf5(1)
         assert write(tmp_path / "hdf5.h5") is None
+        # nor does a rank that filters its share of a distributed write (`RowWiseModel.write_network`)
+        assert all(a.chunks is None for _, a in stored_layer(w, np.zeros(100), None, filter_here=True).arrays)
     finally:
         same_as_hdf5.cache_clear()
     monkeypatch.undo()

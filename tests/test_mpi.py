@@ -17,7 +17,7 @@ from conftest import BIN, assert_user_error, env, mpirun, spdnn
 
 from spdnn.datasets import load_dataset
 from spdnn.graphchallenge import read_categories
-from spdnn.network import read_network
+from spdnn.network import read_network, write_network
 from spdnn.reference import sgd_step
 from spdnn.training import batch_schedule
 
@@ -196,6 +196,49 @@ def test_checkpoint_resume_gives_same_result(work):
     for wa, wb in zip(a.layers, b.layers):
         np.testing.assert_array_equal(wa.data, wb.data)  # bitwise: resume replays the same steps
     assert not Path(str(out) + ".ckpt.h5").exists()
+
+
+WRITE_BY_RANKS = """
+import sys
+from mpi4py import MPI
+from spdnn.network import read_header
+from spdnn.rowwise import RowWiseModel, load_partition_collective
+net, part, out = sys.argv[1:]
+comm, header = MPI.COMM_WORLD, read_header(net)
+model = RowWiseModel(comm, net, load_partition_collective(comm, header, part), header)
+model.write_network(out, {"written": "by the ranks"}, {"step": 7})
+"""
+
+
+@pytest.fixture(scope="module")
+def wide(tmp_path_factory):
+    """4 layers of 360,000 nonzeros (arrays of two chunks, the second padded), a small last one, and a
+    bias of its own for every neuron."""
+    d = tmp_path_factory.mktemp("wide")
+    spdnn("generate", "random", "--widths", "64,9000,9000,9000,9000,10", "--nnz-per-row", 40, "--seed", 5,
+          "--ymax", 32, "-o", d / "wide.h5")
+    net = read_network(d / "wide.h5")
+    net.biases = [np.random.default_rng(k).standard_normal(b.size).astype(np.float32) for k, b in enumerate(net.biases)]
+    write_network(net, d / "wide.h5")
+    return d
+
+
+@pytest.mark.parametrize("k", [2, 3, 8])
+def test_the_ranks_write_the_bytes_one_process_writes(wide, tmp_path, k):
+    """A row-wise run's network is put together and compressed layer by layer on rank (k − 1) mod K
+    and stored by rank 0: the file must be byte for byte the one a single process writes of the same
+    network (K = 2 and 3: rounds of layers full and not; K = 8 > 5 layers: ranks with none)."""
+    spdnn("partition", wide / "wide.h5", "-k", k, "--method", "random", "-o", tmp_path / "p.part")
+    script = tmp_path / "write.py"
+    script.write_text(WRITE_BY_RANKS)
+    cmd = [str(BIN / "mpiexec"), "-n", str(k), str(BIN / "python"), str(script), str(wide / "wide.h5"),
+           str(tmp_path / "p.part"), str(tmp_path / "ranks.h5")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env(), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    net = read_network(wide / "wide.h5")
+    net.provenance = {"written": "by the ranks"}
+    write_network(net, tmp_path / "one.h5", {"step": 7}, cores=1)  # HDF5 filters every chunk itself
+    assert (tmp_path / "ranks.h5").read_bytes() == (tmp_path / "one.h5").read_bytes()
 
 
 def test_user_errors_from_every_rank(work, tmp_path):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import io
 import zlib
+from collections.abc import Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from functools import cache
 
@@ -73,14 +74,23 @@ def _chunk_at(array: np.ndarray, lo: int, length: int) -> np.ndarray:
     return part if part.size == length else np.concatenate([part, np.zeros(length - part.size, array.dtype)])
 
 
-def write_filtered(dataset, array: np.ndarray, level: int, pool: Executor) -> None:
-    """Store 1-D `array` in `dataset` (created empty, chunked, with shuffle, gzip at `level` and
-    Fletcher-32, in that order) chunk by chunk, filtering the chunks in `pool`."""
-    length = dataset.chunks[0]
+def filtered_chunks(array: np.ndarray, length: int, level: int, pool: Executor | None = None) -> list[bytes]:
+    """1-D `array` as the chunks of `length` elements a dataset with shuffle, gzip at `level` and
+    Fletcher-32 (in that order) stores, each ready for `write_direct_chunk`; filtered in `pool`'s
+    threads, or in the calling one (a rank that filters its share while the others do theirs)."""
+    def one(lo):
+        return filtered_chunk(_chunk_at(array, lo, length), level)
+
     starts = range(0, array.size, length)
-    filtered = pool.map(lambda lo: filtered_chunk(_chunk_at(array, lo, length), level), starts)
-    for lo, data in zip(starts, filtered):
-        dataset.id.write_direct_chunk((lo,), data, filter_mask=0)
+    return list(pool.map(one, starts) if pool is not None else map(one, starts))
+
+
+def write_chunks(dataset, chunks: Sequence[bytes]) -> None:
+    """Store `filtered_chunks`' output in `dataset` (created empty with those filters and that
+    chunk length), in order."""
+    length = dataset.chunks[0]
+    for i, data in enumerate(chunks):
+        dataset.id.write_direct_chunk((i * length,), data, filter_mask=0)
 
 
 @cache

@@ -38,13 +38,15 @@ import scipy.sparse as sp
 from . import __version__
 from .atomic import atomic_path
 from .errors import UserError
-from .h5_chunks import chunk_pool, read_filtered, read_pool, write_filtered
+from .h5_chunks import chunk_pool, filtered_chunks, read_filtered, read_pool, same_as_hdf5, write_chunks
 from .host import release_free_memory
 
 FORMAT = "spdnn-network"
 FORMAT_VERSION = "1.1"
 SUPPORTED_MAJOR = 1
 GZIP_LEVEL = 1  # arrays of 4,096 elements or more: shuffled, then gzip at this level (`_dataset`)
+FILTERED_FROM = 4096  # elements: smaller arrays are stored unfiltered
+CHUNK_WORDS = 1 << 18  # elements a chunk, at most
 
 # Graph Challenge bias per neuron count (README, "Design reference"); ymax = 32 for all.
 GC_BIAS = {1024: -0.3, 4096: -0.35, 16384: -0.4, 65536: -0.45}
@@ -155,15 +157,18 @@ class NetworkWriter:
         self.f.attrs["provenance"] = json.dumps(provenance or {}, sort_keys=True)
 
     def write_layer(self, k: int, w: sp.csr_matrix, bias) -> None:
+        self.write_stored(k, stored_layer(w, bias, self._pool))
+
+    def write_stored(self, k: int, layer: StoredLayer) -> None:
+        """Layer k as `stored_layer` prepared it, here or on another process (its chunks filtered
+        there: `RowWiseModel.write_network`)."""
         if k in self.done or (not self.any_order and k != self.written + 1):
             raise ValueError(f"layers must be written once each, in order (got {k} after {self.written})")
-        if self.widths is not None and w.shape != (self.widths[k], self.widths[k - 1]):
-            raise UserError(f"layer {k} has shape {w.shape}, the widths say {(self.widths[k], self.widths[k - 1])}")
+        if self.widths is not None and layer.shape != (self.widths[k], self.widths[k - 1]):
+            raise UserError(f"layer {k} has shape {layer.shape}, the widths say {(self.widths[k], self.widths[k - 1])}")
         g = self.f.create_group(_layer_name(k))
-        _dataset(g, "indptr", w.indptr.astype(np.int64), self._pool)
-        _dataset(g, "indices", w.indices.astype(np.int32), self._pool)
-        _dataset(g, "data", w.data.astype(np.float32), self._pool)
-        _dataset(g, "bias", np.asarray(bias, dtype=np.float32), self._pool)
+        for name, stored in layer.arrays:
+            _dataset(g, name, stored)
         self.done.add(k)
         if self._pool is not None:
             release_free_memory()
@@ -216,22 +221,53 @@ def write_network(net: Network, path, attrs: dict | None = None, cores: int | No
             out.write_layer(k, w, b)
 
 
-def _dataset(group, name, array, pool=None):
+@dataclass(frozen=True)
+class StoredArray:
+    """One array of a layer as `_dataset` stores it: `array`, which HDF5 stores (and filters)
+    itself, or, filtered beforehand, its `dtype`, `size` and chunks for `write_direct_chunk`."""
+    dtype: np.dtype
+    size: int
+    array: np.ndarray | None = None
+    chunks: list[bytes] | None = None
+
+
+@dataclass(frozen=True)
+class StoredLayer:
+    shape: tuple[int, int]
+    arrays: tuple[tuple[str, StoredArray], ...]  # (dataset name, array), in the order written
+
+
+def stored_layer(w: sp.csr_matrix, bias, pool: Executor | None = None, filter_here: bool = False) -> StoredLayer:
+    """Layer (w, bias) as the network file stores it. The chunks of its larger arrays are filtered
+    here (the bytes HDF5 would write, `h5_chunks`) in `pool`'s threads, or with `filter_here` in
+    this thread; otherwise, or where this zlib deflates otherwise than HDF5's, left to HDF5."""
+    arrays = (("indptr", w.indptr.astype(np.int64)), ("indices", w.indices.astype(np.int32)),
+              ("data", w.data.astype(np.float32)), ("bias", np.asarray(bias, dtype=np.float32)))
+    here = pool is not None or (filter_here and same_as_hdf5(GZIP_LEVEL))
+    stored = []
+    for name, a in arrays:
+        if here and a.size >= FILTERED_FROM:
+            chunks = filtered_chunks(a, min(a.size, CHUNK_WORDS), GZIP_LEVEL, pool)
+            stored.append((name, StoredArray(a.dtype, a.size, chunks=chunks)))
+        else:
+            stored.append((name, StoredArray(a.dtype, a.size, array=a)))
+    return StoredLayer(tuple(int(x) for x in w.shape), tuple(stored))
+
+
+def _dataset(group, name, stored: StoredArray):
     # Chunked with a Fletcher-32 checksum per chunk (corruption is detected on read); shuffled gzip
-    # for larger arrays: the constant weights and sorted indices compress ~5x. Given a pool, those
-    # chunks are filtered in its threads (`h5_chunks`: the same bytes as HDF5's own filters).
+    # for larger arrays: the constant weights and sorted indices compress ~5x. Chunks filtered
+    # beforehand (`stored_layer`) are stored as they are: the same bytes as HDF5's own filters.
     kw = {}
-    if array.size:
-        kw = dict(chunks=(min(array.size, 1 << 18),), fletcher32=True)
-    if array.size < 4096:
-        group.create_dataset(name, data=array, track_times=False, **kw)
-        return
-    kw.update(compression="gzip", compression_opts=GZIP_LEVEL, shuffle=True)
-    if pool is None:
-        group.create_dataset(name, data=array, track_times=False, **kw)
+    if stored.size:
+        kw = dict(chunks=(min(stored.size, CHUNK_WORDS),), fletcher32=True)
+    if stored.size >= FILTERED_FROM:
+        kw.update(compression="gzip", compression_opts=GZIP_LEVEL, shuffle=True)
+    if stored.chunks is None:
+        group.create_dataset(name, data=stored.array, track_times=False, **kw)
     else:
-        write_filtered(group.create_dataset(name, shape=array.shape, dtype=array.dtype, track_times=False, **kw),
-                       array, GZIP_LEVEL, pool)
+        write_chunks(group.create_dataset(name, shape=(stored.size,), dtype=stored.dtype, track_times=False, **kw),
+                     stored.chunks)
 
 
 @dataclass
