@@ -239,6 +239,33 @@ def test_graphchallenge_suite_plans_with_slurm_resources_from_network_size(tmp_p
         assert int(r["mem_mb_per_cpu"]) > 0
 
 
+# Peak RSS a rank, MB, of a row-wise training run measured by benchmarks/scale.py (stage train-mpi:
+# He-initialised RadiX-Net, `block` partition, mpiexec -n 2, B = 64, one epoch of the digits, the
+# test-set evaluation and the write included; README "What the partition buys"): what a training
+# job's request per rank must cover.
+MEASURED_TRAIN_PEAK_MB_PER_RANK = {16384: 1330, 65536: 4730}
+
+
+def test_training_jobs_ask_for_the_memory_measured_for_their_size(tmp_path):
+    """Under the SLURM profile a K = 2, B = 64 training run asks, per rank, for at least the peak
+    measured at that size, and not more than twice it (a request far above the need waits
+    longer in the queue)."""
+    pytest.importorskip("snakemake_executor_plugin_slurm")
+    cfg = yaml.safe_load((ROOT / "config" / "test.yaml").read_text())
+    cfg["networks"] = {f"r{n}": {"generator": "radixnet", "neurons": n, "layers": 120, "seed": 1}
+                       for n in MEASURED_TRAIN_PEAK_MB_PER_RANK}
+    cfg["partition"].update(methods=["block"], k=[2])
+    cfg["runs"].update(k=[2], methods=["block"], modes=["row-wise"], batch_sizes=[64])
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    proc = smk(tmp_path, "--configfile", tmp_path / "c.yaml", "--profile", ROOT / "profiles" / "slurm", "-n")
+    text = proc.stdout + proc.stderr
+    for n, peak in MEASURED_TRAIN_PEAK_MB_PER_RANK.items():
+        jobs = _job_resources(text, f"r{n}")["train_run"]
+        assert len(jobs) == 1
+        asked = int(jobs[0]["mem_mb_per_cpu"])
+        assert peak <= asked <= 2 * peak, (n, asked, peak)
+
+
 def test_graphchallenge_network_fetched_from_a_url(tmp_path):
     """config: fetch: downloads the official layout (here from a file:// mirror) and runs on it."""
     import gzip
