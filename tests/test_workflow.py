@@ -237,6 +237,9 @@ def test_graphchallenge_suite_plans_with_slurm_resources_from_network_size(tmp_p
         assert min(int(r["runtime"]) for r in big[rule]) >= max(int(r["runtime"]) for r in small[rule]), rule
     for r in big["infer_run"]:
         assert int(r["mem_mb_per_cpu"]) > 0
+    # 1,797 digits; one rank at 65536x1920 took 277 s (README "Scale"): K ranks not less than that
+    assert min(int(r["runtime"]) for r in big["infer_run"]) >= 2 * 277 / 60
+    assert min(int(r["runtime"]) for r in big["infer_run"]) >= max(int(r["runtime"]) for r in small["infer_run"])
 
 
 # Peak RSS a rank, MB, of a row-wise training run measured by benchmarks/scale.py (stage train-mpi:
@@ -244,18 +247,21 @@ def test_graphchallenge_suite_plans_with_slurm_resources_from_network_size(tmp_p
 # test-set evaluation and the write included; README "What the partition buys"): what a training
 # job's request per rank must cover.
 MEASURED_TRAIN_PEAK_MB_PER_RANK = {16384: 1330, 65536: 4730}
+# The same runs' seconds a step (23 steps) and the rest of the run (reading, evaluation, the write)
+MEASURED_TRAIN_SECONDS = {16384: (2.29, 29), 65536: (8.70, 56)}
 
 
-def test_training_jobs_ask_for_the_memory_measured_for_their_size(tmp_path):
-    """Under the SLURM profile a K = 2, B = 64 training run asks, per rank, for at least the peak
-    measured at that size, and not more than twice it (a request far above the need waits
-    longer in the queue)."""
+def test_training_jobs_ask_for_the_memory_and_time_measured_for_their_size(tmp_path):
+    """Under the SLURM profile a K = 2, B = 64 training run of 10 epochs asks, per rank, for at least
+    the peak measured at that size, and not more than twice it (a request far above the need waits
+    longer in the queue); for at least twice the time it takes at the rates measured here, and at
+    most four times it."""
     pytest.importorskip("snakemake_executor_plugin_slurm")
     cfg = yaml.safe_load((ROOT / "config" / "test.yaml").read_text())
     cfg["networks"] = {f"r{n}": {"generator": "radixnet", "neurons": n, "layers": 120, "seed": 1}
                        for n in MEASURED_TRAIN_PEAK_MB_PER_RANK}
     cfg["partition"].update(methods=["block"], k=[2])
-    cfg["runs"].update(k=[2], methods=["block"], modes=["row-wise"], batch_sizes=[64])
+    cfg["runs"].update(k=[2], methods=["block"], modes=["row-wise"], batch_sizes=[64], epochs=10)
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     proc = smk(tmp_path, "--configfile", tmp_path / "c.yaml", "--profile", ROOT / "profiles" / "slurm", "-n")
     text = proc.stdout + proc.stderr
@@ -264,6 +270,9 @@ def test_training_jobs_ask_for_the_memory_measured_for_their_size(tmp_path):
         assert len(jobs) == 1
         asked = int(jobs[0]["mem_mb_per_cpu"])
         assert peak <= asked <= 2 * peak, (n, asked, peak)
+        step, rest = MEASURED_TRAIN_SECONDS[n]
+        minutes, expected = int(jobs[0]["runtime"]), (10 * 23 * step + rest) / 60
+        assert 2 * expected <= minutes <= 4 * expected, (n, minutes, expected)
 
 
 def test_graphchallenge_network_fetched_from_a_url(tmp_path):

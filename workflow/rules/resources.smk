@@ -80,7 +80,7 @@ def inference_mem_mb(wildcards):
     return math.ceil(800 + 4 * _layer_mb(wildcards.network) + 4 * 4 * batch * max(widths) / MB)
 
 
-DIGITS_IMAGES = 1797  # rule images: scikit-learn's digits, each once
+DIGITS_IMAGES = 1797  # what the images job writes: scikit-learn's digits, each once
 CHALLENGE_IMAGES = 60000  # the Graph Challenge's input files
 
 
@@ -94,6 +94,28 @@ def inference_inputs(network) -> int:
 def inference_runtime(wildcards):
     widths, nnz = network_size(wildcards.network)
     return _minutes(inference_inputs(wildcards.network) * nnz / 2e9)  # ~2e9 multiply-adds per second
+
+
+# A rank's multiply-adds a second in a row-wise training step, exchanges included (K = 2, B = 64,
+# 3 x nnz x B / K a step: 2.6e9 at 16384x120, 2.8e9 at 65536x120 on 2 cores; README "Running on a
+# SLURM cluster").
+TRAIN_MADDS_PER_SECOND = 2.5e9
+TRAIN_DIGITS = int(DIGITS_IMAGES * (1 - 0.2))  # the runs' training set: spdnn train's --test-fraction 0.2
+
+
+def run_runtime(wildcards):
+    """An MPI run's minutes. Training: each step 3 x nnz x B multiply-adds (the forward product, the
+    two backward ones) shared by the K ranks, data-parallel also allreducing the gradient (nnz
+    float32, ~2 GB/s), plus reading, evaluating and writing the network, about a microsecond per
+    nonzero a rank (measured: 29 s at 16384x120, K = 2); inference: its inputs' multiply-adds as
+    serial inference counts them, over K ranks, plus reading, 0.1 us per nonzero a rank."""
+    _, nnz = network_size(wildcards.network)
+    k = int(wildcards.k)
+    if not hasattr(wildcards, "b"):
+        return _minutes(inference_inputs(wildcards.network) * nnz / 2e9 / k + nnz / k / 1e7)
+    b = int(wildcards.b)
+    step = 3 * nnz * b / k / TRAIN_MADDS_PER_SECOND + (4 * nnz / 1e9 if wildcards.mode == "data-parallel" else 0)
+    return _minutes(RUNS["epochs"] * math.ceil(TRAIN_DIGITS / b) * step + nnz / k / 1e6)
 
 
 def streamed_inference(wildcards) -> bool:

@@ -17,6 +17,7 @@ rule infer_run:
         tasks=lambda wc: int(wc.k),
         mpi=mpi_resource,
         mem_mb_per_cpu=run_mem_mb_per_cpu,
+        runtime=run_runtime,
     params:
         launch=launch,
         part=lambda wc, input: "" if wc.mode == "data-parallel" else f"--partition {input.part}",
@@ -51,6 +52,7 @@ rule train_run:
         tasks=lambda wc: int(wc.k),
         mpi=mpi_resource,
         mem_mb_per_cpu=run_mem_mb_per_cpu,
+        runtime=run_runtime,
     params:
         launch=launch,
         part=lambda wc, input: "" if wc.mode == "data-parallel" else f"--partition {input.part}",
