@@ -201,12 +201,15 @@ def test_checkpoint_resume_gives_same_result(work):
 WRITE_BY_RANKS = """
 import sys
 from mpi4py import MPI
-from spdnn.network import read_header
+from spdnn.data_parallel import DataParallelStepper
+from spdnn.network import read_header, read_network
 from spdnn.rowwise import RowWiseModel, load_partition_collective
-net, part, out = sys.argv[1:]
+net, part, out, replica_out = sys.argv[1:]
 comm, header = MPI.COMM_WORLD, read_header(net)
 model = RowWiseModel(comm, net, load_partition_collective(comm, header, part), header)
 model.write_network(out, {"written": "by the ranks"}, {"step": 7})
+replicas = DataParallelStepper(comm, read_network(net), None, "cross-entropy", 10, cores=1)
+replicas.write(replica_out, {"written": "by the ranks"}, {"step": 7})
 """
 
 
@@ -225,20 +228,22 @@ def wide(tmp_path_factory):
 
 @pytest.mark.parametrize("k", [2, 3, 8])
 def test_the_ranks_write_the_bytes_one_process_writes(wide, tmp_path, k):
-    """A row-wise run's network is put together and compressed layer by layer on rank (k − 1) mod K
-    and stored by rank 0: the file must be byte for byte the one a single process writes of the same
-    network (K = 2 and 3: rounds of layers full and not; K = 8 > 5 layers: ranks with none)."""
+    """A run's network is put together (row-wise: from its owners' rows; data-parallel: a replica)
+    and compressed layer by layer on rank (k − 1) mod K and stored by rank 0: the file must be byte
+    for byte the one a single process writes of the same network (K = 2 and 3: rounds of layers
+    full and not; K = 8 > 5 layers: ranks with none)."""
     spdnn("partition", wide / "wide.h5", "-k", k, "--method", "random", "-o", tmp_path / "p.part")
     script = tmp_path / "write.py"
     script.write_text(WRITE_BY_RANKS)
     cmd = [str(BIN / "mpiexec"), "-n", str(k), str(BIN / "python"), str(script), str(wide / "wide.h5"),
-           str(tmp_path / "p.part"), str(tmp_path / "ranks.h5")]
+           str(tmp_path / "p.part"), str(tmp_path / "ranks.h5"), str(tmp_path / "replicas.h5")]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env(), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     net = read_network(wide / "wide.h5")
     net.provenance = {"written": "by the ranks"}
     write_network(net, tmp_path / "one.h5", {"step": 7}, cores=1)  # HDF5 filters every chunk itself
     assert (tmp_path / "ranks.h5").read_bytes() == (tmp_path / "one.h5").read_bytes()
+    assert (tmp_path / "replicas.h5").read_bytes() == (tmp_path / "one.h5").read_bytes()
 
 
 def test_user_errors_from_every_rank(work, tmp_path):

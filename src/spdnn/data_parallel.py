@@ -9,7 +9,8 @@ import time
 import numpy as np
 
 from .collective import peak_rss_mb
-from .network import Network, write_network
+from .collective_write import write_network_collective
+from .network import Network
 from .reference import backpropagate, forward, loss_and_delta, sgd_apply
 
 
@@ -83,11 +84,14 @@ class DataParallelStepper:
         return float((predict(self.net, x)[:num_classes].argmax(axis=0) == y).mean())
 
     def write(self, path, provenance, attrs=None):
-        """Rank 0 writes its replica (every rank holds the same weights)."""
-        if self.comm.Get_rank() == 0:
-            net = self.net
-            write_network(Network(net.layers, net.biases, ymax=net.ymax, provenance=provenance), path, attrs, self.cores)
-        self.comm.Barrier()
+        """Collective: rank 0 writes the network (every rank holds the same weights), each rank
+        compressing every K-th layer of its replica (`collective_write`)."""
+        rank, net = self.comm.Get_rank(), self.net
+
+        def layer_on(k, at):
+            return (net.layers[k - 1], net.biases[k - 1]) if rank == at else None
+
+        write_network_collective(self.comm, path, net.widths, net.ymax, provenance, attrs, layer_on, self.cores)
 
     def report(self):
         return {"compute_seconds": [self.compute], "comm_seconds": [self.comm_seconds],

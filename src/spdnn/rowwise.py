@@ -27,16 +27,14 @@ import scipy.sparse as sp
 
 from .arrays import distinct, ranges
 from .collective import agree, mpi, node_core_share, peak_rss_mb
+from .collective_write import write_network_collective
 from .comm_plan import CommPlan, ExchangeStats, _displs, build_plan, use_neighbor_collectives
 from .errors import UserError
-from .h5_chunks import chunk_pool
 from .kernels import layer_kernels
-from .network import GZIP_LEVEL, NetworkWriter, open_network, read_layer, stored_layer
+from .network import open_network, read_layer
 from .partition import check_k
 from .partition_io import PartitionReader
 from .reference import backpropagate, class_loss, drop_dead, forward_layers, sgd_update
-
-WRITE_TAG = 0  # a layer on its way to rank 0 to be written (the plans' tags are 2k and 2k + 1, k ≥ 1)
 
 
 @dataclass
@@ -275,33 +273,11 @@ class RowWiseModel:
         return out
 
     def write_network(self, path, provenance: dict, attrs: dict | None = None) -> None:
-        """Collective: the trained network, written by rank 0; atomic like every output. Layer k is
-        put together and its chunks compressed by rank (k − 1) mod K, which its owners send their
-        rows (`_layer_at`), and rank 0 stores the compressed chunks in order: the compression,
-        most of a write's time, is shared by the ranks, and no rank holds more than two layers
-        (rank 0 at most its own and one it receives), never the network."""
-        comm, rank, size = self.comm, self.comm.Get_rank(), self.comm.Get_size()
-        root = rank == 0
-        pool = chunk_pool(GZIP_LEVEL, self.cores)
-        try:
-            with (NetworkWriter(path, self.widths, self.ymax, "relu", provenance, attrs, cores=1)
-                  if root else nullcontext()) as writer:
-                for first in range(0, len(self.layers), size):
-                    batch = self.layers[first:first + size]
-                    mine = None  # the layer this rank puts together in this round, then compresses
-                    for j, layer in enumerate(batch):  # every gather first: then all compress at once
-                        whole = self._layer_at(layer, j)
-                        mine = whole if rank == j else mine
-                    if mine is not None:
-                        mine = stored_layer(*mine, pool, filter_here=True)
-                    if root:
-                        for j, layer in enumerate(batch):
-                            writer.write_stored(layer.k, mine if j == 0 else comm.recv(source=j, tag=WRITE_TAG))
-                    elif mine is not None:
-                        comm.send(mine, dest=0, tag=WRITE_TAG)
-        finally:
-            if pool is not None:
-                pool.shutdown()
+        """Collective: the trained network, written by rank 0 (atomic like every output), each
+        layer put together from its owners' rows and compressed by one rank in turn
+        (`collective_write`): no rank holds the network."""
+        write_network_collective(self.comm, path, self.widths, self.ymax, provenance, attrs,
+                                 lambda k, at: self._layer_at(self.layers[k - 1], at), self.cores)
 
     def _layer_at(self, layer: LocalLayer, at: int):
         """Collective: (w, bias) of `layer` whole on rank `at`, from its owners' rows (None
