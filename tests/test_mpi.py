@@ -271,6 +271,27 @@ def test_user_errors_from_every_rank(work, tmp_path):
     assert not any(tmp_path.glob("*c.h5*")) and not any(tmp_path.glob("*c.tsv*"))
 
 
+def test_an_output_that_cannot_be_written_stops_a_run_before_its_work(work, tmp_path):
+    """An output under a regular file (its directory cannot be made, even by root) or an output that
+    is a directory: one line naming it, before the training or inference runs, not after it."""
+    (tmp_path / "file").write_text("")
+    bad = tmp_path / "file" / "x.h5"
+    proc = mpirun(2, "train", work / "clf.h5", "--partition", work / "clf-k2.part", *TRAIN, "-o", bad, check=False)
+    assert_user_error(proc, f"cannot write {bad}")
+    assert "epoch" not in proc.stderr  # not one epoch ran
+    proc = mpirun(2, "train", work / "clf.h5", "--mode", "data-parallel", *TRAIN, "-o", tmp_path, check=False)
+    assert_user_error(proc, f"cannot write {tmp_path}", "directory")
+    proc = mpirun(2, "infer", work / "radix.h5", work / "images.tsv", "--partition", work / "radix-random-k2.part",
+                  "-o", tmp_path / "c.tsv", "--activations", bad, check=False)
+    assert_user_error(proc, f"cannot write {bad}")
+    for args in (["infer", work / "radix.h5", work / "images.tsv", "-o", bad],
+                 ["partition", work / "clf.h5", "-k", 2, "-o", bad],
+                 ["generate", "radixnet", "--neurons", 64, "--layers", 2, "-o", bad]):
+        proc = spdnn(*args, check=False)
+        assert_user_error(proc, f"cannot write {bad}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing written, no temporary left
+
+
 def _rank_pids(marker: str):
     pids = []
     for p in Path("/proc").iterdir():

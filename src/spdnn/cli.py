@@ -12,6 +12,7 @@ import signal
 import sys
 import time
 
+from .atomic import outputs_error
 from .errors import UserError, WorkerError
 
 
@@ -622,6 +623,13 @@ def _radix_defaults(a):
         a.ymax = 32.0
 
 
+# The file outputs a command may be given; checked writable before its work (`atomic.output_error`).
+# The MPI commands check theirs on rank 0 and agree (a rank that raised alone would leave the
+# others waiting).
+OUTPUT_ARGS = ("output", "metrics", "activations")
+COLLECTIVE_COMMANDS = {"train", "evaluate", "infer"}
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -635,6 +643,10 @@ def main(argv=None) -> int:
     # processes and remove temporary outputs. MPI commands replace this with their own handling.
     signal.signal(signal.SIGTERM, _terminate)
     try:
+        if args.command not in COLLECTIVE_COMMANDS:
+            error = outputs_error(*(getattr(args, name, None) for name in OUTPUT_ARGS))
+            if error:
+                raise UserError(error)
         args.func(args)
     except UserError as e:
         if _rank() == 0:  # under MPI every rank raises the same error; one line is enough

@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import nullcontext
 
+from .collective import agree
+from .errors import UserError
 from .h5_chunks import chunk_pool
 from .network import GZIP_LEVEL, NetworkWriter, stored_layer
 
@@ -28,10 +30,16 @@ def write_network_collective(comm, path, widths, ymax, provenance: dict, attrs: 
     share of its node (`collective.node_core_share`) for its compression threads."""
     rank, size = comm.Get_rank(), comm.Get_size()
     n_layers = len(widths) - 1
+    writer, error = None, None
+    if rank == 0:
+        try:
+            writer = NetworkWriter(path, widths, ymax, "relu", provenance, attrs, cores=1)
+        except UserError as e:  # e.g. the output cannot be written: every rank stops, none waits
+            error = str(e)
+    agree(comm, error)
     pool = chunk_pool(GZIP_LEVEL, cores)
     try:
-        with (NetworkWriter(path, widths, ymax, "relu", provenance, attrs, cores=1)
-              if rank == 0 else nullcontext()) as writer:
+        with writer if writer is not None else nullcontext():
             for first in range(1, n_layers + 1, size):
                 ks = range(first, min(first + size, n_layers + 1))
                 mine = None

@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 
 from . import __version__
-from .atomic import write_text_atomic
+from .atomic import outputs_error, write_text_atomic
 from .collective import agree, mpi, node_core_share, read_on_root, run_collective, scatter_columns, wtime
 from .data_parallel import DataParallelStepper
 from .datasets import Dataset, load_dataset
@@ -128,6 +128,7 @@ def _train(comm, a):
         raise UserError("row-wise training needs --partition PART (K = number of ranks)")
     if a.lr <= 0:
         raise UserError(f"--lr must be positive (got {a.lr})")
+    agree(comm, outputs_error(a.output, a.metrics) if rank == 0 else None)  # before the training, not after
     header = read_header(a.network)
     ckpt = Path(str(a.output) + ".ckpt.h5")
     start_step, source, key = 0, a.network, None
