@@ -114,6 +114,9 @@ def write_checkpoint(stepper, provenance, ckpt: Path, key: str, step: int) -> No
     stepper.write(ckpt, provenance, attrs={"run_key": key, "step": step})
 
 
+PROGRESS_SECONDS = 30.0
+
+
 def run_train(a) -> None:
     run_collective(mpi().COMM_WORLD, _train, a)
 
@@ -167,7 +170,7 @@ def _train(comm, a):
                   "seed": a.seed, "loss": a.loss, "dataset": data.name, "spdnn_version": __version__}
     guard = DivergenceGuard()
     losses, samples, step_times, steps_run = [], 0, [], 0
-    last_step = start_step
+    last_step, last_line = start_step, wtime()
     for step, epoch, ids in schedule:
         if step < start_step:
             continue
@@ -179,9 +182,13 @@ def _train(comm, a):
         last_step = step + 1
         epoch_done = last_step == len(schedule) or schedule[last_step][1] != epoch
         guard.check(step, epoch, losses[-1], epoch_done)
-        if rank == 0 and epoch_done:  # progress
-            print(f"epoch {epoch + 1}/{a.epochs}: step {last_step}/{len(schedule)}, loss {losses[-1]:.4f}, "
-                  f"lr {lr_at(step):.3g}, {1e3 * float(np.median(step_times)):.2f} ms/step", file=sys.stderr, flush=True)
+        # Progress: a line at the end of every epoch, and within one at most every PROGRESS_SECONDS
+        # (an epoch of the digits at 65536x120, K = 2, takes 200 s)
+        if rank == 0 and (epoch_done or wtime() - last_line >= PROGRESS_SECONDS):
+            last_line = wtime()
+            print(f"{'epoch' if epoch_done else '  in epoch'} {epoch + 1}/{a.epochs}: step {last_step}/{len(schedule)}, "
+                  f"loss {losses[-1]:.4f}, lr {lr_at(step):.3g}, {1e3 * float(np.median(step_times)):.2f} ms/step",
+                  file=sys.stderr, flush=True)
         stopping = bool(a.stop_after) and steps_run >= a.stop_after and last_step < len(schedule)
         if last_step < len(schedule) and (stopping or (a.checkpoint_every and last_step % a.checkpoint_every == 0)):
             write_checkpoint(stepper, provenance, ckpt, key, last_step)
