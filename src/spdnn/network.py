@@ -160,8 +160,8 @@ class NetworkWriter:
         self.write_stored(k, stored_layer(w, bias, self._pool))
 
     def write_stored(self, k: int, layer: StoredLayer) -> None:
-        """Layer k as `stored_layer` prepared it, here or on another process (its chunks filtered
-        there: `RowWiseModel.write_network`)."""
+        """Layer k as `stored_layer` prepared it, here or in another process (an MPI rank that
+        compressed its chunks: `collective_write`)."""
         if k in self.done or (not self.any_order and k != self.written + 1):
             raise ValueError(f"layers must be written once each, in order (got {k} after {self.written})")
         if self.widths is not None and layer.shape != (self.widths[k], self.widths[k - 1]):
@@ -233,6 +233,8 @@ class StoredArray:
 
 @dataclass(frozen=True)
 class StoredLayer:
+    """A layer ready to be stored (`stored_layer`); it pickles, so one process may prepare it
+    and another store it."""
     shape: tuple[int, int]
     arrays: tuple[tuple[str, StoredArray], ...]  # (dataset name, array), in the order written
 
