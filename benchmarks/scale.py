@@ -124,12 +124,14 @@ def run_summary(metrics: Path) -> dict:
 
 def train_summary(metrics: Path) -> dict:
     """What a row-wise training run's metrics say: steps, the median step, the slower rank's compute
-    and exchange seconds (waits included), and the words sent in the expands and folds (all ranks)."""
+    and exchange seconds (waits included), the seconds of set-up and of the write, and the words
+    sent in the expands and folds (all ranks)."""
     m = json.loads(metrics.read_text())
     ranks = m["per_rank"]
     return {"steps": m["steps_run"], "step_ms": round(1e3 * m["step_seconds"], 1),
             "compute_s": round(max(r["compute_seconds"][0] for r in ranks), 1),
             "exchange_s": round(max(sum(r["comm_seconds"]) for r in ranks), 1),
+            "setup_s": round(m["setup_seconds"], 1), "write_s": round(m["write_seconds"], 1),
             "words": int(sum(m["words_forward_counted"]) + sum(m["words_backward_counted"])),
             "words_match_model": m["words_match_model"]}
 
@@ -286,7 +288,7 @@ def main() -> None:
     rows = [row for (size, stage), row in done.items()]
     table = pd.DataFrame(rows)
     extra = [c for c in ("partition_seconds", "images", "survivors", "batches_s", "read_s", "steps", "step_ms",
-                         "compute_s", "exchange_s", "words") if c in table]
+                         "compute_s", "exchange_s", "setup_s", "write_s", "words") if c in table]
     table = table[["N", "L", "nnz", "stage", "seconds", "peak_rss_mb", "nnz_per_s", *extra, "status"]]
     for c in ("images", "survivors", "steps", "words"):
         if c in table:

@@ -161,6 +161,7 @@ def test_train_equals_k1(work, trained_k1, k):
     assert m["words_forward_counted"] == [samples * v for v in vol["volume_per_layer"]]
     assert m["words_backward_counted"] == [0] + [samples * v for v in vol["volume_per_layer"][1:]]
     assert m["test_accuracy"] > 0.1 and m["steps"] == 45
+    assert m["setup_seconds"] > 0 and m["evaluate_seconds"] > 0 and m["write_seconds"] > 0
 
 
 def test_neighbor_collectives_transport(work, trained_k1):
