@@ -34,13 +34,18 @@ def outputs_error(*paths) -> str | None:
     return next((e for e in (output_error(p) for p in paths if p is not None) if e), None)
 
 
+def check_outputs(*paths) -> None:
+    """`outputs_error` as a `UserError` (one line, status 2)."""
+    error = outputs_error(*paths)
+    if error:
+        raise UserError(error)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary sibling path; rename it to `path` only if the block succeeds."""
     path = Path(path)
-    error = output_error(path)
-    if error:
-        raise UserError(error)
+    check_outputs(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         yield tmp

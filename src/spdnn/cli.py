@@ -12,7 +12,7 @@ import signal
 import sys
 import time
 
-from .atomic import outputs_error
+from .atomic import check_outputs
 from .errors import UserError, WorkerError
 
 
@@ -624,8 +624,7 @@ def _radix_defaults(a):
 
 
 # The file outputs a command may be given; checked writable before its work (`atomic.output_error`).
-# The MPI commands check theirs on rank 0 and agree (a rank that raised alone would leave the
-# others waiting).
+# The MPI commands check theirs themselves (`collective.agree_outputs`; serial `infer` too).
 OUTPUT_ARGS = ("output", "metrics", "activations")
 COLLECTIVE_COMMANDS = {"train", "evaluate", "infer"}
 
@@ -644,9 +643,7 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     try:
         if args.command not in COLLECTIVE_COMMANDS:
-            error = outputs_error(*(getattr(args, name, None) for name in OUTPUT_ARGS))
-            if error:
-                raise UserError(error)
+            check_outputs(*(getattr(args, name, None) for name in OUTPUT_ARGS))
         args.func(args)
     except UserError as e:
         if _rank() == 0:  # under MPI every rank raises the same error; one line is enough

@@ -14,6 +14,7 @@ import traceback
 
 import numpy as np
 
+from .atomic import outputs_error
 from .errors import UserError
 from .host import affinity, core_share
 
@@ -39,6 +40,13 @@ def agree(comm, error: str | None) -> None:
     first = next((e for e in errors if e), None)
     if first:
         raise UserError(first)
+
+
+def agree_outputs(comm, *paths) -> None:
+    """Collective: rank 0 asks whether `paths` can be written (`atomic.outputs_error`; it alone
+    writes them) and every rank raises its answer: a rank that raised alone would leave the others
+    waiting in the next collective."""
+    agree(comm, outputs_error(*paths) if comm.Get_rank() == 0 else None)
 
 
 def node_core_share(comm) -> int:

@@ -45,7 +45,8 @@ def write_network_collective(comm, path, widths, ymax, provenance: dict, attrs: 
                 mine = None
                 for j, k in enumerate(ks):  # every layer of the round in place first: then all compress at once
                     whole = layer_on(k, j)
-                    mine = whole if rank == j else mine
+                    if rank == j:
+                        mine = whole
                 if mine is not None:
                     mine = stored_layer(*mine, pool, filter_here=True)
                 if rank == 0:

@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 
 from . import __version__
-from .atomic import atomic_path, outputs_error, write_text_atomic
+from .atomic import atomic_path, check_outputs, write_text_atomic
 from .collective import peak_rss_mb
 from .errors import UserError
 from .graphchallenge import read_categories, write_categories
@@ -121,9 +121,7 @@ def infer_main(a) -> None:
 
         run_collective(mpi().COMM_WORLD, _infer_distributed, a)
         return
-    error = outputs_error(a.output, a.metrics, a.activations)
-    if error:
-        raise UserError(error)
+    check_outputs(a.output, a.metrics, a.activations)
     from .network import iter_layers
     from .read_ahead import read_ahead
     from .reference import gc_infer_batch
@@ -156,7 +154,7 @@ def infer_main(a) -> None:
 
 
 def _infer_distributed(comm, a):
-    from .collective import agree, read_on_root
+    from .collective import agree_outputs, read_on_root
 
     if a.mode == "data-parallel" and a.partition:
         raise UserError("--mode data-parallel replicates the network: do not give --partition")
@@ -164,7 +162,7 @@ def _infer_distributed(comm, a):
         raise UserError("row-wise inference needs --partition PART (K = number of ranks)")
     if a.mode == "data-parallel" and a.stream_layers:
         raise UserError("--stream-layers is for row-wise inference (--mode data-parallel holds the whole network)")
-    agree(comm, outputs_error(a.output, a.metrics, a.activations) if comm.Get_rank() == 0 else None)
+    agree_outputs(comm, a.output, a.metrics, a.activations)
     header = read_header(a.network)
     # Rank 0 reads the images, a batch at a time, and hands each rank what it needs of each batch.
     reading = Stopwatch()

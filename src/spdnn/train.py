@@ -17,8 +17,8 @@ import h5py
 import numpy as np
 
 from . import __version__
-from .atomic import outputs_error, write_text_atomic
-from .collective import agree, mpi, node_core_share, read_on_root, run_collective, scatter_columns, wtime
+from .atomic import write_text_atomic
+from .collective import agree, agree_outputs, mpi, node_core_share, read_on_root, run_collective, scatter_columns, wtime
 from .data_parallel import DataParallelStepper
 from .datasets import Dataset, load_dataset
 from .errors import UserError
@@ -131,7 +131,7 @@ def _train(comm, a):
         raise UserError("row-wise training needs --partition PART (K = number of ranks)")
     if a.lr <= 0:
         raise UserError(f"--lr must be positive (got {a.lr})")
-    agree(comm, outputs_error(a.output, a.metrics) if rank == 0 else None)  # before the training, not after
+    agree_outputs(comm, a.output, a.metrics)  # before the training, not after
     started = wtime()
     header = read_header(a.network)
     ckpt = Path(str(a.output) + ".ckpt.h5")

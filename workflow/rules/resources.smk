@@ -91,9 +91,13 @@ def inference_inputs(network) -> int:
     return DIGITS_IMAGES if not uses_fetch(network) and "images" not in cfg else CHALLENGE_IMAGES
 
 
+def _inference_seconds(network) -> float:
+    """Every input through every nonzero at ~2e9 multiply-adds a second (one core)."""
+    return inference_inputs(network) * network_size(network)[1] / 2e9
+
+
 def inference_runtime(wildcards):
-    widths, nnz = network_size(wildcards.network)
-    return _minutes(inference_inputs(wildcards.network) * nnz / 2e9)  # ~2e9 multiply-adds per second
+    return _minutes(_inference_seconds(wildcards.network))
 
 
 # A rank's multiply-adds a second in a row-wise training step, exchanges included (K = 2, B = 64,
@@ -112,7 +116,7 @@ def run_runtime(wildcards):
     _, nnz = network_size(wildcards.network)
     k = int(wildcards.k)
     if not hasattr(wildcards, "b"):
-        return _minutes(inference_inputs(wildcards.network) * nnz / 2e9 / k + nnz / k / 1e7)
+        return _minutes(_inference_seconds(wildcards.network) / k + nnz / k / 1e7)
     b = int(wildcards.b)
     step = 3 * nnz * b / k / TRAIN_MADDS_PER_SECOND + (4 * nnz / 1e9 if wildcards.mode == "data-parallel" else 0)
     return _minutes(RUNS["epochs"] * math.ceil(TRAIN_DIGITS / b) * step + nnz / k / 1e6)
