@@ -62,10 +62,16 @@ def test_pruned_network_partitions_and_trains_under_mpi(dense):
     d = dense
     spdnn("prune", d / "dense.h5", "--density", 0.1, "--schedule", "oneshot", "--finetune-epochs", 1, "-o", d / "q.h5")
     spdnn("partition", d / "q.h5", "-k", 3, "-o", d / "q.part")
-    mpirun(3, "train", d / "q.h5", "--partition", d / "q.part", "--epochs", 1, "--batch-size", 64, "-o", d / "qt.h5")
-    serial = json.loads(spdnn("evaluate", d / "qt.h5").stdout)["test_accuracy"]
-    dist = json.loads(mpirun(3, "evaluate", d / "qt.h5", "--partition", d / "q.part").stdout)["test_accuracy"]
-    assert serial == dist and serial > 0.5
+    held_out = ("--test-fraction", 0.3)  # evaluate must take the training run's test set, not 0.2's
+    mpirun(3, "train", d / "q.h5", "--partition", d / "q.part", "--epochs", 1, "--batch-size", 64, *held_out,
+           "--metrics", d / "qt.json", "-o", d / "qt.h5")
+    serial = json.loads(spdnn("evaluate", d / "qt.h5", *held_out).stdout)
+    dist = json.loads(mpirun(3, "evaluate", d / "qt.h5", "--partition", d / "q.part", *held_out).stdout)
+    trained = json.loads((d / "qt.json").read_text())
+    assert serial["test_samples"] == dist["test_samples"] == round(0.3 * 1797)
+    assert serial["test_accuracy"] == dist["test_accuracy"] == trained["test_accuracy"] and serial["test_accuracy"] > 0.5
+    bad = spdnn("evaluate", d / "qt.h5", "--test-fraction", 1.5, check=False)
+    assert bad.returncode == 2 and "between 0 and 1" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_import_npz_and_mtx_with_empty_rows_and_layer(tmp_path):

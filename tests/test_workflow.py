@@ -275,6 +275,41 @@ def test_training_jobs_ask_for_the_memory_and_time_measured_for_their_size(tmp_p
         assert 2 * expected <= minutes <= 4 * expected, (n, minutes, expected)
 
 
+# Inference seconds measured by benchmarks/scale.py (README "Scale", "Runtime at scale"), one process
+# and mpiexec -n 2 (streamed, block partition) on 2 cores: RadiX-Net 65536x120 with 60,000 inputs (the
+# digits repeated; a quarter survive), 65536x1920 with the 1,797 digits (K = 2 on the slower machine
+# of two), and a random network of the same shape as the first (32 nonzeros a row, nothing dies).
+MEASURED_INFER_SECONDS = {"r120": (1351, 1469), "r1920": (277, 608), "random120": (419, None)}
+
+
+def test_inference_jobs_ask_for_the_time_measured_for_their_size(tmp_path):
+    """Under the SLURM profile serial and K = 2 inference jobs ask for at least twice the time
+    measured at their size and at most ten times it: samples that die on the challenge's networks
+    cost nothing more (counting every input through every layer asked 26x the need at 65536x1920),
+    and a random network's scattered columns go at a third of the blocks' rate (taken as the
+    blocks', its request was 1.4x the need)."""
+    pytest.importorskip("snakemake_executor_plugin_slurm")
+    (tmp_path / "images.tsv").write_text("1\t1\t1\n")
+    cfg = yaml.safe_load((ROOT / "config" / "test.yaml").read_text())
+    cfg["networks"] = {
+        "r120": {"generator": "radixnet", "neurons": 65536, "layers": 120, "seed": 1, "images": "images.tsv"},
+        "r1920": {"generator": "radixnet", "neurons": 65536, "layers": 1920, "seed": 1},
+        "random120": {"generator": "random", "widths": [65536] * 121, "nnz_per_row": 32, "seed": 1}}
+    cfg["partition"].update(methods=["block"], k=[2], bound=False)
+    cfg["runs"].update(k=[2], methods=["block"], modes=["row-wise"], train=False)
+    cfg["inference"]["stream_layers"] = True
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    proc = smk(tmp_path, "--configfile", tmp_path / "c.yaml", "--profile", ROOT / "profiles" / "slurm", "-n")
+    text = proc.stdout + proc.stderr
+    for network, measured in MEASURED_INFER_SECONDS.items():
+        jobs = _job_resources(text, network)
+        for rule, seconds in zip(("serial_inference", "infer_run"), measured):
+            if seconds is not None:
+                assert len(jobs[rule]) == 1
+                minutes = int(jobs[rule][0]["runtime"])
+                assert 2 * seconds / 60 <= minutes <= 10 * seconds / 60, (network, rule, minutes, seconds)
+
+
 def test_graphchallenge_network_fetched_from_a_url(tmp_path):
     """config: fetch: downloads the official layout (here from a file:// mirror) and runs on it."""
     import gzip

@@ -23,6 +23,16 @@ def _ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
+    return value
+
+
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -341,7 +351,7 @@ def cmd_evaluate(a):
     from .training import accuracy, check_classes
 
     net = read_network(a.network)
-    data = load_dataset(a.dataset, a.data, net.widths[0], a.seed)
+    data = load_dataset(a.dataset, a.data, net.widths[0], a.seed, a.test_fraction)
     check_classes(net.widths[-1], data.num_classes)
     print(json.dumps({"test_accuracy": accuracy(predict(net, data.x_test), data.y_test, data.num_classes),
                       "test_samples": int(data.y_test.size)}))
@@ -516,7 +526,8 @@ def _train_commands(sub) -> None:
                    help="cosine: linear warm-up over 5%% of the steps, then cosine decay to 0 (the recipe)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--loss", default="cross-entropy", choices=["cross-entropy", "mse"])
-    t.add_argument("--test-fraction", type=float, default=0.2)
+    t.add_argument("--test-fraction", type=_fraction, default=None,
+                   help="of the samples, held out as the test set (default 0.2: datasets.TEST_FRACTION)")
     t.add_argument("--exchange", default="p2p", choices=["p2p", "neighbor"],
                    help="row-wise transport: non-blocking point-to-point or MPI-3 neighbourhood collectives")
     t.add_argument("--checkpoint-every", type=int, default=0, help="steps between checkpoints (OUTPUT.ckpt.h5)")
@@ -582,6 +593,7 @@ def _prune_commands(sub) -> None:
     ev.add_argument("--data", default=None)
     ev.add_argument("--partition", default=None)
     ev.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
+    ev.add_argument("--test-fraction", type=_fraction, default=None, help="as in the training run (its test set)")
     ev.set_defaults(func=cmd_evaluate)
 
 

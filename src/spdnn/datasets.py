@@ -57,8 +57,16 @@ def digits_raw() -> tuple[np.ndarray, np.ndarray]:
     return d.data.astype(np.float32) / 16.0, d.target.astype(np.int64)
 
 
-def load_dataset(name: str | None, data: str | None, width: int, seed: int, test_fraction: float = 0.2) -> Dataset:
-    """`digits` (upsampled to `width`) or an .npz with X (samples × width) and y; seeded split."""
+TEST_FRACTION = 0.2  # of the samples, held out as the test set (train and evaluate: --test-fraction)
+
+
+def load_dataset(name: str | None, data: str | None, width: int, seed: int,
+                 test_fraction: float | None = None) -> Dataset:
+    """`digits` (upsampled to `width`) or an .npz with X (samples × width) and y; seeded split, a
+    `test_fraction` of the samples (default TEST_FRACTION) held out."""
+    test_fraction = TEST_FRACTION if test_fraction is None else test_fraction
+    if not 0 < test_fraction < 1:
+        raise UserError(f"--test-fraction {test_fraction}: must be between 0 and 1")
     if data is not None:
         x, y = _load_npz(Path(data), width)
         name = Path(data).name

@@ -240,7 +240,7 @@ def _evaluate(comm, a):
     header = read_header(a.network)
     partition = load_partition_collective(comm, header, a.partition)
     model = RowWiseModel(comm, a.network, partition, header)
-    data = load_data_collective(comm, a, header.widths[0], model.owned0, test_fraction=0.2)  # training's split
+    data = load_data_collective(comm, a, header.widths[0], model.owned0, a.test_fraction)
     check_classes(header.widths[-1], data.num_classes)
     logits = model.class_logits(np.ascontiguousarray(data.x_test.T, dtype=np.float32), data.num_classes)
     if comm.Get_rank() == 0:

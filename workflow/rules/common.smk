@@ -186,6 +186,8 @@ def truth_arg(wildcards, input):
     return f"--truth {input.truth}" if "truth" in input.keys() else ""
 
 
+# The training runs hold out this fraction of the digits as their test set (spdnn train --test-fraction).
+TEST_FRACTION = 0.2
 TRAIN_INIT_DEFAULT = {"radixnet": "he", "graphchallenge": "he", "random": "keep", "pruned": "keep"}
 
 

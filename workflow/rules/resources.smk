@@ -91,9 +91,27 @@ def inference_inputs(network) -> int:
     return DIGITS_IMAGES if not uses_fetch(network) and "images" not in cfg else CHALLENGE_IMAGES
 
 
+# Serial inference's multiply-adds a second on one core, measured with the 1,797 digits (the rates
+# of the multiply-adds done): RadiX-Net and challenge layers go through dense blocks of rows that share
+# their columns (kernels.py; 3.1-4.7e9 at N = 4096..65536), random and pruned layers through scipy's
+# sparse product with scattered columns (1.1-1.5e9 at N = 4096..65536).
+BLOCK_MADDS_PER_SECOND = 3e9
+SCATTERED_MADDS_PER_SECOND = 1e9
+# A sample leaves once all its activations are zero (reference.drop_dead). With the challenge's
+# negative biases the dying is over within ~16 layers and the rest survive to the end: the
+# multiply-adds done were 0.30-0.41 of every input through every layer (digits, N = 1024..65536, 120
+# and 1920 layers); the official MNIST inputs survive less (1,812 of 60,000 at 1024x120). Without a
+# negative bias nothing dies.
+CHALLENGE_WORK_DONE = 0.5
+
+
 def _inference_seconds(network) -> float:
-    """Every input through every nonzero at ~2e9 multiply-adds a second (one core)."""
-    return inference_inputs(network) * network_size(network)[1] / 2e9
+    """One core's seconds for every input through the network, less the work of the samples that die."""
+    cfg = net_cfg(network)
+    blocks = cfg["generator"] in ("radixnet", "graphchallenge")
+    dies = blocks and cfg.get("bias", -1) < 0  # generated RadiX-Nets take the challenge's bias by default
+    madds = inference_inputs(network) * network_size(network)[1] * (CHALLENGE_WORK_DONE if dies else 1)
+    return madds / (BLOCK_MADDS_PER_SECOND if blocks else SCATTERED_MADDS_PER_SECOND)
 
 
 def inference_runtime(wildcards):
@@ -104,19 +122,21 @@ def inference_runtime(wildcards):
 # 3 x nnz x B / K a step: 2.6e9 at 16384x120, 2.8e9 at 65536x120 on 2 cores; README "Running on a
 # SLURM cluster").
 TRAIN_MADDS_PER_SECOND = 2.5e9
-TRAIN_DIGITS = int(DIGITS_IMAGES * (1 - 0.2))  # the runs' training set: spdnn train's --test-fraction 0.2
+TRAIN_DIGITS = DIGITS_IMAGES - round(TEST_FRACTION * DIGITS_IMAGES)  # the runs' training set (datasets.load_dataset)
 
 
 def run_runtime(wildcards):
     """An MPI run's minutes. Training: each step 3 x nnz x B multiply-adds (the forward product, the
     two backward ones) shared by the K ranks, data-parallel also allreducing the gradient (nnz
     float32, ~2 GB/s), plus reading, evaluating and writing the network, about a microsecond per
-    nonzero a rank (measured: 29 s at 16384x120, K = 2); inference: its inputs' multiply-adds as
-    serial inference counts them, over K ranks, plus reading, 0.1 us per nonzero a rank."""
+    nonzero a rank (measured: 29 s at 16384x120, K = 2); inference: serial inference's seconds over
+    K ranks at half the efficiency (K = 2 on 2 cores, streamed, block partition, was no faster than
+    one process: 1,354 s of compute against 1,248 at 65536x120 with 60,000 inputs), plus reading,
+    0.1 us per nonzero a rank."""
     _, nnz = network_size(wildcards.network)
     k = int(wildcards.k)
     if not hasattr(wildcards, "b"):
-        return _minutes(_inference_seconds(wildcards.network) / k + nnz / k / 1e7)
+        return _minutes(2 * _inference_seconds(wildcards.network) / k + nnz / k / 1e7)
     b = int(wildcards.b)
     step = 3 * nnz * b / k / TRAIN_MADDS_PER_SECOND + (4 * nnz / 1e9 if wildcards.mode == "data-parallel" else 0)
     return _minutes(RUNS["epochs"] * math.ceil(TRAIN_DIGITS / b) * step + nnz / k / 1e6)

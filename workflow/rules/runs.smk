@@ -61,6 +61,7 @@ rule train_run:
         lr=train_lr,
         lr_schedule=RUNS["lr_schedule"],
         seed=RUNS["seed"],
+        test_fraction=TEST_FRACTION,
         checkpoint_every=RUNS["checkpoint_every"],
     log:
         "logs/{network}/runs/train-{method}-k{k}-{mode}-b{b}.log",
@@ -72,5 +73,5 @@ rule train_run:
         "OMP_NUM_THREADS={params.threads} {params.launch} "
         "spdnn train {input.net} {params.part} --mode {wildcards.mode} --dataset digits "
         "--epochs {params.epochs} --batch-size {wildcards.b} --lr {params.lr} --lr-schedule {params.lr_schedule} "
-        "--seed {params.seed} --checkpoint-every {params.checkpoint_every} -o {output.trained} "
+        "--seed {params.seed} --test-fraction {params.test_fraction} --checkpoint-every {params.checkpoint_every} -o {output.trained} "
         "--metrics {output.metrics} 2> {log}"
