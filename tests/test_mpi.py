@@ -227,13 +227,14 @@ def wide(tmp_path_factory):
     return d
 
 
-@pytest.mark.parametrize("k", [2, 3, 8])
-def test_the_ranks_write_the_bytes_one_process_writes(wide, tmp_path, k):
+@pytest.mark.parametrize("k, method", [(2, "random"), (3, "random"), (8, "random"), (3, "block")])
+def test_the_ranks_write_the_bytes_one_process_writes(wide, tmp_path, k, method):
     """A run's network is put together (row-wise: from its owners' rows; data-parallel: a replica)
     and compressed layer by layer on rank (k − 1) mod K and stored by rank 0: the file must be byte
     for byte the one a single process writes of the same network (K = 2 and 3: rounds of layers
-    full and not; K = 8 > 5 layers: ranks with none)."""
-    spdnn("partition", wide / "wide.h5", "-k", k, "--method", "random", "-o", tmp_path / "p.part")
+    full and not; K = 8 > 5 layers: ranks with none; `block`: the reader sends a layer's arrays as
+    they are, `random`: packed by rank)."""
+    spdnn("partition", wide / "wide.h5", "-k", k, "--method", method, "-o", tmp_path / "p.part")
     script = tmp_path / "write.py"
     script.write_text(WRITE_BY_RANKS)
     cmd = [str(BIN / "mpiexec"), "-n", str(k), str(BIN / "python"), str(script), str(wide / "wide.h5"),

@@ -69,11 +69,15 @@ def scatter_layer_rows(comm, f, path, header, k: int, part_k: np.ndarray, rows: 
         except UserError as e:  # a damaged layer: every rank must hear it, not wait for its rows
             error = str(e)
         else:
-            order = np.argsort(part_k, kind="stable")  # rows grouped by rank, ascending ids within each
-            lens = np.diff(w.indptr)[order]
-            take = ranges(w.indptr[:-1][order], lens)
-            nnz_per_rank = np.bincount(part_k, weights=np.diff(w.indptr), minlength=size).astype(np.int64)
-            sends = (lens.astype(np.int64), w.indices[take], w.data[take], bias[order].astype(np.float32))
+            lens = np.diff(w.indptr).astype(np.int64)  # the receivers' dtypes (below)
+            nnz_per_rank = np.bincount(part_k, weights=lens, minlength=size).astype(np.int64)
+            indices, data = w.indices.astype(np.int32, copy=False), w.data.astype(np.float32, copy=False)
+            if np.all(part_k[:-1] <= part_k[1:]):  # contiguous (block): the arrays go as they are
+                sends = (lens, indices, data, bias.astype(np.float32))
+            else:  # rows grouped by rank, ascending ids within each (a quarter of the reader's time)
+                order = np.argsort(part_k, kind="stable")
+                take = ranges(w.indptr[:-1][order], lens[order])
+                sends = (lens[order], indices[take], data[take], bias[order].astype(np.float32))
     error, nnz_per_rank = comm.bcast((error, nnz_per_rank), root=reader)
     if error:
         raise UserError(error)
