@@ -442,7 +442,7 @@ def _infer_commands(sub) -> None:
                           "and the reading is timed; serial inference always reads one layer at a time)")
     inf.add_argument("--metrics", default=None)
     inf.add_argument("--truth", default=None, help="categories file to compare against")
-    inf.set_defaults(func=cmd_infer)
+    inf.set_defaults(func=cmd_infer, checks_own_outputs=True)
 
 
 
@@ -538,7 +538,7 @@ def _train_commands(sub) -> None:
                         "a run whose activations would not fit stops up front")
     t.add_argument("--metrics", default=None)
     t.add_argument("-o", "--output", required=True)
-    t.set_defaults(func=cmd_train)
+    t.set_defaults(func=cmd_train, checks_own_outputs=True)
 
     ri = sub.add_parser("reinit", help="the training recipe's network: same pattern, He-initialised weights, zero biases")
     ri.add_argument("network")
@@ -594,7 +594,7 @@ def _prune_commands(sub) -> None:
     ev.add_argument("--partition", default=None)
     ev.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
     ev.add_argument("--test-fraction", type=_fraction, default=None, help="as in the training run (its test set)")
-    ev.set_defaults(func=cmd_evaluate)
+    ev.set_defaults(func=cmd_evaluate, checks_own_outputs=True)
 
 
 
@@ -636,9 +636,9 @@ def _radix_defaults(a):
 
 
 # The file outputs a command may be given; checked writable before its work (`atomic.output_error`).
-# The MPI commands check theirs themselves (`collective.agree_outputs`; serial `infer` too).
+# The MPI commands (checks_own_outputs) check theirs themselves: every rank must agree
+# (`collective.agree_outputs`; serial `infer` too).
 OUTPUT_ARGS = ("output", "metrics", "activations")
-COLLECTIVE_COMMANDS = {"train", "evaluate", "infer"}
 
 
 def main(argv=None) -> int:
@@ -654,7 +654,7 @@ def main(argv=None) -> int:
     # processes and remove temporary outputs. MPI commands replace this with their own handling.
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        if args.command not in COLLECTIVE_COMMANDS:
+        if not getattr(args, "checks_own_outputs", False):
             check_outputs(*(getattr(args, name, None) for name in OUTPUT_ARGS))
         args.func(args)
     except UserError as e:
