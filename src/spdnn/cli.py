@@ -538,7 +538,7 @@ def _train_commands(sub) -> None:
                         "a run whose activations would not fit stops up front")
     t.add_argument("--metrics", default=None)
     t.add_argument("-o", "--output", required=True)
-    t.set_defaults(func=cmd_train, checks_own_outputs=True)
+    t.set_defaults(func=cmd_train, checks_own_outputs=True, post=_held_out_default)
 
     ri = sub.add_parser("reinit", help="the training recipe's network: same pattern, He-initialised weights, zero biases")
     ri.add_argument("network")
@@ -594,7 +594,7 @@ def _prune_commands(sub) -> None:
     ev.add_argument("--partition", default=None)
     ev.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
     ev.add_argument("--test-fraction", type=_fraction, default=None, help="as in the training run (its test set)")
-    ev.set_defaults(func=cmd_evaluate, checks_own_outputs=True)
+    ev.set_defaults(func=cmd_evaluate, checks_own_outputs=True, post=_held_out_default)
 
 
 
@@ -628,6 +628,15 @@ def _results_commands(sub) -> None:
     pl.add_argument("--results", default="results")
     pl.add_argument("outdir")
     pl.set_defaults(func=cmd_plots)
+
+
+def _held_out_default(a):
+    """The default test fraction, resolved before the run: a checkpoint's run key and the metrics
+    carry the number, so a run that gives the default and one that does not are the same run."""
+    if a.test_fraction is None:
+        from .datasets import TEST_FRACTION
+
+        a.test_fraction = TEST_FRACTION
 
 
 def _radix_defaults(a):

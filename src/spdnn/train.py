@@ -217,7 +217,7 @@ def _train(comm, a):
         "command": "train", "mode": a.mode, "exchange": a.exchange, "ranks": size, "network": str(a.network),
         "partition": a.partition,
         "dataset": data.name, "epochs": a.epochs, "batch_size": a.batch_size, "lr": a.lr,
-        "lr_schedule": a.lr_schedule, "seed": a.seed, "num_classes": data.num_classes,
+        "lr_schedule": a.lr_schedule, "seed": a.seed, "test_fraction": a.test_fraction, "num_classes": data.num_classes,
         "steps": len(schedule), "steps_run": steps_run, "resumed_from_step": start_step,
         "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
         "test_accuracy": acc, "step_seconds": step_time,
