@@ -162,6 +162,8 @@ def test_train_equals_k1(work, trained_k1, k):
     assert m["words_backward_counted"] == [0] + [samples * v for v in vol["volume_per_layer"][1:]]
     assert m["test_accuracy"] > 0.1 and m["steps"] == 45
     assert m["setup_seconds"] > 0 and m["evaluate_seconds"] > 0 and m["write_seconds"] > 0
+    # mpiexec binds no rank: each may run on every CPU of this process, shared by the K ranks
+    assert m["cores_per_rank"] == len(os.sched_getaffinity(0)) / k
 
 
 def test_neighbor_collectives_transport(work, trained_k1):

@@ -36,6 +36,7 @@ def test_partition_and_run_tables(tmp_path):
             "per_rank": [rank, dict(rank, peak_rss_mb=120.0)]}),
         _write(r / "runs" / "train-none-k2-data-parallel-b16.json", {
             "steps_run": 10, "step_seconds": 0.08, "grad_words_per_step": 1000, "words_per_step_per_rank": 1000,
+            "cores_per_rank": 0.5,
             "per_rank": [{"compute_seconds": [0.5], "comm_seconds": [0.2], "wait_seconds": [0.2],
                           "words_sent_allreduce": 10000, "peak_rss_mb": 90.0}] * 2}),
         _write(r / "runs" / "infer-hypergraph-k2-row-wise.json", {
@@ -56,6 +57,7 @@ def test_partition_and_run_tables(tmp_path):
     assert tr["peak_rss_mb_max"] == 120.0 and tr["batch_size"] == 16
     dp = rt.loc[("train", "data-parallel")]
     assert dp["words_per_step_model"] == 2 * 1 * 1000 and dp["words_per_step_counted"] == 2000
+    assert dp["cores_per_rank"] == 0.5 and pd.isna(tr["cores_per_rank"])  # metrics from before the field: unknown
     inf = rt.loc[("infer", "row-wise")]
     assert inf["step_seconds"] == 0.4 and inf["words_per_step_counted"] == 50 and inf["batch_size"] == 4096
     write_csv(rt.reset_index(), tmp_path / "runs.csv")
@@ -94,3 +96,27 @@ def test_inference_table(tmp_path):
                              "edges_per_second": 1e6, "truth": "t.tsv", "matches_truth": True}))
     table = inference_table([p])
     assert table.loc[0, "network"] == "gc" and bool(table.loc[0, "matches_truth"]) and table.loc[0, "survivors"] == 3
+
+
+def test_the_cost_model_is_fitted_on_runs_whose_ranks_had_a_core_each(tmp_path):
+    """A run with more ranks than cores (cores_per_rank < 1) measured the sharing, not the model's
+    terms: it is predicted, not fitted on."""
+    from conftest import spdnn
+
+    from spdnn.costmodel import predict_table
+
+    net = tmp_path / "results" / "n" / "network.h5"
+    net.parent.mkdir(parents=True)
+    spdnn("generate", "radixnet", "--neurons", 64, "--layers", 3, "-o", net)
+    part = net.parent / "partitions" / "block-k2.part"
+    part.parent.mkdir()
+    spdnn("partition", net, "-k", 2, "--method", "block", "-o", part)
+    rows = [("n", "train", "none", 2, "data-parallel", b, seconds, cores)
+            for b, seconds, cores in ((16, 0.010, 1.0), (64, 0.030, 1.0), (32, 0.500, 0.5))]
+    runs = pd.DataFrame(rows, columns=["network", "kind", "method", "k", "mode", "batch_size", "step_seconds",
+                                       "cores_per_rank"])
+    _, pred, n_fit = predict_table(runs, [str(part)], [16, 32, 64], max_fit_k=2)
+    assert n_fit == 2
+    dp = pred[pred["mode"] == "data-parallel"].set_index("batch_size")
+    assert list(dp.loc[[16, 32, 64], "used_for_fit"]) == [True, False, True]
+    assert dp.loc[32, "predicted_step_seconds"] < 0.1  # the fit did not follow the shared run's 0.5 s

@@ -50,6 +50,7 @@ def test_tiny_workflow_outputs(tiny):
     assert rw["words_match_model"].all()
     assert (rw["words_per_step_counted"] == rw["words_per_step_model"]).all()
     assert set(runs["kind"]) == {"infer", "train"} and set(runs["k"]) == {1, 2}
+    assert (runs["cores_per_rank"] > 0).all()  # every MPI run, training and inference, says how it ran
     pred = pd.read_csv(tiny / "results/tables/predictions.csv")
     assert pred["predicted_step_seconds"].notna().all()
     assert set(parts["network"]) == {"tiny", "tinypruned"}

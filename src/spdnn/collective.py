@@ -62,6 +62,18 @@ def node_core_share(comm) -> int:
         node.Free()
 
 
+def cores_per_rank(comm) -> float:
+    """Collective: the CPUs the ranks of a node may run on (the union of their affinity sets) over
+    the ranks on it, the smallest over the nodes. Under 1 the ranks share cores and a rank that
+    waits (MPICH polls) slows one that computes: the run's seconds do not show what K buys."""
+    node = comm.Split_type(mpi().COMM_TYPE_SHARED)
+    try:
+        cpus = frozenset().union(*map(frozenset, node.allgather(sorted(affinity()))))
+        return comm.allreduce(len(cpus) / node.Get_size(), op=mpi().MIN)
+    finally:
+        node.Free()
+
+
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 

@@ -137,7 +137,14 @@ def predict_table(runs, partitions: list[str], batch_sizes: list[int], max_fit_k
         return rowwise_features(stats[key], batch, params) if key in stats else None
 
     train = runs[runs["kind"] == "train"] if len(runs) else runs
-    fit_rows = [r for _, r in train.iterrows() if r["k"] <= max_fit_k and r["step_seconds"] == r["step_seconds"]]
+
+    def fits(r) -> bool:
+        """Measured, K small enough, and ranks that had a core each (their seconds are the model's)."""
+        return (r["k"] <= max_fit_k and r["step_seconds"] == r["step_seconds"]
+                and not r.get("cores_per_rank", 1) < 1)
+
+    fit_rows = [r for _, r in train.iterrows() if fits(r)]
+    fit_keys = {(r["network"], r["method"], r["k"], r["mode"], r["batch_size"]) for r in fit_rows}
     params = given
     if params is None:
         if not fit_rows:
@@ -171,5 +178,5 @@ def predict_table(runs, partitions: list[str], batch_sizes: list[int], max_fit_k
         rows.append({"network": network, "method": method, "k": k, "mode": mode, "batch_size": b,
                      "predicted_step_seconds": pred, "measured_step_seconds": meas,
                      "relative_error": (pred - meas) / meas if meas else None,
-                     "used_for_fit": meas is not None and k <= max_fit_k and given is None})
+                     "used_for_fit": (network, method, k, mode, b) in fit_keys and given is None})
     return params, pd.DataFrame(rows), len(fit_rows)

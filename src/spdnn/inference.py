@@ -154,7 +154,7 @@ def infer_main(a) -> None:
 
 
 def _infer_distributed(comm, a):
-    from .collective import agree_outputs, read_on_root
+    from .collective import agree_outputs, cores_per_rank, read_on_root
 
     if a.mode == "data-parallel" and a.partition:
         raise UserError("--mode data-parallel replicates the network: do not give --partition")
@@ -163,6 +163,7 @@ def _infer_distributed(comm, a):
     if a.mode == "data-parallel" and a.stream_layers:
         raise UserError("--stream-layers is for row-wise inference (--mode data-parallel holds the whole network)")
     agree_outputs(comm, a.output, a.metrics, a.activations)
+    cores = cores_per_rank(comm)
     header = read_header(a.network)
     # Rank 0 reads the images, a batch at a time, and hands each rank what it needs of each batch.
     reading = Stopwatch()
@@ -171,7 +172,7 @@ def _infer_distributed(comm, a):
     with FinalActivations(a.activations if comm.Get_rank() == 0 else None, header.widths[-1]) as final:
         result = run(comm, a, header, batches, final)
         if comm.Get_rank() == 0:
-            _report(a, header, result, reading.seconds, comm.Get_size())
+            _report(a, header, result, reading.seconds, comm.Get_size(), cores)
 
 
 def _row_wise(comm, a, header, batches, final):
@@ -261,7 +262,7 @@ def _rounds(batches, size: int):
         yield group
 
 
-def _report(a, header, result, read_seconds: float, size: int) -> None:
+def _report(a, header, result, read_seconds: float, size: int, cores: float) -> None:
     """Rank 0: categories and metrics (inside the activations block: see `write_outputs`)."""
     cats = np.sort(np.concatenate(result["survivors"])) if result["survivors"] else np.zeros(0, np.int64)
     n_images, seconds = result["images"], result["seconds"]
@@ -271,7 +272,7 @@ def _report(a, header, result, read_seconds: float, size: int) -> None:
         "partition": a.partition, "stream_layers": bool(a.stream_layers),  # streamed: seconds include reading
         "images": n_images, "survivors": int(cats.size), "batch_size": a.batch_size,
         "seconds": seconds, "read_seconds": read_seconds, "setup_seconds": result["setup_seconds"],
-        "wall_seconds": result["wall_seconds"],
+        "wall_seconds": result["wall_seconds"], "cores_per_rank": cores,  # under 1: ranks shared cores
         "samples_per_second": n_images / seconds if seconds > 0 else None,
         "edges_per_second": n_images * nnz / seconds if seconds > 0 else None,
         **result["words"], "per_rank": result["per_rank"], "spdnn_version": __version__,

@@ -125,8 +125,12 @@ def speedup(runs: pd.DataFrame, path):
             st["ls"] = "-" if b_ == d["batch_size"].max() else ":"  # line style: batch size
             axes[0][col].plot(ks, s, label=label, **st)
             axes[1][col].plot(ks, s / ks, label=label, **st)
+            cores = g["cores_per_rank"].to_numpy(float) if "cores_per_rank" in g else np.full(len(g), np.nan)
+            shared = np.concatenate([[False], cores < 1])  # a table from before the column: none marked
+            for ax, y in ((axes[0][col], s), (axes[1][col], s / ks)):  # hollow: ranks shared cores
+                ax.plot(ks[shared], y[shared], ls="none", marker="o", ms=9, mfc="white", mec=st.get("color", "k"))
         axes[0][col].set(title=f"{net}: training step", ylabel="speedup over K=1")
-        axes[1][col].set(xlabel="K (2 cores here: K > 2 shares cores)", ylabel="parallel efficiency")
+        axes[1][col].set(xlabel="K (hollow: more ranks than cores)", ylabel="parallel efficiency")
         for ax in axes[:, col]:
             ax.grid(alpha=0.3)
             ax.set_xticks(sorted(int(k) for k in d["k"].unique()))  # the K that ran, no others

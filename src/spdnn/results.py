@@ -25,7 +25,7 @@ PARTITION_COLUMNS = ["network", "method", "k", "volume_forward", "volume_trainin
 RUN_COLUMNS = ["network", "kind", "method", "k", "mode", "batch_size", "step_seconds", "compute_seconds",
                "comm_seconds", "wait_seconds", "words_per_step_counted", "words_per_step_model",
                "messages_per_step", "samples_per_second", "edges_per_second", "test_accuracy", "loss_last",
-               "peak_rss_mb_max", "words_match_model"]
+               "peak_rss_mb_max", "words_match_model", "cores_per_rank"]
 
 
 def _load(path) -> dict:
@@ -97,6 +97,7 @@ def run_row(path) -> dict:
     rss = [r.get("peak_rss_mb") for r in m.get("per_rank", []) if r.get("peak_rss_mb") is not None]
     row["peak_rss_mb_max"] = max(rss) if rss else None
     row["words_match_model"] = m.get("words_match_model")
+    row["cores_per_rank"] = m.get("cores_per_rank")  # under 1: the ranks shared cores
     return row
 
 

@@ -18,7 +18,17 @@ import numpy as np
 
 from . import __version__
 from .atomic import write_text_atomic
-from .collective import agree, agree_outputs, mpi, node_core_share, read_on_root, run_collective, scatter_columns, wtime
+from .collective import (
+    agree,
+    agree_outputs,
+    cores_per_rank,
+    mpi,
+    node_core_share,
+    read_on_root,
+    run_collective,
+    scatter_columns,
+    wtime,
+)
 from .data_parallel import DataParallelStepper
 from .datasets import Dataset, load_dataset
 from .errors import UserError
@@ -170,6 +180,7 @@ def _train(comm, a):
                   "epochs": a.epochs, "batch_size": a.batch_size, "lr": a.lr, "lr_schedule": a.lr_schedule,
                   "seed": a.seed, "loss": a.loss, "dataset": data.name, "spdnn_version": __version__}
     guard = DivergenceGuard()
+    cores = cores_per_rank(comm)
     setup_seconds = wtime() - started  # reading the network, the partition and the data; the plans
     losses, samples, step_times, steps_run = [], 0, [], 0
     last_step, last_line = start_step, wtime()
@@ -224,6 +235,7 @@ def _train(comm, a):
         "step_seconds_mean": float(np.mean(step_times)) if step_times else None,
         "samples_per_second": samples / sum(step_times) if step_times else None,
         "setup_seconds": setup_seconds, "evaluate_seconds": t1 - t0, "write_seconds": t2 - t1,
+        "cores_per_rank": cores,  # under 1: ranks shared cores (collective.cores_per_rank)
         **words, "per_rank": reports, "spdnn_version": __version__,
     }
     write_text_atomic(a.metrics or str(a.output) + ".metrics.json", json.dumps(metrics, indent=1) + "\n")
