@@ -129,14 +129,15 @@ def run_runtime(wildcards):
     """An MPI run's minutes. Training: each step 3 x nnz x B multiply-adds (the forward product, the
     two backward ones) shared by the K ranks, data-parallel also allreducing the gradient (nnz
     float32, ~2 GB/s), plus reading, evaluating and writing the network, about a microsecond per
-    nonzero a rank (measured: 29 s at 16384x120, K = 2); inference: serial inference's seconds over
-    K ranks at half the efficiency (K = 2 on 2 cores, streamed, block partition, was no faster than
+    nonzero a rank (measured: 29 s at 16384x120, K = 2); inference: serial inference's seconds, over
+    K > 1 ranks at half the efficiency (K = 2 on 2 cores, streamed, block partition, was no faster than
     one process: 1,354 s of compute against 1,248 at 65536x120 with 60,000 inputs), plus reading,
     0.1 us per nonzero a rank."""
     _, nnz = network_size(wildcards.network)
     k = int(wildcards.k)
     if not hasattr(wildcards, "b"):
-        return _minutes(2 * _inference_seconds(wildcards.network) / k + nnz / k / 1e7)
+        efficiency = 1 if k == 1 else 0.5
+        return _minutes(_inference_seconds(wildcards.network) / (efficiency * k) + nnz / k / 1e7)
     b = int(wildcards.b)
     step = 3 * nnz * b / k / TRAIN_MADDS_PER_SECOND + (4 * nnz / 1e9 if wildcards.mode == "data-parallel" else 0)
     return _minutes(RUNS["epochs"] * math.ceil(TRAIN_DIGITS / b) * step + nnz / k / 1e6)
