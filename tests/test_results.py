@@ -119,4 +119,5 @@ def test_the_cost_model_is_fitted_on_runs_whose_ranks_had_a_core_each(tmp_path):
     assert n_fit == 2
     dp = pred[pred["mode"] == "data-parallel"].set_index("batch_size")
     assert list(dp.loc[[16, 32, 64], "used_for_fit"]) == [True, False, True]
+    assert list(dp.loc[[16, 32, 64], "measured_cores_per_rank"]) == [1.0, 0.5, 1.0]  # the figure marks it
     assert dp.loc[32, "predicted_step_seconds"] < 0.1  # the fit did not follow the shared run's 0.5 s

@@ -156,6 +156,8 @@ def predict_table(runs, partitions: list[str], batch_sizes: list[int], max_fit_k
                 params = fit(feats, np.array([r["step_seconds"] for r in fit_rows]))
     rows = []
     measured = {(r["network"], r["method"], r["k"], r["mode"], r["batch_size"]): r["step_seconds"] for _, r in train.iterrows()}
+    cores = {(r["network"], r["method"], r["k"], r["mode"], r["batch_size"]): r.get("cores_per_rank")
+             for _, r in train.iterrows()}
     ks_by_net = {}
     for network, _method, k in stats:
         ks_by_net.setdefault(network, set()).add(k)
@@ -178,5 +180,6 @@ def predict_table(runs, partitions: list[str], batch_sizes: list[int], max_fit_k
         rows.append({"network": network, "method": method, "k": k, "mode": mode, "batch_size": b,
                      "predicted_step_seconds": pred, "measured_step_seconds": meas,
                      "relative_error": (pred - meas) / meas if meas else None,
-                     "used_for_fit": (network, method, k, mode, b) in fit_keys and given is None})
+                     "used_for_fit": (network, method, k, mode, b) in fit_keys and given is None,
+                     "measured_cores_per_rank": cores.get((network, method, k, mode, b))})
     return params, pd.DataFrame(rows), len(fit_rows)

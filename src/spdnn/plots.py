@@ -184,11 +184,16 @@ def predicted_vs_k(pred: pd.DataFrame, path):
             name = "serial (K=1)" if name == "none" else name
             ax.plot(g["k"], g["predicted_step_seconds"], label=f"{name}: predicted", **st)
             m = g.dropna(subset=["measured_step_seconds"])
-            if not m.empty:
-                ax.scatter(m["k"], m["measured_step_seconds"], marker="x", s=60, color=st["color"],
+            shared = (m["measured_cores_per_rank"] < 1 if "measured_cores_per_rank" in m
+                      else pd.Series(False, index=m.index))
+            if not m[~shared].empty:
+                ax.scatter(m[~shared]["k"], m[~shared]["measured_step_seconds"], marker="x", s=60, color=st["color"],
                            label=f"{name}: measured", zorder=3)
+            if not m[shared].empty:  # more ranks than cores: not what the model describes
+                ax.scatter(m[shared]["k"], m[shared]["measured_step_seconds"], marker="o", s=60, facecolors="none",
+                           edgecolors=st["color"], label=f"{name}: measured, ranks sharing cores", zorder=3)
         ax.set(xscale="log", yscale="log", xlabel="K", ylabel="step seconds",
-               title=f"{net}, B={bmax}: lines predicted, x measured")
+               title=f"{net}, B={bmax}: lines predicted, marks measured")
         _plain_log_ticks(ax, sorted(int(k) for k in d["k"].unique()))
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.15))  # below: no data hidden
