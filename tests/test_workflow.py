@@ -162,6 +162,25 @@ def test_config_failing_the_schema_is_one_line(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_runs_with_more_ranks_than_cpus_are_announced_when_the_workflow_starts(tmp_path):
+    """K above this machine's CPUs: one line before anything runs (a dry run says nothing); K
+    within them: none."""
+    import os
+
+    cpus = len(os.sched_getaffinity(0))
+    cfg = yaml.safe_load((ROOT / "config" / "test.yaml").read_text())
+    cfg["networks"] = {"tiny": cfg["networks"]["tiny"]}
+    for name, ks, said in (("within", [1, min(2, cpus)], False), ("above", [1, cpus + 1], True)):
+        cfg["runs"]["k"] = ks
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
+        proc = smk(tmp_path / name, "--configfile", tmp_path / f"{name}.yaml", "--cores", 1, "results/tiny/network.h5")
+        lines = [line for line in proc.stderr.splitlines() if "more ranks than" in line]
+        assert len(lines) == int(said), proc.stderr
+        assert not said or f"K = {cpus + 1} " in lines[0] and f"{cpus} CPUs" in lines[0]
+    dry = smk(tmp_path / "dry", "--configfile", tmp_path / "above.yaml", "--cores", 1, "-n")
+    assert "more ranks than" not in dry.stderr
+
+
 def test_default_config_dry_run(tmp_path):
     proc = smk(tmp_path, "--cores", 2, "-n")
     jobs = planned_jobs(proc)

@@ -280,6 +280,27 @@ def mpi_threads(wildcards):
     return max(int(wildcards.k), cores or 1)
 
 
+def machine_cpus() -> int:
+    """The CPUs this process may run on (its affinity: a taskset, a SLURM allocation; macOS has none)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def shared_core_ks() -> list[int]:
+    """The configured run K above this machine's CPUs: run here (not on a cluster), their ranks share
+    cores, and their seconds show the sharing, not the method (runs record cores_per_rank)."""
+    if not workflow.local_exec:
+        return []
+    return sorted(k for k in set(RUNS["k"]) if k > machine_cpus())
+
+
+onstart:
+    if shared_core_ks():
+        print(f"spdnn workflow: the runs at K = {', '.join(map(str, shared_core_ks()))} start more ranks than "
+              f"this machine's {machine_cpus()} CPUs: they share cores, run slower, and are "
+              "marked (runs.csv cores_per_rank < 1, hollow in the figures) and left out of the cost model's fit",
+              file=sys.stderr)
+
+
 def mpi_resource(wildcards):
     """The launcher for K > 1. K = 1 runs are plain processes (mpi4py initialises a singleton):
     the SLURM executor rejects MPI jobs with tasks=1."""
