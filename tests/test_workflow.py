@@ -176,7 +176,7 @@ def test_runs_with_more_ranks_than_cpus_are_announced_when_the_workflow_starts(t
         proc = smk(tmp_path / name, "--configfile", tmp_path / f"{name}.yaml", "--cores", 1, "results/tiny/network.h5")
         lines = [line for line in proc.stderr.splitlines() if "more ranks than" in line]
         assert len(lines) == int(said), proc.stderr
-        assert not said or f"K = {cpus + 1} " in lines[0] and f"{cpus} CPUs" in lines[0]
+        assert not said or (f"K = {cpus + 1} " in lines[0] and f"{cpus} CPUs" in lines[0])
     dry = smk(tmp_path / "dry", "--configfile", tmp_path / "above.yaml", "--cores", 1, "-n")
     assert "more ranks than" not in dry.stderr
 
