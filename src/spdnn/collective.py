@@ -49,29 +49,29 @@ def agree_outputs(comm, *paths) -> None:
     agree(comm, outputs_error(*paths) if comm.Get_rank() == 0 else None)
 
 
+def _node_cpu_sets(comm) -> list[list[int]]:
+    """Collective: the affinity set (`host.affinity`) of every rank of `comm` on this rank's node."""
+    node = comm.Split_type(mpi().COMM_TYPE_SHARED)
+    try:
+        return node.allgather(sorted(affinity()))
+    finally:
+        node.Free()
+
+
 def node_core_share(comm) -> int:
     """Collective: the cores this rank's helper threads (a network file's chunk threads) may count
     on, `host.core_share` over the ranks of `comm` on its node: under `mpiexec` without binding
     every rank sees all the node's cores, and K ranks each starting threads for all of them would
     oversubscribe the node K times."""
-    node = comm.Split_type(mpi().COMM_TYPE_SHARED)
-    try:
-        own = affinity()
-        return core_share(own, node.allgather(sorted(own)))
-    finally:
-        node.Free()
+    return core_share(affinity(), _node_cpu_sets(comm))
 
 
 def cores_per_rank(comm) -> float:
     """Collective: the CPUs the ranks of a node may run on (the union of their affinity sets) over
     the ranks on it, the smallest over the nodes. Under 1 the ranks share cores and a rank that
     waits (MPICH polls) slows one that computes: the run's seconds do not show what K buys."""
-    node = comm.Split_type(mpi().COMM_TYPE_SHARED)
-    try:
-        cpus = frozenset().union(*map(frozenset, node.allgather(sorted(affinity()))))
-        return comm.allreduce(len(cpus) / node.Get_size(), op=mpi().MIN)
-    finally:
-        node.Free()
+    node = _node_cpu_sets(comm)
+    return comm.allreduce(len(frozenset().union(*map(frozenset, node))) / len(node), op=mpi().MIN)
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)

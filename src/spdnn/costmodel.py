@@ -143,8 +143,11 @@ def predict_table(runs, partitions: list[str], batch_sizes: list[int], max_fit_k
         return (r["k"] <= max_fit_k and r["step_seconds"] == r["step_seconds"]
                 and not r.get("cores_per_rank", 1) < 1)
 
+    def key(r) -> tuple:
+        return r["network"], r["method"], r["k"], r["mode"], r["batch_size"]
+
     fit_rows = [r for _, r in train.iterrows() if fits(r)]
-    fit_keys = {(r["network"], r["method"], r["k"], r["mode"], r["batch_size"]) for r in fit_rows}
+    fit_keys = {key(r) for r in fit_rows}
     params = given
     if params is None:
         if not fit_rows:
@@ -155,9 +158,7 @@ def predict_table(runs, partitions: list[str], batch_sizes: list[int], max_fit_k
                                   for r in fit_rows])
                 params = fit(feats, np.array([r["step_seconds"] for r in fit_rows]))
     rows = []
-    measured = {(r["network"], r["method"], r["k"], r["mode"], r["batch_size"]): r["step_seconds"] for _, r in train.iterrows()}
-    cores = {(r["network"], r["method"], r["k"], r["mode"], r["batch_size"]): r.get("cores_per_rank")
-             for _, r in train.iterrows()}
+    measured = {key(r): r for _, r in train.iterrows()}
     ks_by_net = {}
     for network, _method, k in stats:
         ks_by_net.setdefault(network, set()).add(k)
@@ -176,10 +177,11 @@ def predict_table(runs, partitions: list[str], batch_sizes: list[int], max_fit_k
         if f is None:
             continue
         pred = float(f @ params.vector())
-        meas = measured.get((network, method, k, mode, b))
+        run = measured.get((network, method, k, mode, b))
+        meas = None if run is None else run["step_seconds"]
         rows.append({"network": network, "method": method, "k": k, "mode": mode, "batch_size": b,
                      "predicted_step_seconds": pred, "measured_step_seconds": meas,
                      "relative_error": (pred - meas) / meas if meas else None,
                      "used_for_fit": (network, method, k, mode, b) in fit_keys and given is None,
-                     "measured_cores_per_rank": cores.get((network, method, k, mode, b))})
+                     "measured_cores_per_rank": None if run is None else run.get("cores_per_rank")})
     return params, pd.DataFrame(rows), len(fit_rows)

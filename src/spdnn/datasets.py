@@ -61,10 +61,9 @@ TEST_FRACTION = 0.2  # of the samples, held out as the test set (train and evalu
 
 
 def load_dataset(name: str | None, data: str | None, width: int, seed: int,
-                 test_fraction: float | None = None) -> Dataset:
+                 test_fraction: float = TEST_FRACTION) -> Dataset:
     """`digits` (upsampled to `width`) or an .npz with X (samples × width) and y; seeded split, a
-    `test_fraction` of the samples (default TEST_FRACTION) held out."""
-    test_fraction = TEST_FRACTION if test_fraction is None else test_fraction
+    `test_fraction` of the samples held out."""
     if not 0 < test_fraction < 1:
         raise UserError(f"--test-fraction {test_fraction}: must be between 0 and 1")
     if data is not None:

@@ -38,6 +38,11 @@ def style(method: str) -> dict:
     return dict(STYLES.get(method, dict(color="tab:olive", marker="*", ls="-")))
 
 
+def shared_cores(table: pd.DataFrame, column: str = "cores_per_rank") -> np.ndarray:
+    """Rows of runs whose ranks shared cores (`column` under 1); none in a table from before the column."""
+    return (table[column] < 1).to_numpy() if column in table else np.zeros(len(table), bool)
+
+
 def _integer_axis(axis):
     from matplotlib.ticker import MaxNLocator
 
@@ -125,8 +130,7 @@ def speedup(runs: pd.DataFrame, path):
             st["ls"] = "-" if b_ == d["batch_size"].max() else ":"  # line style: batch size
             axes[0][col].plot(ks, s, label=label, **st)
             axes[1][col].plot(ks, s / ks, label=label, **st)
-            cores = g["cores_per_rank"].to_numpy(float) if "cores_per_rank" in g else np.full(len(g), np.nan)
-            shared = np.concatenate([[False], cores < 1])  # a table from before the column: none marked
+            shared = np.concatenate([[False], shared_cores(g)])
             for ax, y in ((axes[0][col], s), (axes[1][col], s / ks)):  # hollow: ranks shared cores
                 ax.plot(ks[shared], y[shared], ls="none", marker="o", ms=9, mfc="white", mec=st.get("color", "k"))
         axes[0][col].set(title=f"{net}: training step", ylabel="speedup over K=1")
@@ -184,8 +188,7 @@ def predicted_vs_k(pred: pd.DataFrame, path):
             name = "serial (K=1)" if name == "none" else name
             ax.plot(g["k"], g["predicted_step_seconds"], label=f"{name}: predicted", **st)
             m = g.dropna(subset=["measured_step_seconds"])
-            shared = (m["measured_cores_per_rank"] < 1 if "measured_cores_per_rank" in m
-                      else pd.Series(False, index=m.index))
+            shared = shared_cores(m, "measured_cores_per_rank")
             if not m[~shared].empty:
                 ax.scatter(m[~shared]["k"], m[~shared]["measured_step_seconds"], marker="x", s=60, color=st["color"],
                            label=f"{name}: measured", zorder=3)
@@ -221,8 +224,7 @@ def make_figures(partitions_csv, runs_csv, predictions_csv, results_dir, outdir)
         # among those whose ranks had a core each where there are any (else the waiting ranks' polling
         # shows as the others' compute)
         sizes = {net: describe(results / net / "network.h5")["nnz_total"] for net in rw["network"].unique()}
-        own = ~(rw["cores_per_rank"] < 1) if "cores_per_rank" in rw else True
-        rw = rw.assign(nnz=rw["network"].map(sizes), ours=rw["method"] == "hypergraph", own=own)  # ties: ours
+        rw = rw.assign(nnz=rw["network"].map(sizes), ours=rw["method"] == "hypergraph", own=~shared_cores(rw))
         r = rw.sort_values(["own", "nnz", "k", "batch_size", "ours"]).iloc[-1]
         name = f"train-{r['method']}-k{r['k']}-row-wise-b{r['batch_size']}"
         ranks = json.loads((results / r["network"] / "runs" / f"{name}.json").read_text())["per_rank"]
