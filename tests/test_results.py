@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -121,3 +122,92 @@ def test_the_cost_model_is_fitted_on_runs_whose_ranks_had_a_core_each(tmp_path):
     assert list(dp.loc[[16, 32, 64], "used_for_fit"]) == [True, False, True]
     assert list(dp.loc[[16, 32, 64], "measured_cores_per_rank"]) == [1.0, 0.5, 1.0]  # the figure marks it
     assert dp.loc[32, "predicted_step_seconds"] < 0.1  # the fit did not follow the shared run's 0.5 s
+
+
+@pytest.fixture(scope="module")
+def cost_model_partitions(tmp_path_factory):
+    """A RadiX-Net and a random network (64 neurons, 4 layers) in the workflow's layout, with their
+    K = 1 (trivial: one part), block K = 2, random K = 2 and random K = 3 partitions."""
+    from spdnn.generate import radixnet_stream, random_stream
+    from spdnn.network import LayerFile
+    from spdnn.partition import partition_network
+    from spdnn.partition_io import write_partition
+
+    root = tmp_path_factory.mktemp("costmodel")
+    parts = {}
+    for kind, stream in (("radixnet", radixnet_stream(64, 4, 0)), ("random", random_stream([64] * 5, 8, 0))):
+        net = root / "results" / kind / "network.h5"
+        (net.parent / "partitions").mkdir(parents=True)
+        stream.write(net)
+        layers = LayerFile(net)
+        for method, k in (("trivial", 1), ("block", 2), ("random", 2), ("random", 3)):
+            part = net.parent / "partitions" / f"{method}-k{k}.part"
+            values, _ = partition_network(layers, layers.widths, k, "block" if method == "trivial" else method)
+            write_partition(values, part, k=k)
+            parts[kind, method, k] = (net, part)
+        layers.close()
+    return parts
+
+
+def test_the_cost_model_counts_the_block_entries_each_ranks_kernels_compute(cost_model_partitions):
+    """A rank's entries in dense blocks are those its runtime's kernels put in blocks (the layer's
+    rows of that rank, entries in stored order): all of a RadiX-Net's under a block partition, part
+    of them where a random partition splits the row groups, none in a random network's rows."""
+    from spdnn.costmodel import rank_layer_stats
+    from spdnn.kernels import layer_kernels
+    from spdnn.network import LayerFile
+    from spdnn.partition_io import read_partition
+    from spdnn.volume import split_by_layer
+
+    def in_blocks(w):
+        kernels = layer_kernels(w)
+        return kernels.rows.size * kernels.row_length if kernels.dense_blocks else 0
+
+    for kind, method, k, share in (("radixnet", "block", 2, "all"), ("radixnet", "random", 3, "some"),
+                                   ("random", "block", 2, "none")):
+        net, part_path = cost_model_partitions[kind, method, k]
+        layers = LayerFile(net)
+        part = read_partition(part_path)
+        stats = rank_layer_stats(layers, layers.widths, part, k)
+        parts = split_by_layer(part, layers.widths)
+        for t, w in enumerate(layers):
+            for p in range(k):
+                assert stats.block_load[t, p] == in_blocks(w[np.flatnonzero(parts[t + 1] == p)]), (kind, t, p)
+            assert stats.whole_blocks[t] == in_blocks(w)
+        layers.close()
+        fraction = stats.block_load.sum() / stats.load.sum()
+        assert {"all": fraction == 1, "some": 0 < fraction < 1, "none": fraction == 0}[share], (kind, fraction)
+
+
+def test_the_cost_model_fits_a_rate_for_each_kernel(cost_model_partitions):
+    """Step times made from known parameters (dense blocks 8× faster than CSR rows) on RadiX-Net
+    and random networks, row-wise and data-parallel: the fit finds the parameters again and
+    predicts every run."""
+    from spdnn.costmodel import CostParams, predict_table
+
+    truth = CostParams(gamma_block=1e-10, gamma_scattered=8e-10, alpha=2e-5, beta=5e-9, delta=3e-4, mu=1e-8)
+    parts = [str(part) for (_, _, k), (_, part) in cost_model_partitions.items() if k <= 2]
+    batches = [16, 64, 256]
+    _, exact, _ = predict_table(pd.DataFrame(), parts, batches, given=truth)
+    exact = exact[exact["k"] <= 2]
+    runs = exact.rename(columns={"predicted_step_seconds": "step_seconds"}).assign(kind="train", cores_per_rank=1.0)
+    params, pred, n_fit = predict_table(runs, parts, batches)
+    assert n_fit == len(runs) == 2 * 4 * len(batches)  # K = 1, block, random and data-parallel
+    np.testing.assert_allclose(pred["predicted_step_seconds"], pred["measured_step_seconds"], rtol=1e-6)
+    np.testing.assert_allclose(params.vector(), truth.vector(), rtol=1e-4)
+
+
+def test_cost_model_values_from_a_cluster_need_both_compute_rates(tmp_path, cost_model_partitions):
+    from conftest import assert_user_error, spdnn
+
+    runs = tmp_path / "runs.csv"
+    runs.write_text("network,kind,method,k,mode,batch_size,step_seconds\n")
+    part = cost_model_partitions["radixnet", "block", 2][1]
+    out = ["--partitions", part, "--params", tmp_path / "p.json", "-o", tmp_path / "pred.csv"]
+    assert_user_error(spdnn("costmodel", runs, "--gamma-block", "1e-10", "--alpha", "1e-5", *out, check=False),
+                      "--gamma-scattered")
+    assert not (tmp_path / "pred.csv").exists()
+    spdnn("costmodel", runs, "--gamma-block", "1e-10", "--gamma-scattered", "8e-10", *out)
+    params = json.loads((tmp_path / "p.json").read_text())
+    assert params["source"] == "config" and params["gamma_scattered"] == 8e-10 and params["beta"] == 0.0
+    assert (pd.read_csv(tmp_path / "pred.csv")["predicted_step_seconds"] > 0).all()

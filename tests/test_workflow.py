@@ -97,6 +97,14 @@ def test_nested_config_overrides(tmp_path):
     assert proc.returncode == 2 and "config error at partition.k.0: 1 is less than the minimum of 2" in proc.stderr
 
 
+def test_cost_model_values_from_the_config_reach_the_rule_and_need_both_compute_rates(tmp_path):
+    proc = smk(tmp_path, "--cores", 2, "-n", "-p", "--config",
+               "costmodel={gamma_block: 1e-10, gamma_scattered: 8e-10, beta: 5e-9}")
+    assert "--gamma-block 1e-10 --gamma-scattered 8e-10 --beta 5e-09" in proc.stdout
+    proc = smk(tmp_path, "--cores", 2, "-n", "--config", "costmodel={gamma_block: 1e-10, alpha: 1e-5}", check=False)
+    assert proc.returncode == 2 and "config error at costmodel" in proc.stderr and "gamma_scattered" in proc.stderr
+
+
 def test_streamed_inference_reaches_the_row_wise_runs_only(tmp_path):
     """inference.stream_layers reaches infer_run through params: --stream-layers on the row-wise
     runs, not on the data-parallel ones (which refuse it), and a rank's memory request shrinks."""

@@ -281,9 +281,14 @@ def cmd_costmodel(a):
     from .costmodel import CostParams, params_to_json, predict_table
     from .results import write_csv
 
+    names = ("gamma_block", "gamma_scattered", "alpha", "beta", "delta", "mu")
+    values = {name: getattr(a, name) for name in names}
     given = None
-    if a.gamma is not None:
-        given = CostParams(a.gamma, a.alpha or 0.0, a.beta or 0.0, a.delta or 0.0, a.mu or 0.0)
+    if any(v is not None for v in values.values()):  # a cluster's measured values: both rates needed
+        if values["gamma_block"] is None or values["gamma_scattered"] is None:
+            raise UserError("cost model values given without both --gamma-block and --gamma-scattered "
+                            "(seconds per multiply-add in a dense block and in a CSR row)")
+        given = CostParams(**{name: v or 0.0 for name, v in values.items()})
     runs = pd.read_csv(a.runs)
     params, pred, n_fit = predict_table(runs, a.partitions, a.batch_sizes, a.max_fit_k, given)
     write_csv(pred, a.output)
@@ -615,7 +620,7 @@ def _results_commands(sub) -> None:
     cm.add_argument("--partitions", nargs="*", default=[])
     cm.add_argument("--batch-sizes", type=_ints, default=[1, 16, 256])
     cm.add_argument("--max-fit-k", type=int, default=2, help="fit on runs with K up to this (timings mean something)")
-    for name in ("gamma", "alpha", "beta", "delta", "mu"):
+    for name in ("gamma-block", "gamma-scattered", "alpha", "beta", "delta", "mu"):
         cm.add_argument(f"--{name}", type=float, default=None, help="use this value instead of fitting")
     cm.add_argument("--params", required=True, help="JSON with the parameters used")
     cm.add_argument("-o", "--output", required=True)

@@ -1,17 +1,24 @@
 """Latency–bandwidth cost model of a training step, fitted here, predicting beyond this machine.
 
-Row-wise, per layer k: T_k = max_p (γ·c·B·load_k(p) + α·d_k·msgs_k(p) + β·d_k·B·words_k(p)),
-with load = nonzeros of p's rows, msgs/words = messages and words p sends plus receives per
-sample in the expand, d_k = 2 for training (expand + fold; 1 for k = 1), c = 3 (forward SpMM,
-backward SpMM, gradient). A step adds δ per layer (interpreter and launch overhead, which a
-Python runtime does have) and μ per weight it updates (the SGD update, independent of B):
-T = Σ_k T_k + δ·L + μ·Σ_k max_p load_k(p).
+Row-wise, per layer k: T_k = max_p (c·B·(γ_b·blocks_k(p) + γ_s·scattered_k(p)) + α·d_k·msgs_k(p)
++ β·d_k·B·words_k(p)), with blocks/scattered = nonzeros of p's rows that the dense-block kernel
+computes and that the CSR kernel computes (`kernels.block_rows` on p's rows: the kernel p's runtime
+takes), msgs/words = messages and words p sends plus receives per sample in the expand, d_k = 2
+for training (expand + fold; 1 for k = 1), c = 3 (forward SpMM, backward SpMM, gradient). A step
+adds δ per layer (interpreter and launch overhead, which a Python runtime does have) and μ per
+weight it updates (the SGD update, independent of B): T = Σ_k T_k + δ·L + μ·Σ_k max_p load_k(p).
 
-Data-parallel: T = γ·c·B·nnz/K + δ·L + μ·M + α·2(K−1) + β·2(K−1)/K·M, M = nnz + Σ n_k
-(every rank packs and updates all M gradients; a bandwidth-optimal allreduce moves them).
+Two compute rates because the kernels differ by ~7× a multiply-add on this machine: a dense block
+reads each input once for R rows, a CSR row gathers scattered inputs. So a partition that splits
+the blocks of a RadiX-Net layer costs compute as well as words (one γ left the random partitions
+of a RadiX-Net −40 % and pruned networks −75 % against their measured steps).
 
-γ, α, β, δ, μ are fitted by non-negative least squares on measured step times (runs with K ≤ 2,
-where timings mean something on this 2-core machine), or taken from the config for a cluster.
+Data-parallel: T = c·B·(γ_b·blocks + γ_s·scattered)/K + δ·L + μ·M + α·2(K−1) + β·2(K−1)/K·M,
+M = nnz + Σ n_k (every rank packs and updates all M gradients; a bandwidth-optimal allreduce
+moves them; each rank's replica holds whole layers, whose blocks are the serial kernel's).
+
+γ_b, γ_s, α, β, δ, μ are fitted by non-negative least squares on measured step times (runs with
+K ≤ 2, where timings mean something on this 2-core machine), or taken from the config for a cluster.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ import numpy as np
 from scipy.optimize import nnls
 
 from .arrays import distinct
+from .hypergraph import identical_rows
+from .kernels import block_entries
 from .volume import layer_loads, layer_traffic, split_by_layer
 
 COMPUTE_PASSES = 3  # forward SpMM, backward SpMM, pattern gradient
@@ -30,61 +39,86 @@ COMPUTE_PASSES = 3  # forward SpMM, backward SpMM, pattern gradient
 
 @dataclass
 class CostParams:
-    gamma: float  # s per multiply-add per sample
+    gamma_block: float  # s per multiply-add per sample in a dense block
+    gamma_scattered: float  # s per multiply-add per sample in a CSR row
     alpha: float  # s per message
     beta: float  # s per word
     delta: float  # s per layer per step (overhead)
     mu: float = 0.0  # s per updated weight per step
 
     def vector(self):
-        return np.array([self.gamma, self.alpha, self.beta, self.delta, self.mu])
+        return np.array([self.gamma_block, self.gamma_scattered, self.alpha, self.beta, self.delta, self.mu])
 
 
-def rank_layer_stats(layers, widths, part: np.ndarray, k_parts: int):
-    """(L × K) arrays: load (nnz of owned rows), messages and words sent + received per sample.
-    `layers`: any iterable of W^k (a `network.LayerFile` streams: one layer in memory)."""
+@dataclass
+class LayerStats:
+    """Per layer (rows) and rank (columns) of one partition: load (nonzeros of owned rows), the
+    part of it in dense blocks, messages and words sent + received per sample; and per layer the
+    whole layer's block nonzeros (a data-parallel replica's)."""
+    load: np.ndarray
+    block_load: np.ndarray
+    msgs: np.ndarray
+    words: np.ndarray
+    whole_blocks: np.ndarray
+
+    def compute_seconds(self, params: CostParams, batch: int) -> np.ndarray:
+        return COMPUTE_PASSES * batch * (params.gamma_block * self.block_load
+                                         + params.gamma_scattered * (self.load - self.block_load))
+
+
+def rank_layer_stats(layers, widths, part: np.ndarray, k_parts: int) -> LayerStats:
+    """`layers`: any iterable of W^k (a `network.LayerFile` streams: one layer in memory)."""
     parts = split_by_layer(part, widths)
-    load, msgs, words = [], [], []
+    load, block_load, msgs, words, whole = [], [], [], [], []
     for t, w in enumerate(layers):
         load.append(layer_loads(w, parts[t + 1], k_parts))
+        # A rank's rows keep their entries' order (`rowwise`), so its classes are the layer's.
+        classes, lengths = identical_rows(w, ordered=True), np.diff(w.indptr)
+        whole.append(block_entries(classes, lengths))
+        by_part = np.argsort(parts[t + 1], kind="stable")
+        starts = np.searchsorted(parts[t + 1][by_part], np.arange(1, k_parts))
+        block_load.append([block_entries(classes[rows], lengths[rows]) for rows in np.split(by_part, starts)])
         p, q, _ = layer_traffic(w, parts[t], parts[t + 1], k_parts)  # one (sender, receiver) per word
         words.append(np.bincount(p, minlength=k_parts) + np.bincount(q, minlength=k_parts))
         senders, receivers = np.divmod(distinct(p * k_parts + q, limit=k_parts * k_parts), k_parts)
         msgs.append(np.bincount(senders, minlength=k_parts) + np.bincount(receivers, minlength=k_parts))
-    return tuple(np.array(a, dtype=np.float64).reshape(len(load), k_parts) for a in (load, msgs, words))
+    shaped = (np.array(a, dtype=np.float64).reshape(len(load), k_parts) for a in (load, block_load, msgs, words))
+    return LayerStats(*shaped, np.array(whole, dtype=np.float64))
 
 
-def rowwise_terms(stats, batch: int, params: CostParams) -> float:
-    load, msgs, words = stats
-    d = np.full(load.shape[0], 2.0)
+def _expand_factor(num_layers: int) -> np.ndarray:
+    d = np.full(num_layers, 2.0)
     d[0] = 1.0
-    per_rank = (params.gamma * COMPUTE_PASSES * batch * load + params.alpha * d[:, None] * msgs
-                + params.beta * d[:, None] * batch * words)
-    return float(per_rank.max(axis=1).sum() + params.delta * load.shape[0] + params.mu * load.max(axis=1).sum())
+    return d
 
 
-def rowwise_features(stats, batch: int, params: CostParams | None = None) -> np.ndarray:
-    """Linear features [γ, α, β, δ, μ] of the step time at the critical rank of each layer.
+def rowwise_terms(stats: LayerStats, batch: int, params: CostParams) -> np.ndarray:
+    """L × K seconds of each rank in each layer (compute and communication)."""
+    d = _expand_factor(stats.load.shape[0])[:, None]
+    return (stats.compute_seconds(params, batch) + params.alpha * d * stats.msgs
+            + params.beta * d * batch * stats.words)
+
+
+def rowwise_features(stats: LayerStats, batch: int, params: CostParams | None = None) -> np.ndarray:
+    """Linear features [γ_b, γ_s, α, β, δ, μ] of the step time at the critical rank of each layer.
 
     The critical rank is chosen with `params` (or by load when fitting from scratch), which
     makes the max linear around the fitted point.
     """
-    load, msgs, words = stats
-    d = np.full(load.shape[0], 2.0)
-    d[0] = 1.0
-    if params is None:
-        crit = load.argmax(axis=1)
-    else:
-        crit = (params.gamma * COMPUTE_PASSES * batch * load + params.alpha * d[:, None] * msgs
-                + params.beta * d[:, None] * batch * words).argmax(axis=1)
-    idx = np.arange(load.shape[0])
-    return np.array([COMPUTE_PASSES * batch * load[idx, crit].sum(), (d * msgs[idx, crit]).sum(),
-                     batch * (d * words[idx, crit]).sum(), load.shape[0], load[idx, crit].sum()])
+    s = stats
+    crit = s.load.argmax(axis=1) if params is None else rowwise_terms(s, batch, params).argmax(axis=1)
+    idx = np.arange(s.load.shape[0])
+    d = _expand_factor(s.load.shape[0])
+    load, blocks = s.load[idx, crit], s.block_load[idx, crit]
+    return np.array([COMPUTE_PASSES * batch * blocks.sum(), COMPUTE_PASSES * batch * (load - blocks).sum(),
+                     (d * s.msgs[idx, crit]).sum(), batch * (d * s.words[idx, crit]).sum(), s.load.shape[0],
+                     load.sum()])
 
 
-def data_parallel_features(nnz: int, grad_words: int, num_layers: int, k: int, batch: int) -> np.ndarray:
-    return np.array([COMPUTE_PASSES * batch * nnz / k, 2 * (k - 1), 2 * (k - 1) / k * grad_words, num_layers,
-                     grad_words])
+def data_parallel_features(nnz: int, block_nnz: int, grad_words: int, num_layers: int, k: int,
+                           batch: int) -> np.ndarray:
+    return np.array([COMPUTE_PASSES * batch * block_nnz / k, COMPUTE_PASSES * batch * (nnz - block_nnz) / k,
+                     2 * (k - 1), 2 * (k - 1) / k * grad_words, num_layers, grad_words])
 
 
 def fit(features: np.ndarray, seconds: np.ndarray) -> CostParams:
@@ -114,7 +148,7 @@ def predict_table(runs, partitions: list[str], batch_sizes: list[int], max_fit_k
 
     import pandas as pd
 
-    from .network import LayerFile, describe
+    from .network import LayerFile
     from .partition_io import read_partition
 
     sizes, stats = {}, {}
@@ -124,15 +158,14 @@ def predict_table(runs, partitions: list[str], batch_sizes: list[int], max_fit_k
         net_path = network_of(p)
         network = net_path.split("/")[-2]
         layers = LayerFile(net_path)  # streamed per partition: one layer in memory, never the network
-        if network not in sizes:
-            sizes[network] = (describe(net_path)["nnz_total"], layers.widths)
-        stats[(network, method, k)] = rank_layer_stats(layers, layers.widths, read_partition(p), k)
+        s = stats[(network, method, k)] = rank_layer_stats(layers, layers.widths, read_partition(p), k)
+        sizes.setdefault(network, (int(s.load.sum()), int(s.whole_blocks.sum()), layers.widths))
         layers.close()
 
     def features(network, method, k, mode, batch, params=None):
         if mode == "data-parallel":
-            nnz, widths = sizes[network]
-            return data_parallel_features(nnz, nnz + sum(widths[1:]), len(widths) - 1, k, batch)
+            nnz, block_nnz, widths = sizes[network]
+            return data_parallel_features(nnz, block_nnz, nnz + sum(widths[1:]), len(widths) - 1, k, batch)
         key = (network, "trivial" if method == "none" else method, k)
         return rowwise_features(stats[key], batch, params) if key in stats else None
 
@@ -151,7 +184,7 @@ def predict_table(runs, partitions: list[str], batch_sizes: list[int], max_fit_k
     params = given
     if params is None:
         if not fit_rows:
-            params = CostParams(0.0, 0.0, 0.0, 0.0)
+            params = CostParams(0.0, 0.0, 0.0, 0.0, 0.0)
         else:
             for _ in range(2):  # refit once with the critical ranks the first fit implies
                 feats = np.array([features(r["network"], r["method"], r["k"], r["mode"], r["batch_size"], params)

@@ -400,18 +400,31 @@ def layer_kernels(w) -> SparseLayer:
 
 
 def _dense_blocks(w):
-    """(rows G × R, cols G × C): the dense blocks of w, groups of R ≥ 2 rows with the same C-column
-    list in the same order, R the largest group size and C the commonest length among groups of
-    that size; None when there is none. Rows of other groups (a group a partition split, rows of
-    another length) stay outside the blocks."""
-    n = w.shape[0]
-    if n == 0 or w.nnz == 0:
+    """(rows G × R, cols G × C): the dense blocks of w (`block_rows`); None when there is none."""
+    if w.shape[0] == 0 or w.nnz == 0:
         return None
     lengths = np.diff(w.indptr)
-    classes = identical_rows(w, ordered=True)  # a block row is its class's column list, in order
+    # A block row is its class's column list, in order.
+    rows = block_rows(identical_rows(w, ordered=True), lengths)
+    if rows is None:
+        return None
+    c = int(lengths[rows[0, 0]])
+    cols = w.indices[w.indptr[rows[:, 0]][:, None] + np.arange(c)[None, :]].astype(np.int64)
+    return rows, cols
+
+
+def block_rows(classes: np.ndarray, lengths: np.ndarray) -> np.ndarray | None:
+    """The rows the dense-block kernel computes, G × R (one block a row, in class order), from
+    each row's class of identical ordered column lists (`hypergraph.identical_rows`, ids 0..G'−1)
+    and its length: groups of R ≥ 2 rows, R the largest group size and C the commonest length among
+    groups of that size; None when there is none. Rows of other groups (a group a partition split,
+    rows of another length) and empty rows (dead neurons) stay CSR rows. The cost model counts a
+    rank's block entries with it (`block_entries`), so model and kernels cannot disagree."""
+    if classes.size == 0:
+        return None
     sizes = np.bincount(classes)
     first = first_index(classes, sizes.size)
-    row_ok = lengths > 0  # empty rows (dead neurons) stay CSR rows
+    row_ok = lengths > 0
     class_ok = np.bincount(classes, weights=~row_ok, minlength=sizes.size) == 0
     size = int(sizes[class_ok].max()) if class_ok.any() else 0
     if size < 2:
@@ -420,9 +433,16 @@ def _dense_blocks(w):
     c = int(np.bincount(lengths[first[full]]).argmax())
     chosen = full & (lengths[first] == c)
     rows = np.argsort(classes, kind="stable")
-    rows = rows[chosen[classes[rows]]].reshape(-1, size)  # rows of each chosen class, in class order
-    cols = w.indices[w.indptr[rows[:, 0]][:, None] + np.arange(c)[None, :]].astype(np.int64)
-    return rows.astype(np.int64), cols
+    return rows[chosen[classes[rows]]].reshape(-1, size).astype(np.int64)  # each chosen class's rows
+
+
+def block_entries(classes: np.ndarray, lengths: np.ndarray) -> int:
+    """Nonzeros of the rows `block_rows` puts in dense blocks (any class ids: compacted here)."""
+    if classes.size == 0:
+        return 0
+    _, compact = np.unique(classes, return_inverse=True)
+    rows = block_rows(compact.reshape(-1), lengths)
+    return 0 if rows is None else int(lengths[rows].sum())
 
 
 def _pattern_grad_csr(w, delta, x, chunk_elems: int = 1 << 16):

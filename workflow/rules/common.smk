@@ -1,6 +1,7 @@
 # Config validation and the named input functions every stage uses.
 import math
 import os
+import re
 import sys
 
 import jsonschema
@@ -22,10 +23,14 @@ def _set(cfg, path, value):
     cfg[path[-1]] = value
 
 
+NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
 def coerce_overrides(cfg, validator):
     """`--config key='{a: [4]}'` reaches the config as strings inside nested values (Snakemake
     parses them with YAML's BaseLoader). Where the schema wants a number or a boolean and finds a
-    string, read that string as YAML; anything else is left for the schema to report."""
+    string, read that string as YAML, and as a decimal number where YAML leaves one a string
+    (`1e-10`, in a config file too); anything else is left for the schema to report."""
     for _ in range(1000):  # each pass fixes at least one value
         fixed = False
         for error in validator.iter_errors(cfg):
@@ -36,6 +41,8 @@ def coerce_overrides(cfg, validator):
                     value = yaml.safe_load(error.instance)
                 except yaml.YAMLError:
                     continue
+                if isinstance(value, str) and "number" in wanted and NUMBER.fullmatch(value):
+                    value = float(value)  # YAML 1.1 reads 1e-10 (no dot) as a string
                 if isinstance(value, (int, float, bool)) and value != error.instance:
                     _set(cfg, list(error.absolute_path), value)
                     fixed = True
@@ -317,7 +324,8 @@ def partition_jsons():
 
 def costmodel_args():
     cm = config.get("costmodel") or {}
-    given = [f"--{k} {cm[k]}" for k in ("gamma", "alpha", "beta", "delta", "mu") if cm.get(k) is not None]
+    names = ("gamma_block", "gamma_scattered", "alpha", "beta", "delta", "mu")
+    given = [f"--{k.replace('_', '-')} {cm[k]}" for k in names if cm.get(k) is not None]
     return " ".join(given)
 
 
