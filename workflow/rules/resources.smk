@@ -93,8 +93,8 @@ def inference_inputs(network) -> int:
 
 # Serial inference's multiply-adds a second on one core, measured with the 1,797 digits (the rates
 # of the multiply-adds done): RadiX-Net and challenge layers go through dense blocks of rows that share
-# their columns (kernels.py; 3.1-4.7e9 at N = 4096..65536), random and pruned layers through scipy's
-# sparse product with scattered columns (1.1-1.5e9 at N = 4096..65536).
+# their columns (kernels.py; 3.1-4.7e9 at N = 4096..65536), random and pruned layers through the CSR
+# product with scattered columns (1.6e9 at 65536x120, 1.8-1.9e9 at 16384x30).
 BLOCK_MADDS_PER_SECOND = 3e9
 SCATTERED_MADDS_PER_SECOND = 1e9
 # A sample leaves once all its activations are zero (reference.drop_dead). With the challenge's
@@ -105,13 +105,21 @@ SCATTERED_MADDS_PER_SECOND = 1e9
 CHALLENGE_WORK_DONE = 0.5
 
 
-def _inference_seconds(network) -> float:
+def dense_blocks(network, method=None) -> bool:
+    """Whether the layers, or a rank's rows of them, go through the dense-block kernel: RadiX-Net and
+    challenge layers, unless a `random` partition splits their row groups (5-9 % of a RadiX-Net's
+    entries stay in blocks, README "Cost model") or an external one may (its structure unknown)."""
+    blocks = net_cfg(network)["generator"] in ("radixnet", "graphchallenge")
+    return blocks and method not in ("random", "external")
+
+
+def _inference_seconds(network, method=None) -> float:
     """One core's seconds for every input through the network, less the work of the samples that die."""
     cfg = net_cfg(network)
-    blocks = cfg["generator"] in ("radixnet", "graphchallenge")
-    dies = blocks and cfg.get("bias", -1) < 0  # generated RadiX-Nets take the challenge's bias by default
+    dies = cfg["generator"] in ("radixnet", "graphchallenge") and cfg.get("bias", -1) < 0  # generated
+    # RadiX-Nets take the challenge's bias by default
     madds = inference_inputs(network) * network_size(network)[1] * (CHALLENGE_WORK_DONE if dies else 1)
-    return madds / (BLOCK_MADDS_PER_SECOND if blocks else SCATTERED_MADDS_PER_SECOND)
+    return madds / (BLOCK_MADDS_PER_SECOND if dense_blocks(network, method) else SCATTERED_MADDS_PER_SECOND)
 
 
 def inference_runtime(wildcards):
@@ -119,9 +127,10 @@ def inference_runtime(wildcards):
 
 
 # A rank's multiply-adds a second in a row-wise training step, exchanges included (K = 2, B = 64,
-# 3 x nnz x B / K a step: 2.6e9 at 16384x120, 2.8e9 at 65536x120 on 2 cores; README "Running on a
-# SLURM cluster").
-TRAIN_MADDS_PER_SECOND = 2.5e9
+# 3 x nnz x B / K a step, on 2 cores; README "Running on a SLURM cluster"): dense blocks 2.6e9 at
+# 16384x120, 2.8e9 at 65536x120 (RadiX-Net); CSR rows 0.93-1.08e9 at 16384x120 (random, 32 a row).
+TRAIN_BLOCK_MADDS_PER_SECOND = 2.5e9
+TRAIN_SCATTERED_MADDS_PER_SECOND = 0.8e9
 TRAIN_DIGITS = DIGITS_IMAGES - round(TEST_FRACTION * DIGITS_IMAGES)  # the runs' training set (datasets.load_dataset)
 
 
@@ -137,9 +146,11 @@ def run_runtime(wildcards):
     k = int(wildcards.k)
     if not hasattr(wildcards, "b"):
         efficiency = 1 if k == 1 else 0.5
-        return _minutes(_inference_seconds(wildcards.network) / (efficiency * k) + nnz / k / 1e7)
+        return _minutes(_inference_seconds(wildcards.network, wildcards.method) / (efficiency * k) + nnz / k / 1e7)
     b = int(wildcards.b)
-    step = 3 * nnz * b / k / TRAIN_MADDS_PER_SECOND + (4 * nnz / 1e9 if wildcards.mode == "data-parallel" else 0)
+    rate = TRAIN_BLOCK_MADDS_PER_SECOND if dense_blocks(wildcards.network, wildcards.method) \
+        else TRAIN_SCATTERED_MADDS_PER_SECOND
+    step = 3 * nnz * b / k / rate + (4 * nnz / 1e9 if wildcards.mode == "data-parallel" else 0)
     return _minutes(RUNS["epochs"] * math.ceil(TRAIN_DIGITS / b) * step + nnz / k / 1e6)
 
 
