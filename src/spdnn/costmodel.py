@@ -8,10 +8,10 @@ for training (expand + fold; 1 for k = 1), c = 3 (forward SpMM, backward SpMM, g
 adds δ per layer (interpreter and launch overhead, which a Python runtime does have) and μ per
 weight it updates (the SGD update, independent of B): T = Σ_k T_k + δ·L + μ·Σ_k max_p load_k(p).
 
-Two compute rates because the kernels differ by ~7× a multiply-add on this machine: a dense block
-reads each input once for R rows, a CSR row gathers scattered inputs. So a partition that splits
-the blocks of a RadiX-Net layer costs compute as well as words (one γ left the random partitions
-of a RadiX-Net −40 % and pruned networks −75 % against their measured steps).
+Two compute rates because the kernels differ by several times a multiply-add: a dense block reads
+each input once for R rows, a CSR row gathers scattered inputs. So a partition that splits the
+blocks of a RadiX-Net layer costs compute as well as words (README "Cost model": what one γ
+missed on the default workflow's runs).
 
 Data-parallel: T = c·B·(γ_b·blocks + γ_s·scattered)/K + δ·L + μ·M + α·2(K−1) + β·2(K−1)/K·M,
 M = nnz + Σ n_k (every rank packs and updates all M gradients; a bandwidth-optimal allreduce
