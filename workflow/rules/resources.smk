@@ -108,7 +108,7 @@ CHALLENGE_WORK_DONE = 0.5
 def dense_blocks(network, method=None) -> bool:
     """Whether the layers, or a rank's rows of them, go through the dense-block kernel: RadiX-Net and
     challenge layers, unless a `random` partition splits their row groups (5-9 % of a RadiX-Net's
-    entries stay in blocks, README "Cost model") or an external one may (its structure unknown)."""
+    entries stay in blocks at K = 2..8, README "Cost model") or an external one may (structure unknown)."""
     blocks = net_cfg(network)["generator"] in ("radixnet", "graphchallenge")
     return blocks and method not in ("random", "external")
 
@@ -116,8 +116,8 @@ def dense_blocks(network, method=None) -> bool:
 def _inference_seconds(network, method=None) -> float:
     """One core's seconds for every input through the network, less the work of the samples that die."""
     cfg = net_cfg(network)
-    dies = cfg["generator"] in ("radixnet", "graphchallenge") and cfg.get("bias", -1) < 0  # generated
-    # RadiX-Nets take the challenge's bias by default
+    # generated RadiX-Nets take the challenge's (negative) bias unless the config gives one
+    dies = cfg["generator"] in ("radixnet", "graphchallenge") and cfg.get("bias", -1) < 0
     madds = inference_inputs(network) * network_size(network)[1] * (CHALLENGE_WORK_DONE if dies else 1)
     return madds / (BLOCK_MADDS_PER_SECOND if dense_blocks(network, method) else SCATTERED_MADDS_PER_SECOND)
 
