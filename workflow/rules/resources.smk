@@ -115,9 +115,8 @@ def dense_blocks(network, method=None) -> bool:
 
 def _inference_seconds(network, method=None) -> float:
     """One core's seconds for every input through the network, less the work of the samples that die."""
-    cfg = net_cfg(network)
     # generated RadiX-Nets take the challenge's (negative) bias unless the config gives one
-    dies = cfg["generator"] in ("radixnet", "graphchallenge") and cfg.get("bias", -1) < 0
+    dies = dense_blocks(network) and net_cfg(network).get("bias", -1) < 0
     madds = inference_inputs(network) * network_size(network)[1] * (CHALLENGE_WORK_DONE if dies else 1)
     return madds / (BLOCK_MADDS_PER_SECOND if dense_blocks(network, method) else SCATTERED_MADDS_PER_SECOND)
 
