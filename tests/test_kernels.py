@@ -11,7 +11,7 @@ import pytest
 import scipy.sparse as sp
 
 from spdnn.generate import radixnet, random_sparse
-from spdnn.kernels import SparseLayer, add_rows, layer_kernels, masked_delta
+from spdnn.kernels import SparseLayer, add_rows, layer_kernels, masked_delta, transposed_pattern
 from spdnn.reference import gc_layer
 
 
@@ -238,8 +238,10 @@ def test_a_share_that_splits_groups_mixes_blocks_and_csr_rows():
     np.testing.assert_allclose(grad_w, np.einsum("eb,eb->e", delta.astype(np.float64)[rows],
                                                  x.astype(np.float64)[local.indices]), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(back, local.T.astype(np.float64) @ delta.astype(np.float64), rtol=1e-12, atol=1e-12)
-    local.data *= 3  # in-place update (SGD): both parts read the new values
+    local.data *= 3  # in-place update (SGD): both parts read the new values, backward too
     np.testing.assert_allclose(kernel.forward(bias, x, 1.5)[0], local @ x + bias[:, None], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(kernel.backward(delta, x)[1], local.T.astype(np.float64) @ delta.astype(np.float64),
+                               rtol=1e-12, atol=1e-12)
 
 
 def test_blocks_with_dead_rows_at_the_end():
@@ -297,3 +299,32 @@ def test_a_prepared_layer_is_freed_with_its_matrix():
         assert gone() is None, "the matrix outlived its last reference (a cycle through its preparation)"
     finally:
         gc.enable()
+
+
+def test_transposed_pattern_of_unsorted_rows_with_empty_rows_and_columns():
+    """Wᵀ's pattern (the backward's Wᵀδ gathers by it): W's rows ascending in each column, each
+    entry's position in W's data; a rank's local column ids come unsorted, and rows or columns
+    may be empty. Wᵀδ through it has SciPy's bits, and follows in-place value updates."""
+    rng = np.random.default_rng(3)
+    w = sp.random(40, 30, density=0.15, format="lil", random_state=4, dtype=np.float32)
+    w[7, :] = 0
+    w[:, 11] = 0
+    w = w.tocsr()
+    for i in range(w.shape[0]):  # unsorted column ids within each row
+        seg = slice(w.indptr[i], w.indptr[i + 1])
+        order = rng.permutation(w.indptr[i + 1] - w.indptr[i])
+        w.indices[seg], w.data[seg] = w.indices[seg][order], w.data[seg][order]
+    w.has_sorted_indices = False
+    w.indptr = w.indptr.astype(np.int64)
+    t_indptr, t_rows, t_pos = transposed_pattern(w)
+    want = w.T.tocsr()
+    want.sort_indices()
+    assert np.array_equal(t_indptr, want.indptr) and np.array_equal(t_rows, want.indices)
+    rows = np.repeat(np.arange(w.shape[0]), np.diff(w.indptr))
+    assert np.array_equal(rows[t_pos], t_rows) and np.array_equal(w.indices[t_pos], np.repeat(np.arange(30), np.diff(t_indptr)))
+    kernel = SparseLayer(w)
+    assert not kernel.dense_blocks
+    delta = rng.standard_normal((40, 9)).astype(np.float32)
+    assert np.array_equal(kernel.transpose_times(delta), w.T @ delta.astype(np.float64))
+    w.data *= -2
+    assert np.array_equal(kernel.backward(delta, np.ones((30, 9), np.float32))[1], w.T @ delta.astype(np.float64))

@@ -12,8 +12,9 @@ group's C input rows once for its R rows (summing every entry in stored order, a
 so that a sample's value does not depend on its batch: `_block_products`), and the float64
 backward products are batches of G small dense products (BLAS, `np.matmul`). Any other layer
 (random, pruned, a rank's share that splits groups) takes the CSR path: compiled loops that sum
-each row in stored order forward (`_csr_products`, SciPy's bits) and widen one row of δ once for
-all its entries backward (`_csr_pattern_grad`, `_csr_add_transpose_times`).
+each row in stored order forward (`_csr_products`, SciPy's bits), widen one row of δ once for all
+its entries for the weight gradient (`_csr_pattern_grad`), and gather Wᵀδ input by input along
+Wᵀ's pattern, built on the first backward pass (`_csr_add_transpose_times`, SciPy's bits).
 
 - `gc(bias, x, ymax)`: z = clip(W x + b on the nonzeros of W x, 0, ymax) and which samples are
   still alive (the Graph Challenge layer; `reference.gc_layer` is its definition), the bias, clip
@@ -212,20 +213,52 @@ def _csr_pattern_grad(indptr, indices, delta, x, out):
             out[e] = s
 
 
-def _csr_add_transpose_times(indptr, indices, data, delta, out):
-    """out += Wᵀ δ in float64: row i's δ, widened once, added to the rows of its entries' inputs, rows
-    in order and entries in stored order (SciPy's order for W.T @ δ: the same sums, bitwise;
-    2.8× faster at B = 32, no transposed copy of W and no float64 copy of δ)."""
-    n_samples = delta.shape[1]
-    d = np.empty(n_samples, np.float64)
-    for i in range(delta.shape[0]):
-        for b in range(n_samples):
-            d[b] = delta[i, b]
+def _csr_transposed_pattern(indptr, indices, t_indptr, t_rows, t_pos):
+    """Wᵀ's pattern from W's CSR by a counting sort on the column, O(nnz): Wᵀ's row j (W's column j)
+    holds t_rows[p], W's row, and t_pos[p], the entry's position in W's data, for p in
+    t_indptr[j]..t_indptr[j + 1], W's rows ascending (t_indptr: zeros on entry)."""
+    n_cols = t_indptr.size - 1
+    for e in range(indices.size):
+        t_indptr[indices[e] + 1] += 1
+    for j in range(n_cols):
+        t_indptr[j + 1] += t_indptr[j]
+    fill = t_indptr[:n_cols].copy()
+    for i in range(indptr.size - 1):
         for e in range(indptr[i], indptr[i + 1]):
-            dst = out[indices[e]]
-            v = np.float64(data[e])
+            p = fill[indices[e]]
+            t_rows[p] = i
+            t_pos[p] = e
+            fill[indices[e]] = p + 1
+
+
+def _csr_add_transpose_times(t_indptr, t_rows, t_pos, data, delta, out):
+    """out += Wᵀ δ in float64 from Wᵀ's pattern (`_csr_transposed_pattern`): each input's row of
+    out gathers the rows of δ that read it, W's rows ascending, four at a time with the partial sum
+    in a register, so each row of out is read and written once. The adds come in the order of a
+    scatter of W's rows in turn (SciPy's W.T @ δ): the same bits. The scatter, before, wrote
+    every input's row once per entry: 59.6 → 20.7 ms at B = 256 on a random 8192 × 16384 layer of 32
+    a row, 8.6 → 5.1 at B = 64, 0.20 → 0.14 ms at B = 16 on a 1024-row one."""
+    n_samples = delta.shape[1]
+    for j in range(out.shape[0]):
+        dst = out[j]
+        e, end = t_indptr[j], t_indptr[j + 1]
+        while e + 4 <= end:
+            s0, s1, s2, s3 = delta[t_rows[e]], delta[t_rows[e + 1]], delta[t_rows[e + 2]], delta[t_rows[e + 3]]
+            v0, v1 = np.float64(data[t_pos[e]]), np.float64(data[t_pos[e + 1]])
+            v2, v3 = np.float64(data[t_pos[e + 2]]), np.float64(data[t_pos[e + 3]])
             for b in range(n_samples):
-                dst[b] += v * d[b]
+                t = dst[b]
+                t += v0 * np.float64(s0[b])
+                t += v1 * np.float64(s1[b])
+                t += v2 * np.float64(s2[b])
+                t += v3 * np.float64(s3[b])
+                dst[b] = t
+            e += 4
+        while e < end:
+            src, v = delta[t_rows[e]], np.float64(data[t_pos[e]])
+            for b in range(n_samples):
+                dst[b] += v * np.float64(src[b])
+            e += 1
 
 
 # name → (pass, numba fastmath flags): only a pure float64 sum may be reassociated (vectorised)
@@ -235,7 +268,8 @@ _PASSES = {"gc": (_gc_finish, False), "forward": (_forward_finish, False), "mask
            "row_sums": (_row_sums, frozenset({"reassoc"})),
            "csr_products": (_csr_products, False),
            "csr_pattern_grad": (_csr_pattern_grad, frozenset({"reassoc"})),
-           "csr_add_transpose_times": (_csr_add_transpose_times, False)}
+           "csr_add_transpose_times": (_csr_add_transpose_times, False),
+           "csr_transposed_pattern": (_csr_transposed_pattern, False)}
 
 
 def _compiled(name: str):
@@ -277,6 +311,7 @@ class SparseLayer:
             w = sp.csr_matrix(w, dtype=np.float32)
         self._w = w  # values are read from here at every call (SGD updates them in place)
         self.shape = w.shape
+        self._transposed = {}  # "w" / "rest" → Wᵀ's pattern (`transposed_pattern`), on first backward
         self.rows = None  # G × R row ids of the dense blocks, if any
         blocks = _dense_blocks(w)
         if blocks is not None:
@@ -328,6 +363,12 @@ class SparseLayer:
         """The rows outside the blocks as a CSR matrix, with w's current values."""
         self.rest_matrix.data[:] = self.w.data[self.rest_pos]
         return self.rest_matrix
+
+    def _add_transpose_times(self, which: str, w, delta, out) -> np.ndarray:
+        """out += Wᵀ δ for the CSR rows (`which`: "w", the whole layer, or "rest", `_rest()`)."""
+        if which not in self._transposed:
+            self._transposed[which] = transposed_pattern(w)
+        return _add_transpose_times_csr(w, self._transposed[which], delta, out)
 
     def _chunks(self, n_samples: int, itemsize: int) -> list[slice]:
         """Batches of blocks whose gathered inputs and outputs take ≈ CHUNK_BYTES: memory stays
@@ -407,7 +448,7 @@ class SparseLayer:
         if not self.dense_blocks:
             back = None
             if transpose:
-                back = _add_transpose_times_csr(self.w, delta, np.zeros((self.shape[1], delta.shape[1]), np.float64))
+                back = self._add_transpose_times("w", self.w, delta, np.zeros((self.shape[1], delta.shape[1]), np.float64))
             return _pattern_grad_csr(self.w, delta, x), back
         n_samples, c = delta.shape[1], self.row_length
         r = self.rows.shape[1]
@@ -439,7 +480,7 @@ class SparseLayer:
             rest, d_rest = self._rest(), np.take(delta, self.rest, axis=0)
             grad[self.rest_pos] = _pattern_grad_csr(rest, d_rest, x)
             if transpose:
-                _add_transpose_times_csr(rest, d_rest, back)
+                self._add_transpose_times("rest", rest, d_rest, back)
         return grad, back
 
     def pattern_grad(self, delta, x):
@@ -450,7 +491,7 @@ class SparseLayer:
         """Wᵀ δ in float64 (inputs × samples)."""
         delta = np.asarray(delta)
         if not self.dense_blocks:
-            return _add_transpose_times_csr(self.w, delta, np.zeros((self.shape[1], delta.shape[1]), np.float64))
+            return self._add_transpose_times("w", self.w, delta, np.zeros((self.shape[1], delta.shape[1]), np.float64))
         return self.backward(delta, np.zeros((self.shape[1], delta.shape[1]), np.float32))[1]
 
 
@@ -532,10 +573,21 @@ def _pattern_grad_csr(w, delta, x) -> np.ndarray:
     return out
 
 
-def _add_transpose_times_csr(w, delta, out) -> np.ndarray:
-    """out += Wᵀ δ (`_csr_add_transpose_times`); out: inputs × samples, float64."""
+def transposed_pattern(w) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(t_indptr, t_rows, t_pos) of `_csr_transposed_pattern`: 8 bytes an entry (int32 row ids and
+    positions) beside W's 8; built once per prepared layer, and only by a backward pass."""
+    index = np.int32 if w.nnz < 2**31 else np.int64
+    pattern = (np.zeros(w.shape[1] + 1, np.int64), np.empty(w.nnz, index), np.empty(w.nnz, index))
     if w.nnz:
-        _compiled("csr_add_transpose_times")(w.indptr, w.indices, w.data, _block(delta), out)
+        _compiled("csr_transposed_pattern")(w.indptr, w.indices, *pattern)
+    return pattern
+
+
+def _add_transpose_times_csr(w, pattern, delta, out) -> np.ndarray:
+    """out += Wᵀ δ (`_csr_add_transpose_times`) for a CSR w and its `transposed_pattern`; out:
+    inputs × samples, float64."""
+    if w.nnz:
+        _compiled("csr_add_transpose_times")(*pattern, w.data, _block(delta), out)
     return out
 
 
