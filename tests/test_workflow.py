@@ -278,12 +278,15 @@ def test_graphchallenge_suite_plans_with_slurm_resources_from_network_size(tmp_p
 # command on a random network of the first's shape (16384 wide, 120 layers, 32 a row, seed 1) and
 # on the first with a `random` partition (its row groups split: CSR rows, as the random network's):
 # what a training job's request per rank must cover (the CSR rows' peaks with Wᵀ's pattern kept,
-# kernels.transposed_pattern: 1,304 and 1,810 MB without).
+# kernels.transposed_pattern: 1,304 and 1,810 MB without). Method "none": data-parallel, K = 2, the
+# same data (a replica of the network and its gradient on each rank).
 MEASURED_TRAIN_PEAK_MB_PER_RANK = {("r16384", "block"): 1330, ("r65536", "block"): 4730,
-                                   ("random16384", "block"): 1645, ("r16384", "random"): 2048}
+                                   ("random16384", "block"): 1645, ("r16384", "random"): 2048,
+                                   ("random16384", "none"): 3993, ("r16384", "none"): 3315}
 # The same runs' seconds a step (23 steps) and the rest of the run (reading, evaluation, the write)
 MEASURED_TRAIN_SECONDS = {("r16384", "block"): (2.29, 29), ("r65536", "block"): (8.70, 56),
-                          ("random16384", "block"): (6.52, 23), ("r16384", "random"): (4.84, 23)}
+                          ("random16384", "block"): (6.52, 23), ("r16384", "random"): (4.84, 23),
+                          ("random16384", "none"): (4.48, 17), ("r16384", "none"): (2.32, 11)}
 
 
 def test_training_jobs_ask_for_the_memory_and_time_measured_for_their_size(tmp_path):
@@ -298,13 +301,16 @@ def test_training_jobs_ask_for_the_memory_and_time_measured_for_their_size(tmp_p
                        for n in (16384, 65536)}
     cfg["networks"]["random16384"] = {"generator": "random", "widths": [16384] * 121, "nnz_per_row": 32, "seed": 1}
     cfg["partition"].update(methods=["block", "random"], k=[2], bound=False)
-    cfg["runs"].update(k=[2], methods=["block", "random"], modes=["row-wise"], batch_sizes=[64], epochs=10)
+    cfg["runs"].update(k=[2], methods=["block", "random"], modes=["row-wise", "data-parallel"], batch_sizes=[64],
+                       epochs=10)
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     proc = smk(tmp_path, "--configfile", tmp_path / "c.yaml", "--profile", ROOT / "profiles" / "slurm", "-n")
     text = proc.stdout + proc.stderr
     for (network, method), peak in MEASURED_TRAIN_PEAK_MB_PER_RANK.items():
-        jobs = [j for j in _job_resources(text, network)["train_run"] if j["wildcards"]["method"] == method]
-        assert len(jobs) == 1
+        mode = "data-parallel" if method == "none" else "row-wise"
+        jobs = [j for j in _job_resources(text, network)["train_run"]
+                if (j["wildcards"]["method"], j["wildcards"]["mode"], j["wildcards"]["k"]) == (method, mode, "2")]
+        assert len(jobs) == 1, (network, method, jobs)
         asked = int(jobs[0]["mem_mb_per_cpu"])
         assert peak <= asked <= 2 * peak, (network, method, asked, peak)
         step, rest = MEASURED_TRAIN_SECONDS[network, method]
