@@ -7,7 +7,9 @@ Tables (printed, and written as CSV under --out):
   inference: Graph Challenge semantics on the 1024×120 network (the real one from --gc or
              ../shared when present, else a generated RadiX-Net), 1,797 digits inputs binarised
              at 0.9 (a real fraction dies); edges/s = inputs × Σ nnz / seconds; every row must give
-             the same categories and final activations as spdnn serial.
+             the same categories and final activations as spdnn serial. The same on a random
+             network of its shape and nonzeros (32 a row, He weights, bias 0: spdnn's CSR path,
+             and no sample dies).
   training:  step time (forward + backward + update) at batch 16, 256: spdnn vs PyTorch sparse
              autograd (optional: pip install torch==2.13.0), same start weights and data, on the
              inference network (dense blocks) and on a random network of its shape and nonzeros
@@ -416,7 +418,7 @@ def run_one(kind, name, args):
 
 
 def spawn(kind, name, net_path, tmp, **extra):
-    result = Path(tmp) / f"{kind}-{abs(hash((name, tuple(extra.items()))))}.npz"
+    result = Path(tmp) / f"{kind}-{net_path.stem}-{abs(hash((name, tuple(extra.items()))))}.npz"
     cmd = [sys.executable, __file__, "--one", kind, name, "--net", str(net_path), "--result", str(result)]
     for k, v in extra.items():
         cmd += [f"--{k}", str(v)]
@@ -429,9 +431,9 @@ def spawn(kind, name, net_path, tmp, **extra):
 
 
 def spawn_mpi(k, net_path, images_path, part_path, tmp):
-    out = Path(tmp) / f"cats-mpi{k}.tsv"
-    metrics = Path(tmp) / f"mpi{k}.json"
-    act = Path(tmp) / f"act-mpi{k}.h5"
+    out = Path(tmp) / f"cats-{net_path.stem}-mpi{k}.tsv"
+    metrics = Path(tmp) / f"{net_path.stem}-mpi{k}.json"
+    act = Path(tmp) / f"act-{net_path.stem}-mpi{k}.h5"
     cmd = [str(BIN / "mpiexec"), "-n", str(k), str(BIN / "spdnn"), "infer", str(net_path), str(images_path),
            "--partition", str(part_path), "-o", str(out), "--metrics", str(metrics), "--activations", str(act),
            "--batch-size", "1797"]
@@ -445,7 +447,7 @@ def spawn_mpi(k, net_path, images_path, part_path, tmp):
 
     with h5py.File(act) as f:
         a = f["activations"][:]
-    res = Path(tmp) / f"mpi{k}.npz"
+    res = Path(tmp) / f"{net_path.stem}-mpi{k}.npz"
     np.savez(res, cats=read_categories(out), act=a)
     return {"name": f"spdnn mpiexec -n {k} (row-wise)", "seconds": m["seconds"], "edges_per_second": m["edges_per_second"],
             "survivors": m["survivors"], "peak_rss_mb": sum(r["peak_rss_mb"] for r in m["per_rank"])}, res
@@ -542,32 +544,73 @@ def main():
                        partition_file=args.partition_file, **({"sizes": ()} if args.no_scaling else {}))
         return
     print(f"network: {net_name}, {net.nnz} weights; inputs: 1,797 digits binarised at 0.9\n")
+    # A random network of the same shape and nonzeros (32 a row, He weights, bias 0, no cap): its
+    # layers take spdnn's CSR path (kernels.py), the GC network's the dense-block one; no sample
+    # dies in it, so every layer does the whole batch's work.
+    from spdnn.generate import random_sparse
+
+    rnd = random_sparse(net.widths, 32, seed=0, init="he")
+    rnd_path = Path(tmp) / "random.h5"
+    write_network(rnd, rnd_path)
+    networks = ((net_name, net, net_path), ("random, same shape, 32 a row", rnd, rnd_path))
+    images_path = Path(tmp) / "images.tsv"
+    write_images(digits_images(1024, 0.9), images_path)
+    bw, flops = machine_limits()
+    rows, notes = [], []
+    for label, infer_net, path in networks:
+        here, note = inference_rows(label, infer_net, path, images_path, tmp, args.repeats, bw, flops)
+        rows += here
+        notes.append(note)
+    print("Inference (Graph Challenge semantics, one core per process; median of "
+          f"{args.repeats} runs after a warm-up; prep = format conversion, not timed; peak MB of MPI rows: sum over ranks)")
+    print("\n".join(notes))
+    table(rows, ["network", "name", "fair", "seconds", "× best fair peer", "GFLOP/s", "% FMA", "% bandwidth", "prep s",
+                 "survivors", "peak MB", "check"])
+    print(f"Machine (one core): copy bandwidth {bw / 1e9:.1f} GB/s, float32 matmul {flops / 1e9:.1f} GFLOP/s. "
+          "GFLOP/s counts 2 flops per edge and *alive* sample (the work every fair row does); % bandwidth: "
+          "reading each layer's input block and writing its output block once, at the copy bandwidth.\n")
+    pd.DataFrame(rows).to_csv(out / "inference.csv", index=False)
+
+    trows = []
+    for label, train_net, path in networks:
+        trows += training_rows(label, train_net, path, tmp, args.steps, flops)
+    print(f"Training step (forward + backward + update, one process, one thread, {args.steps} timed steps after a "
+          "warm-up, median; same start weights and data; check: the first step's update against spdnn's, "
+          "the final weights for information)")
+    table(trows, ["network", "batch", "name", "fair", "step ms", "samples/s", "× best fair peer", "GFLOP/s", "% FMA",
+                  "peak MB", "check"])
+    print("GFLOP/s counts 2 flops per weight and sample for each of W x, the weight gradient and Wᵀδ.")
+    pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")} for r in trows]).to_csv(out / "training.csv", index=False)
+    print(f"CSV: {out}/inference.csv, {out}/training.csv")
+
+
+def inference_rows(label, net, net_path, images_path, tmp, repeats, bw, flops):
+    """Every INFER row and spdnn under mpiexec -n 1, 2 (hypergraph partitions) on one network:
+    (rows, a line naming the best fair peer and the work)."""
+    from spdnn.datasets import digits_images
+    from spdnn.partition import partition_network
+    from spdnn.partition_io import write_partition
 
     work = useful_work(net, digits_images(net.widths[0], 0.9))
     rows, ref = [], None
     for name in INFER:
-        res, path = spawn("infer", name, net_path, tmp, repeats=args.repeats)
+        res, path = spawn("infer", name, net_path, tmp, repeats=repeats)
         rows.append(_check(res, path, name, ref))
         rows[-1]["fair"] = INFER[name][2]
         if name == "spdnn serial" and res:
             ref = np.load(path)
-    images_path = Path(tmp) / "images.tsv"
-    write_images(digits_images(1024, 0.9), images_path)
-    from spdnn.partition import partition_network
-    from spdnn.partition_io import write_partition
-
     for k in (1, 2):
+        part_path = Path(tmp) / f"{net_path.stem}-k{k}.part"
         part, _ = partition_network(net.layers, net.widths, k, "hypergraph", seed=0)
-        write_partition(part, Path(tmp) / f"k{k}.part")
-        res, path = spawn_mpi(k, net_path, images_path, Path(tmp) / f"k{k}.part", tmp)
+        write_partition(part, part_path)
+        res, path = spawn_mpi(k, net_path, images_path, part_path, tmp)
         rows.append(_check(res, path, f"spdnn mpiexec -n {k} (row-wise, whole command's compute + exchange)", ref))
         rows[-1]["fair"] = True
     fair_peers = [r for r in rows if r.get("seconds") and r["fair"] and not r["name"].startswith("spdnn")]
     best = min(fair_peers, key=lambda r: r["seconds"], default=None)
-    best_seconds = best["seconds"] if best else None
-    bw, flops = machine_limits()
-    flops_peak = flops
+    best_seconds = best["seconds"] if best else None  # before the rows' seconds are formatted
     for r in rows:
+        r["network"] = label
         if r.get("seconds"):
             if best_seconds:
                 r["× best fair peer"] = fmt(best_seconds / r["seconds"], ".2f")
@@ -578,35 +621,9 @@ def main():
         r["prep s"] = fmt(r.get("prepare_seconds"), ".3f")
         r["peak MB"] = fmt(r.get("peak_rss_mb"), ".0f")
         r["fair"] = "yes" if r.get("fair") else "no (naive)"
-    print("Inference (Graph Challenge semantics, one core per process; median of "
-          f"{args.repeats} runs after a warm-up; prep = format conversion, not timed; peak MB of MPI rows: sum over ranks)")
-    print(f"best fair peer: {best['name'] if best else '—'}; work: {work['edge_samples']:.3g} edge-samples "
-          f"(Σ_layers nnz × samples still alive), activation traffic ≥ {work['activation_bytes'] / 1e9:.2f} GB")
-    table(rows, ["name", "fair", "seconds", "× best fair peer", "GFLOP/s", "% FMA", "% bandwidth", "prep s",
-                 "survivors", "peak MB", "check"])
-    print(f"Machine (one core): copy bandwidth {bw / 1e9:.1f} GB/s, float32 matmul {flops / 1e9:.1f} GFLOP/s. "
-          "GFLOP/s counts 2 flops per edge and *alive* sample (the work every fair row does); % bandwidth: "
-          "reading each layer's input block and writing its output block once, at the copy bandwidth.\n")
-    pd.DataFrame(rows).to_csv(out / "inference.csv", index=False)
-
-    # The same steps on a random network of the same shape and nonzeros (32 a row, He weights): its
-    # layers take spdnn's CSR path (kernels.py), the GC network's the dense-block one.
-    from spdnn.generate import random_sparse
-
-    rnd = random_sparse(net.widths, 32, seed=0, init="he")
-    rnd_path = Path(tmp) / "random.h5"
-    write_network(rnd, rnd_path)
-    trows = []
-    for label, train_net, path in ((net_name, net, net_path), ("random, same shape, 32 a row", rnd, rnd_path)):
-        trows += training_rows(label, train_net, path, tmp, args.steps, flops_peak)
-    print(f"Training step (forward + backward + update, one process, one thread, {args.steps} timed steps after a "
-          "warm-up, median; same start weights and data; check: the first step's update against spdnn's, "
-          "the final weights for information)")
-    table(trows, ["network", "batch", "name", "fair", "step ms", "samples/s", "× best fair peer", "GFLOP/s", "% FMA",
-                  "peak MB", "check"])
-    print("GFLOP/s counts 2 flops per weight and sample for each of W x, the weight gradient and Wᵀδ.")
-    pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")} for r in trows]).to_csv(out / "training.csv", index=False)
-    print(f"CSV: {out}/inference.csv, {out}/training.csv")
+    note = (f"{label}: best fair peer {best['name'] if best else '—'}; work {work['edge_samples']:.3g} edge-samples "
+            f"(Σ_layers nnz × samples still alive), activation traffic ≥ {work['activation_bytes'] / 1e9:.2f} GB")
+    return rows, note
 
 
 def training_rows(label, net, net_path, tmp, steps, flops_peak) -> list[dict]:
