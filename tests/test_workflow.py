@@ -278,8 +278,9 @@ def test_graphchallenge_suite_plans_with_slurm_resources_from_network_size(tmp_p
 # command on a random network of the first's shape (16384 wide, 120 layers, 32 a row, seed 1) and
 # on the first with a `random` partition (its row groups split: CSR rows, as the random network's):
 # what a training job's request per rank must cover (the CSR rows' peaks with Wᵀ's pattern kept,
-# kernels.transposed_pattern: 1,304 and 1,810 MB without). Method "none": data-parallel, K = 2, the
-# same data (a replica of the network and its gradient on each rank).
+# kernels.transposed_pattern: 1,304 and 1,810 MB without). Method "none": `mpiexec -n 2 spdnn train
+# NET --mode data-parallel` on the same networks, B = 64, one epoch (a replica of the network and its
+# gradient on each rank).
 MEASURED_TRAIN_PEAK_MB_PER_RANK = {("r16384", "block"): 1330, ("r65536", "block"): 4730,
                                    ("random16384", "block"): 1645, ("r16384", "random"): 2048,
                                    ("random16384", "none"): 3993, ("r16384", "none"): 3315}
