@@ -325,7 +325,7 @@ class SparseLayer:
             w = sp.csr_matrix(w, dtype=np.float32)
         self._w = w  # values are read from here at every call (SGD updates them in place)
         self.shape = w.shape
-        self._transposed = {}  # "w" / "rest" → Wᵀ's pattern (`transposed_pattern`), on first backward
+        self._transposed = {}  # rest? → Wᵀ's pattern of the layer / of its rest rows, on first backward
         self.rows = None  # G × R row ids of the dense blocks, if any
         blocks = _dense_blocks(w)
         if blocks is not None:
@@ -378,11 +378,17 @@ class SparseLayer:
         self.rest_matrix.data[:] = self.w.data[self.rest_pos]
         return self.rest_matrix
 
-    def _add_transpose_times(self, which: str, w, delta, out) -> np.ndarray:
-        """out += Wᵀ δ for the CSR rows (`which`: "w", the whole layer, or "rest", `_rest()`)."""
-        if which not in self._transposed:
-            self._transposed[which] = transposed_pattern(w)
-        return _add_transpose_times_csr(w, self._transposed[which], delta, out)
+    def _transposed_pattern(self, rest: bool = False):
+        """`transposed_pattern` of the layer (or of its rest rows), built on first use: the backward
+        pass needs it, inference never. A pattern: `_rest()`'s values change, its structure not."""
+        if rest not in self._transposed:
+            self._transposed[rest] = transposed_pattern(self.rest_matrix if rest else self.w)
+        return self._transposed[rest]
+
+    def _csr_transpose_times(self, delta) -> np.ndarray:
+        """Wᵀ δ of a CSR layer (no dense blocks), float64."""
+        out = np.zeros((self.shape[1], delta.shape[1]), np.float64)
+        return _add_transpose_times_csr(self.w, self._transposed_pattern(), delta, out)
 
     def _chunks(self, n_samples: int, itemsize: int) -> list[slice]:
         """Batches of blocks whose gathered inputs and outputs take ≈ CHUNK_BYTES: memory stays
@@ -460,10 +466,7 @@ class SparseLayer:
         `transpose`, else None), both float64; δ is gathered and widened once for both."""
         delta, x = np.asarray(delta), np.asarray(x)
         if not self.dense_blocks:
-            back = None
-            if transpose:
-                back = self._add_transpose_times("w", self.w, delta, np.zeros((self.shape[1], delta.shape[1]), np.float64))
-            return _pattern_grad_csr(self.w, delta, x), back
+            return _pattern_grad_csr(self.w, delta, x), (self._csr_transpose_times(delta) if transpose else None)
         n_samples, c = delta.shape[1], self.row_length
         r = self.rows.shape[1]
         blocks = np.empty(self.rows.shape + (c,), np.float64)  # the gradient, block by block
@@ -494,7 +497,7 @@ class SparseLayer:
             rest, d_rest = self._rest(), np.take(delta, self.rest, axis=0)
             grad[self.rest_pos] = _pattern_grad_csr(rest, d_rest, x)
             if transpose:
-                self._add_transpose_times("rest", rest, d_rest, back)
+                _add_transpose_times_csr(rest, self._transposed_pattern(rest=True), d_rest, back)
         return grad, back
 
     def pattern_grad(self, delta, x):
@@ -505,7 +508,7 @@ class SparseLayer:
         """Wᵀ δ in float64 (inputs × samples)."""
         delta = np.asarray(delta)
         if not self.dense_blocks:
-            return self._add_transpose_times("w", self.w, delta, np.zeros((self.shape[1], delta.shape[1]), np.float64))
+            return self._csr_transpose_times(delta)
         return self.backward(delta, np.zeros((self.shape[1], delta.shape[1]), np.float32))[1]
 
 
@@ -571,9 +574,8 @@ def block_entries(classes: np.ndarray, lengths: np.ndarray) -> int:
 
 
 def _csr_times(w, x) -> np.ndarray:
-    """W x for a CSR w and C-contiguous float32 x (`_csr_products`; SciPy's for other weights)."""
-    if w.data.dtype != np.float32 or w.nnz == 0:
-        return w @ x
+    """W x for a float32 CSR w (a prepared layer's, or its rest rows) and C-contiguous float32 x
+    (`_csr_products`)."""
     out = np.empty((w.shape[0], x.shape[1]), np.float32)
     _compiled("csr_products")(w.indptr, w.indices, w.data, x, out)
     return out

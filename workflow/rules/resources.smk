@@ -167,15 +167,16 @@ def run_mem_mb_per_cpu(wildcards):
     65536x120 (asks 7,394); tests/test_workflow.py keeps the request within 1-2x of those."""
     widths, nnz = network_size(wildcards.network)
     k = int(wildcards.k)
-    share = 3 * BYTES_PER_NNZ * nnz / k / MB  # weights, gradient and the update's work space
     if wildcards.mode == "data-parallel" and hasattr(wildcards, "b"):
         # Training: a replica of the whole network on every rank, and its gradient three times (the
         # layers' float64 parts, their concatenation, the allreduced sum). Measured a rank at K = 2,
         # B = 64, 16384x120: 3,993 MB (random, 32 a row), 3,315 MB (RadiX-Net); the share of a
         # row-wise rank asked 2,449 for both. (Inference streams the replica's layers: 1,086 MB.)
         share = 4 * BYTES_PER_NNZ * nnz / MB
-    if streamed_inference(wildcards):
+    elif streamed_inference(wildcards):
         share = 3 * _layer_mb(wildcards.network)  # the layer read, the rank's rows, the plan
+    else:
+        share = 3 * BYTES_PER_NNZ * nnz / k / MB  # weights, gradient and the update's work space
     batch = int(getattr(wildcards, "b", 0) or config["inference"]["batch_size"])
     kept = (len(widths) - 1) * 2 * max(widths) / k * batch * 4 / MB if hasattr(wildcards, "b") else 0
     return math.ceil(800 + share + kept + 3 * 4 * batch * max(widths) / MB)
