@@ -319,6 +319,32 @@ def test_training_jobs_ask_for_the_memory_and_time_measured_for_their_size(tmp_p
         assert 2 * expected <= minutes <= 4 * expected, (network, method, minutes, expected)
 
 
+# Peak RSS a rank, MB, of data-parallel inference (`mpiexec -n K spdnn infer NET IMAGES --mode
+# data-parallel --batch-size 16`, 64 digits) on a random network of 65536 x 120, 32 a row (2.5e8
+# nonzeros): the replica of the whole network, on every rank at every K (2,264 at K = 2, 2,269 at K = 4).
+MEASURED_DP_INFER_PEAK_MB_PER_RANK = 2269
+
+
+def test_data_parallel_inference_asks_for_a_whole_replica_at_every_k(tmp_path):
+    """Under the SLURM profile a data-parallel inference rank asks for at least the peak measured and
+    at most twice it, at K = 2 and K = 32 alike: every rank holds the whole network (a 1/K share
+    asked 2.4x the need at K = 2 and half of it at K = 32)."""
+    pytest.importorskip("snakemake_executor_plugin_slurm")
+    cfg = yaml.safe_load((ROOT / "config" / "test.yaml").read_text())
+    cfg["networks"] = {"random120": {"generator": "random", "widths": [65536] * 121, "nnz_per_row": 32, "seed": 1}}
+    cfg["partition"].update(methods=["block"], k=[2, 32], bound=False)
+    cfg["runs"].update(k=[2, 32], methods=["block"], modes=["data-parallel"], train=False)
+    cfg["inference"]["batch_size"] = 16
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    proc = smk(tmp_path, "--configfile", tmp_path / "c.yaml", "--profile", ROOT / "profiles" / "slurm", "-n")
+    jobs = [j for j in _job_resources(proc.stdout + proc.stderr, "random120")["infer_run"]
+            if j["wildcards"]["mode"] == "data-parallel"]
+    assert sorted(j["wildcards"]["k"] for j in jobs) == ["2", "32"], [j["wildcards"] for j in jobs]
+    for j in jobs:
+        asked = int(j["mem_mb_per_cpu"])
+        assert MEASURED_DP_INFER_PEAK_MB_PER_RANK <= asked <= 2 * MEASURED_DP_INFER_PEAK_MB_PER_RANK, (j, asked)
+
+
 # Inference seconds measured by benchmarks/scale.py (README "Scale", "Runtime at scale"), one process
 # and mpiexec -n 2 (streamed, block partition) on 2 cores: RadiX-Net 65536x120 with 60,000 inputs (the
 # digits repeated; a quarter survive), 65536x1920 with the 1,797 digits (K = 2 on the slower machine

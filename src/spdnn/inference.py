@@ -122,10 +122,12 @@ def infer_main(a) -> None:
         run_collective(mpi().COMM_WORLD, _infer_distributed, a)
         return
     check_outputs(a.output, a.metrics, a.activations)
+    from .kernels import load_gc_passes
     from .network import iter_layers
     from .read_ahead import read_ahead
     from .reference import gc_infer_batch
 
+    load_gc_passes()  # before the clock, as a distributed run's setup does
     header = read_header(a.network)
     nnz = describe(a.network)["nnz_total"]
     reading = Stopwatch()
@@ -216,10 +218,12 @@ def _row_wise(comm, a, header, batches, final):
 def _data_parallel(comm, a, header, batches, final):
     """Every rank holds the whole network; rank 0 deals the batches out, one to each rank in turn."""
     from .collective import mpi, node_core_share, scatter_from_root, wtime
+    from .kernels import load_gc_passes
     from .reference import gc_infer_batch
 
     size = comm.Get_size()
     net = read_network(a.network, node_core_share(comm))  # every rank reads the whole network at once
+    load_gc_passes()
     survivors, n_images, seconds, progress = [], 0, 0.0, Progress()
     comm.Barrier()
     t_start = wtime()

@@ -30,7 +30,7 @@ from .collective import agree, mpi, node_core_share, peak_rss_mb
 from .collective_write import write_network_collective
 from .comm_plan import CommPlan, ExchangeStats, _displs, build_plan, use_neighbor_collectives
 from .errors import UserError
-from .kernels import layer_kernels
+from .kernels import layer_kernels, load_gc_passes
 from .network import open_network, read_layer
 from .partition import check_k
 from .partition_io import PartitionReader
@@ -176,16 +176,12 @@ class RowWiseModel:
                 part_prev, owned_prev = part_k, rows
 
     def prepare_kernels(self) -> None:
-        """Prepare every layer's kernels (`kernels.layer_kernels`) and load the compiled pass now,
-        as part of the setup, rather than inside the first timed batch (streamed: the compiled pass
-        only, on a two-row layer of one dense block)."""
-        layers = [(layer.w, layer.bias) for layer in self.layers]
-        if self.stream:
-            layers = [(sp.csr_matrix(np.ones((2, 2), np.float32)), np.zeros(2, np.float32))]
-        for w, bias in layers:
-            prepared = layer_kernels(w)
-            if prepared.dense_blocks:
-                prepared.gc(bias, np.zeros((w.shape[1], 0), np.float32), self.ymax)
+        """Prepare every layer's kernels (`kernels.layer_kernels`) and load their compiled passes
+        now, as part of the setup, rather than inside the first timed batch (streamed: the compiled
+        passes only)."""
+        for layer in self.layers:
+            layer_kernels(layer.w)
+        load_gc_passes()
 
     @property
     def num_layers(self) -> int:

@@ -160,19 +160,20 @@ def streamed_inference(wildcards) -> bool:
 
 
 def run_mem_mb_per_cpu(wildcards):
-    """Per MPI rank: its share of the network (1/K; streamed inference: one layer; data-parallel
-    training: the whole network and its gradient), and, in training, the activations it keeps for
-    the backward pass (L x (received + owned) x B float32; data-parallel: B/K samples, the same).
+    """Per MPI rank: its share of the network (1/K; streamed inference: one layer; data-parallel:
+    the whole network, and in training its gradient), and, in training, the activations it keeps
+    for the backward pass (L x (received + owned) x B float32; data-parallel: B/K samples, the same).
     Training, K = 2, B = 64, measured a rank: 1,330 MB at 16384x120 (asks 2,449), 4,730 MB at
     65536x120 (asks 7,394); tests/test_workflow.py keeps the request within 1-2x of those."""
     widths, nnz = network_size(wildcards.network)
     k = int(wildcards.k)
-    if wildcards.mode == "data-parallel" and hasattr(wildcards, "b"):
-        # Training: a replica of the whole network on every rank, and its gradient three times (the
-        # layers' float64 parts, their concatenation, the allreduced sum). Measured a rank at K = 2,
-        # B = 64, 16384x120: 3,993 MB (random, 32 a row), 3,315 MB (RadiX-Net); the share of a
-        # row-wise rank asked 2,449 for both. (Inference streams the replica's layers: 1,086 MB.)
-        share = 4 * BYTES_PER_NNZ * nnz / MB
+    if wildcards.mode == "data-parallel":
+        # A replica of the whole network on every rank, at any K; training adds its gradient three
+        # times (the layers' float64 parts, their concatenation, the allreduced sum). Measured a
+        # rank at K = 2, 16384x120: training (B = 64) 3,993 MB (random, 32 a row), 3,315 MB
+        # (RadiX-Net); inference of the random one (a batch of 4,096) 1,543 MB. The row-wise 1/K
+        # share asked 2,449 for training, and fell below the replica from K = 4 in inference.
+        share = (4 if hasattr(wildcards, "b") else 1) * BYTES_PER_NNZ * nnz / MB
     elif streamed_inference(wildcards):
         share = 3 * _layer_mb(wildcards.network)  # the layer read, the rank's rows, the plan
     else:
