@@ -105,12 +105,53 @@ def test_streamed_inference_stops_reading_when_every_sample_is_dead(work):
     assert read[("--stream-layers",)] < 0.6 * read[()]
 
 
-def test_data_parallel_inference(work):
-    mpirun(3, "infer", work / "radix.h5", work / "images.tsv", "--mode", "data-parallel", "-o", work / "dp.tsv",
-           "--batch-size", 300,  # 6 batches: two rounds, one batch to each rank
-           "--activations", work / "dp.h5")
-    assert (work / "dp.tsv").read_text() == (work / "serial.tsv").read_text()
-    np.testing.assert_allclose(read_act(work / "dp.h5"), read_act(work / "serial_act.h5"), rtol=1e-6)
+@pytest.mark.parametrize("batch", [300, 4096])
+def test_data_parallel_inference(work, batch):
+    """Each batch is split over the ranks (300: 6 batches in three slices of 100, the last of 99; the
+    default 4,096: the 1,797 digits in one batch, and still every rank works on a third). The same
+    categories and activations, bitwise (a sample's sums do not depend on its batch), as serial."""
+    out, act, metrics = work / f"dp{batch}.tsv", work / f"dp{batch}.h5", work / f"dp{batch}.json"
+    mpirun(3, "infer", work / "radix.h5", work / "images.tsv", "--mode", "data-parallel", "-o", out,
+           "--batch-size", batch, "--activations", act, "--metrics", metrics)
+    assert out.read_text() == (work / "serial.tsv").read_text()
+    np.testing.assert_array_equal(read_act(act), read_act(work / "serial_act.h5"))
+    m = json.loads(metrics.read_text())
+    assert [r["images"] for r in m["per_rank"]] == [599, 599, 599] and m["setup_seconds"] > 0
+
+
+def test_activations_of_batches_that_die_in_a_narrowing_network(work):
+    """--activations where every sample dies before the last layer of a 64 → 90 → 70 → 10 network
+    (bias −10): zeros for every image, serial and distributed (the serial run once stopped with a
+    traceback: the dead batch's block was layer 1's, 90 high, not 10)."""
+    net = work / "clf-dead.h5"
+    spdnn("generate", "random", "--widths", "64,90,70,10", "--nnz-per-row", 12, "--seed", 4, "--bias", -10, "-o", net)
+    spdnn("images", "--neurons", 64, "-o", work / "im64.tsv")
+    runs = {"serial": [], "row-wise": ["--partition", work / "clf-k2.part"], "data-parallel": ["--mode", "data-parallel"]}
+    for name, flags in runs.items():
+        out, act = work / f"dead-{name}.tsv", work / f"dead-{name}.h5"
+        cmd = ("infer", net, work / "im64.tsv", "-o", out, "--activations", act, "--batch-size", 700, *flags)
+        if name == "serial":
+            spdnn(*cmd)
+        else:
+            mpirun(2, *cmd)
+        assert out.read_text() == ""
+        a = read_act(act)
+        assert a.shape == (1797, 10) and not a.any()
+
+
+def test_data_parallel_inference_of_fewer_images_than_ranks(work):
+    """Two images over three ranks: one rank gets none; a network whose last layer is narrower
+    than its first (an empty slice's block has the first layer's height)."""
+    from spdnn.datasets import digits_images
+    from spdnn.images import write_images
+
+    write_images(digits_images(64, 0.5)[:2], work / "two.tsv")
+    spdnn("infer", work / "clf.h5", work / "two.tsv", "-o", work / "two-serial.tsv", "--activations", work / "two.h5")
+    mpirun(3, "infer", work / "clf.h5", work / "two.tsv", "--mode", "data-parallel", "-o", work / "two-dp.tsv",
+           "--activations", work / "two-dp.h5", "--metrics", work / "two-dp.json")
+    assert (work / "two-dp.tsv").read_text() == (work / "two-serial.tsv").read_text() != ""
+    np.testing.assert_array_equal(read_act(work / "two-dp.h5"), read_act(work / "two.h5"))
+    assert [r["images"] for r in json.loads((work / "two-dp.json").read_text())["per_rank"]] == [1, 0, 1]
 
 
 def serial_training(net_path, seed=3, lr=0.05, batch=32, epochs=1):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 import time
@@ -45,11 +46,14 @@ class FinalActivations:
     def put(self, lo: int, n: int, pieces) -> None:
         """The rows of images lo .. lo + n − 1 (batches in any order). `pieces`: (ids of surviving
         images, their output neurons or None for all, activations as neurons × ids); all other
-        entries are zeros."""
+        entries are zeros. A piece without ids is skipped: its block may be of an earlier layer
+        (a batch that died there) and of another height."""
         if self._dataset is None:
             return
         rows = np.zeros((n, self.n_out), np.float32)
         for ids, neurons, x in pieces:
+            if not ids.size:
+                continue
             if neurons is None:
                 rows[ids - lo] = x.T
             else:
@@ -216,54 +220,47 @@ def _row_wise(comm, a, header, batches, final):
 
 
 def _data_parallel(comm, a, header, batches, final):
-    """Every rank holds the whole network; rank 0 deals the batches out, one to each rank in turn."""
+    """Every rank holds the whole network; rank 0 splits each batch into K slices of consecutive
+    images, one for each rank, as data-parallel training splits its batch (dealing whole batches
+    in turn left all ranks but one idle when the inputs made fewer batches than ranks: the 1,797
+    digits are one batch of the default 4,096)."""
     from .collective import mpi, node_core_share, scatter_from_root, wtime
-    from .kernels import load_gc_passes
+    from .kernels import layer_kernels, load_gc_passes
     from .reference import gc_infer_batch
 
-    size = comm.Get_size()
+    t_setup = wtime()
     net = read_network(a.network, node_core_share(comm))  # every rank reads the whole network at once
+    for w in net.layers:  # prepared before the clock, as a row-wise run's layers are
+        layer_kernels(w)
     load_gc_passes()
-    survivors, n_images, seconds, progress = [], 0, 0.0, Progress()
+    survivors, n_images, seconds, mine, mine_images, progress = [], 0, 0.0, 0.0, 0, Progress()
     comm.Barrier()
     t_start = wtime()
-    groups = None if batches is None else _rounds(batches, size)  # rank 0 only
-    rounds = scatter_from_root(comm, groups, lambda r: r + [None] * (size - len(r)))
-    for piece in rounds:
+    setup = comm.allreduce(t_start - t_setup, op=mpi().MAX)
+    for lo, images in scatter_from_root(comm, batches, lambda batch: _slices(*batch, comm.Get_size())):
         t0 = wtime()
-        mine = None
-        if piece is not None:
-            lo, images = piece
-            ids, x = gc_infer_batch(zip(net.layers, net.biases), net.ymax, images, lo)
-            mine = (lo, images.shape[0], ids, x if a.activations else None)
-        seconds += wtime() - t0
-        for got in comm.gather(mine, root=0) or ():
-            if got is None:
-                continue
-            lo, n, ids, x = got
-            n_images = max(n_images, lo + n)
-            survivors.append(ids)
-            final.put(lo, n, [(ids, None, x)])
-        if comm.Get_rank() == 0:
+        ids, x = gc_infer_batch(zip(net.layers, net.biases), net.ymax, images, lo)
+        mine, mine_images = mine + wtime() - t0, mine_images + images.shape[0]
+        seconds += comm.allreduce(wtime() - t0, op=mpi().MAX)  # a batch is done when its slowest slice is
+        got = comm.gather((lo, images.shape[0], ids, x if a.activations else None), root=0)
+        if got:  # rank 0: the slices in order
+            n = sum(g[1] for g in got)
+            n_images = got[0][0] + n
+            survivors += [g[2] for g in got]
+            final.put(got[0][0], n, [(g[2], None, g[3]) for g in got])
             progress(n_images, survivors)
-    seconds = comm.allreduce(seconds, op=mpi().MAX)
     # Data-parallel inference sends no activations: nothing to count, nothing to model.
-    reports = comm.gather({"compute_seconds": [seconds], "peak_rss_mb": peak_rss_mb()}, root=0)
-    return {"survivors": survivors, "images": n_images, "seconds": seconds, "setup_seconds": 0.0,
+    reports = comm.gather({"compute_seconds": [mine], "images": mine_images, "peak_rss_mb": peak_rss_mb()}, root=0)
+    return {"survivors": survivors, "images": n_images, "seconds": seconds, "setup_seconds": setup,
             "wall_seconds": wtime() - t_start, "words": {"words_match_model": True, "allreduce_words": 0},
             "per_rank": reports}
 
 
-def _rounds(batches, size: int):
-    """Rank 0's batches in groups of `size`, one batch for each rank."""
-    group = []
-    for batch in batches:
-        group.append(batch)
-        if len(group) == size:
-            yield group
-            group = []
-    if group:
-        yield group
+def _slices(lo: int, images, size: int) -> list:
+    """A batch (lo, images) as `size` pieces of consecutive images, sizes within one of each other
+    (empty pieces when the batch has fewer images than ranks)."""
+    bounds = np.linspace(0, images.shape[0], size + 1).round().astype(np.int64)
+    return [(lo + int(s), images[s:e]) for s, e in itertools.pairwise(bounds)]
 
 
 def _report(a, header, result, read_seconds: float, size: int, cores: float) -> None:
