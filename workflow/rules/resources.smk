@@ -140,12 +140,13 @@ def run_runtime(wildcards):
     nonzero a rank (measured: 29 s at 16384x120, K = 2); inference: serial inference's seconds, over
     K > 1 ranks at half the efficiency (K = 2 on 2 cores, streamed, block partition, was no faster than
     one process: 1,354 s of compute against 1,248 at 65536x120 with 60,000 inputs), plus reading,
-    0.1 us per nonzero a rank."""
+    0.1 us per nonzero a rank (data-parallel: every rank reads the whole network)."""
     _, nnz = network_size(wildcards.network)
     k = int(wildcards.k)
     if not hasattr(wildcards, "b"):
         efficiency = 1 if k == 1 else 0.5
-        return _minutes(_inference_seconds(wildcards.network, wildcards.method) / (efficiency * k) + nnz / k / 1e7)
+        read = nnz / (1 if wildcards.mode == "data-parallel" else k) / 1e7
+        return _minutes(_inference_seconds(wildcards.network, wildcards.method) / (efficiency * k) + read)
     b = int(wildcards.b)
     rate = TRAIN_BLOCK_MADDS_PER_SECOND if dense_blocks(wildcards.network, wildcards.method) \
         else TRAIN_SCATTERED_MADDS_PER_SECOND
