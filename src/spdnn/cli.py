@@ -437,8 +437,9 @@ def _infer_commands(sub) -> None:
     inf.add_argument("-o", "--output", required=True, help="categories TSV (1-based ids of surviving images)")
     inf.add_argument("--activations", default=None, help="also write final activations to this HDF5 file")
     inf.add_argument("--partition", default=None)
-    inf.add_argument("--mode", default="row-wise", choices=["row-wise", "data-parallel"])
-    inf.add_argument("--batch-size", type=int, default=4096)
+    inf.add_argument("--mode", default="row-wise", choices=["row-wise", "data-parallel"],
+                     help="data-parallel: every rank holds the whole network and takes 1/K of each batch's images")
+    inf.add_argument("--batch-size", type=int, default=4096, help="images read and sent at a time (all ranks work on each)")
     inf.add_argument("--exchange", default="p2p", choices=["p2p", "neighbor"],
                      help="row-wise transport: non-blocking point-to-point or MPI-3 neighbourhood collectives")
     inf.add_argument("--stream-layers", action="store_true",
