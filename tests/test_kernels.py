@@ -355,3 +355,42 @@ assert signatures() == loaded, (signatures(), loaded)
 """
     proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_the_training_passes_load_before_the_first_step(tmp_path):
+    """`load_training_passes` compiles (or loads) every pass of a training step with a file layer's
+    types: SGD steps on a RadiX-Net (dense blocks), a random network (CSR rows) and a share of a
+    RadiX-Net layer that splits a row group (a block and CSR rows) then compile nothing (the first
+    step took 0.5 s of numba's load, the next 10 ms). In a fresh process, as above."""
+    import subprocess
+    import sys
+
+    script = """
+import numpy as np
+from spdnn.datasets import load_dataset
+from spdnn.generate import radixnet, random_sparse
+from spdnn.kernels import _PASSES, _compiled, layer_kernels, load_training_passes
+from spdnn.network import read_network, write_network
+from spdnn.reference import sgd_step
+load_training_passes()
+def signatures():
+    return {name: len(_compiled(name).signatures) for name in _PASSES}
+loaded = signatures()
+assert all(loaded[name] for name in _PASSES if name != "gc"), loaded
+data = load_dataset("digits", None, 64, 0)
+for i, net in enumerate((radixnet(64, 2, seed=0), random_sparse([64, 64, 10], 5, seed=0))):
+    write_network(net, f"n{i}.h5")
+    net = read_network(f"n{i}.h5")
+    sgd_step(net, np.ascontiguousarray(data.x_train[:8].T), data.y_train[:8], 0.01)
+w = read_network("n0.h5").layers[0]
+group = np.arange(64) % 4  # RadiX-Net 64: row i in group i mod 4
+share = w[np.sort(np.concatenate([np.flatnonzero(group == 0), np.flatnonzero(group == 1)[:8]]))]  # 16 + 8 rows
+prepared = layer_kernels(share)
+assert prepared.dense_blocks and prepared.rest.size == 8
+x = np.ones((64, 3), np.float32)
+prepared.forward(np.zeros(24, np.float32), x, 32.0)
+prepared.backward(np.ones((24, 3), np.float32), x)
+assert signatures() == loaded, (signatures(), loaded)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

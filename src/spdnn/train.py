@@ -32,6 +32,7 @@ from .collective import (
 from .data_parallel import DataParallelStepper
 from .datasets import Dataset, load_dataset
 from .errors import UserError
+from .kernels import load_training_passes
 from .network import read_header, read_network
 from .rowwise import RowWiseModel, load_partition_collective, verify_words
 from .training import LOSSES, DivergenceGuard, batch_schedule, check_classes, learning_rate
@@ -181,7 +182,8 @@ def _train(comm, a):
                   "seed": a.seed, "loss": a.loss, "dataset": data.name, "spdnn_version": __version__}
     guard = DivergenceGuard()
     cores = cores_per_rank(comm)
-    setup_seconds = wtime() - started  # reading the network, the partition and the data; the plans
+    load_training_passes()
+    setup_seconds = wtime() - started  # reading the network, the partition and the data; the plans; numba's load
     losses, samples, step_times, steps_run = [], 0, [], 0
     last_step, last_line = start_step, wtime()
     for step, epoch, ids in schedule:
