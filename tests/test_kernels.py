@@ -330,21 +330,31 @@ def test_transposed_pattern_of_unsorted_rows_with_empty_rows_and_columns():
     assert np.array_equal(kernel.backward(delta, np.ones((30, 9), np.float32))[1], w.T @ delta.astype(np.float64))
 
 
-def test_the_gc_passes_load_before_a_timed_batch(tmp_path):
-    """`load_gc_passes` compiles (or loads) every pass `gc` runs with a file layer's types: the
-    first layer of a timed batch then compiles nothing (it took 0.43 s of a 1.3 s pass). In a fresh
-    process: another test may have compiled them already in this one."""
+# Run in a fresh process: another test may have compiled the passes already in this one.
+_SIGNATURES = """
+import numpy as np
+from spdnn.kernels import _PASSES, _compiled, layer_kernels
+def signatures():
+    return {name: len(_compiled(name).signatures) for name in _PASSES}
+"""
+
+
+def _in_a_fresh_process(script: str, cwd) -> None:
     import subprocess
     import sys
 
-    script = """
-import numpy as np
+    proc = subprocess.run([sys.executable, "-c", _SIGNATURES + script], cwd=cwd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_the_gc_passes_load_before_a_timed_batch(tmp_path):
+    """`load_gc_passes` compiles (or loads) every pass `gc` runs with a file layer's types: the
+    first layer of a timed batch then compiles nothing (it took 0.43 s of a 1.3 s pass)."""
+    _in_a_fresh_process("""
 from spdnn.generate import radixnet, random_sparse
-from spdnn.kernels import _PASSES, _compiled, layer_kernels, load_gc_passes
+from spdnn.kernels import load_gc_passes
 from spdnn.network import iter_layers, write_network
 load_gc_passes()
-def signatures():
-    return {name: len(_compiled(name).signatures) for name in _PASSES}
 loaded = signatures()
 assert loaded["gc"] and loaded["block_products"] and loaded["csr_products"], loaded
 for i, net in enumerate((radixnet(64, 2, seed=0), random_sparse([64, 64, 64], 5, seed=0))):
@@ -352,29 +362,21 @@ for i, net in enumerate((radixnet(64, 2, seed=0), random_sparse([64, 64, 64], 5,
     for _, w, b in iter_layers(f"n{i}.h5"):
         layer_kernels(w).gc(b, np.ones((w.shape[1], 3), np.float32), net.ymax)
 assert signatures() == loaded, (signatures(), loaded)
-"""
-    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+""", tmp_path)
 
 
 def test_the_training_passes_load_before_the_first_step(tmp_path):
     """`load_training_passes` compiles (or loads) every pass of a training step with a file layer's
     types: SGD steps on a RadiX-Net (dense blocks), a random network (CSR rows) and a share of a
     RadiX-Net layer that splits a row group (a block and CSR rows) then compile nothing (the first
-    step took 0.5 s of numba's load, the next 10 ms). In a fresh process, as above."""
-    import subprocess
-    import sys
-
-    script = """
-import numpy as np
+    step took 0.5 s of numba's load, the next 10 ms)."""
+    _in_a_fresh_process("""
 from spdnn.datasets import load_dataset
 from spdnn.generate import radixnet, random_sparse
-from spdnn.kernels import _PASSES, _compiled, layer_kernels, load_training_passes
+from spdnn.kernels import load_training_passes
 from spdnn.network import read_network, write_network
 from spdnn.reference import sgd_step
 load_training_passes()
-def signatures():
-    return {name: len(_compiled(name).signatures) for name in _PASSES}
 loaded = signatures()
 assert all(loaded[name] for name in _PASSES if name != "gc"), loaded
 data = load_dataset("digits", None, 64, 0)
@@ -391,6 +393,4 @@ x = np.ones((64, 3), np.float32)
 prepared.forward(np.zeros(24, np.float32), x, 32.0)
 prepared.backward(np.ones((24, 3), np.float32), x)
 assert signatures() == loaded, (signatures(), loaded)
-"""
-    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+""", tmp_path)
