@@ -1,6 +1,6 @@
 """spdnn against its peers, measured in one run on the same inputs (one core unless stated).
 
-    python benchmarks/run.py [--gc PATH/neuron1024.tar.gz] [--steps 3] [--out benchmarks/out]
+    python benchmarks/run.py [--gc PATH/neuron1024.tar.gz] [--steps 3] [--out benchmarks/out] [--inference-only]
     python benchmarks/run.py --partitions [--ks 2,8,32] [--partition-file F]   # partitioners table (minutes)
 
 Tables (printed, and written as CSV under --out):
@@ -431,12 +431,12 @@ def spawn(kind, name, net_path, tmp, **extra):
 
 
 def spawn_mpi(k, net_path, images_path, part_path, tmp):
-    out = Path(tmp) / f"cats-{net_path.stem}-mpi{k}.tsv"
-    metrics = Path(tmp) / f"{net_path.stem}-mpi{k}.json"
-    act = Path(tmp) / f"act-{net_path.stem}-mpi{k}.h5"
-    cmd = [str(BIN / "mpiexec"), "-n", str(k), str(BIN / "spdnn"), "infer", str(net_path), str(images_path),
-           "--partition", str(part_path), "-o", str(out), "--metrics", str(metrics), "--activations", str(act),
-           "--batch-size", "1797"]
+    """`spdnn infer` under mpiexec -n k: row-wise on `part_path`, or data-parallel when it is None."""
+    tag = f"{net_path.stem}-mpi{k}{'' if part_path else '-dp'}"
+    out, metrics, act = Path(tmp) / f"cats-{tag}.tsv", Path(tmp) / f"{tag}.json", Path(tmp) / f"act-{tag}.h5"
+    mode = ["--partition", str(part_path)] if part_path else ["--mode", "data-parallel"]
+    cmd = [str(BIN / "mpiexec"), "-n", str(k), str(BIN / "spdnn"), "infer", str(net_path), str(images_path), *mode,
+           "-o", str(out), "--metrics", str(metrics), "--activations", str(act), "--batch-size", "1797"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         return None, proc.stderr.strip().splitlines()[-1]
@@ -447,9 +447,9 @@ def spawn_mpi(k, net_path, images_path, part_path, tmp):
 
     with h5py.File(act) as f:
         a = f["activations"][:]
-    res = Path(tmp) / f"{net_path.stem}-mpi{k}.npz"
+    res = Path(tmp) / f"{tag}.npz"
     np.savez(res, cats=read_categories(out), act=a)
-    return {"name": f"spdnn mpiexec -n {k} (row-wise)", "seconds": m["seconds"], "edges_per_second": m["edges_per_second"],
+    return {"name": f"spdnn mpiexec -n {k} ({'row-wise' if part_path else 'data-parallel'})", "seconds": m["seconds"], "edges_per_second": m["edges_per_second"],
             "survivors": m["survivors"], "peak_rss_mb": sum(r["peak_rss_mb"] for r in m["per_rank"])}, res
 
 
@@ -517,6 +517,7 @@ def main():
     p.add_argument("--result", help=argparse.SUPPRESS)
     p.add_argument("--batch", type=int, default=16, help=argparse.SUPPRESS)
     p.add_argument("--repeats", type=int, default=5, help="timed inference runs per row (median), after a warm-up")
+    p.add_argument("--inference-only", action="store_true", help="the inference tables only (about 7 minutes)")
     args = p.parse_args()
     if args.one:
         run_one(*args.one, args)
@@ -570,6 +571,9 @@ def main():
           "GFLOP/s counts 2 flops per edge and *alive* sample (the work every fair row does); % bandwidth: "
           "reading each layer's input block and writing its output block once, at the copy bandwidth.\n")
     pd.DataFrame(rows).to_csv(out / "inference.csv", index=False)
+    if args.inference_only:
+        print(f"CSV: {out}/inference.csv")
+        return
 
     trows = []
     for label, train_net, path in networks:
@@ -599,12 +603,14 @@ def inference_rows(label, net, net_path, images_path, tmp, repeats, bw, flops):
         rows[-1]["fair"] = INFER[name][2]
         if name == "spdnn serial" and res:
             ref = np.load(path)
-    for k in (1, 2):
-        part_path = Path(tmp) / f"{net_path.stem}-k{k}.part"
-        part, _ = partition_network(net.layers, net.widths, k, "hypergraph", seed=0)
-        write_partition(part, part_path)
+    for k, method in ((1, "hypergraph"), (2, "hypergraph"), (2, None)):
+        part_path = None
+        if method:
+            part_path = Path(tmp) / f"{net_path.stem}-k{k}.part"
+            write_partition(partition_network(net.layers, net.widths, k, method, seed=0)[0], part_path)
         res, path = spawn_mpi(k, net_path, images_path, part_path, tmp)
-        rows.append(_check(res, path, f"spdnn mpiexec -n {k} (row-wise, whole command's compute + exchange)", ref))
+        mode = "row-wise, compute + exchange" if method else "data-parallel: a replica a rank, half the images each"
+        rows.append(_check(res, path, f"spdnn mpiexec -n {k} ({mode})", ref))
         rows[-1]["fair"] = True
     fair_peers = [r for r in rows if r.get("seconds") and r["fair"] and not r["name"].startswith("spdnn")]
     best = min(fair_peers, key=lambda r: r["seconds"], default=None)
