@@ -246,6 +246,13 @@ def _job_resources(text: str, network: str) -> dict:
     return out
 
 
+def _slurm_dry_run(tmp_path, cfg: dict) -> str:
+    """The dry run's text (job lines with their resources) of `cfg` under the SLURM profile."""
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    proc = smk(tmp_path, "--configfile", tmp_path / "c.yaml", "--profile", ROOT / "profiles" / "slurm", "-n")
+    return proc.stdout + proc.stderr
+
+
 def test_graphchallenge_suite_plans_with_slurm_resources_from_network_size(tmp_path):
     """The suite config passes the schema and plans all 12 networks; under the SLURM profile every
     job of the largest network asks for at least the peak memory measured for its stage, and a
@@ -304,9 +311,7 @@ def test_training_jobs_ask_for_the_memory_and_time_measured_for_their_size(tmp_p
     cfg["partition"].update(methods=["block", "random"], k=[2], bound=False)
     cfg["runs"].update(k=[2], methods=["block", "random"], modes=["row-wise", "data-parallel"], batch_sizes=[64],
                        epochs=10)
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    proc = smk(tmp_path, "--configfile", tmp_path / "c.yaml", "--profile", ROOT / "profiles" / "slurm", "-n")
-    text = proc.stdout + proc.stderr
+    text = _slurm_dry_run(tmp_path, cfg)
     for (network, method), peak in MEASURED_TRAIN_PEAK_MB_PER_RANK.items():
         mode = "data-parallel" if method == "none" else "row-wise"
         jobs = [j for j in _job_resources(text, network)["train_run"]
@@ -335,9 +340,7 @@ def test_data_parallel_inference_asks_for_a_whole_replica_at_every_k(tmp_path):
     cfg["partition"].update(methods=["block"], k=[2, 32], bound=False)
     cfg["runs"].update(k=[2, 32], methods=["block"], modes=["data-parallel"], train=False)
     cfg["inference"]["batch_size"] = 16
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    proc = smk(tmp_path, "--configfile", tmp_path / "c.yaml", "--profile", ROOT / "profiles" / "slurm", "-n")
-    jobs = [j for j in _job_resources(proc.stdout + proc.stderr, "random120")["infer_run"]
+    jobs = [j for j in _job_resources(_slurm_dry_run(tmp_path, cfg), "random120")["infer_run"]
             if j["wildcards"]["mode"] == "data-parallel"]
     assert sorted(j["wildcards"]["k"] for j in jobs) == ["2", "32"], [j["wildcards"] for j in jobs]
     for j in jobs:
@@ -368,9 +371,7 @@ def test_inference_jobs_ask_for_the_time_measured_for_their_size(tmp_path):
     cfg["partition"].update(methods=["block"], k=[2], bound=False)
     cfg["runs"].update(k=[2], methods=["block"], modes=["row-wise"], train=False)
     cfg["inference"]["stream_layers"] = True
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    proc = smk(tmp_path, "--configfile", tmp_path / "c.yaml", "--profile", ROOT / "profiles" / "slurm", "-n")
-    text = proc.stdout + proc.stderr
+    text = _slurm_dry_run(tmp_path, cfg)
     for network, measured in MEASURED_INFER_SECONDS.items():
         jobs = _job_resources(text, network)
         for rule, seconds in zip(("serial_inference", "infer_run"), measured):

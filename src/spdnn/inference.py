@@ -215,7 +215,7 @@ def _row_wise(comm, a, header, batches, final):
     words = verify_words(comm, model, training=False)
     words["allreduce_words"] = model.allreduce_words
     reports = comm.gather(model.exchange_report(), root=0)
-    return {"survivors": survivors, "images": n_images, "seconds": seconds, "setup_seconds": setup,
+    return {"survivors": survivors, "images": n_images, "seconds": seconds, "setup_seconds": setup,  # rank 0's
             "wall_seconds": wtime() - t_start, "words": words, "per_rank": reports}
 
 
@@ -240,10 +240,11 @@ def _data_parallel(comm, a, header, batches, final):
     for lo, images in scatter_from_root(comm, batches, lambda batch: _slices(*batch, comm.Get_size())):
         t0 = wtime()
         ids, x = gc_infer_batch(zip(net.layers, net.biases), net.ymax, images, lo)
-        mine, mine_images = mine + wtime() - t0, mine_images + images.shape[0]
-        seconds += comm.allreduce(wtime() - t0, op=mpi().MAX)  # a batch is done when its slowest slice is
-        got = comm.gather((lo, images.shape[0], ids, x if a.activations else None), root=0)
+        elapsed = wtime() - t0
+        mine, mine_images = mine + elapsed, mine_images + images.shape[0]
+        got = comm.gather((lo, images.shape[0], ids, x if a.activations else None, elapsed), root=0)
         if got:  # rank 0: the slices in order
+            seconds += max(g[4] for g in got)  # a batch is done when its slowest slice is
             n = sum(g[1] for g in got)
             n_images = got[0][0] + n
             survivors += [g[2] for g in got]
@@ -251,7 +252,7 @@ def _data_parallel(comm, a, header, batches, final):
             progress(n_images, survivors)
     # Data-parallel inference sends no activations: nothing to count, nothing to model.
     reports = comm.gather({"compute_seconds": [mine], "images": mine_images, "peak_rss_mb": peak_rss_mb()}, root=0)
-    return {"survivors": survivors, "images": n_images, "seconds": seconds, "setup_seconds": setup,
+    return {"survivors": survivors, "images": n_images, "seconds": seconds, "setup_seconds": setup,  # rank 0's
             "wall_seconds": wtime() - t_start, "words": {"words_match_model": True, "allreduce_words": 0},
             "per_rank": reports}
 
