@@ -394,3 +394,32 @@ prepared.forward(np.zeros(24, np.float32), x, 32.0)
 prepared.backward(np.ones((24, 3), np.float32), x)
 assert signatures() == loaded, (signatures(), loaded)
 """, tmp_path)
+
+
+def test_prepare_training_builds_what_the_first_step_would(tmp_path):
+    """`prepare_training` (a training run's set-up) prepares every layer and Wᵀ's pattern of every
+    layer above the first (a CSR layer's, a split block layer's rest rows'), so the first SGD step
+    builds nothing; layer 1, whose Wᵀδ no step computes, gets none (its memory)."""
+    from spdnn.datasets import load_dataset
+    from spdnn.kernels import prepare_training
+    from spdnn.reference import sgd_step
+
+    group = np.arange(64) % 4  # RadiX-Net 64: row i in group i mod 4; a share that splits a group
+    share = np.sort(np.concatenate([np.flatnonzero(group == 0), np.flatnonzero(group == 1)[:8]]))
+    data = load_dataset("digits", None, 64, 0)
+    for net in (random_sparse([64, 48, 40, 10], 5, seed=0), radixnet(64, 3, seed=0)):
+        if net.widths[-1] == 64:  # the RadiX-Net: layers 2 and 3 cut to a share's rows and columns
+            net.layers[1] = net.layers[1][share]
+            net.layers[2] = net.layers[2][:, share].tocsr()
+            net.biases[1] = net.biases[1][share]
+        prepare_training(net.layers)
+        prepared = [layer_kernels(w) for w in net.layers]
+        built = [dict(p._transposed) for p in prepared]
+        assert built[0] == {}
+        assert all(built[1:]), built
+        if net.widths[-1] == 64:
+            assert prepared[1].dense_blocks and prepared[1].rest.size == 8 and list(built[1]) == [True]
+        sgd_step(net, np.ascontiguousarray(data.x_train[:8].T), data.y_train[:8], 0.01)
+        assert [layer_kernels(w) for w in net.layers] == prepared  # no layer prepared again
+        assert [p._transposed.keys() == b.keys() and all(p._transposed[r] is b[r] for r in b)
+                for p, b in zip(prepared, built)] == [True] * len(prepared)

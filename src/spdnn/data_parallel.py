@@ -10,6 +10,7 @@ import numpy as np
 
 from .collective import peak_rss_mb
 from .collective_write import write_network_collective
+from .kernels import prepare_training
 from .network import Network
 from .reference import backpropagate, forward, loss_and_delta, sgd_apply
 
@@ -31,6 +32,9 @@ class DataParallelStepper:
         self.comm_seconds = 0.0
         self.words_sent = 0
         self.steps = 0
+
+    def prepare(self) -> None:
+        prepare_training(self.net.layers)
 
     def step(self, step: int, x, y):
         size, rank = self.comm.Get_size(), self.comm.Get_rank()

@@ -32,7 +32,7 @@ from .collective import (
 from .data_parallel import DataParallelStepper
 from .datasets import Dataset, load_dataset
 from .errors import UserError
-from .kernels import load_training_passes
+from .kernels import prepare_training
 from .network import read_header, read_network
 from .rowwise import RowWiseModel, load_partition_collective, verify_words
 from .training import LOSSES, DivergenceGuard, batch_schedule, check_classes, learning_rate
@@ -47,6 +47,9 @@ class RowWiseStepper:
     def step(self, step, x_mine, y):
         x0 = np.ascontiguousarray(x_mine.T, dtype=np.float32)
         return self.model.sgd_step(x0, y, self.lr_at(step), self.a.loss, self.num_classes)
+
+    def prepare(self) -> None:
+        prepare_training([layer.w for layer in self.model.layers])
 
     def verify(self):
         m = self.model
@@ -182,8 +185,8 @@ def _train(comm, a):
                   "seed": a.seed, "loss": a.loss, "dataset": data.name, "spdnn_version": __version__}
     guard = DivergenceGuard()
     cores = cores_per_rank(comm)
-    load_training_passes()
-    setup_seconds = wtime() - started  # reading the network, the partition and the data; the plans; numba's load
+    stepper.prepare()
+    setup_seconds = wtime() - started  # reading the network, the partition and the data; the plans; the kernels
     losses, samples, step_times, steps_run = [], 0, [], 0
     last_step, last_line = start_step, wtime()
     for step, epoch, ids in schedule:
