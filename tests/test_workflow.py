@@ -348,6 +348,31 @@ def test_data_parallel_inference_asks_for_a_whole_replica_at_every_k(tmp_path):
         assert MEASURED_DP_INFER_PEAK_MB_PER_RANK <= asked <= 2 * MEASURED_DP_INFER_PEAK_MB_PER_RANK, (j, asked)
 
 
+# Data-parallel inference, the busiest rank's peak RSS (MB; rank 0, which also reads the images):
+# random 16384x8 (32 a row), 4,096 images 16384 wide, one batch, mpiexec -n K on 2 cores.
+MEASURED_DP_INFER_WIDE_BATCH_MB = {2: 776, 4: 663}
+
+
+def test_data_parallel_inference_asks_for_its_share_of_a_batch(tmp_path):
+    """A data-parallel inference rank runs B/K of a batch's images: its SLURM request counts that
+    share's activations, not the whole batch's (which asked 2.1x the need at K = 2, 2.5x at K = 4
+    with 4,096 images 16384 wide), and stays at least the peak measured."""
+    pytest.importorskip("snakemake_executor_plugin_slurm")
+    (tmp_path / "images.tsv").write_text("1\t1\t1\n")
+    cfg = yaml.safe_load((ROOT / "config" / "test.yaml").read_text())
+    cfg["networks"] = {"random8": {"generator": "random", "widths": [16384] * 9, "nnz_per_row": 32, "seed": 1,
+                                   "images": "images.tsv"}}
+    cfg["partition"].update(methods=["block"], k=[2, 4], bound=False)
+    cfg["runs"].update(k=[2, 4], methods=["block"], modes=["data-parallel"], train=False)
+    cfg["inference"]["batch_size"] = 4096
+    jobs = [j for j in _job_resources(_slurm_dry_run(tmp_path, cfg), "random8")["infer_run"]
+            if j["wildcards"]["mode"] == "data-parallel"]
+    assert sorted(j["wildcards"]["k"] for j in jobs) == ["2", "4"], [j["wildcards"] for j in jobs]
+    for j in jobs:
+        measured, asked = MEASURED_DP_INFER_WIDE_BATCH_MB[int(j["wildcards"]["k"])], int(j["mem_mb_per_cpu"])
+        assert measured <= asked <= 2 * measured, (j["wildcards"], asked, measured)
+
+
 # Inference seconds measured by benchmarks/scale.py (README "Scale", "Runtime at scale"), one process
 # and mpiexec -n 2 (streamed, block partition) on 2 cores: RadiX-Net 65536x120 with 60,000 inputs (the
 # digits repeated; a quarter survive), 65536x1920 with the 1,797 digits (K = 2 on the slower machine
