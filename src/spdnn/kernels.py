@@ -429,9 +429,7 @@ class SparseLayer:
                                 or not out.flags.c_contiguous):  # the compiled pass checks no bounds
             raise ValueError(f"out must be a C-contiguous float32 {self.shape[0]} × {x.shape[1]} block")
         if not self.dense_blocks:
-            z = _csr_times(self.w, x, out)
-            np.add(z, bias[:, None], out=z, where=z != 0)
-            np.clip(z, 0.0, ymax, out=z)
+            z = _csr_gc(self.w, bias, x, ymax, out)
             return z, z.any(axis=0)
         z = np.empty((self.shape[0], x.shape[1]), np.float32) if out is None else out
         alive = np.zeros(x.shape[1], bool)
@@ -439,9 +437,7 @@ class SparseLayer:
         for zb, rows in self._products(x):
             finish(zb, rows, bias, _cap(ymax), z, alive)
         if self.rest.size:
-            zr = _csr_times(self._rest(), x)
-            np.add(zr, bias[self.rest, None], out=zr, where=zr != 0)
-            np.clip(zr, 0.0, ymax, out=zr)
+            zr = _csr_gc(self._rest(), bias[self.rest], x, ymax)
             z[self.rest] = zr
             alive |= zr.any(axis=0)
         return z, alive
@@ -451,8 +447,7 @@ class SparseLayer:
         x = _block(x)
         bias = np.asarray(bias, np.float32)
         if not self.dense_blocks:
-            z = _csr_times(self.w, x)
-            z += bias[:, None]
+            z = _csr_affine(self.w, bias, x)
             return z, (np.clip(z, 0.0, ymax) if hidden else z)
         z = np.empty((self.shape[0], x.shape[1]), np.float32)
         h = np.empty_like(z) if hidden else z
@@ -460,8 +455,7 @@ class SparseLayer:
         for zb, rows in self._products(x):
             finish(zb, rows, bias, _cap(ymax), hidden, z, h)
         if self.rest.size:
-            zr = _csr_times(self._rest(), x)
-            zr += bias[self.rest, None]
+            zr = _csr_affine(self._rest(), bias[self.rest], x)
             z[self.rest] = zr
             if hidden:
                 h[self.rest] = np.clip(zr, 0.0, ymax)
@@ -626,6 +620,21 @@ def _csr_times(w, x, out=None) -> np.ndarray:
         out = np.empty((w.shape[0], x.shape[1]), np.float32)
     _compiled("csr_products")(w.indptr, w.indices, w.data, x, out)
     return out
+
+
+def _csr_gc(w, bias, x, ymax, out=None) -> np.ndarray:
+    """A Graph Challenge layer of CSR rows: W x, plus the bias where W x ≠ 0, clipped to [0, ymax]
+    (into `out` where given)."""
+    z = _csr_times(w, x, out)
+    np.add(z, bias[:, None], out=z, where=z != 0)
+    return np.clip(z, 0.0, ymax, out=z)
+
+
+def _csr_affine(w, bias, x) -> np.ndarray:
+    """W x + b of CSR rows, float32 (the training forward's pre-activation)."""
+    z = _csr_times(w, x)
+    z += bias[:, None]
+    return z
 
 
 def _pattern_grad_csr(w, delta, x) -> np.ndarray:

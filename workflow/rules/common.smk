@@ -288,7 +288,9 @@ def mpi_threads(wildcards):
 
 
 def machine_cpus() -> int:
-    """The CPUs this process may run on (its affinity: a taskset, a SLURM allocation; macOS has none)."""
+    """The CPUs this process may run on (its affinity: a taskset, a SLURM allocation; macOS has none).
+    `spdnn.host.affinity` again, not imported: Snakemake's own environment need not have spdnn
+    (under `--use-conda` only the rules' environment does), so the workflow imports none of it."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
