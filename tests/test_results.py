@@ -168,7 +168,7 @@ def test_the_cost_model_counts_the_block_entries_each_ranks_kernels_compute(cost
         net, part_path = cost_model_partitions[kind, method, k]
         layers = LayerFile(net)
         part = read_partition(part_path)
-        stats = rank_layer_stats(layers, layers.widths, part, k)
+        [stats] = rank_layer_stats(layers, layers.widths, [(part, k)])
         parts = split_by_layer(part, layers.widths)
         for t, w in enumerate(layers):
             for p in range(k):
@@ -211,3 +211,43 @@ def test_cost_model_values_from_a_cluster_need_both_compute_rates(tmp_path, cost
     params = json.loads((tmp_path / "p.json").read_text())
     assert params["source"] == "config" and params["gamma_scattered"] == 8e-10 and params["beta"] == 0.0
     assert (pd.read_csv(tmp_path / "pred.csv")["predicted_step_seconds"] > 0).all()
+
+
+def test_the_cost_model_reads_a_network_once_for_all_its_partitions(cost_model_partitions):
+    """One pass over a network's layers for all its partitions (read as layer slices) gives each
+    partition the statistics it gets alone from its whole vector."""
+    from spdnn.costmodel import rank_layer_stats
+    from spdnn.network import LayerFile
+    from spdnn.partition_io import PartitionReader, read_partition
+    from spdnn.volume import partition_metrics
+
+    for kind in ("radixnet", "random"):
+        items = [(part, k) for (n, _, k), (_, part) in cost_model_partitions.items() if n == kind]
+        layers = LayerFile(cost_model_partitions[kind, "block", 2][0])
+        together = rank_layer_stats(layers, layers.widths, [(PartitionReader(p, layers.widths), k) for p, k in items])
+        for (p, k), stats in zip(items, together):
+            [alone] = rank_layer_stats(layers, layers.widths, [(read_partition(p), k)])
+            volumes = partition_metrics(layers, layers.widths, read_partition(p), k)["volume_per_layer"]
+            assert list(stats.words.sum(axis=1)) == [2 * v for v in volumes]  # each word: a send, a receive
+            for name in ("load", "block_load", "msgs", "words", "whole_blocks"):
+                assert np.array_equal(getattr(stats, name), getattr(alone, name)), (kind, p, name)
+        assert [stats.load.shape[1] for stats in together] == [k for _, k in items]
+        layers.close()
+
+
+def test_the_cost_model_rejects_a_partition_with_ids_beyond_its_k(tmp_path, cost_model_partitions):
+    from conftest import assert_user_error, spdnn
+
+    from spdnn.partition_io import read_partition, write_partition
+
+    net, good = cost_model_partitions["radixnet", "random", 3]
+    bad = tmp_path / "results" / "radixnet" / "partitions" / "random-k2.part"  # K = 2 by its name, ids 0..2
+    bad.parent.mkdir(parents=True)
+    (tmp_path / "results" / "radixnet" / "network.h5").symlink_to(net)
+    write_partition(read_partition(good), bad, k=3)
+    runs = tmp_path / "runs.csv"
+    runs.write_text("network,kind,method,k,mode,batch_size,step_seconds\n")
+    out = tmp_path / "pred.csv"
+    assert_user_error(spdnn("costmodel", runs, "--partitions", bad, "--params", tmp_path / "p.json", "-o", out,
+                            check=False), "part id 2 ≥ K = 2")
+    assert not out.exists()

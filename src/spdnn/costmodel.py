@@ -30,8 +30,10 @@ import numpy as np
 from scipy.optimize import nnls
 
 from .arrays import distinct
+from .errors import UserError
 from .hypergraph import identical_rows
 from .kernels import block_entries
+from .partition_io import PartitionReader
 from .volume import layer_loads, layer_traffic, split_by_layer
 
 COMPUTE_PASSES = 3  # forward SpMM, backward SpMM, pattern gradient
@@ -66,24 +68,40 @@ class LayerStats:
                                          + params.gamma_scattered * (self.load - self.block_load))
 
 
-def rank_layer_stats(layers, widths, part: np.ndarray, k_parts: int) -> LayerStats:
-    """`layers`: any iterable of W^k (a `network.LayerFile` streams: one layer in memory)."""
-    parts = split_by_layer(part, widths)
-    load, block_load, msgs, words, whole = [], [], [], [], []
+def rank_layer_stats(layers, widths, partitions) -> list[LayerStats]:
+    """`LayerStats` of each (partition, K) of `partitions`, all of one network, from one pass over
+    `layers` (any iterable of W^k; a `network.LayerFile` streams: one layer in memory): each layer
+    is read, and its rows' classes hashed, once for all of the network's partitions. A partition
+    is a vector or a `PartitionReader` (two layers' slices of each in memory at a time)."""
+    slices = [(part.layer if isinstance(part, PartitionReader) else split_by_layer(part, widths).__getitem__, k)
+              for part, k in partitions]
+    owners = [layer(0) for layer, _ in slices]  # each partition's owners of the layer's inputs
+    per_layer = []  # per layer: each partition's (load, block load, messages, words) by rank
+    whole = []
     for t, w in enumerate(layers):
-        load.append(layer_loads(w, parts[t + 1], k_parts))
         # A rank's rows keep their entries' order (`rowwise`), so its classes are the layer's.
         classes, lengths = identical_rows(w, ordered=True), np.diff(w.indptr)
         whole.append(block_entries(classes, lengths))
-        by_part = np.argsort(parts[t + 1], kind="stable")
-        starts = np.searchsorted(parts[t + 1][by_part], np.arange(1, k_parts))
-        block_load.append([block_entries(classes[rows], lengths[rows]) for rows in np.split(by_part, starts)])
-        p, q, _ = layer_traffic(w, parts[t], parts[t + 1], k_parts)  # one (sender, receiver) per word
-        words.append(np.bincount(p, minlength=k_parts) + np.bincount(q, minlength=k_parts))
-        senders, receivers = np.divmod(distinct(p * k_parts + q, limit=k_parts * k_parts), k_parts)
-        msgs.append(np.bincount(senders, minlength=k_parts) + np.bincount(receivers, minlength=k_parts))
-    shaped = (np.array(a, dtype=np.float64).reshape(len(load), k_parts) for a in (load, block_load, msgs, words))
-    return LayerStats(*shaped, np.array(whole, dtype=np.float64))
+        rows_owners = [layer(t + 1) for layer, _ in slices]
+        per_layer.append([_rank_stats(w, classes, lengths, part_in, part_out, k)
+                          for part_in, part_out, (_, k) in zip(owners, rows_owners, slices)])
+        owners = rows_owners
+    return [LayerStats(*(np.array([layer[i][j] for layer in per_layer], np.float64).reshape(len(per_layer), k)
+                         for j in range(4)), np.array(whole, np.float64))
+            for i, (_, k) in enumerate(slices)]
+
+
+def _rank_stats(w, classes, lengths, part_in, part_out, k_parts: int) -> tuple:
+    """One layer under one partition, by rank: load, the load in dense blocks, messages and words
+    sent plus received per sample."""
+    by_part = np.argsort(part_out, kind="stable")
+    starts = np.searchsorted(part_out[by_part], np.arange(1, k_parts))
+    block_load = [block_entries(classes[rows], lengths[rows]) for rows in np.split(by_part, starts)]
+    p, q, _ = layer_traffic(w, part_in, part_out, k_parts)  # one (sender, receiver) per word
+    words = np.bincount(p, minlength=k_parts) + np.bincount(q, minlength=k_parts)
+    senders, receivers = np.divmod(distinct(p * k_parts + q, limit=k_parts * k_parts), k_parts)
+    msgs = np.bincount(senders, minlength=k_parts) + np.bincount(receivers, minlength=k_parts)
+    return layer_loads(w, part_out, k_parts), block_load, msgs, words
 
 
 def _expand_factor(num_layers: int) -> np.ndarray:
@@ -149,17 +167,24 @@ def predict_table(runs, partitions: list[str], batch_sizes: list[int], max_fit_k
     import pandas as pd
 
     from .network import LayerFile
-    from .partition_io import read_partition
 
-    sizes, stats = {}, {}
+    by_network = {}  # network file → [(method, K, partition file)]
     for p in partitions:
         m = re.search(r"([a-z]+)-k(\d+)\.part$", p)
-        method, k = m.group(1), int(m.group(2))
-        net_path = network_of(p)
+        if m is None:
+            raise UserError(f"{p}: not a partition of the workflow's naming (results/NETWORK/partitions/METHOD-kK.part)")
+        by_network.setdefault(network_of(p), []).append((m.group(1), int(m.group(2)), p))
+    sizes, stats = {}, {}
+    for net_path, parts in by_network.items():
         network = net_path.split("/")[-2]
-        layers = LayerFile(net_path)  # streamed per partition: one layer in memory, never the network
-        s = stats[(network, method, k)] = rank_layer_stats(layers, layers.widths, read_partition(p), k)
-        sizes.setdefault(network, (int(s.load.sum()), int(s.whole_blocks.sum()), layers.widths))
+        layers = LayerFile(net_path)  # streamed once for all its partitions: one layer in memory
+        readers = [PartitionReader(p, layers.widths) for _, _, p in parts]
+        for reader, (_, k, _) in zip(readers, parts):
+            reader.check_ids(k)
+        found = rank_layer_stats(layers, layers.widths, [(reader, k) for reader, (_, k, _) in zip(readers, parts)])
+        for (method, k, _), s in zip(parts, found):
+            stats[(network, method, k)] = s
+        sizes[network] = (int(s.load.sum()), int(s.whole_blocks.sum()), layers.widths)
         layers.close()
 
     def features(network, method, k, mode, batch, params=None):

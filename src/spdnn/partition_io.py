@@ -131,6 +131,15 @@ class PartitionReader:
 
         check_length(self.size, np.diff(self.offsets), self.path)
 
+    def check_ids(self, k: int) -> None:
+        """Length, and every id in [0, K): one pass, a layer at a time."""
+        self.check_length()
+        top, negative = self.id_range()
+        if negative:
+            raise UserError(f"{self.path}: line {negative}: negative part id")
+        if top > k:
+            raise UserError(f"{self.path}: part id {top - 1} ≥ K = {k}")
+
     def layer(self, t: int) -> np.ndarray:
         lo, hi = int(self.offsets[t]), int(self.offsets[t + 1])
         if self._whole is not None:
