@@ -162,6 +162,50 @@ def test_joint_arc_bound_is_the_best_run_times_arc():
     assert set(joint_arc_bound(m, rows, cols, [2], [3, 5])) == {(2, 3), (2, 5)}  # only the lengths asked for
 
 
+def test_arc_bound_up_to_a_length_is_the_whole_table_there():
+    """Arcs longer than `up_to` are left out (−inf: no runs table of at most up_to classes reads
+    them); the lengths computed equal the whole table's."""
+    from spdnn.cycle_runs import arc_bound
+
+    rng = np.random.default_rng(3)
+    m = rng.poisson(0.8, size=(7, 12)).astype(float)
+    cyc = [(None, np.array([5, 0, 9, 2, 7, 1])), (None, np.array([3, 11, 4, 8, 10, 6]))]
+    whole = arc_bound(m, cyc, 6)
+    part = arc_bound(m, cyc, 6, up_to=4)
+    assert np.array_equal(part[:5], whole[:5]) and np.isneginf(part[5:]).all()
+    assert np.array_equal(arc_bound(m, cyc, 6, up_to=6), whole)
+
+
+def test_the_chain_minimum_is_the_shortest_path_over_the_states():
+    """The compiled min-plus steps give NumPy's values and its first minimising states (ties,
+    impossible transitions at +inf)."""
+    from spdnn.bound import _chain_minimum
+
+    rng = np.random.default_rng(8)
+    sizes = [3, 5, 4, 1, 6, 2]
+    costs = [rng.integers(0, 4, size=(1 if t == 0 else sizes[t - 1], n)).astype(float) for t, n in enumerate(sizes)]
+    for h in costs[1:]:
+        h[rng.random(h.shape) < 0.2] = np.inf
+    rewards = [rng.integers(0, 3, size=n).astype(float) for n in sizes]
+
+    def reference():
+        f, choices = None, []
+        for h, reward in zip(costs, rewards):
+            total = h - reward[None, :] if f is None else f[:, None] + (h - reward[None, :])
+            choices.append(total.argmin(axis=0))
+            f = total[choices[-1], np.arange(total.shape[1])]
+        path = [int(np.argmin(f))]
+        for choice in reversed(choices[1:]):
+            path.append(int(choice[path[-1]]))
+        return float(f.min()), path[::-1]
+
+    value, path = _chain_minimum(costs, rewards)
+    assert (value, path.tolist()) == reference()
+    brute = min(sum(costs[t][s_prev, s] - rewards[t][s] for t, (s_prev, s) in enumerate(zip((0,) + p, p)))
+                for p in itertools.product(*map(range, sizes)))
+    assert value == brute
+
+
 def test_placed_sets_are_every_run_and_every_union_of_whole_cycles():
     layers, _ = tiny_radix(8, 2, (2,), 0)  # stride 2 over 8 groups: two cycles of 4 row classes
     w = layers[0]

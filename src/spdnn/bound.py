@@ -86,6 +86,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .alignment_prices import cell_prices, fits, single_class_blocks
+from .arrays import compiled
 from .cycle_runs import Placed, arc_bound, class_incidence, cycles, joint_arc_bound, placed_sets, runs_bound, set_runs
 from .hypergraph import identical_rows
 from .joint_runs import two_sided_alignment
@@ -224,7 +225,7 @@ def _row_runs_alignment(m, prev_cyc, prev_u, prev_r, cache):
     ell = ell.pop()
     key = ("rows", _digest(m, *(r for r, _ in prev_cyc)), int(prev_u.max()))
     if key not in cache:
-        piece = arc_bound(m.T, [(c, r) for r, c in prev_cyc], ell)  # [rows in run, v]
+        piece = arc_bound(m.T, [(c, r) for r, c in prev_cyc], ell, int(prev_u.max()))  # [rows in run, v]
         cache[key] = runs_bound(piece, 1, ell - 1, ell, int(prev_u.max()), RUNS)  # [r', u', v]
     table = cache[key]
     sel = prev_r <= RUNS
@@ -242,7 +243,7 @@ def _col_runs_alignment(m, cyc, prev_u, u, r, cache):
     total = int((u + r).max())
     key = ("cols", _digest(m, *(c for _, c in cyc)), total)
     if key not in cache:
-        piece = arc_bound(m, cyc, ell)  # [columns in arc, u']
+        piece = arc_bound(m, cyc, ell, total)  # [columns in arc, u']
         cache[key] = runs_bound(piece, 2, ell, ell, total, RUNS)  # [r, v, u']
     return cache[key][r[None, :], (u + r)[None, :], prev_u[:, None]]
 
@@ -511,11 +512,13 @@ def _chain_minimum(costs, rewards):
     """min over states s_1..s_L of Σ_t (h_t(s_{t−1}, s_t) − rewards_t(s_t)) and the minimising states."""
     f = None
     choices = []
+    min_plus = compiled(_min_plus_step)
     for h, reward in zip(costs, rewards):
-        step = h - reward[None, :]
-        total = step if f is None else f[:, None] + step
-        choices.append(total.argmin(axis=0))
-        f = total[choices[-1], np.arange(total.shape[1])]
+        reward = np.asarray(reward, np.float64)
+        choices.append(np.empty(h.shape[1], np.int64))
+        f_next = np.empty(h.shape[1])
+        min_plus(np.zeros(1) if f is None else f, f is None, h, reward, choices[-1], f_next)
+        f = f_next
     s = int(np.argmin(f))
     value = float(f[s])
     path = [s]
@@ -523,6 +526,20 @@ def _chain_minimum(costs, rewards):
         s = int(choice[s])
         path.append(s)
     return value, np.array(path[::-1])
+
+
+def _min_plus_step(f, first, h, reward, choice, f_next):
+    """f_next[j] = min_i f[i] + (h[i, j] − reward[j]) (h[i, j] − reward[j] alone when `first`: no
+    previous layer) and the first minimising i, in NumPy's order of the sums: one compiled pass
+    over h, where NumPy made two temporaries of its size (the subgradient steps run this over
+    every layer 300 times a pass). Column by column: the layer tables are Fortran-ordered."""
+    for j in range(h.shape[1]):
+        best, arg, r = np.inf, 0, reward[j]
+        for i in range(h.shape[0]):
+            v = h[i, j] - r if first else f[i] + (h[i, j] - r)
+            if v < best:  # strict: the first minimum, as argmin
+                best, arg = v, i
+        choice[j], f_next[j] = arg, best
 
 
 def _class_count_bound(layers, widths, k, epsilon, iterations, deadline, budgets, prices, whole_classes=False):
