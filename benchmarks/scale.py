@@ -172,7 +172,7 @@ def measure_size(n: int, layers: int, args, done: dict, out: Path) -> None:
             continue
         need = NEEDS.get(stage)
         if need and need not in ok and not (need == "generate" and (d / "net.h5").exists()):
-            row = {"status": f"skipped: {need} did not finish"}
+            row = {"status": f"skipped: {need} did not finish" + ("" if need in args.stages else " (not in --stages)")}
         else:
             if stage.startswith("train") and not (d / "trainable.h5").exists():  # not timed: what training starts from
                 subprocess.run([BIN / "spdnn", "reinit", d / "net.h5", "-o", d / "trainable.h5"], check=True,
@@ -289,7 +289,8 @@ def main() -> None:
     table = pd.DataFrame(rows)
     extra = [c for c in ("partition_seconds", "images", "survivors", "batches_s", "read_s", "steps", "step_ms",
                          "compute_s", "exchange_s", "setup_s", "write_s", "words") if c in table]
-    table = table[["N", "L", "nnz", "stage", "seconds", "peak_rss_mb", "nnz_per_s", *extra, "status"]]
+    # Every row skipped (a stage whose inputs did not run): those columns were never filled.
+    table = table.reindex(columns=["N", "L", "nnz", "stage", "seconds", "peak_rss_mb", "nnz_per_s", *extra, "status"])
     for c in ("images", "survivors", "steps", "words"):
         if c in table:
             table[c] = table[c].astype("Int64")  # counts, not floats, where other rows have none

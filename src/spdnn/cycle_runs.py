@@ -71,7 +71,7 @@ def arc_bound(m: np.ndarray, cyc, lengths, up_to: int | None = None) -> np.ndarr
     # reads its sums from them.
     runs = [np.concatenate([np.zeros((n_r, 1)), np.cumsum(m[:, np.concatenate([cols, cols])], axis=1)], axis=1)
             for _, cols in cyc]
-    for length in range(1, min(lengths, lengths if up_to is None else up_to) + 1):
+    for length in range(1, (lengths if up_to is None else min(lengths, up_to)) + 1):
         sums = []
         for (_, cols), run in zip(cyc, runs):
             ell = cols.size
@@ -131,7 +131,7 @@ def joint_arc_bound(m: np.ndarray, row_orders: np.ndarray, col_orders: np.ndarra
     pre[:, :, 1:, 1:] = sub.cumsum(axis=2).cumsum(axis=3)
     runs, arcs = np.asarray(run_lengths, np.int64), np.asarray(arc_lengths, np.int64)
     best = np.full((runs.size, arcs.size), -np.inf)
-    compiled(_window_maxima, frozenset({"nnan", "ninf", "nsz"}))(pre, runs, arcs, lr, lc, best)
+    compiled(_window_maxima)(pre, runs, arcs, lr, lc, best)
     return {(int(a), int(b)): float(best[i, j]) for i, a in enumerate(runs) for j, b in enumerate(arcs)}
 
 
