@@ -227,6 +227,20 @@ def test_data_parallel_training_equals_k1(work, trained_k1):
     assert m["words_match_model"] is True and m["words_per_step_per_rank"] == round(4 / 3 * m["grad_words_per_step"])
 
 
+def test_data_parallel_training_with_a_rank_that_gets_no_samples(tmp_path):
+    """Batches of 4 over 3 ranks, the epoch's last one of 1 or 2 samples: a rank with no sample in
+    that step adds zeros to the sum, not the gradient it sent the step before (its buffer is kept
+    from step to step); the weights still equal the serial run's."""
+    net, part = tmp_path / "small.h5", tmp_path / "k1.part"
+    spdnn("generate", "random", "--widths", "64,48,40,10", "--nnz-per-row", 5, "--seed", 2, "-o", net)
+    spdnn("partition", net, "-k", 1, "--method", "block", "-o", part)
+    args = ["--dataset", "digits", "--epochs", 1, "--batch-size", 4, "--lr", 0.05, "--seed", 3]
+    assert len(load_dataset("digits", None, 64, 3).y_train) % 4 in (1, 2)
+    spdnn("train", net, "--partition", part, *args, "-o", tmp_path / "serial.h5")
+    mpirun(3, "train", net, "--mode", "data-parallel", *args, "-o", tmp_path / "dp.h5")
+    assert_same_weights(read_network(tmp_path / "dp.h5"), read_network(tmp_path / "serial.h5"), rtol=0)
+
+
 def test_checkpoint_resume_gives_same_result(work):
     out = work / "resumed.h5"
     args = ["train", work / "clf.h5", "--partition", work / "clf-k2.part", *TRAIN, "-o", out, "--checkpoint-every", 5]

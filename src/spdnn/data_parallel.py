@@ -28,6 +28,12 @@ class DataParallelStepper:
         self.comm, self.net, self.lr_at, self.loss, self.num_classes = comm, net, lr_at, loss, num_classes
         self.cores = cores  # for the chunk threads of `write` (`collective.node_core_share`)
         self.grad_words = net.nnz + sum(net.widths[1:])
+        self.offsets = [0] * net.num_layers  # where layer k's ∂L/∂W, ∂L/∂b start in the Allreduce buffer
+        at = 0
+        for k in range(net.num_layers, 0, -1):  # layers L..1, as the backward pass gives them
+            self.offsets[k - 1] = at
+            at += net.layers[k - 1].nnz + net.widths[k]
+        self._flat, self._total = np.empty(self.grad_words), np.empty(self.grad_words)  # kept: no new pages a step
         self.compute = 0.0
         self.comm_seconds = 0.0
         self.words_sent = 0
@@ -41,31 +47,31 @@ class DataParallelStepper:
         mine = np.array_split(np.arange(len(y)), size)[rank]
         net = self.net
         t0 = time.perf_counter()
-        grads = [None] * net.num_layers
+        # Layers from L down to 1, as the backward pass produces them, each ∂L/∂W then ∂L/∂b, written
+        # straight into the buffer the Allreduce sends (one copy, not a list joined twice). Summed
+        # in float64 and rounded once (sgd_apply): the ranks' partial sums then add up to the serial one.
+        flat, offsets = self._flat, self.offsets
 
         def keep(k, grad_w, grad_b):
-            grads[k - 1] = (grad_w, grad_b)
+            at = offsets[k - 1]
+            flat[at:at + grad_w.size] = grad_w
+            flat[at + grad_w.size:at + grad_w.size + grad_b.size] = grad_b
 
         value = 0.0
-        if mine.size:
+        if mine.size:  # every layer's slots written
             xs, zs = forward(net, np.ascontiguousarray(x[mine].T, dtype=np.float32))
             value, delta = loss_and_delta(zs[-1], y[mine], self.loss, self.num_classes, denom=len(y))
             backpropagate(net.layers, xs, zs, delta, net.ymax, keep)
-        else:
-            grads = [(np.zeros(w.nnz), np.zeros(w.shape[0])) for w in net.layers]
-        # Layers from L down to 1, as the backward pass produces them. Summed in float64 and rounded
-        # once (sgd_apply): the sum of the ranks' partial gradients then equals the serial one.
-        flat = np.concatenate([np.concatenate(grads[k - 1]) for k in range(net.num_layers, 0, -1)])
+        else:  # no samples here: this rank adds nothing to the sum
+            flat[:] = 0.0
         t1 = time.perf_counter()
-        total = np.empty_like(flat)
+        total = self._total
         self.comm.Allreduce(flat, total)
         t2 = time.perf_counter()
         lr = self.lr_at(step)
-        pos = 0
-        for k in range(net.num_layers, 0, -1):
+        for k, at in enumerate(offsets, start=1):
             w = net.layers[k - 1]
-            sgd_apply(w.data, net.biases[k - 1], lr, total[pos:pos + w.nnz], total[pos + w.nnz:pos + w.nnz + w.shape[0]])
-            pos += w.nnz + w.shape[0]
+            sgd_apply(w.data, net.biases[k - 1], lr, total[at:at + w.nnz], total[at + w.nnz:at + w.nnz + w.shape[0]])
         self.compute += (t1 - t0) + (time.perf_counter() - t2)
         self.comm_seconds += t2 - t1
         self.words_sent += allreduce_words_per_rank(size, flat.size)
