@@ -563,7 +563,8 @@ def main():
         rows += here
         notes.append(note)
     print("Inference (Graph Challenge semantics, one core per process; median of "
-          f"{args.repeats} runs after a warm-up; prep = format conversion, not timed; peak MB of MPI rows: sum over ranks)")
+          f"{args.repeats} runs after a warm-up, MPI rows of {args.repeats} commands; prep = format conversion, not "
+          "timed; peak MB of MPI rows: sum over ranks, the largest run's)")
     print("\n".join(notes))
     table(rows, ["network", "name", "fair", "seconds", "× best fair peer", "GFLOP/s", "% FMA", "% bandwidth", "prep s",
                  "survivors", "peak MB", "check"])
@@ -608,9 +609,14 @@ def inference_rows(label, net, net_path, images_path, tmp, repeats, bw, flops):
         if method:
             part_path = Path(tmp) / f"{net_path.stem}-k{k}.part"
             write_partition(partition_network(net.layers, net.widths, k, method, seed=0)[0], part_path)
-        res, path = spawn_mpi(k, net_path, images_path, part_path, tmp)
         name = f"spdnn mpiexec -n {k} ({'row-wise' if method else 'data-parallel'})"
-        rows.append({**_check(res, path, name, ref), "name": name, "fair": True})
+        # A command each time (MPI start-up and set-up are not timed; the first touch of its pages
+        # is): the median of `repeats`, as the in-process rows', each run's outputs checked.
+        runs = [_check(*spawn_mpi(k, net_path, images_path, part_path, tmp), name, ref) for _ in range(repeats)]
+        bad = [r for r in runs if not r.get("seconds") or r["check"] not in ("reference", "same categories, activations")]
+        row = bad[0] if bad else {**runs[0], "seconds": float(np.median([r["seconds"] for r in runs])),
+                                  "peak_rss_mb": max(r["peak_rss_mb"] for r in runs)}
+        rows.append({**row, "name": name, "fair": True})
     fair_peers = [r for r in rows if r.get("seconds") and r["fair"] and not r["name"].startswith("spdnn")]
     best = min(fair_peers, key=lambda r: r["seconds"], default=None)
     best_seconds = best["seconds"] if best else None  # before the rows' seconds are formatted
