@@ -334,18 +334,24 @@ def test_data_parallel_inference_asks_for_a_whole_replica_at_every_k(tmp_path):
     """Under the SLURM profile a data-parallel inference rank asks for at least the peak measured and
     at most twice it, at K = 2 and K = 32 alike: every rank holds the whole network (a 1/K share
     asked 2.4x the need at K = 2 and half of it at K = 32)."""
+    asked = _data_parallel_inference_requests(
+        tmp_path, {"generator": "random", "widths": [65536] * 121, "nnz_per_row": 32, "seed": 1}, [2, 32], 16)
+    for k, mb in asked.items():
+        assert MEASURED_DP_INFER_PEAK_MB_PER_RANK <= mb <= 2 * MEASURED_DP_INFER_PEAK_MB_PER_RANK, (k, mb)
+
+
+def _data_parallel_inference_requests(tmp_path, network: dict, ks: list[int], batch: int) -> dict[int, int]:
+    """mem_mb_per_cpu of each K's data-parallel inference job of one network under the SLURM profile."""
     pytest.importorskip("snakemake_executor_plugin_slurm")
     cfg = yaml.safe_load((ROOT / "config" / "test.yaml").read_text())
-    cfg["networks"] = {"random120": {"generator": "random", "widths": [65536] * 121, "nnz_per_row": 32, "seed": 1}}
-    cfg["partition"].update(methods=["block"], k=[2, 32], bound=False)
-    cfg["runs"].update(k=[2, 32], methods=["block"], modes=["data-parallel"], train=False)
-    cfg["inference"]["batch_size"] = 16
-    jobs = [j for j in _job_resources(_slurm_dry_run(tmp_path, cfg), "random120")["infer_run"]
+    cfg["networks"] = {"net": network}
+    cfg["partition"].update(methods=["block"], k=ks, bound=False)
+    cfg["runs"].update(k=ks, methods=["block"], modes=["data-parallel"], train=False)
+    cfg["inference"]["batch_size"] = batch
+    jobs = [j for j in _job_resources(_slurm_dry_run(tmp_path, cfg), "net")["infer_run"]
             if j["wildcards"]["mode"] == "data-parallel"]
-    assert sorted(j["wildcards"]["k"] for j in jobs) == ["2", "32"], [j["wildcards"] for j in jobs]
-    for j in jobs:
-        asked = int(j["mem_mb_per_cpu"])
-        assert MEASURED_DP_INFER_PEAK_MB_PER_RANK <= asked <= 2 * MEASURED_DP_INFER_PEAK_MB_PER_RANK, (j, asked)
+    assert sorted(int(j["wildcards"]["k"]) for j in jobs) == sorted(ks), [j["wildcards"] for j in jobs]
+    return {int(j["wildcards"]["k"]): int(j["mem_mb_per_cpu"]) for j in jobs}
 
 
 # Data-parallel inference, the busiest rank's peak RSS (MB; rank 0, which also reads the images):
@@ -357,20 +363,12 @@ def test_data_parallel_inference_asks_for_its_share_of_a_batch(tmp_path):
     """A data-parallel inference rank runs B/K of a batch's images: its SLURM request counts that
     share's activations, not the whole batch's (which asked 2.1x the need at K = 2, 2.5x at K = 4
     with 4,096 images 16384 wide), and stays at least the peak measured."""
-    pytest.importorskip("snakemake_executor_plugin_slurm")
-    (tmp_path / "images.tsv").write_text("1\t1\t1\n")
-    cfg = yaml.safe_load((ROOT / "config" / "test.yaml").read_text())
-    cfg["networks"] = {"random8": {"generator": "random", "widths": [16384] * 9, "nnz_per_row": 32, "seed": 1,
-                                   "images": "images.tsv"}}
-    cfg["partition"].update(methods=["block"], k=[2, 4], bound=False)
-    cfg["runs"].update(k=[2, 4], methods=["block"], modes=["data-parallel"], train=False)
-    cfg["inference"]["batch_size"] = 4096
-    jobs = [j for j in _job_resources(_slurm_dry_run(tmp_path, cfg), "random8")["infer_run"]
-            if j["wildcards"]["mode"] == "data-parallel"]
-    assert sorted(j["wildcards"]["k"] for j in jobs) == ["2", "4"], [j["wildcards"] for j in jobs]
-    for j in jobs:
-        measured, asked = MEASURED_DP_INFER_WIDE_BATCH_MB[int(j["wildcards"]["k"])], int(j["mem_mb_per_cpu"])
-        assert measured <= asked <= 2 * measured, (j["wildcards"], asked, measured)
+    (tmp_path / "images.tsv").write_text("1\t1\t1\n")  # a user's images file: 4,096 make one batch
+    asked = _data_parallel_inference_requests(
+        tmp_path, {"generator": "random", "widths": [16384] * 9, "nnz_per_row": 32, "seed": 1, "images": "images.tsv"},
+        [2, 4], 4096)
+    for k, mb in asked.items():
+        assert MEASURED_DP_INFER_WIDE_BATCH_MB[k] <= mb <= 2 * MEASURED_DP_INFER_WIDE_BATCH_MB[k], (k, mb)
 
 
 # Inference seconds measured by benchmarks/scale.py (README "Scale", "Runtime at scale"), one process
