@@ -184,7 +184,7 @@ def predict_table(runs, partitions: list[str], batch_sizes: list[int], max_fit_k
         found = rank_layer_stats(layers, layers.widths, [(reader, k) for reader, (_, k, _) in zip(readers, parts)])
         for (method, k, _), s in zip(parts, found):
             stats[(network, method, k)] = s
-        sizes[network] = (int(s.load.sum()), int(s.whole_blocks.sum()), layers.widths)
+        sizes[network] = (int(found[0].load.sum()), int(found[0].whole_blocks.sum()), layers.widths)
         layers.close()
 
     def features(network, method, k, mode, batch, params=None):

@@ -225,14 +225,12 @@ def _data_parallel(comm, a, header, batches, final):
     in turn left all ranks but one idle when the inputs made fewer batches than ranks: the 1,797
     digits are one batch of the default 4,096)."""
     from .collective import mpi, node_core_share, scatter_from_root, wtime
-    from .kernels import layer_kernels, load_gc_passes
+    from .kernels import prepare_inference
     from .reference import gc_infer_batch
 
     t_setup = wtime()
     net = read_network(a.network, node_core_share(comm))  # every rank reads the whole network at once
-    for w in net.layers:  # prepared before the clock, as a row-wise run's layers are
-        layer_kernels(w)
-    load_gc_passes()
+    prepare_inference(net.layers)  # before the clock, as a row-wise run's layers are
     survivors, n_images, seconds, mine, mine_images, progress = [], 0, 0.0, 0.0, 0, Progress()
     comm.Barrier()
     t_start = wtime()

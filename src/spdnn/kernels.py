@@ -543,6 +543,14 @@ def load_gc_passes() -> None:
     SparseLayer(_warm_up_layer()).gc(np.zeros(3, np.float32), np.ones((2, 1), np.float32), 32.0)
 
 
+def prepare_inference(layers) -> None:
+    """Prepare every layer's kernels (`layer_kernels`) and load the passes `gc` runs
+    (`load_gc_passes`): an inference run's set-up, so that its clock starts at the products."""
+    for w in layers:
+        layer_kernels(w)
+    load_gc_passes()
+
+
 def load_training_passes() -> None:
     """Load the compiled passes of a training step now (forward and backward of dense blocks and of
     CSR rows, the masked δ, the bias sums; a fold's adds are the blocks' Wᵀδ adds), so that the

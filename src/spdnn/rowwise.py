@@ -30,7 +30,7 @@ from .collective import agree, mpi, node_core_share, peak_rss_mb
 from .collective_write import write_network_collective
 from .comm_plan import CommPlan, ExchangeStats, _displs, build_plan, use_neighbor_collectives
 from .errors import UserError
-from .kernels import layer_kernels, load_gc_passes
+from .kernels import layer_kernels, prepare_inference
 from .network import open_network, read_layer
 from .partition import check_k
 from .partition_io import PartitionReader
@@ -179,9 +179,7 @@ class RowWiseModel:
         """Prepare every layer's kernels (`kernels.layer_kernels`) and load their compiled passes
         now, as part of the setup, rather than inside the first timed batch (streamed: the compiled
         passes only)."""
-        for layer in self.layers:
-            layer_kernels(layer.w)
-        load_gc_passes()
+        prepare_inference([layer.w for layer in self.layers])
 
     @property
     def num_layers(self) -> int:
