@@ -176,6 +176,44 @@ def test_arc_bound_up_to_a_length_is_the_whole_table_there():
     assert np.array_equal(arc_bound(m, cyc, 6, up_to=6), whole)
 
 
+def test_cycle_tables_are_numpys_and_the_same_on_any_number_of_threads():
+    """The arc table is the best u rows over every arc, in NumPy's sort-and-cumsum order bit for bit
+    (non-integer cells: another order of the sums would show in the last bits); it, the runs tables
+    and the joint blocks are the same tables on 1 and 3 threads."""
+    from spdnn.cycle_runs import arc_bound, runs_bound
+
+    rng = np.random.default_rng(11)
+    m = rng.random((9, 12)) * rng.poisson(1.0, size=(9, 12))
+    cyc = [(None, np.array([5, 0, 9, 2, 7, 1])), (None, np.array([3, 11, 4, 8, 10, 6]))]
+    best = arc_bound(m, cyc, 6)
+    assert np.array_equal(best[0], np.zeros(10))
+    prefix = [np.concatenate([np.zeros((9, 1)), np.cumsum(m[:, np.concatenate([c, c])], axis=1)], axis=1)
+              for _, c in cyc]
+    for length in range(1, 7):
+        starts = np.arange(6 if length < 6 else 1)
+        sums = np.concatenate([(pre[:, starts + length] - pre[:, starts]).T for pre in prefix])  # [arc, row]
+        assert np.array_equal(best[length, 1:], np.cumsum(-np.sort(-sums, axis=1), axis=1).max(axis=0))
+        for u in range(10):  # and the definition: the u heaviest rows of the best arc
+            brute = max(np.sort(m[:, c[(s + np.arange(length)) % 6]].sum(axis=1))[::-1][:u].sum()
+                        for _, c in cyc for s in starts)
+            assert best[length, u] == pytest.approx(brute)
+    assert np.array_equal(arc_bound(m, cyc, 6, up_to=4, threads=3), arc_bound(m, cyc, 6, up_to=4))
+    assert np.array_equal(arc_bound(m, cyc, 6, threads=3), best)
+    assert np.array_equal(runs_bound(best, 2, 6, 6, 14, 3, threads=4), runs_bound(best, 2, 6, 6, 14, 3))
+    rows, cols = np.array([[3, 0, 5, 1, 8, 2], [4, 7, 6, 2, 1, 0]]), np.array([c for _, c in cyc])
+    assert (joint_arc_bound(m, rows, cols, range(0, 6), range(1, 7), threads=3)
+            == joint_arc_bound(m, rows, cols, range(0, 6), range(1, 7)))
+
+
+def test_the_bound_is_the_same_on_any_number_of_threads():
+    """The whole bound, with prices and placed sets, on a RadiX-Net whose layers form cycles."""
+    net = radixnet(256, 8, seed=3)
+    for k in (2, 8):
+        one, three = (volume_lower_bound(net.layers, net.widths, k, semidefinite=False, threads=t) for t in (1, 3))
+        assert one.pop("seconds") > 0 and three.pop("seconds") > 0
+        assert one == three and one["lower_bound_forward"] > 0
+
+
 def test_the_chain_minimum_is_the_shortest_path_over_the_states():
     """The compiled min-plus steps give NumPy's values and its first minimising states (ties,
     impossible transitions at +inf)."""
@@ -439,6 +477,11 @@ def test_bound_cli(tmp_path):
     plain = json.loads(spdnn("bound", tmp_path / "n.h5", "-k", "4", "--no-prices").stdout)
     assert "lower_bound_priced" not in plain and plain["lower_bound_classes"] == rows[1]["lower_bound_unpriced"]
     assert_user_error(spdnn("bound", tmp_path / "n.h5", "-k", "65", check=False), "K=65", "layer 1")
+    threads = json.loads(spdnn("bound", tmp_path / "n.h5", "-k", "4", "--no-prices", "--threads", 2).stdout)
+    for row in (threads, plain):  # all but the times
+        row.pop("seconds"), row["semidefinite"].pop("seconds")
+    assert threads == plain
+    assert_user_error(spdnn("bound", tmp_path / "n.h5", "-k", "4", "--threads", 0, check=False), "--threads", "'0'")
 
 
 def test_past_its_budget_the_bound_reports_null_and_why(tmp_path):

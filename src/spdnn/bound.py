@@ -195,11 +195,12 @@ def _digest(*arrays) -> str:
 
 class TableCache(OrderedDict):
     """The alignment tables of the last few distinct layer structures (RadiX-Net layers repeat with
-    a short period, so a few suffice): memory stays bounded whatever the depth."""
+    a short period, so a few suffice): memory stays bounded whatever the depth. `threads`: how many
+    threads build a missing table (the same table on any number)."""
 
-    def __init__(self, keep: int = 16):
+    def __init__(self, keep: int = 16, threads: int = 1):
         super().__init__()
-        self.keep = keep
+        self.keep, self.threads = keep, threads
 
     def __setitem__(self, key, value):
         super().__setitem__(key, value)
@@ -225,8 +226,8 @@ def _row_runs_alignment(m, prev_cyc, prev_u, prev_r, cache):
     ell = ell.pop()
     key = ("rows", _digest(m, *(r for r, _ in prev_cyc)), int(prev_u.max()))
     if key not in cache:
-        piece = arc_bound(m.T, [(c, r) for r, c in prev_cyc], ell, int(prev_u.max()))  # [rows in run, v]
-        cache[key] = runs_bound(piece, 1, ell - 1, ell, int(prev_u.max()), RUNS)  # [r', u', v]
+        piece = arc_bound(m.T, [(c, r) for r, c in prev_cyc], ell, int(prev_u.max()), cache.threads)  # [rows in run, v]
+        cache[key] = runs_bound(piece, 1, ell - 1, ell, int(prev_u.max()), RUNS, cache.threads)  # [r', u', v]
     table = cache[key]
     sel = prev_r <= RUNS
     out[sel] = table[prev_r[sel], prev_u[sel]]
@@ -243,8 +244,8 @@ def _col_runs_alignment(m, cyc, prev_u, u, r, cache):
     total = int((u + r).max())
     key = ("cols", _digest(m, *(c for _, c in cyc)), total)
     if key not in cache:
-        piece = arc_bound(m, cyc, ell, total)  # [columns in arc, u']
-        cache[key] = runs_bound(piece, 2, ell, ell, total, RUNS)  # [r, v, u']
+        piece = arc_bound(m, cyc, ell, total, cache.threads)  # [columns in arc, u']
+        cache[key] = runs_bound(piece, 2, ell, ell, total, RUNS, cache.threads)  # [r, v, u']
     return cache[key][r[None, :], (u + r)[None, :], prev_u[:, None]]
 
 
@@ -263,7 +264,8 @@ def _joint_alignment(m, prev_cyc, cyc, prev_u, prev_r, u, r, cache):
     runs, arcs = sorted(set(prev_u[rows].tolist())), sorted(set((u[cols] + 1).tolist()))
     key = ("joint", _digest(m, *(x for x, _ in prev_cyc), *(c for _, c in cyc)), tuple(runs), tuple(arcs))
     if key not in cache:
-        cache[key] = joint_arc_bound(m, np.stack([x for x, _ in prev_cyc]), np.stack([c for _, c in cyc]), runs, arcs)
+        cache[key] = joint_arc_bound(m, np.stack([x for x, _ in prev_cyc]), np.stack([c for _, c in cyc]), runs, arcs,
+                                     cache.threads)
     table = cache[key]
     ri, ci = np.nonzero(rows)[0], np.nonzero(cols)[0]
     values = np.array([[table[a, b] for b in arcs] for a in runs])
@@ -370,16 +372,18 @@ def resident_bytes() -> int:
 
 
 def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = STATE_LIMIT, deadline=None,
-                max_resident: int | None = None, prices: bool = True, whole_classes: bool = False):
+                max_resident: int | None = None, prices: bool = True, whole_classes: bool = False,
+                threads: int = 1):
     """Per layer: h_t as a matrix [state_{t−1}, state_t] (inf where impossible), the row classes
     touched in each state, R_t, the class size z_t and the alignment price ⟨π, M_t⟩ to add back
     once (`alignment_prices`; `prices=False`: none, 0).
 
     A state is (u, r): u row classes touched and, on layers whose classes form cycles, r ≤ RUNS
     partial runs along them, so that exactly u + r column classes are read; r = RUNS + 1 stands
-    for "more runs" or "no cycles" and gets the generic bound (≥ e(u) classes)."""
+    for "more runs" or "no cycles" and gets the generic bound (≥ e(u) classes). `threads` build the
+    cycles' alignment tables (`TableCache`)."""
     prev = None  # LayerStates of the layer before
-    cache = TableCache()
+    cache = TableCache(threads=threads)
     costs, counts, sizes, u_states, load_states, offsets = [], [], [], [], [], []
     priceable = 0  # layers whose cells the prices would change
     cells = 0
@@ -583,7 +587,8 @@ def _class_count_bound(layers, widths, k, epsilon, iterations, deadline, budgets
 
 def volume_lower_bound(layers, widths, k: int, epsilon: float = 0.03, iterations: int = 300, progress=None,
                        max_seconds: float | None = None, max_memory_gb: float | None = None,
-                       semidefinite=True, note=None, prices: bool = True, whole_classes: bool = False) -> dict:
+                       semidefinite=True, note=None, prices: bool = True, whole_classes: bool = False,
+                       threads: int = 1) -> dict:
     """Lower bound on Σ_t V_t over all partitions into k parts balanced per layer (see module doc).
 
     `semidefinite`: True finds the semidefinite certificate (`semidefinite_bound.py`) next, in what
@@ -592,6 +597,7 @@ def volume_lower_bound(layers, widths, k: int, epsilon: float = 0.03, iterations
     ("lower_bound_classes" and "semidefinite" say what each gave; past a budget the latter says why
     it has none). `whole_classes`: the class-count bound over the partitions that keep every class
     of identical rows in one part only (`benchmarks/whole_class_bound.py`; not a bound on the others).
+    `threads`: for the layer tables of cycles (the same bound on any number).
 
     Budgets: past `max_memory_gb` of DP tables or of the process's resident memory (checked after
     each layer), or `max_seconds` while building them, raises
@@ -605,7 +611,7 @@ def volume_lower_bound(layers, widths, k: int, epsilon: float = 0.03, iterations
     max_cells = STATE_LIMIT if max_memory_gb is None else int(max_memory_gb * 1e9 / 8)
     max_resident = None if max_memory_gb is None else int(max_memory_gb * 1e9)
     passes = 2 if prices else 1
-    budgets = dict(max_cells=max_cells, deadline=deadline, max_resident=max_resident)
+    budgets = dict(max_cells=max_cells, deadline=deadline, max_resident=max_resident, threads=threads)
     if progress:
         budgets["progress"] = lambda t, total: progress(t, passes * total)
     best, steps, stopped, priceable = _class_count_bound(layers, widths, k, epsilon, iterations, deadline, budgets,

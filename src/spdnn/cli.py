@@ -33,6 +33,16 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -187,6 +197,7 @@ def cmd_volume(a):
 
 def cmd_bound(a):
     from .bound import BoundBudget, add_semidefinite, find_certificate, volume_lower_bound
+    from .host import usable_cores
     from .network import LayerFile
     from .partition import check_k
 
@@ -210,7 +221,7 @@ def cmd_bound(a):
         try:
             result = volume_lower_bound(layers, layers.widths, k, a.epsilon, a.iterations, progress=progress,
                                         max_seconds=a.max_seconds, max_memory_gb=a.max_memory, semidefinite=False,
-                                        prices=a.prices)
+                                        prices=a.prices, threads=a.threads or usable_cores())
         except BoundBudget as e:  # not an error: the workflow goes on, the tables show no bound
             result = {"k": k, "epsilon": a.epsilon, "lower_bound_forward": None, "reason": str(e)}
             _log(f"bound K={k}: none within the budget ({e})")
@@ -504,6 +515,9 @@ def _partition_commands(sub) -> None:
     b.add_argument("--prices", action=argparse.BooleanOptionalAction, default=True,
                    help="also the class-count bound with alignment prices (a second pass over the layer tables; "
                         "the larger is reported); --no-prices: the first pass only, half the time")
+    b.add_argument("--threads", type=_positive_int, default=None,
+                   help="threads for the layer tables (default: the CPUs this process may use); the same bound "
+                        "on any number")
     b.set_defaults(func=cmd_bound)
 
     c = sub.add_parser("certificate", help="the semidefinite bound's certificate, found once for every K (JSON file)")

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
-from .arrays import compiled, distinct
+from .arrays import compiled, distinct, in_threads, interleaved
 
 
 def class_incidence(row_class, col_class, w: sp.csr_matrix):
@@ -58,62 +58,86 @@ def cycles(row_class, col_class, w: sp.csr_matrix, incidence=None):
     return out
 
 
-def arc_bound(m: np.ndarray, cyc, lengths, up_to: int | None = None) -> np.ndarray:
+def arc_bound(m: np.ndarray, cyc, lengths, up_to: int | None = None, threads: int = 1) -> np.ndarray:
     """best[L, u] ≥ the sum of the best u rows of m over any L consecutive columns of one cycle.
 
     `cyc` orders m's columns in cycles; u = 0..rows, L = 1..max length (whole cycles included);
     with `up_to`, only L ≤ up_to (the rest −inf): a runs table of at most up_to classes reads no
-    longer arc, and at N = 16384 the whole cycle is 1,024 classes for states of ~140."""
+    longer arc, and at N = 16384 the whole cycle is 1,024 classes for states of ~140. `threads`:
+    the lengths dealt out to that many threads (the same table)."""
     n_r = m.shape[0]
     best = np.full((lengths + 1, n_r + 1), -np.inf)
     best[0] = 0.0
     # Prefix sums along each cycle (walked twice, for arcs that wrap), once: every arc length
-    # reads its sums from them.
-    runs = [np.concatenate([np.zeros((n_r, 1)), np.cumsum(m[:, np.concatenate([cols, cols])], axis=1)], axis=1)
-            for _, cols in cyc]
-    for length in range(1, (lengths if up_to is None else min(lengths, up_to)) + 1):
-        sums = []
-        for (_, cols), run in zip(cyc, runs):
-            ell = cols.size
-            if length > ell:
-                continue
-            starts = np.arange(ell if length < ell else 1)
-            sums.append((run[:, starts + length] - run[:, starts]).T)  # [start, row]
-        if sums:
-            top = np.cumsum(-np.sort(-np.concatenate(sums), axis=1), axis=1)
-            best[length, 1:] = top.max(axis=0)
-            best[length, 0] = 0.0
+    # reads its sums from them; [position, row], so that a start's sums are one contiguous row.
+    prefix = [np.ascontiguousarray(np.concatenate(
+        [np.zeros((n_r, 1)), np.cumsum(m[:, np.concatenate([cols, cols])], axis=1)], axis=1).T) for _, cols in cyc]
+    add_tops = compiled(_add_tops)
+
+    def fill(share):
+        for length in share:
+            for pre in prefix:
+                ell = (pre.shape[0] - 1) // 2
+                if length > ell:
+                    continue
+                starts = ell if length < ell else 1
+                sums = pre[length:length + starts] - pre[:starts]  # [start, row]
+                sums.sort(axis=1)  # NumPy's sort: vectorised, and it releases the GIL (threads)
+                best[length, 0] = 0.0
+                add_tops(sums, best[length])
+
+    last = lengths if up_to is None else min(lengths, up_to)
+    in_threads(fill, [share + 1 for share in interleaved(last, threads)])  # lengths 1..last
     return best
 
 
-def runs_bound(piece: np.ndarray, lo: int, hi: int, whole: int, total_max: int, runs_max: int) -> np.ndarray:
+def _add_tops(sums, best):
+    """best[u] = max(best[u], the sum of the u largest of sums[s]) for every start s, u ≥ 1; each
+    row of `sums` sorted ascending. The running sums in NumPy's cumsum order (the same bits)."""
+    n = sums.shape[1]
+    for s in range(sums.shape[0]):
+        acc = 0.0
+        for u in range(n):
+            value = sums[s, n - 1 - u]
+            acc = value if u == 0 else acc + value
+            if acc > best[u + 1]:
+                best[u + 1] = acc
+
+
+def runs_bound(piece: np.ndarray, lo: int, hi: int, whole: int, total_max: int, runs_max: int,
+               threads: int = 1) -> np.ndarray:
     """out[r, x, ·] ≥ the alignment of r partial runs (lengths lo..hi) plus any number of whole
     cycles (length `whole`), x in total; `piece[L, ·]` bounds one run of length L (`arc_bound`).
 
     Each piece takes its own best rows, so the sum bounds the union from above; −inf marks an
-    impossible (r, x)."""
+    impossible (r, x). `threads`: the last axis split between that many threads (the same table)."""
     n = piece.shape[1]
     out = np.full((runs_max + 1, total_max + 1, n), -np.inf)
     out[0, 0] = 0.0
-    compiled(_add_runs)(np.ascontiguousarray(piece, np.float64), lo, min(hi, total_max), out)
+    add_runs, piece = compiled(_add_runs), np.ascontiguousarray(piece, np.float64)
+    blocks = np.array_split(np.arange(n), max(1, min(threads, n)))  # contiguous: no cache line shared
+    in_threads(lambda v: add_runs(piece, lo, min(hi, total_max), out, v[0], v[-1] + 1), [v for v in blocks if v.size])
     for x in range(whole, total_max + 1):
         out[:, x] = np.maximum(out[:, x], out[:, x - whole] + piece[whole][None, :])
     return out
 
 
-def _add_runs(piece, lo, hi, out):
-    """out[r, x] = max(out[r, x], max over L in lo..hi of out[r − 1, x − L] + piece[L]): one more
-    run at a time, in one compiled pass (NumPy's slices took a second a table at N = 16384)."""
+def _add_runs(piece, lo, hi, out, v_lo, v_hi):
+    """out[r, x, v] = max(out[r, x, v], max over L in lo..hi of out[r − 1, x − L, v] + piece[L, v])
+    for v in v_lo..v_hi − 1: one more run at a time, in one compiled pass (NumPy's slices took a
+    second a table at N = 16384)."""
     for r in range(1, out.shape[0]):
         for length in range(lo, hi + 1):
+            add = piece[length]
             for x in range(length, out.shape[1]):
-                for v in range(out.shape[2]):
-                    candidate = out[r - 1, x - length, v] + piece[length, v]
-                    if candidate > out[r, x, v]:
-                        out[r, x, v] = candidate
+                before, after = out[r - 1, x - length], out[r, x]
+                for v in range(v_lo, v_hi):  # a select, not a branch: the loop vectorises
+                    candidate, current = before[v] + add[v], after[v]
+                    after[v] = candidate if candidate > current else current
 
 
-def joint_arc_bound(m: np.ndarray, row_orders: np.ndarray, col_orders: np.ndarray, run_lengths, arc_lengths) -> dict:
+def joint_arc_bound(m: np.ndarray, row_orders: np.ndarray, col_orders: np.ndarray, run_lengths, arc_lengths,
+                    threads: int = 1) -> dict:
     """best[(a, b)] = the largest sum of m over a run of a consecutive rows along one of
     row_orders' cycles times an arc of b consecutive columns along one of col_orders' cycles
     (exact), for a in run_lengths and b in arc_lengths (0 < a ≤ ℓ_r, 0 < b ≤ ℓ_c).
@@ -122,7 +146,8 @@ def joint_arc_bound(m: np.ndarray, row_orders: np.ndarray, col_orders: np.ndarra
     This is the part whose rows were one partial run in the previous layer and are one partial run
     in this one: both sides restricted at once, where `arc_bound` restricts one side only. Only the
     lengths asked for are computed: the runs states span SPAN + 1 sizes, while 1..ℓ would be
-    ℓ_r·ℓ_c passes over the whole matrix (minutes a layer at N = 4096)."""
+    ℓ_r·ℓ_c passes over the whole matrix (minutes a layer at N = 4096). `threads`: the run lengths
+    dealt out to that many threads (the same table)."""
     lr, lc = row_orders.shape[1], col_orders.shape[1]
     rr = np.concatenate([row_orders, row_orders], axis=1)
     cc = np.concatenate([col_orders, col_orders], axis=1)
@@ -131,17 +156,18 @@ def joint_arc_bound(m: np.ndarray, row_orders: np.ndarray, col_orders: np.ndarra
     pre[:, :, 1:, 1:] = sub.cumsum(axis=2).cumsum(axis=3)
     runs, arcs = np.asarray(run_lengths, np.int64), np.asarray(arc_lengths, np.int64)
     best = np.full((runs.size, arcs.size), -np.inf)
-    compiled(_window_maxima)(pre, runs, arcs, lr, lc, best)
+    window_maxima = compiled(_window_maxima)
+    in_threads(lambda share: window_maxima(pre, runs, arcs, lr, lc, best, share), interleaved(runs.size, threads))
     return {(int(a), int(b)): float(best[i, j]) for i, a in enumerate(runs) for j, b in enumerate(arcs)}
 
 
-def _window_maxima(pre, runs, arcs, lr, lc, best):
-    """best[i, j] = the largest sum of a window of runs[i] × arcs[j] consecutive cells along the
+def _window_maxima(pre, runs, arcs, lr, lc, best, share):
+    """best[i, j] for i in `share` = the largest sum of a window of runs[i] × arcs[j] consecutive cells along the
     cycles, from the 2-D prefix sums `pre` [row cycle, column cycle, 2ℓ_r + 1, 2ℓ_c + 1] (a window
     as long as its cycle: one start). One compiled pass; the four terms in NumPy's order (the same
     sums, bit for bit), a row window's two prefix rows read once for every arc length: NumPy's
     window arrays took a minute a layer at N = 16384 (1,024 row classes, 115 × 115 lengths)."""
-    for i in range(runs.size):
+    for i in share:
         a = runs[i]
         starts_r = lr if a < lr else 1
         for x in range(pre.shape[0]):

@@ -82,11 +82,15 @@ rule bound:
         certificate="results/{network}/bounds/certificate.json",
     output:
         "results/{network}/bounds/k{k}.json",
+    threads: PART["bound_threads"]
     resources:
         mem_mb=bound_mem_mb,
         runtime=bound_runtime,
     params:
         epsilon=PART["epsilon"],
+        # A parameter too (not only {threads}, which --cores may lower): the bound is the same on
+        # any number of threads, but how many layers fit in max_seconds is not.
+        threads=PART["bound_threads"],
         # Past either budget the rule writes "lower_bound_forward": null with the reason: the
         # workflow goes on and the tables show no bound for that (network, K).
         max_seconds=PART["bound_max_seconds"],
@@ -99,7 +103,8 @@ rule bound:
         "../../envs/spdnn.yaml"
     shell:
         "spdnn bound {input.net} -k {wildcards.k} --certificate {input.certificate} --epsilon {params.epsilon} "
-        "--max-seconds {params.max_seconds} --max-memory {params.max_memory} > {output}.tmp 2> {log} "
+        "--max-seconds {params.max_seconds} --max-memory {params.max_memory} --threads {params.threads} "
+        "> {output}.tmp 2> {log} "
         "&& mv {output}.tmp {output}"
 
 
