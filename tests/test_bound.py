@@ -214,6 +214,22 @@ def test_the_bound_is_the_same_on_any_number_of_threads():
         assert one == three and one["lower_bound_forward"] > 0
 
 
+def test_the_tables_hold_only_states_a_balanced_part_can_be_in():
+    """A part holds at least `fewest` rows, so it touches at least ⌈fewest / largest class⌉ row
+    classes: the states start there (fewer were +inf columns, 45 % of the states at N = 16384)."""
+    from spdnn.bound import layer_costs
+    from spdnn.volume import rows_per_part
+
+    net = radixnet(256, 8, seed=3)
+    for k in (2, 8):
+        tables = layer_costs(net.layers, k, 0.03, prices=False)
+        for w, h, u in zip(net.layers, tables.costs, tables.u_states):
+            _, fewest = rows_per_part(np.diff(sp.csr_matrix(w).indptr), k, 0.03)
+            largest = np.bincount(identical_rows(sp.csr_matrix(w))).max()
+            assert u.min() * largest >= fewest > (u.min() - 1) * largest, (k, u.min(), fewest, largest)
+            assert h.shape[1] == u.size
+
+
 def test_the_chain_minimum_is_the_shortest_path_over_the_states():
     """The compiled min-plus steps give NumPy's values and its first minimising states (ties,
     impossible transitions at +inf)."""
