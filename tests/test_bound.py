@@ -203,6 +203,22 @@ def test_cycle_tables_are_numpys_and_the_same_on_any_number_of_threads():
     rows, cols = np.array([[3, 0, 5, 1, 8, 2], [4, 7, 6, 2, 1, 0]]), np.array([c for _, c in cyc])
     assert (joint_arc_bound(m, rows, cols, range(0, 6), range(1, 7), threads=3)
             == joint_arc_bound(m, rows, cols, range(0, 6), range(1, 7)))
+    # `check` before each arc length / run length, from every thread; what it raises stops the build
+    calls = []
+    arc_bound(m, cyc, 6, up_to=4, threads=2, check=lambda: calls.append("arc"))
+    joint_arc_bound(m, rows, cols, range(0, 6), [2, 3], threads=2, check=lambda: calls.append("joint"))
+    assert sorted(calls) == ["arc"] * 4 + ["joint"] * 6
+
+    def budget():
+        calls.append("stop")
+        if calls.count("stop") > 2:
+            raise TimeoutError("past the budget")
+
+    for build in (lambda: arc_bound(m, cyc, 6, threads=2, check=budget),
+                  lambda: joint_arc_bound(m, rows, cols, range(0, 6), range(1, 7), threads=2, check=budget)):
+        calls.clear()
+        with pytest.raises(TimeoutError, match="past the budget"):
+            build()
 
 
 def test_the_bound_is_the_same_on_any_number_of_threads():

@@ -196,11 +196,12 @@ def _digest(*arrays) -> str:
 class TableCache(OrderedDict):
     """The alignment tables of the last few distinct layer structures (RadiX-Net layers repeat with
     a short period, so a few suffice): memory stays bounded whatever the depth. `threads`: how many
-    threads build a missing table (the same table on any number)."""
+    threads build a missing table (the same table on any number); `check()`: called as the longest
+    tables are built, it raises past the time budget."""
 
-    def __init__(self, keep: int = 16, threads: int = 1):
+    def __init__(self, keep: int = 16, threads: int = 1, check=None):
         super().__init__()
-        self.keep, self.threads = keep, threads
+        self.keep, self.threads, self.check = keep, threads, check
 
     def __setitem__(self, key, value):
         super().__setitem__(key, value)
@@ -226,7 +227,8 @@ def _row_runs_alignment(m, prev_cyc, prev_u, prev_r, cache):
     ell = ell.pop()
     key = ("rows", _digest(m, *(r for r, _ in prev_cyc)), int(prev_u.max()))
     if key not in cache:
-        piece = arc_bound(m.T, [(c, r) for r, c in prev_cyc], ell, int(prev_u.max()), cache.threads)  # [rows in run, v]
+        piece = arc_bound(m.T, [(c, r) for r, c in prev_cyc], ell, int(prev_u.max()), cache.threads,
+                          cache.check)  # [rows in run, v]
         cache[key] = runs_bound(piece, 1, ell - 1, ell, int(prev_u.max()), RUNS, cache.threads)  # [r', u', v]
     table = cache[key]
     sel = prev_r <= RUNS
@@ -244,7 +246,7 @@ def _col_runs_alignment(m, cyc, prev_u, u, r, cache):
     total = int((u + r).max())
     key = ("cols", _digest(m, *(c for _, c in cyc)), total)
     if key not in cache:
-        piece = arc_bound(m, cyc, ell, total, cache.threads)  # [columns in arc, u']
+        piece = arc_bound(m, cyc, ell, total, cache.threads, cache.check)  # [columns in arc, u']
         cache[key] = runs_bound(piece, 2, ell, ell, total, RUNS, cache.threads)  # [r, v, u']
     return cache[key][r[None, :], (u + r)[None, :], prev_u[:, None]]
 
@@ -265,7 +267,7 @@ def _joint_alignment(m, prev_cyc, cyc, prev_u, prev_r, u, r, cache):
     key = ("joint", _digest(m, *(x for x, _ in prev_cyc), *(c for _, c in cyc)), tuple(runs), tuple(arcs))
     if key not in cache:
         cache[key] = joint_arc_bound(m, np.stack([x for x, _ in prev_cyc]), np.stack([c for _, c in cyc]), runs, arcs,
-                                     cache.threads)
+                                     cache.threads, cache.check)
     table = cache[key]
     ri, ci = np.nonzero(rows)[0], np.nonzero(cols)[0]
     values = np.array([[table[a, b] for b in arcs] for a in runs])
@@ -384,7 +386,13 @@ def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = 
     balanced part can be in: u from the fewest classes whose rows reach the fewest rows a part holds. `threads` build the
     cycles' alignment tables (`TableCache`)."""
     prev = None  # LayerStates of the layer before
-    cache = TableCache(threads=threads)
+    t = 0
+
+    def past_deadline():  # between layers, and inside the longest tables (a 65536-wide layer: minutes)
+        if deadline is not None and time.perf_counter() > deadline:
+            raise BoundBudget(f"layer {t} of {len(layers)}: the layer tables took longer than --max-seconds")
+
+    cache = TableCache(threads=threads, check=past_deadline)
     costs, counts, sizes, u_states, load_states, offsets = [], [], [], [], [], []
     priceable = 0  # layers whose cells the prices would change
     cells = 0
@@ -434,8 +442,7 @@ def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = 
         if cells > max_cells:
             raise BoundBudget(f"layer {t}: up to {u_hi} row classes per part; the bound's tables would exceed "
                               f"{max_cells * 8 / 1e9:.3g} GB (--max-memory)")
-        if deadline is not None and time.perf_counter() > deadline:
-            raise BoundBudget(f"layer {t} of {len(layers)}: the layer tables took longer than --max-seconds")
+        past_deadline()
         offsets.append(0.0)
         if not uniform:  # classes of different sizes: no per-part bound here, the layer contributes 0
             h = np.zeros((n_prev, u_of.size))

@@ -58,13 +58,14 @@ def cycles(row_class, col_class, w: sp.csr_matrix, incidence=None):
     return out
 
 
-def arc_bound(m: np.ndarray, cyc, lengths, up_to: int | None = None, threads: int = 1) -> np.ndarray:
+def arc_bound(m: np.ndarray, cyc, lengths, up_to: int | None = None, threads: int = 1, check=None) -> np.ndarray:
     """best[L, u] ≥ the sum of the best u rows of m over any L consecutive columns of one cycle.
 
     `cyc` orders m's columns in cycles; u = 0..rows, L = 1..max length (whole cycles included);
     with `up_to`, only L ≤ up_to (the rest −inf): a runs table of at most up_to classes reads no
     longer arc, and at N = 16384 the whole cycle is 1,024 classes for states of ~140. `threads`:
-    the lengths dealt out to that many threads (the same table)."""
+    the lengths dealt out to that many threads (the same table). `check()`, if given, is called
+    before each length (it raises to stop: a caller's time budget, minutes into a wide layer)."""
     n_r = m.shape[0]
     best = np.full((lengths + 1, n_r + 1), -np.inf)
     best[0] = 0.0
@@ -76,6 +77,8 @@ def arc_bound(m: np.ndarray, cyc, lengths, up_to: int | None = None, threads: in
 
     def fill(share):
         for length in share:
+            if check is not None:
+                check()
             for pre in prefix:
                 ell = (pre.shape[0] - 1) // 2
                 if length > ell:
@@ -137,7 +140,7 @@ def _add_runs(piece, lo, hi, out, v_lo, v_hi):
 
 
 def joint_arc_bound(m: np.ndarray, row_orders: np.ndarray, col_orders: np.ndarray, run_lengths, arc_lengths,
-                    threads: int = 1) -> dict:
+                    threads: int = 1, check=None) -> dict:
     """best[(a, b)] = the largest sum of m over a run of a consecutive rows along one of
     row_orders' cycles times an arc of b consecutive columns along one of col_orders' cycles
     (exact), for a in run_lengths and b in arc_lengths (0 < a ≤ ℓ_r, 0 < b ≤ ℓ_c).
@@ -147,7 +150,7 @@ def joint_arc_bound(m: np.ndarray, row_orders: np.ndarray, col_orders: np.ndarra
     in this one: both sides restricted at once, where `arc_bound` restricts one side only. Only the
     lengths asked for are computed: the runs states span SPAN + 1 sizes, while 1..ℓ would be
     ℓ_r·ℓ_c passes over the whole matrix (minutes a layer at N = 4096). `threads`: the run lengths
-    dealt out to that many threads (the same table)."""
+    dealt out to that many threads (the same table); `check()` as in `arc_bound`, before each."""
     lr, lc = row_orders.shape[1], col_orders.shape[1]
     rr = np.concatenate([row_orders, row_orders], axis=1)
     cc = np.concatenate([col_orders, col_orders], axis=1)
@@ -157,7 +160,14 @@ def joint_arc_bound(m: np.ndarray, row_orders: np.ndarray, col_orders: np.ndarra
     runs, arcs = np.asarray(run_lengths, np.int64), np.asarray(arc_lengths, np.int64)
     best = np.full((runs.size, arcs.size), -np.inf)
     window_maxima = compiled(_window_maxima)
-    in_threads(lambda share: window_maxima(pre, runs, arcs, lr, lc, best, share), interleaved(runs.size, threads))
+
+    def fill(share):
+        for j in range(share.size):
+            if check is not None:
+                check()
+            window_maxima(pre, runs, arcs, lr, lc, best, share[j:j + 1])
+
+    in_threads(fill, interleaved(runs.size, threads))
     return {(int(a), int(b)): float(best[i, j]) for i, a in enumerate(runs) for j, b in enumerate(arcs)}
 
 
