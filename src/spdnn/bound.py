@@ -383,8 +383,8 @@ def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = 
     A state is (u, r): u row classes touched and, on layers whose classes form cycles, r ≤ RUNS
     partial runs along them, so that exactly u + r column classes are read; r = RUNS + 1 stands
     for "more runs" or "no cycles" and gets the generic bound (≥ e(u) classes). Only states a
-    balanced part can be in: u from the fewest classes whose rows reach the fewest rows a part holds. `threads` build the
-    cycles' alignment tables (`TableCache`)."""
+    balanced part can be in: u from the fewest classes whose rows reach the fewest rows a part
+    holds. `threads` build the cycles' alignment tables (`TableCache`)."""
     prev = None  # LayerStates of the layer before
     t = 0
 
