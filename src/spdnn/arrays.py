@@ -77,17 +77,24 @@ def compiled(source, fastmath: bool | frozenset = False):
     return njit(cache=True, nogil=True, boundscheck=False, fastmath=flags)(source)
 
 
-def in_threads(work, shares: list) -> None:
-    """work(share) for each share, each in a thread of its own (one share: in this thread). For
+def in_threads(work, shares: list, check=None) -> None:
+    """work(item) for each item of each share, each share in a thread of its own (one share: in
+    this thread); `check()`, if given, before each item (it raises to stop: a time budget). For
     passes that write disjoint parts of their output and spend their time where the GIL is
     released (compiled `nogil` passes, NumPy's sorts): the same result, bit for bit, on any
     number of threads. An exception in a share is raised here."""
+    def run(share):
+        for item in share:
+            if check is not None:
+                check()
+            work(item)
+
     if len(shares) <= 1:
         for share in shares:
-            work(share)
+            run(share)
         return
     with ThreadPoolExecutor(len(shares)) as pool:
-        for done in [pool.submit(work, share) for share in shares]:
+        for done in [pool.submit(run, share) for share in shares]:
             done.result()
 
 

@@ -75,22 +75,19 @@ def arc_bound(m: np.ndarray, cyc, lengths, up_to: int | None = None, threads: in
         [np.zeros((n_r, 1)), np.cumsum(m[:, np.concatenate([cols, cols])], axis=1)], axis=1).T) for _, cols in cyc]
     add_tops = compiled(_add_tops)
 
-    def fill(share):
-        for length in share:
-            if check is not None:
-                check()
-            for pre in prefix:
-                ell = (pre.shape[0] - 1) // 2
-                if length > ell:
-                    continue
-                starts = ell if length < ell else 1
-                sums = pre[length:length + starts] - pre[:starts]  # [start, row]
-                sums.sort(axis=1)  # NumPy's sort: vectorised, and it releases the GIL (threads)
-                best[length, 0] = 0.0
-                add_tops(sums, best[length])
+    def fill(length):
+        for pre in prefix:
+            ell = (pre.shape[0] - 1) // 2
+            if length > ell:
+                continue
+            starts = ell if length < ell else 1
+            sums = pre[length:length + starts] - pre[:starts]  # [start, row]
+            sums.sort(axis=1)  # NumPy's sort: vectorised, and it releases the GIL (threads)
+            best[length, 0] = 0.0
+            add_tops(sums, best[length])
 
     last = lengths if up_to is None else min(lengths, up_to)
-    in_threads(fill, [share + 1 for share in interleaved(last, threads)])  # lengths 1..last
+    in_threads(fill, [share + 1 for share in interleaved(last, threads)], check)  # lengths 1..last
     return best
 
 
@@ -119,7 +116,7 @@ def runs_bound(piece: np.ndarray, lo: int, hi: int, whole: int, total_max: int, 
     out[0, 0] = 0.0
     add_runs, piece = compiled(_add_runs), np.ascontiguousarray(piece, np.float64)
     blocks = np.array_split(np.arange(n), max(1, min(threads, n)))  # contiguous: no cache line shared
-    in_threads(lambda v: add_runs(piece, lo, min(hi, total_max), out, v[0], v[-1] + 1), [v for v in blocks if v.size])
+    in_threads(lambda v: add_runs(piece, lo, min(hi, total_max), out, v[0], v[-1] + 1), [[v] for v in blocks if v.size])
     for x in range(whole, total_max + 1):
         out[:, x] = np.maximum(out[:, x], out[:, x - whole] + piece[whole][None, :])
     return out
@@ -160,38 +157,30 @@ def joint_arc_bound(m: np.ndarray, row_orders: np.ndarray, col_orders: np.ndarra
     runs, arcs = np.asarray(run_lengths, np.int64), np.asarray(arc_lengths, np.int64)
     best = np.full((runs.size, arcs.size), -np.inf)
     window_maxima = compiled(_window_maxima)
-
-    def fill(share):
-        for j in range(share.size):
-            if check is not None:
-                check()
-            window_maxima(pre, runs, arcs, lr, lc, best, share[j:j + 1])
-
-    in_threads(fill, interleaved(runs.size, threads))
+    in_threads(lambda i: window_maxima(pre, runs, arcs, lr, lc, best, i), interleaved(runs.size, threads), check)
     return {(int(a), int(b)): float(best[i, j]) for i, a in enumerate(runs) for j, b in enumerate(arcs)}
 
 
-def _window_maxima(pre, runs, arcs, lr, lc, best, share):
-    """best[i, j] for i in `share` = the largest sum of a window of runs[i] × arcs[j] consecutive cells along the
-    cycles, from the 2-D prefix sums `pre` [row cycle, column cycle, 2ℓ_r + 1, 2ℓ_c + 1] (a window
+def _window_maxima(pre, runs, arcs, lr, lc, best, i):
+    """best[i, j] for every j = the largest sum of a window of runs[i] × arcs[j] consecutive cells
+    along the cycles, from the 2-D prefix sums `pre` [row cycle, column cycle, 2ℓ_r + 1, 2ℓ_c + 1] (a window
     as long as its cycle: one start). One compiled pass; the four terms in NumPy's order (the same
     sums, bit for bit), a row window's two prefix rows read once for every arc length: NumPy's
     window arrays took a minute a layer at N = 16384 (1,024 row classes, 115 × 115 lengths)."""
-    for i in share:
-        a = runs[i]
-        starts_r = lr if a < lr else 1
-        for x in range(pre.shape[0]):
-            for y in range(pre.shape[1]):
-                for s in range(starts_r):
-                    hi, lo = pre[x, y, a + s], pre[x, y, s]
-                    for j in range(arcs.size):
-                        b = arcs[j]
-                        n = lc if b < lc else 1
-                        hi_b, lo_b = hi[b:b + n], lo[b:b + n]
-                        top = best[i, j]
-                        for t in range(n):
-                            top = max(top, hi_b[t] - lo_b[t] - hi[t] + lo[t])
-                        best[i, j] = top
+    a = runs[i]
+    starts_r = lr if a < lr else 1
+    for x in range(pre.shape[0]):
+        for y in range(pre.shape[1]):
+            for s in range(starts_r):
+                hi, lo = pre[x, y, a + s], pre[x, y, s]
+                for j in range(arcs.size):
+                    b = arcs[j]
+                    n = lc if b < lc else 1
+                    hi_b, lo_b = hi[b:b + n], lo[b:b + n]
+                    top = best[i, j]
+                    for t in range(n):
+                        top = max(top, hi_b[t] - lo_b[t] - hi[t] + lo[t])
+                    best[i, j] = top
 
 
 class Placed(NamedTuple):

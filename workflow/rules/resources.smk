@@ -177,8 +177,9 @@ def run_mem_mb_per_cpu(wildcards):
     if wildcards.mode == "data-parallel":
         # A replica of the whole network on every rank, at any K; training adds its gradient twice
         # (float64: the send buffer and the allreduced sum) and a layer's parts. Measured a rank at
-        # K = 2, 16384x120: training (B = 64) 3,033 MB (random, 32 a row), 2,608 MB (RadiX-Net); inference of the random one (4,096 digits in one batch on one rank) 1,543 MB. The row-wise 1/K
-        # share asked 2,449 for training, and fell below the replica from K = 4 in inference.
+        # K = 2, 16384x120: training (B = 64) 3,033 MB (random, 32 a row), 2,608 MB (RadiX-Net);
+        # inference of the random one (4,096 digits in one batch on one rank) 1,543 MB. The
+        # row-wise 1/K share asked 2,449 for training, and fell below the replica from K = 4 in inference.
         share = (4 if hasattr(wildcards, "b") else 1) * BYTES_PER_NNZ * nnz / MB
     elif streamed_inference(wildcards):
         share = 3 * _layer_mb(wildcards.network)  # the layer read, the rank's rows, the plan
