@@ -176,6 +176,28 @@ def test_arc_bound_up_to_a_length_is_the_whole_table_there():
     assert np.array_equal(arc_bound(m, cyc, 6, up_to=6), whole)
 
 
+def test_the_rows_runs_table_reaches_only_the_runs_states():
+    """The previous layer's runs table is built up to the largest row count of its runs states, not
+    of every state (the generic ones reach all classes: at N = 65536 a 4,096-long table, most of a
+    layer's time); what the runs states read from it is the whole table's."""
+    from spdnn.bound import RUNS, TableCache, _row_runs_alignment
+    from spdnn.cycle_runs import arc_bound, runs_bound
+
+    rng = np.random.default_rng(5)
+    m = rng.poisson(0.8, size=(12, 9)).astype(float)  # previous layer's 12 row classes, in two cycles
+    prev_cyc = [(np.array([5, 0, 9, 2, 7, 1]), None), (np.array([3, 11, 4, 8, 10, 6]), None)]
+    prev_u = np.array([2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 2, 3, 4, 2, 3, 4])  # generic to 12, runs to 4
+    prev_r = np.array([RUNS + 1] * 11 + [1, 1, 1, 2, 2, 2])
+    cache = TableCache()
+    got = _row_runs_alignment(m, prev_cyc, prev_u, prev_r, cache)
+    (key, table), = cache.items()
+    assert key[-1] == 4 and table.shape[1] == 5
+    whole = runs_bound(arc_bound(m.T, [(c, r) for r, c in prev_cyc], 6, 12), 1, 5, 6, 12, RUNS)
+    runs = prev_r <= RUNS
+    assert np.array_equal(got[runs], whole[prev_r[runs], prev_u[runs]])
+    assert np.isinf(got[~runs]).all() and (got[~runs] > 0).all()
+
+
 def test_cycle_tables_are_numpys_and_the_same_on_any_number_of_threads():
     """The arc table is the best u rows over every arc, in NumPy's sort-and-cumsum order bit for bit
     (non-integer cells: another order of the sums would show in the last bits); it, the runs tables

@@ -222,16 +222,18 @@ def _row_runs_alignment(m, prev_cyc, prev_u, prev_r, cache):
     (inf where the state is not a runs state or the cycles differ in length)."""
     out = np.full((prev_u.size, m.shape[1] + 1), np.inf)
     ell = {r.size for r, _ in prev_cyc}
-    if len(ell) != 1:
+    sel = prev_r <= RUNS
+    if len(ell) != 1 or not sel.any():
         return out
     ell = ell.pop()
-    key = ("rows", _digest(m, *(r for r, _ in prev_cyc)), int(prev_u.max()))
+    # Only the runs states' row counts: the generic states reach every u up to the layer's classes
+    # (4,096 at N = 65536), and a table that long was most of a 65536-wide layer's 6.5 minutes.
+    u_max = int(prev_u[sel].max())
+    key = ("rows", _digest(m, *(r for r, _ in prev_cyc)), u_max)
     if key not in cache:
-        piece = arc_bound(m.T, [(c, r) for r, c in prev_cyc], ell, int(prev_u.max()), cache.threads,
-                          cache.check)  # [rows in run, v]
-        cache[key] = runs_bound(piece, 1, ell - 1, ell, int(prev_u.max()), RUNS, cache.threads)  # [r', u', v]
+        piece = arc_bound(m.T, [(c, r) for r, c in prev_cyc], ell, u_max, cache.threads, cache.check)  # [rows in run, v]
+        cache[key] = runs_bound(piece, 1, ell - 1, ell, u_max, RUNS, cache.threads)  # [r', u', v]
     table = cache[key]
-    sel = prev_r <= RUNS
     out[sel] = table[prev_r[sel], prev_u[sel]]
     return np.where(np.isneginf(out), -np.inf, out)
 
