@@ -268,6 +268,46 @@ def test_the_tables_hold_only_states_a_balanced_part_can_be_in():
             assert h.shape[1] == u.size
 
 
+def test_generic_states_of_many_classes_share_coarse_states(monkeypatch):
+    """Above u_lo + GENERIC_EXACT classes the generic states share one state per range of u (the
+    dynamic programme's tables are states², 15 GB over 120 layers at N = 65536): each shared state
+    costs the least of its members on both sides and carries their largest u and load, so the bound
+    stays below the exact optimum; layers with few generic states are left as they were."""
+    from spdnn import bound
+
+    monkeypatch.setattr(bound, "GENERIC_EXACT", 1)
+    monkeypatch.setattr(bound, "BUCKETS_PER_DOUBLING", 1)
+    u = np.array([3, 4, 5, 6, 7, 8, 9, 10, 3, 4, 5])
+    r = np.array([bound.RUNS + 1] * 8 + [1, 1, bound.RUNS + 1])
+    at = np.array([-1] * 10 + [0])  # the last one placed: never shared
+    starts = bound.state_groups(u, r, at, u_lo=3)
+    assert starts.tolist() == [0, 1, 2, 5, 8, 9, 10]  # 5..7 and 8..10 (u/4 below 2, then below 4)
+    rng = np.random.default_rng(0)
+    h = rng.random((7, 11))
+    h[2, 3] = np.inf
+    prev_starts = np.array([0, 3, 4])
+    got = bound._coarse(h, prev_starts, starts)
+    rows, cols = np.split(np.arange(7), prev_starts[1:]), np.split(np.arange(11), starts[1:])
+    assert np.array_equal(got, [[h[np.ix_(a, b)].min() for b in cols] for a in rows])
+
+    monkeypatch.setattr(bound, "GENERIC_EXACT", 0)
+    shrunk = 0
+    for name, make, k in CASES:
+        for seed in range(2):
+            layers, widths = make(seed)
+            coarse = bound.layer_costs(layers, k, 0.3, prices=False)
+            with monkeypatch.context() as m:
+                m.setattr(bound, "GENERIC_EXACT", 1 << 30)
+                fine = bound.layer_costs(layers, k, 0.3, prices=False)
+            shrunk += sum(c.shape[1] < f.shape[1] for c, f in zip(coarse.costs, fine.costs))
+            for c, f, uc, uf in zip(coarse.costs, fine.costs, coarse.u_states, fine.u_states):
+                assert c.shape == (c.shape[0], uc.size) and uc.max() == uf.max() and np.min(c) == np.min(f)
+            assert all(lc.max() == lf.max() for lc, lf in zip(coarse.load_states, fine.load_states))
+            lb = volume_lower_bound(layers, widths, k, 0.3, semidefinite=False)["lower_bound_forward"]
+            assert 0 <= lb <= exact_optimum(layers, widths, k, 0.3), (name, seed)
+    assert shrunk > 10
+
+
 def test_the_chain_minimum_is_the_shortest_path_over_the_states():
     """The compiled min-plus steps give NumPy's values and its first minimising states (ties,
     impossible transitions at +inf)."""

@@ -96,6 +96,8 @@ from .volume import layer_capacity, rows_per_part
 EXACT_SUBSETS = 50_000  # enumerate row subsets of S_t(u, ·) exactly while C(R, u) stays below this
 EXACT_WORK = 250_000_000  # ... and C(R, u)·u·columns (the entries summed) too
 DENSE_LIMIT = 1 << 25  # largest M_t kept dense; beyond it the alignment is bounded by cap alone
+GENERIC_EXACT = 256  # generic states kept one per u up to u_lo + this many classes ...
+BUCKETS_PER_DOUBLING = 44  # ... and above it shared, 44 per doubling of u (a factor 1.016 each)
 STATE_LIMIT = 200_000_000  # Σ_t (states of u_{t−1}) × (states of u_t): the DP's memory, 8 bytes each
 
 
@@ -386,8 +388,10 @@ def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = 
     partial runs along them, so that exactly u + r column classes are read; r = RUNS + 1 stands
     for "more runs" or "no cycles" and gets the generic bound (≥ e(u) classes). Only states a
     balanced part can be in: u from the fewest classes whose rows reach the fewest rows a part
-    holds. `threads` build the cycles' alignment tables (`TableCache`)."""
+    holds. Generic states of many classes share coarse states (`state_groups`): h, u and the load
+    are then per coarse state. `threads` build the cycles' alignment tables (`TableCache`)."""
     prev = None  # LayerStates of the layer before
+    prev_starts = None  # where each of its coarse states begins (`state_groups`)
     t = 0
 
     def past_deadline():  # between layers, and inside the longest tables (a 65536-wide layer: minutes)
@@ -439,8 +443,9 @@ def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = 
         covered = set() if placed is None else set(zip(placed.u.tolist(), placed.r.tolist()))
         unplaced = (at < 0) & np.array([(x, y) in covered for x, y in zip(u_of.tolist(), r_of.tolist())], bool)
         runs = r_of <= RUNS
+        starts = state_groups(u_of, r_of, at, u_lo)
         n_prev = 1 if prev is None else prev.u.size
-        cells += n_prev * u_of.size
+        cells += (1 if prev_starts is None else prev_starts.size) * starts.size
         if cells > max_cells:
             raise BoundBudget(f"layer {t}: up to {u_hi} row classes per part; the bound's tables would exceed "
                               f"{max_cells * 8 / 1e9:.3g} GB (--max-memory)")
@@ -514,15 +519,44 @@ def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = 
             # of wide layers: GBs at N >= 16384), so the job never outgrows what it asked for.
             raise BoundBudget(f"layer {t} of {len(layers)}: the bound's memory reached "
                               f"{resident_bytes() / 1e9:.3g} GB (--max-memory)")
-        costs.append(h)
+        costs.append(h if starts.size == u_of.size and (prev_starts is None or prev_starts.size == n_prev)
+                     else _coarse(h, prev_starts, starts))
         counts.append(n_r)
         sizes.append(float(z[0]) if uniform else 0.0)
-        u_states.append(u_of)
-        load_states.append(load_reach(weights, rc, u_of, capacity))
-        prev = LayerStates(u_of, r_of, most, rc, cyc, placed, at)
+        u_states.append(np.maximum.reduceat(u_of, starts))
+        load_states.append(np.maximum.reduceat(load_reach(weights, rc, u_of, capacity), starts))
+        prev, prev_starts = LayerStates(u_of, r_of, most, rc, cyc, placed, at), starts
         if progress:
             progress(t, len(layers))
     return LayerCosts(costs, counts, sizes, u_states, load_states, offsets, priceable)
+
+
+def state_groups(u, r, at, u_lo: int) -> np.ndarray:
+    """Where each coarse state begins in a layer's list of states (consecutive states share one).
+
+    Every state is its own, except the generic ones of many classes (u > u_lo + GENERIC_EXACT, not
+    placed), which share one per range of u, BUCKETS_PER_DOUBLING ranges per doubling of u: at
+    N = 65536, K = 8 a part may touch 405..4,096 classes, ≈ 4,000 states a layer, and the dynamic
+    programme's tables (states²) would pass 15 GB over 120 layers. A shared state costs the least of
+    its members and is rewarded as its largest u and load (`_coarse`, `layer_costs`): every path
+    over the states maps to one that is no dearer, so the bound stays a bound (a little lower where
+    a minimum ran through them). No layer with at most GENERIC_EXACT + 1 generic states (every
+    Graph Challenge layer up to N = 4096) is coarsened."""
+    far = (r > RUNS) & (at < 0) & (u > u_lo + GENERIC_EXACT)
+    bucket = np.full(u.size, -1)
+    base = max(u_lo + GENERIC_EXACT, 1)  # u_lo is 0 where a part may hold no rows
+    bucket[far] = np.floor(np.log2(u[far] / base) * BUCKETS_PER_DOUBLING).astype(np.int64)
+    begins = np.ones(u.size, bool)
+    begins[1:] = (bucket[1:] < 0) | (bucket[1:] != bucket[:-1])  # the generic states are listed by u
+    return np.flatnonzero(begins)
+
+
+def _coarse(h, prev_starts, starts):
+    """h [previous state, state] with each coarse state the least of its members, on both sides."""
+    h = np.minimum.reduceat(h, starts, axis=1)
+    if prev_starts is not None:
+        h = np.minimum.reduceat(h, prev_starts, axis=0)
+    return np.asfortranarray(h)
 
 
 def _chain_minimum(costs, rewards):
