@@ -278,9 +278,8 @@ def test_generic_states_of_many_classes_share_coarse_states(monkeypatch):
     monkeypatch.setattr(bound, "GENERIC_EXACT", 1)
     monkeypatch.setattr(bound, "BUCKETS_PER_DOUBLING", 1)
     u = np.array([3, 4, 5, 6, 7, 8, 9, 10, 3, 4, 5])
-    r = np.array([bound.RUNS + 1] * 8 + [1, 1, bound.RUNS + 1])
-    at = np.array([-1] * 10 + [0])  # the last one placed: never shared
-    starts = bound.state_groups(u, r, at, u_lo=3)
+    r = np.array([bound.RUNS + 1] * 8 + [1, 1, bound.RUNS + 1])  # after the runs states: its own
+    starts = bound.state_groups(u, r, u_lo=3)
     assert starts.tolist() == [0, 1, 2, 5, 8, 9, 10]  # 5..7 and 8..10 (u/4 below 2, then below 4)
     rng = np.random.default_rng(0)
     h = rng.random((7, 11))

@@ -443,7 +443,7 @@ def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = 
         covered = set() if placed is None else set(zip(placed.u.tolist(), placed.r.tolist()))
         unplaced = (at < 0) & np.array([(x, y) in covered for x, y in zip(u_of.tolist(), r_of.tolist())], bool)
         runs = r_of <= RUNS
-        starts = state_groups(u_of, r_of, at, u_lo)
+        starts = state_groups(u_of, r_of, u_lo)
         n_prev = 1 if prev is None else prev.u.size
         cells += (1 if prev_starts is None else prev_starts.size) * starts.size
         if cells > max_cells:
@@ -519,8 +519,7 @@ def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = 
             # of wide layers: GBs at N >= 16384), so the job never outgrows what it asked for.
             raise BoundBudget(f"layer {t} of {len(layers)}: the bound's memory reached "
                               f"{resident_bytes() / 1e9:.3g} GB (--max-memory)")
-        costs.append(h if starts.size == u_of.size and (prev_starts is None or prev_starts.size == n_prev)
-                     else _coarse(h, prev_starts, starts))
+        costs.append(_coarse(h, prev_starts, starts))
         counts.append(n_r)
         sizes.append(float(z[0]) if uniform else 0.0)
         u_states.append(np.maximum.reduceat(u_of, starts))
@@ -531,18 +530,18 @@ def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = 
     return LayerCosts(costs, counts, sizes, u_states, load_states, offsets, priceable)
 
 
-def state_groups(u, r, at, u_lo: int) -> np.ndarray:
+def state_groups(u, r, u_lo: int) -> np.ndarray:
     """Where each coarse state begins in a layer's list of states (consecutive states share one).
 
-    Every state is its own, except the generic ones of many classes (u > u_lo + GENERIC_EXACT, not
-    placed), which share one per range of u, BUCKETS_PER_DOUBLING ranges per doubling of u: at
+    Every state is its own, except the generic ones of many classes (u > u_lo + GENERIC_EXACT; runs
+    and placed states have r ≤ RUNS), which share one per range of u, BUCKETS_PER_DOUBLING ranges per doubling of u: at
     N = 65536, K = 8 a part may touch 405..4,096 classes, ≈ 4,000 states a layer, and the dynamic
     programme's tables (states²) would pass 15 GB over 120 layers. A shared state costs the least of
     its members and is rewarded as its largest u and load (`_coarse`, `layer_costs`): every path
     over the states maps to one that is no dearer, so the bound stays a bound (a little lower where
     a minimum ran through them). No layer with at most GENERIC_EXACT + 1 generic states (every
     Graph Challenge layer up to N = 4096) is coarsened."""
-    far = (r > RUNS) & (at < 0) & (u > u_lo + GENERIC_EXACT)
+    far = (r > RUNS) & (u > u_lo + GENERIC_EXACT)
     bucket = np.full(u.size, -1)
     base = max(u_lo + GENERIC_EXACT, 1)  # u_lo is 0 where a part may hold no rows
     bucket[far] = np.floor(np.log2(u[far] / base) * BUCKETS_PER_DOUBLING).astype(np.int64)
@@ -552,9 +551,15 @@ def state_groups(u, r, at, u_lo: int) -> np.ndarray:
 
 
 def _coarse(h, prev_starts, starts):
-    """h [previous state, state] with each coarse state the least of its members, on both sides."""
-    h = np.minimum.reduceat(h, starts, axis=1)
-    if prev_starts is not None:
+    """h [previous state, state] with each coarse state the least of its members, on both sides
+    (h itself where no state shares: every layer up to N = 4096)."""
+    shared_cols = starts.size < h.shape[1]
+    shared_rows = prev_starts is not None and prev_starts.size < h.shape[0]
+    if not (shared_cols or shared_rows):
+        return h
+    if shared_cols:
+        h = np.minimum.reduceat(h, starts, axis=1)
+    if shared_rows:
         h = np.minimum.reduceat(h, prev_starts, axis=0)
     return np.asfortranarray(h)
 
