@@ -12,7 +12,7 @@ import scipy.sparse as sp
 from conftest import assert_user_error, spdnn
 
 from spdnn.alignment_prices import cell_prices, single_class_blocks
-from spdnn.bound import expansion, submatrix_bound, volume_lower_bound
+from spdnn.bound import expansion, second_singular_value_bound, submatrix_bound, volume_lower_bound
 from spdnn.cycle_runs import class_incidence, cycles, joint_arc_bound, placed_sets, set_runs
 from spdnn.generate import radixnet, random_sparse
 from spdnn.hypergraph import _class_ids, identical_rows
@@ -174,6 +174,44 @@ def test_arc_bound_up_to_a_length_is_the_whole_table_there():
     part = arc_bound(m, cyc, 6, up_to=4)
     assert np.array_equal(part[:5], whole[:5]) and np.isneginf(part[5:]).all()
     assert np.array_equal(arc_bound(m, cyc, 6, up_to=6), whole)
+
+
+def _arc_table_by_brute_force(m, cyc, lengths):
+    best = np.full((lengths + 1, m.shape[0] + 1), -np.inf)
+    best[0] = 0.0
+    for _, cols in cyc:
+        ell = cols.size
+        for length in range(1, min(lengths, ell) + 1):
+            for start in range(ell if length < ell else 1):
+                sums = m[:, cols[(start + np.arange(length)) % ell]].sum(axis=1)
+                tops = np.concatenate([[0.0], np.cumsum(np.sort(sums)[::-1])])
+                best[length] = np.maximum(best[length], tops)
+    return best
+
+
+@pytest.mark.parametrize("counts", [True, False])
+def test_arc_bound_is_the_best_rows_of_every_arc(counts):
+    """Counts (the unpriced M_t) take the sliding-histogram pass, fractions (priced) the sorted one:
+    both are the brute-force table, cycles of several lengths, arcs that wrap and whole cycles."""
+    from spdnn.cycle_runs import _count_range, arc_bound
+
+    rng = np.random.default_rng(11)
+    for _trial in range(20):
+        ells = [int(x) for x in rng.integers(1, 9, size=rng.integers(1, 4))]
+        m = rng.poisson(rng.uniform(0.3, 2.0), size=(int(rng.integers(1, 12)), sum(ells))).astype(float)
+        if not counts:
+            m *= rng.uniform(0.1, 1.0, m.shape)
+        perm, cyc = rng.permutation(sum(ells)), []
+        for ell in ells:
+            cyc.append((None, perm[:ell]))
+            perm = perm[ell:]
+        assert (_count_range(m) is not None) == (counts or not m.any())
+        want = _arc_table_by_brute_force(m, cyc, max(ells))
+        got = arc_bound(m, cyc, max(ells), threads=2)
+        assert np.array_equal(np.isneginf(got), np.isneginf(want))
+        assert np.allclose(got[~np.isneginf(want)], want[~np.isneginf(want)], rtol=1e-12, atol=1e-12)
+        if counts:
+            assert np.array_equal(got, want)  # integers: exactly
 
 
 def test_the_rows_runs_table_reaches_only_the_runs_states():
@@ -559,6 +597,22 @@ def test_submatrix_bound_spectral_branch_on_regular_matrices():
             true = [max(np.sort(m[list(rows)].sum(axis=0))[::-1][:v].sum()
                         for rows in itertools.combinations(range(10), u)) for v in range(1, 11)]
             assert (s[u, 1:] >= np.array(true) - 1e-9).all()
+
+
+def test_second_singular_value_bound_is_sigma2_from_above():
+    """The mixing lemma's σ₂ comes from the smaller Gram matrix's eigenvalues, not an SVD: it must
+    never fall below the SVD's σ₂ (a bound resting on it would then be unsound) and stay within
+    rounding of it, on counts and priced (fractional) matrices, wide and tall, with σ₂ = σ₁ (two
+    disconnected blocks) and σ₂ = 0 (rank one)."""
+    rng = np.random.default_rng(3)
+    counts = sum(np.eye(64)[rng.permutation(64)] for _ in range(4))
+    wide = rng.poisson(2.0, size=(12, 40)).astype(float)
+    cases = [counts, counts * rng.uniform(0.2, 1.0, counts.shape), wide, wide.T,
+             np.kron(np.eye(2), np.ones((5, 5))), np.ones((6, 9))]
+    for m in cases:
+        svd = np.linalg.svd(m, compute_uv=False)
+        bound = second_singular_value_bound(m)
+        assert svd[1] <= bound <= svd[1] + 1e-6 * svd[0]
 
 
 def test_bound_cli(tmp_path):
