@@ -599,6 +599,18 @@ def test_submatrix_bound_spectral_branch_on_regular_matrices():
             assert (s[u, 1:] >= np.array(true) - 1e-9).all()
 
 
+def test_the_enumerated_row_counts_are_those_with_few_subsets():
+    """`submatrix_bound` enumerates the u with C(n, u) ≤ EXACT_SUBSETS; they are found from both
+    ends without the huge binomials of the middle, and must be exactly those u."""
+    import math
+
+    from spdnn.bound import EXACT_SUBSETS, _few_subsets
+
+    for n in [*range(1, 40), 64, 257, 1024, 4096]:
+        for u_max in sorted({1, n // 2 or 1, n - 1 or 1, n}):
+            assert _few_subsets(n, u_max) == [u for u in range(1, u_max + 1) if math.comb(n, u) <= EXACT_SUBSETS]
+
+
 def test_second_singular_value_bound_is_sigma2_from_above():
     """The mixing lemma's σ₂ comes from the smaller Gram matrix's eigenvalues, not an SVD: it must
     never fall below the SVD's σ₂ (a bound resting on it would then be unsound) and stay within
