@@ -330,6 +330,25 @@ def test_user_errors_from_every_rank(work, tmp_path):
     assert not any(tmp_path.glob("*c.h5*")) and not any(tmp_path.glob("*c.tsv*"))
 
 
+def test_the_ranks_check_the_partition_in_shares_and_agree(work, tmp_path):
+    """Each rank reads the ids of every K-th layer only (rank 1 of 2: layers 1, 3, 5, 7 of the
+    partition's 9 slices); the combined verdict is still the file's: its first negative id, or its
+    K against the ranks, wherever they lie."""
+    ids = (work / "radix-hypergraph-k2.part").read_text().split()
+    too_many = list(ids)
+    too_many[3 * 256 + 10] = "2"  # a slice rank 0 does not read
+    (tmp_path / "k3.part").write_text("\n".join(too_many) + "\n")
+    negative = list(ids)
+    negative[6 * 256 + 2] = negative[5 * 256 + 7] = "-1"  # the first in rank 1's slice 5, another in rank 0's
+    (tmp_path / "neg.part").write_text("\n".join(negative) + "\n")
+    for part, fragment in (("k3.part", "K = 3 parts, but the job runs 2 ranks"),
+                           ("neg.part", f"line {5 * 256 + 8}: negative part id")):
+        proc = mpirun(2, "infer", work / "radix.h5", work / "images.tsv", "--partition", tmp_path / part,
+                      "-o", tmp_path / "c.tsv", check=False)
+        assert_user_error(proc, part, fragment)
+    assert not (tmp_path / "c.tsv").exists()
+
+
 def test_an_output_that_cannot_be_written_stops_a_run_before_its_work(work, tmp_path):
     """An output under a regular file (its directory cannot be made, even by root) or an output that
     is a directory: one line naming it, before the training or inference runs, not after it."""

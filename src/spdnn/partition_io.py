@@ -150,10 +150,11 @@ class PartitionReader:
         self.bytes_read += out.nbytes
         return out.astype(np.int64)
 
-    def id_range(self) -> tuple[int, int]:
-        """(K = largest id + 1, 1-based line of the first negative id or 0): one pass, a layer at a time."""
+    def id_range(self, layers=None) -> tuple[int, int]:
+        """(K = largest id + 1, 1-based line of the first negative id or 0) over `layers` (layer
+        indices in increasing order; default every layer): one pass, a layer at a time."""
         top, negative = -1, 0
-        for t in range(len(self.offsets) - 1):
+        for t in range(len(self.offsets) - 1) if layers is None else layers:
             ids = self.layer(t)
             if not ids.size:
                 continue

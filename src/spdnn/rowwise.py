@@ -323,17 +323,26 @@ class RowWiseModel:
 def load_partition_collective(comm, header, partition) -> PartitionReader:
     """Open PART on every rank and check it against the network's `header`, a layer slice at a
     time (binary PART.npy when current; the text form otherwise): length, ids in [0, K),
-    K = number of ranks, K ≤ every layer's rows. Same checks → the same verdict on every rank."""
-    error, reader = None, None
+    K = number of ranks, K ≤ every layer's rows. Each rank reads the ids of every K-th layer
+    (a 1/K share of the file, not all of it) and the ranges are combined, so every rank reaches
+    the same verdict: the first negative id of the file, or its K against the ranks."""
+    MPI = mpi()
+    rank, size = comm.Get_rank(), comm.Get_size()
+    error, reader, top, negative = None, None, 0, 0
     try:
         reader = PartitionReader(partition, header.widths)
         reader.check_length()
-        size = comm.Get_size()
-        k_file, negative = reader.id_range()
-        if negative:
+        top, negative = reader.id_range(range(rank, len(header.widths), size))
+    except UserError as e:
+        error = str(e)
+    agree(comm, error)
+    top = comm.allreduce(top, op=MPI.MAX)
+    negative = comm.allreduce(negative or np.iinfo(np.int64).max, op=MPI.MIN)
+    try:
+        if negative != np.iinfo(np.int64).max:
             raise UserError(f"{partition}: line {negative}: negative part id")
-        if k_file != size:
-            raise UserError(f"{partition}: partition has K = {k_file} parts, but the job runs {size} ranks")
+        if top != size:
+            raise UserError(f"{partition}: partition has K = {top} parts, but the job runs {size} ranks")
         check_k(header.widths, size)
     except UserError as e:
         error = str(e)
