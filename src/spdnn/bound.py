@@ -191,8 +191,8 @@ def second_singular_value_bound(m: np.ndarray) -> float:
     """An upper bound on σ₂(m), m ≥ 0 with at least two rows and two columns.
 
     σ₂² is the second eigenvalue of the smaller Gram matrix G = m mᵀ (or mᵀ m): a symmetric
-    eigenvalue problem, a quarter of the SVD's time at 4096² (3.6 s against 11.5 s, most of a
-    65536-wide layer's table time). Rounding is paid for, not hoped away: the product's error is at
+    eigenvalue problem, a third of the SVD's time at 4096² (3.6 s against 11.5 s; the SVD was most
+    of a 65536-wide layer's `submatrix_bound`). Rounding is paid for, not hoped away: the product's error is at
     most γ_inner·|m||mᵀ| = γ_inner·G entrywise (m ≥ 0), LAPACK's eigenvalues are exact for G + E
     with ‖E‖₂ = O(n·ε)‖G‖₂, and ‖G‖₂ ≤ ‖G‖₁; the slack below covers both with a factor 4 to spare
     (≈ 10⁻¹² of σ₂²)."""

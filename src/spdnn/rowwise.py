@@ -326,7 +326,7 @@ def load_partition_collective(comm, header, partition) -> PartitionReader:
     K = number of ranks, K ≤ every layer's rows. Each rank reads the ids of every K-th layer
     (a 1/K share of the file, not all of it) and the ranges are combined, so every rank reaches
     the same verdict: the first negative id of the file, or its K against the ranks."""
-    MPI = mpi()
+    MPI, none = mpi(), np.iinfo(np.int64).max  # `none`: no negative id (the reduction is a MIN)
     rank, size = comm.Get_rank(), comm.Get_size()
     error, reader, top, negative = None, None, 0, 0
     try:
@@ -337,9 +337,9 @@ def load_partition_collective(comm, header, partition) -> PartitionReader:
         error = str(e)
     agree(comm, error)
     top = comm.allreduce(top, op=MPI.MAX)
-    negative = comm.allreduce(negative or np.iinfo(np.int64).max, op=MPI.MIN)
+    negative = comm.allreduce(negative or none, op=MPI.MIN)
     try:
-        if negative != np.iinfo(np.int64).max:
+        if negative != none:
             raise UserError(f"{partition}: line {negative}: negative part id")
         if top != size:
             raise UserError(f"{partition}: partition has K = {top} parts, but the job runs {size} ranks")
