@@ -267,15 +267,20 @@ def test_cycle_tables_are_numpys_and_the_same_on_any_number_of_threads():
     calls = []
     arc_bound(m, cyc, 6, up_to=4, threads=2, check=lambda: calls.append("arc"))
     joint_arc_bound(m, rows, cols, range(0, 6), [2, 3], threads=2, check=lambda: calls.append("joint"))
-    assert sorted(calls) == ["arc"] * 4 + ["joint"] * 6
+    runs = runs_bound(best, 2, 6, 6, 14, 3, threads=2, check=lambda: calls.append("runs"))  # before each level
+    assert sorted(calls) == ["arc"] * 4 + ["joint"] * 6 + ["runs"] * 3
+    assert np.array_equal(runs, runs_bound(best, 2, 6, 6, 14, 3))
 
     def budget():
         calls.append("stop")
         if calls.count("stop") > 2:
             raise TimeoutError("past the budget")
 
+    regular = sum(np.eye(12)[np.random.default_rng(2).permutation(12)] for _ in range(3))  # σ₂ and enumeration
     for build in (lambda: arc_bound(m, cyc, 6, threads=2, check=budget),
-                  lambda: joint_arc_bound(m, rows, cols, range(0, 6), range(1, 7), threads=2, check=budget)):
+                  lambda: joint_arc_bound(m, rows, cols, range(0, 6), range(1, 7), threads=2, check=budget),
+                  lambda: runs_bound(best, 2, 6, 6, 14, 4, threads=2, check=budget),
+                  lambda: submatrix_bound(regular, 12, check=budget)):
         calls.clear()
         with pytest.raises(TimeoutError, match="past the budget"):
             build()

@@ -124,14 +124,16 @@ def expansion(row_class, col_class, w: sp.csr_matrix, cyc=None, incidence=None) 
     return np.minimum(e, n_c)
 
 
-def submatrix_bound(m: np.ndarray, u_max: int) -> np.ndarray:
+def submatrix_bound(m: np.ndarray, u_max: int, check=None) -> np.ndarray:
     """S[u, v] ≥ the largest sum of a u-row × v-column submatrix of m ≥ 0 (u ≤ u_max, v ≤ columns).
 
     Exact for the u whose row subsets are few enough to enumerate; otherwise the smallest of three
     relaxations (best u rows each with its own best v columns; the transpose; and, when all row
     sums and all column sums are equal, the expander mixing lemma
     sum ≤ total·u·v/(R·C) + σ₂·√(u(1 − u/R)·v(1 − v/C)) with σ₂ the second singular value),
-    tightened by subadditivity over the exact sizes."""
+    tightened by subadditivity over the exact sizes. `check()`, if given, between its phases (each
+    seconds at 4096²: it raises past a caller's time budget)."""
+    check = check or (lambda: None)
     n_r, n_c = m.shape
     u_max = min(u_max, n_r)
     # Sorted along rows only (of a transposed copy where the sort is down the columns): a sort down
@@ -145,7 +147,9 @@ def submatrix_bound(m: np.ndarray, u_max: int) -> np.ndarray:
     rows, cols = m.sum(axis=1), m.sum(axis=0)
     if n_r > 1 and n_c > 1 and np.ptp(rows) == 0 and np.ptp(cols) == 0:
         # biregular: the top singular pair is (total/√(RC), 1/√R, 1/√C) and the rest is bounded by σ₂
+        check()
         sigma2 = second_singular_value_bound(m) * (1 + 1e-9) + 1e-9
+        check()
         u = np.arange(u_max + 1)[:, None].astype(float)
         v = np.arange(n_c + 1)[None, :].astype(float)
         mixing = m.sum() * u * v / (n_r * n_c) + sigma2 * np.sqrt(u * (1 - u / n_r) * v * (1 - v / n_c))
@@ -155,6 +159,7 @@ def submatrix_bound(m: np.ndarray, u_max: int) -> np.ndarray:
     exact = [u for u in _few_subsets(n_r, u_max) if math.comb(n_r, u) * u * n_c <= EXACT_WORK]
     total = m.sum(axis=0)
     for u in exact:
+        check()
         best = np.zeros(n_c)
         left_out = u > n_r - u  # a large subset is the total minus its complement: fewer rows to sum
         size = n_r - u if left_out else u
@@ -247,7 +252,7 @@ class TableCache(OrderedDict):
 def _generic_alignment(m, prev_u, cache):
     key = ("generic", _digest(m), int(prev_u.max()))
     if key not in cache:
-        cache[key] = submatrix_bound(m, int(prev_u.max()))
+        cache[key] = submatrix_bound(m, int(prev_u.max()), cache.check)
     return cache[key][prev_u]  # [prev state, v]
 
 
@@ -266,7 +271,7 @@ def _row_runs_alignment(m, prev_cyc, prev_u, prev_r, cache):
     key = ("rows", _digest(m, *(r for r, _ in prev_cyc)), u_max)
     if key not in cache:
         piece = arc_bound(m.T, [(c, r) for r, c in prev_cyc], ell, u_max, cache.threads, cache.check)  # [rows in run, v]
-        cache[key] = runs_bound(piece, 1, ell - 1, ell, u_max, RUNS, cache.threads)  # [r', u', v]
+        cache[key] = runs_bound(piece, 1, ell - 1, ell, u_max, RUNS, cache.threads, cache.check)  # [r', u', v]
     table = cache[key]
     out[sel] = table[prev_r[sel], prev_u[sel]]
     return np.where(np.isneginf(out), -np.inf, out)
@@ -283,7 +288,7 @@ def _col_runs_alignment(m, cyc, prev_u, u, r, cache):
     key = ("cols", _digest(m, *(c for _, c in cyc)), total)
     if key not in cache:
         piece = arc_bound(m, cyc, ell, total, cache.threads, cache.check)  # [columns in arc, u']
-        cache[key] = runs_bound(piece, 2, ell, ell, total, RUNS, cache.threads)  # [r, v, u']
+        cache[key] = runs_bound(piece, 2, ell, ell, total, RUNS, cache.threads, cache.check)  # [r, v, u']
     return cache[key][r[None, :], (u + r)[None, :], prev_u[:, None]]
 
 

@@ -178,35 +178,38 @@ def _add_tops_sliding(indptr, rows, values, length, starts, best, top):
 
 
 def runs_bound(piece: np.ndarray, lo: int, hi: int, whole: int, total_max: int, runs_max: int,
-               threads: int = 1) -> np.ndarray:
+               threads: int = 1, check=None) -> np.ndarray:
     """out[r, x, ·] ≥ the alignment of r partial runs (lengths lo..hi) plus any number of whole
     cycles (length `whole`), x in total; `piece[L, ·]` bounds one run of length L (`arc_bound`).
 
     Each piece takes its own best rows, so the sum bounds the union from above; −inf marks an
-    impossible (r, x). `threads`: the last axis split between that many threads (the same table)."""
+    impossible (r, x). `threads`: the last axis split between that many threads (the same table);
+    `check()`, if given, before each number of runs (seconds a level at N = 65536)."""
     n = piece.shape[1]
     out = np.full((runs_max + 1, total_max + 1, n), -np.inf)
     out[0, 0] = 0.0
     add_runs, piece = compiled(_add_runs), np.ascontiguousarray(piece, np.float64)
-    blocks = np.array_split(np.arange(n), max(1, min(threads, n)))  # contiguous: no cache line shared
-    in_threads(lambda v: add_runs(piece, lo, min(hi, total_max), out, v[0], v[-1] + 1), [[v] for v in blocks if v.size])
+    blocks = [v for v in np.array_split(np.arange(n), max(1, min(threads, n))) if v.size]  # contiguous: no cache line shared
+    for r in range(1, runs_max + 1):
+        if check is not None:
+            check()
+        in_threads(lambda v, r=r: add_runs(piece, lo, min(hi, total_max), out, r, v[0], v[-1] + 1), [[v] for v in blocks])
     for x in range(whole, total_max + 1):
         out[:, x] = np.maximum(out[:, x], out[:, x - whole] + piece[whole][None, :])
     return out
 
 
-def _add_runs(piece, lo, hi, out, v_lo, v_hi):
+def _add_runs(piece, lo, hi, out, r, v_lo, v_hi):
     """out[r, x, v] = max(out[r, x, v], max over L in lo..hi of out[r − 1, x − L, v] + piece[L, v])
-    for v in v_lo..v_hi − 1: one more run at a time, in one compiled pass (NumPy's slices took a
-    second a table at N = 16384)."""
-    for r in range(1, out.shape[0]):
-        for length in range(lo, hi + 1):
-            add = piece[length]
-            for x in range(length, out.shape[1]):
-                before, after = out[r - 1, x - length], out[r, x]
-                for v in range(v_lo, v_hi):  # a select, not a branch: the loop vectorises
-                    candidate, current = before[v] + add[v], after[v]
-                    after[v] = candidate if candidate > current else current
+    for v in v_lo..v_hi − 1: one more run, in one compiled pass (NumPy's slices took a second a
+    table at N = 16384)."""
+    for length in range(lo, hi + 1):
+        add = piece[length]
+        for x in range(length, out.shape[1]):
+            before, after = out[r - 1, x - length], out[r, x]
+            for v in range(v_lo, v_hi):  # a select, not a branch: the loop vectorises
+                candidate, current = before[v] + add[v], after[v]
+                after[v] = candidate if candidate > current else current
 
 
 def joint_arc_bound(m: np.ndarray, row_orders: np.ndarray, col_orders: np.ndarray, run_lengths, arc_lengths,
