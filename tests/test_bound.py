@@ -604,6 +604,24 @@ def test_submatrix_bound_spectral_branch_on_regular_matrices():
             assert (s[u, 1:] >= np.array(true) - 1e-9).all()
 
 
+def test_a_tables_cache_key_is_its_inputs():
+    """The alignment tables' cache key digests the non-zero entries and their positions: equal
+    arrays (in any memory order) share a key, and a moved or changed entry, another shape or dtype,
+    or arrays cut at another place do not."""
+    from spdnn.bound import _digest
+
+    m = np.zeros((4, 6))
+    m[1, 2], m[3, 5] = 2.0, 1.0
+    cyc = np.array([0, 3, 1, 2])
+    assert _digest(m, cyc) == _digest(np.asfortranarray(m), cyc.copy())
+    moved, changed = m.copy(), m.copy()
+    moved[3, 5], moved[3, 4] = 0.0, 1.0
+    changed[1, 2] = 3.0
+    others = [_digest(moved, cyc), _digest(changed, cyc), _digest(m.reshape(6, 4), cyc),
+              _digest(m.astype(np.float32), cyc), _digest(m, cyc[:3], cyc[3:]), _digest(m, cyc[::-1]), _digest(m)]
+    assert len({_digest(m, cyc), *others}) == 1 + len(others)
+
+
 def test_the_enumerated_row_counts_are_those_with_few_subsets():
     """`submatrix_bound` enumerates the u with C(n, u) ≤ EXACT_SUBSETS; they are found from both
     ends without the huge binomials of the middle, and must be exactly those u."""
