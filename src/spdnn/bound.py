@@ -200,7 +200,7 @@ def second_singular_value_bound(m: np.ndarray) -> float:
     of a 65536-wide layer's `submatrix_bound`). Rounding is paid for, not hoped away: the product's error is at
     most γ_inner·|m||mᵀ| = γ_inner·G entrywise (m ≥ 0), LAPACK's eigenvalues are exact for G + E
     with ‖E‖₂ = O(n·ε)‖G‖₂, and ‖G‖₂ ≤ ‖G‖₁; the slack below covers both with a factor 4 to spare
-    (≈ 10⁻¹² of σ₂²)."""
+    (≈ 3·10⁻¹¹ of σ₂² at 4096²: 1.9·10⁻⁹ on 60)."""
     gram = m @ m.T if m.shape[0] <= m.shape[1] else m.T @ m
     n, inner = gram.shape[0], max(m.shape)
     slack = 4.0 * (n + inner) * np.finfo(float).eps * float(np.abs(gram).sum(axis=0).max())
