@@ -187,9 +187,7 @@ def _few_subsets(n: int, u_max: int) -> list[int]:
             break
         low.append(u)
     few = set(low) | {n - u for u in low} | {n}  # C(n, n) = 1; C(n, n − u) = C(n, u)
-    if len(low) == n // 2:  # no u rose past the limit: every u is few
-        few = set(range(1, n + 1))
-    return sorted(u for u in few if 1 <= u <= u_max)
+    return sorted(u for u in few if u <= u_max)
 
 
 def second_singular_value_bound(m: np.ndarray) -> float:

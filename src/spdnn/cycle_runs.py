@@ -71,39 +71,36 @@ def arc_bound(m: np.ndarray, cyc, lengths, up_to: int | None = None, threads: in
     best[0] = 0.0
     last = lengths if up_to is None else min(lengths, up_to)
     top = _count_range(m)
-    if top is not None:
-        # Counts (every Graph Challenge layer's M_t unpriced): a window moves one column at a time,
-        # ~16 entries out and ~16 in, so its row sums and their histogram follow it in place and the
-        # u best rows are read off the histogram; no window's sums are sorted or even written out.
-        # 10× less work at N = 65536 than sorting each start's sums, and the same exact sums.
-        columns = [(c.indptr, c.indices, c.data.astype(np.int64)) for c in (sp.csc_matrix(m[:, cols]) for _, cols in cyc)]
-        add_tops = compiled(_add_tops_sliding)
+    sliding, add_tops = (compiled(_add_tops_sliding), None) if top is not None else (None, compiled(_add_tops))
 
-        def fill(length):
-            for indptr, rows, values in columns:
-                ell = indptr.size - 1
-                if length <= ell:
-                    best[length, 0] = 0.0
-                    add_tops(indptr, rows, values, length, ell if length < ell else 1, best[length], top)
+    def window_tops(cols):
+        """add(length, starts, out): `_add_tops` of one cycle's windows of that length."""
+        if top is not None:
+            # Counts (every Graph Challenge layer's M_t unpriced): a window moves one column at a
+            # time, ~16 entries out and ~16 in, so its row sums and their histogram follow it in
+            # place and the u best rows are read off the histogram; no window's sums are sorted or
+            # even written out. 10× less work at N = 65536 than sorting, the same exact sums.
+            c = sp.csc_matrix(m[:, cols])
+            values = c.data.astype(np.int64)
+            return lambda length, starts, out: sliding(c.indptr, c.indices, values, length, starts, out, top)
+        # Prefix sums along the cycle (walked twice, for arcs that wrap), once: every arc length
+        # reads its sums from them; [position, row], so that a start's sums are one contiguous row.
+        pre = np.ascontiguousarray(np.concatenate(
+            [np.zeros((n_r, 1)), np.cumsum(m[:, np.concatenate([cols, cols])], axis=1)], axis=1).T)
 
-        in_threads(fill, [share + 1 for share in interleaved(last, threads)], check)
-        return best
-    # Prefix sums along each cycle (walked twice, for arcs that wrap), once: every arc length
-    # reads its sums from them; [position, row], so that a start's sums are one contiguous row.
-    prefix = [np.ascontiguousarray(np.concatenate(
-        [np.zeros((n_r, 1)), np.cumsum(m[:, np.concatenate([cols, cols])], axis=1)], axis=1).T) for _, cols in cyc]
-    add_tops = compiled(_add_tops)
-
-    def fill(length):
-        for pre in prefix:
-            ell = (pre.shape[0] - 1) // 2
-            if length > ell:
-                continue
-            starts = ell if length < ell else 1
+        def sorted_tops(length, starts, out):
             sums = pre[length:length + starts] - pre[:starts]  # [start, row]
             sums.sort(axis=1)  # NumPy's sort: vectorised, and it releases the GIL (threads)
-            best[length, 0] = 0.0
-            add_tops(sums, best[length])
+            add_tops(sums, out)
+        return sorted_tops
+
+    tables = [(cols.size, window_tops(cols)) for _, cols in cyc]
+
+    def fill(length):
+        for ell, add in tables:
+            if length <= ell:
+                best[length, 0] = 0.0
+                add(length, ell if length < ell else 1, best[length])
 
     in_threads(fill, [share + 1 for share in interleaved(last, threads)], check)  # lengths 1..last
     return best
