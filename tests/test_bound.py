@@ -236,6 +236,38 @@ def test_the_rows_runs_table_reaches_only_the_runs_states():
     assert np.isinf(got[~runs]).all() and (got[~runs] > 0).all()
 
 
+def test_a_runs_table_built_for_its_read_cells_has_their_values():
+    """`runs_bound` with the cells a caller reads (`wanted`): past half the runs counts only those
+    totals and the ones whole cycles reach them from, as the best first half plus the rest; the
+    same values there as the table built total by total, +inf (no bound) where it left cells out,
+    and the whole table where splitting is no less work (short cycles: every total is reached)."""
+    from spdnn.cycle_runs import _split_totals, runs_bound
+
+    rng = np.random.default_rng(3)
+    modes = set()
+    for ell, first, threads in ((40, 20, 1), (40, 20, 3), (8, 15, 2), (12, 20, 2)):
+        piece = rng.integers(0, 10**6, size=(ell + 1, 5)).astype(float)  # any lengths may win
+        piece[0] = 0.0
+        wanted = np.zeros((7, 31), bool)
+        for r in range(7):
+            wanted[r, first + r:24 + r] = True  # the runs states' few totals (x = u + r)
+            wanted[r, r] = True  # r runs of one class each: the split's extreme totals
+        split = _split_totals(wanted, 1, min(ell - 1, 30), ell, 3) is not None
+        modes.add(split)
+        whole = runs_bound(piece, 1, ell - 1, ell, 30, 6)
+        read = runs_bound(piece, 1, ell - 1, ell, 30, 6, threads=threads, wanted=wanted)
+        assert np.array_equal(read[wanted], whole[wanted]) and np.isfinite(whole[wanted]).any()
+        left_out = read != whole
+        assert np.isposinf(read[left_out]).all() and left_out.any() == split and not left_out[:4].any()
+    assert modes == {True, False}  # a cycle of 8 and many totals: every total is reached, less work whole
+    fractions = rng.random((41, 4)).cumsum(axis=0)  # priced tables: the same up to the additions' order
+    fractions[0] = 0.0
+    wanted = np.zeros((7, 31), bool)
+    wanted[:, 25:] = True
+    assert np.allclose(runs_bound(fractions, 2, 40, 40, 30, 6, wanted=wanted)[wanted],
+                       runs_bound(fractions, 2, 40, 40, 30, 6)[wanted], rtol=1e-13, atol=0)
+
+
 def test_cycle_tables_are_numpys_and_the_same_on_any_number_of_threads():
     """The arc table is the best u rows over every arc, in NumPy's sort-and-cumsum order bit for bit
     (non-integer cells: another order of the sums would show in the last bits); it, the runs tables

@@ -272,10 +272,12 @@ def _row_runs_alignment(m, prev_cyc, prev_u, prev_r, cache):
     # Only the runs states' row counts: the generic states reach every u up to the layer's classes
     # (4,096 at N = 65536), and a table that long was most of a 65536-wide layer's 6.5 minutes.
     u_max = int(prev_u[sel].max())
-    key = ("rows", _digest(m, *(r for r, _ in prev_cyc)), u_max)
+    wanted = np.zeros((RUNS + 1, u_max + 1), bool)
+    wanted[prev_r[sel], prev_u[sel]] = True
+    key = ("rows", _digest(m, *(r for r, _ in prev_cyc), wanted), u_max)
     if key not in cache:
         piece = arc_bound(m.T, [(c, r) for r, c in prev_cyc], ell, u_max, cache.threads, cache.check)  # [rows in run, v]
-        cache[key] = runs_bound(piece, 1, ell - 1, ell, u_max, RUNS, cache.threads, cache.check)  # [r', u', v]
+        cache[key] = runs_bound(piece, 1, ell - 1, ell, u_max, RUNS, cache.threads, cache.check, wanted)  # [r', u', v]
     table = cache[key]
     out[sel] = table[prev_r[sel], prev_u[sel]]
     return np.where(np.isneginf(out), -np.inf, out)
@@ -289,10 +291,12 @@ def _col_runs_alignment(m, cyc, prev_u, u, r, cache):
         return np.full((prev_u.size, u.size), np.inf)
     ell = ell.pop()
     total = int((u + r).max())
-    key = ("cols", _digest(m, *(c for _, c in cyc)), total)
+    wanted = np.zeros((RUNS + 1, total + 1), bool)
+    wanted[r, u + r] = True
+    key = ("cols", _digest(m, *(c for _, c in cyc), wanted), total)
     if key not in cache:
         piece = arc_bound(m, cyc, ell, total, cache.threads, cache.check)  # [columns in arc, u']
-        cache[key] = runs_bound(piece, 2, ell, ell, total, RUNS, cache.threads, cache.check)  # [r, v, u']
+        cache[key] = runs_bound(piece, 2, ell, ell, total, RUNS, cache.threads, cache.check, wanted)  # [r, v, u']
     return cache[key][r[None, :], (u + r)[None, :], prev_u[:, None]]
 
 

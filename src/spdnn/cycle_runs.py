@@ -175,24 +175,45 @@ def _add_tops_sliding(indptr, rows, values, length, starts, best, top):
 
 
 def runs_bound(piece: np.ndarray, lo: int, hi: int, whole: int, total_max: int, runs_max: int,
-               threads: int = 1, check=None) -> np.ndarray:
+               threads: int = 1, check=None, wanted: np.ndarray | None = None) -> np.ndarray:
     """out[r, x, ·] ≥ the alignment of r partial runs (lengths lo..hi) plus any number of whole
     cycles (length `whole`), x in total; `piece[L, ·]` bounds one run of length L (`arc_bound`).
 
     Each piece takes its own best rows, so the sum bounds the union from above; −inf marks an
     impossible (r, x). `threads`: the last axis split between that many threads (the same table);
-    `check()`, if given, before each number of runs (seconds a level at N = 65536)."""
+    `check()`, if given, before each number of runs (seconds a level at N = 65536).
+
+    `wanted` (bool [runs_max + 1, total_max + 1]): the cells a caller reads, where that is few of
+    them (a layer's runs states span ≈ 18 totals of ≈ 420 at N = 65536). Runs counts up to half
+    of runs_max are built for every total as above; above half, r runs are the best first half
+    runs plus the best r − half others (`_split_runs`), only at the wanted totals and those whole
+    cycles reach them from, where that is less work; the cells left out are +inf (no bound, so
+    that a cell read by mistake weakens the bound, never breaks it). Max-plus sums of the same
+    pieces: the same values at the wanted cells (bit for bit where the pieces are integers, as
+    every count table is; otherwise up to the order of the additions)."""
     n = piece.shape[1]
     out = np.full((runs_max + 1, total_max + 1, n), -np.inf)
     out[0, 0] = 0.0
-    add_runs, piece = compiled(_add_runs), np.ascontiguousarray(piece, np.float64)
+    hi = min(hi, total_max)
+    add_runs, split, piece = compiled(_add_runs), compiled(_split_runs), np.ascontiguousarray(piece, np.float64)
     blocks = [v for v in np.array_split(np.arange(n), max(1, min(threads, n))) if v.size]  # contiguous: no cache line shared
+    half = (runs_max + 1) // 2
+    totals = None if wanted is None else _split_totals(wanted, lo, hi, whole, half)
     for r in range(1, runs_max + 1):
         if check is not None:
             check()
-        in_threads(lambda v, r=r: add_runs(piece, lo, min(hi, total_max), out, r, v[0], v[-1] + 1), [[v] for v in blocks])
-    for x in range(whole, total_max + 1):
-        out[:, x] = np.maximum(out[:, x], out[:, x - whole] + piece[whole][None, :])
+        if r == 1:  # 0 + piece[L]: one run is the piece itself
+            out[1, lo:hi + 1] = piece[lo:hi + 1]
+        elif totals is not None and r > half:
+            out[r] = np.inf
+            spans = (half * lo, half * hi, (r - half) * lo, (r - half) * hi)  # where each half is finite
+            in_threads(lambda v, r=r, spans=spans: split(out[half], out[r - half], totals[r], *spans, out[r], v[0],
+                                                         v[-1] + 1), [[v] for v in blocks])
+        else:
+            in_threads(lambda v, r=r: add_runs(piece, lo, hi, out, r, v[0], v[-1] + 1), [[v] for v in blocks])
+    with np.errstate(invalid="ignore"):  # +inf (left out) + a −inf piece: NaN, which fmax passes over
+        for x in range(whole, total_max + 1):
+            out[:, x] = np.fmax(out[:, x], out[:, x - whole] + piece[whole][None, :])
     return out
 
 
@@ -207,6 +228,39 @@ def _add_runs(piece, lo, hi, out, r, v_lo, v_hi):
             for v in range(v_lo, v_hi):  # a select, not a branch: the loop vectorises
                 candidate, current = before[v] + add[v], after[v]
                 after[v] = candidate if candidate > current else current
+
+
+def _split_totals(wanted: np.ndarray, lo: int, hi: int, whole: int, half: int) -> list | None:
+    """Per runs count r > half, the totals `runs_bound` builds as two halves: the wanted ones and
+    those whole cycles reach them from (x − i·whole); None where that is no less work than
+    building every total from r − 1 runs."""
+    x_max = wanted.shape[1] - 1
+    totals, split_work, full_work = [None] * wanted.shape[0], 0, 0
+    for r in range(half + 1, wanted.shape[0]):
+        reach = wanted[r].copy()
+        for start in range(whole, x_max + 1, whole):  # x is needed when x + whole is
+            reach[:x_max + 1 - start] |= wanted[r, start:]
+        xs = np.flatnonzero(reach)
+        # the first half's totals y: half·lo..half·hi, and x − y within (r − half)·lo..(r − half)·hi
+        ys = (np.minimum(half * hi, xs - (r - half) * lo) - np.maximum(half * lo, xs - (r - half) * hi) + 1)
+        split_work += int(np.maximum(ys, 0).sum())
+        full_work += sum(x_max + 1 - length for length in range(lo, hi + 1))
+        totals[r] = xs
+    return totals if split_work < full_work else None
+
+
+def _split_runs(first, second, xs, first_lo, first_hi, second_lo, second_hi, out, v_lo, v_hi):
+    """out[x, v] = max over y of first[y, v] + second[x − y, v] (−inf where no y fits) for x in xs,
+    y in first_lo..first_hi, x − y in second_lo..second_hi (outside them the tables are −inf)."""
+    for x in xs:
+        row = out[x]
+        for v in range(v_lo, v_hi):
+            row[v] = -np.inf
+        for y in range(max(first_lo, x - second_hi), min(first_hi, x - second_lo) + 1):
+            a, b = first[y], second[x - y]
+            for v in range(v_lo, v_hi):  # a select, not a branch: the loop vectorises
+                candidate, current = a[v] + b[v], row[v]
+                row[v] = candidate if candidate > current else current
 
 
 def joint_arc_bound(m: np.ndarray, row_orders: np.ndarray, col_orders: np.ndarray, run_lengths, arc_lengths,
