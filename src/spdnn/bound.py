@@ -79,6 +79,7 @@ import itertools
 import math
 import os
 import time
+import weakref
 from collections import OrderedDict
 from typing import NamedTuple
 
@@ -245,6 +246,14 @@ class TableCache(OrderedDict):
     def __init__(self, keep: int = 16, threads: int = 1, check=None):
         super().__init__()
         self.keep, self.threads, self.check = keep, threads, check
+        self._matrix, self._matrix_digest = None, None  # a weak reference to the last M_t, its digest
+
+    def key(self, kind: str, m: np.ndarray, *rest) -> tuple:
+        """A table's key: its kind, M_t's digest (taken once a matrix: three tables a layer read the
+        same M_t, 0.08 s each at 4,096²) and the digest of the rest it is computed from."""
+        if self._matrix is None or self._matrix() is not m:
+            self._matrix, self._matrix_digest = weakref.ref(m), _digest(m)
+        return kind, self._matrix_digest, _digest(*rest)
 
     def __setitem__(self, key, value):
         super().__setitem__(key, value)
@@ -254,33 +263,31 @@ class TableCache(OrderedDict):
 
 
 def _generic_alignment(m, prev_u, cache):
-    key = ("generic", _digest(m), int(prev_u.max()))
+    key = cache.key("generic", m) + (int(prev_u.max()),)
     if key not in cache:
         cache[key] = submatrix_bound(m, int(prev_u.max()), cache.check)
     return cache[key][prev_u]  # [prev state, v]
 
 
 def _row_runs_alignment(m, prev_cyc, prev_u, prev_r, cache):
-    """[prev state, v] bound when the previous layer's rows lie in prev_r runs along its cycles
-    (inf where the state is not a runs state or the cycles differ in length)."""
-    out = np.full((prev_u.size, m.shape[1] + 1), np.inf)
+    """(the previous layer's runs states, [their state, v] bound) when its rows lie in prev_r runs
+    along its cycles: no states where the cycles differ in length. Only their rows: the others'
+    (≈ 3,700 generic states at N = 65536) would be +inf, 121 MB a layer."""
     ell = {r.size for r, _ in prev_cyc}
-    sel = prev_r <= RUNS
-    if len(ell) != 1 or not sel.any():
-        return out
+    sel = np.flatnonzero(prev_r <= RUNS)
+    if len(ell) != 1 or not sel.size:
+        return sel[:0], np.empty((0, m.shape[1] + 1))
     ell = ell.pop()
     # Only the runs states' row counts: the generic states reach every u up to the layer's classes
     # (4,096 at N = 65536), and a table that long was most of a 65536-wide layer's 6.5 minutes.
     u_max = int(prev_u[sel].max())
     wanted = np.zeros((RUNS + 1, u_max + 1), bool)
     wanted[prev_r[sel], prev_u[sel]] = True
-    key = ("rows", _digest(m, *(r for r, _ in prev_cyc), wanted), u_max)
+    key = cache.key("rows", m, *(r for r, _ in prev_cyc), wanted) + (u_max,)
     if key not in cache:
         piece = arc_bound(m.T, [(c, r) for r, c in prev_cyc], ell, u_max, cache.threads, cache.check)  # [rows in run, v]
         cache[key] = runs_bound(piece, 1, ell - 1, ell, u_max, RUNS, cache.threads, cache.check, wanted)  # [r', u', v]
-    table = cache[key]
-    out[sel] = table[prev_r[sel], prev_u[sel]]
-    return np.where(np.isneginf(out), -np.inf, out)
+    return sel, cache[key][prev_r[sel], prev_u[sel]]
 
 
 def _col_runs_alignment(m, cyc, prev_u, u, r, cache):
@@ -293,7 +300,7 @@ def _col_runs_alignment(m, cyc, prev_u, u, r, cache):
     total = int((u + r).max())
     wanted = np.zeros((RUNS + 1, total + 1), bool)
     wanted[r, u + r] = True
-    key = ("cols", _digest(m, *(c for _, c in cyc), wanted), total)
+    key = cache.key("cols", m, *(c for _, c in cyc), wanted) + (total,)
     if key not in cache:
         piece = arc_bound(m, cyc, ell, total, cache.threads, cache.check)  # [columns in arc, u']
         cache[key] = runs_bound(piece, 2, ell, ell, total, RUNS, cache.threads, cache.check, wanted)  # [r, v, u']
@@ -313,7 +320,7 @@ def _joint_alignment(m, prev_cyc, cyc, prev_u, prev_r, u, r, cache):
     if not rows.any() or not cols.any():
         return out
     runs, arcs = sorted(set(prev_u[rows].tolist())), sorted(set((u[cols] + 1).tolist()))
-    key = ("joint", _digest(m, *(x for x, _ in prev_cyc), *(c for _, c in cyc)), tuple(runs), tuple(arcs))
+    key = cache.key("joint", m, *(x for x, _ in prev_cyc), *(c for _, c in cyc)) + (tuple(runs), tuple(arcs))
     if key not in cache:
         cache[key] = joint_arc_bound(m, np.stack([x for x, _ in prev_cyc]), np.stack([c for _, c in cyc]), runs, arcs,
                                      cache.threads, cache.check)
@@ -334,7 +341,7 @@ def _two_sided_costs(h, m, prev: LayerStates, cyc, u, r, u_max, z, cache):
     """h raised where both states are runs states of at most u_max classes: the alignment of a part
     whose rows of layer t − 1 are r' runs with the columns its r runs of layer t read, both sides
     restricted at once (`joint_runs.two_sided_alignment`; the tables above restrict one at a time)."""
-    key = ("both", _digest(m, *(x for x, _ in prev.cycles), *(c for _, c in cyc)), u_max)
+    key = cache.key("both", m, *(x for x, _ in prev.cycles), *(c for _, c in cyc)) + (u_max,)
     if key not in cache:
         cache[key] = two_sided_alignment(m, prev.cycles, cyc, u_max, RUNS)
     table = cache[key]
@@ -508,8 +515,8 @@ def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = 
                 p_u, p_r, p_most, p_rc, p_cyc, p_placed, p_at = prev
                 aligned = np.full((p_u.size, n_c + 1), float(p_most))
                 if (int(p_rc.max()) + 1) * n_c <= DENSE_LIMIT:
-                    m = np.zeros((int(p_rc.max()) + 1, n_c))
-                    np.add.at(m, (p_rc, cc), 1)
+                    shape = (int(p_rc.max()) + 1, n_c)  # counts, from float ones: np.add.at took 0.1 s at N = 65536
+                    m = np.bincount(p_rc * n_c + cc, np.ones(cc.size), shape[0] * n_c).reshape(shape)
                     if fits(m.shape[0], n_r):
                         priceable += 1
                         if prices:  # the blocks only where they are priced: the plain pass only counts
@@ -517,30 +524,34 @@ def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = 
                             reads = np.split(c, np.flatnonzero(np.diff(a)) + 1)  # pairs sorted by row class
                             pi = cell_prices(m, k, single_class_blocks(m.shape, reads))
                             m, offsets[-1] = m * (1.0 - pi), float((pi * m).sum())
-                    aligned = np.minimum(aligned, _generic_alignment(m, p_u, cache))
+                    np.minimum(aligned, _generic_alignment(m, p_u, cache), out=aligned)  # in place: [prev state, v]
                     if p_cyc:
-                        aligned = np.minimum(aligned, _row_runs_alignment(m, p_cyc, p_u, p_r, cache))
+                        rows, runs_aligned = _row_runs_alignment(m, p_cyc, p_u, p_r, cache)
+                        aligned[rows] = np.minimum(aligned[rows], runs_aligned)
                     if p_placed is not None:  # a placed set's rows are known: their best v columns
                         by_rows = p_placed.rows @ m  # [set, column class]
                         top = np.hstack([np.zeros((by_rows.shape[0], 1)),
                                          np.cumsum(-np.sort(-by_rows, axis=1), axis=1)])
                         sel = p_at >= 0
                         aligned[sel] = np.minimum(aligned[sel], top[p_at[sel]])
-            aligned = np.minimum(aligned, zz * v[None, :])
-            g = zz * v[None, :] - aligned  # [prev state, v]; +inf where the previous state is impossible
-            suffix = np.minimum.accumulate(g[:, ::-1], axis=1)[:, ::-1]  # min over at least v classes
+            np.minimum(aligned, zz * v[None, :], out=aligned)
+            if cyc:  # runs states read exactly u + r classes: their columns, before `aligned` turns into minima
+                width = u_of[runs] + r_of[runs]
+                aligned_at_width = aligned[:, np.minimum(width, n_c)]
+                exact = zz * v[None, np.minimum(width, n_c)] - aligned_at_width  # [prev state, runs state]
+            # g = zz·v − aligned [prev state, v] (+inf where the previous state is impossible), and its
+            # minima over at least v classes, in place
+            suffix = _suffix_minima(aligned, zz)
             e = expansion(rc, cc, w, cyc or False, incidence)  # False: known to have no cycles
             least = e[u_of]  # generic states: at least e(u) classes; with cycles, "more runs": u + RUNS + 1
             if cyc:
                 least = np.where(u_of <= u_lo + SPAN, np.maximum(least, u_of + RUNS + 1), least)
             h = suffix[:, np.minimum(least, n_c)]
             h[:, least > n_c] = np.inf
-            if cyc:  # runs states read exactly u + r classes
-                width = u_of[runs] + r_of[runs]
-                exact = g[:, np.minimum(width, n_c)]
+            if cyc:
                 if m is not None:
                     cols = _col_runs_alignment(m, cyc, p_u, u_of[runs], r_of[runs], cache)
-                    best = np.minimum(aligned[:, np.minimum(width, n_c)], cols)
+                    best = np.minimum(aligned_at_width, cols)
                     if p_cyc:
                         best = np.minimum(best, _joint_alignment(m, p_cyc, cyc, p_u, p_r, u_of[runs],
                                                                  r_of[runs], cache))
@@ -573,6 +584,24 @@ def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = 
         if progress:
             progress(t, len(layers))
     return LayerCosts(costs, counts, sizes, u_states, load_states, offsets, priceable)
+
+
+def _suffix_minima(aligned: np.ndarray, z: float) -> np.ndarray:
+    """aligned [prev state, v] → min over v' ≥ v of z·v' − aligned[·, v'] (the fewest words a part
+    sends that reads at least v classes), in place and returned: one compiled pass where NumPy's
+    difference and reversed running minimum made two more arrays of its size (121 MB a layer at
+    N = 65536). The same operations on the same values: the same table."""
+    compiled(_suffix_minima_pass)(aligned, z)
+    return aligned
+
+
+def _suffix_minima_pass(aligned, z):
+    for p in range(aligned.shape[0]):
+        running = np.inf
+        for v in range(aligned.shape[1] - 1, -1, -1):
+            g = z * v - aligned[p, v]
+            running = g if g < running else running
+            aligned[p, v] = running
 
 
 def state_groups(u, r, u_lo: int) -> np.ndarray:

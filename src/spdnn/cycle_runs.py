@@ -70,7 +70,8 @@ def arc_bound(m: np.ndarray, cyc, lengths, up_to: int | None = None, threads: in
     best = np.full((lengths + 1, n_r + 1), -np.inf)
     best[0] = 0.0
     last = lengths if up_to is None else min(lengths, up_to)
-    top = _count_range(m)
+    nonzeros = sp.csc_matrix(m)  # once: the counting pass takes its cycles' columns from it (0.5 → 0.2 s at 4096²)
+    top = _count_range(nonzeros)
     sliding, add_tops = (compiled(_add_tops_sliding), None) if top is not None else (None, compiled(_add_tops))
 
     def window_tops(cols):
@@ -80,7 +81,7 @@ def arc_bound(m: np.ndarray, cyc, lengths, up_to: int | None = None, threads: in
             # time, ~16 entries out and ~16 in, so its row sums and their histogram follow it in
             # place and the u best rows are read off the histogram; no window's sums are sorted or
             # even written out. 10× less work at N = 65536 than sorting, the same exact sums.
-            c = sp.csc_matrix(m[:, cols])
+            c = nonzeros[:, cols]
             values = c.data.astype(np.int64)
             return lambda length, starts, out: sliding(c.indptr, c.indices, values, length, starts, out, top)
         # Prefix sums along the cycle (walked twice, for arcs that wrap), once: every arc length
@@ -109,12 +110,14 @@ def arc_bound(m: np.ndarray, cyc, lengths, up_to: int | None = None, threads: in
 COUNT_LIMIT = 1 << 16  # largest row sum given the counting pass (its histogram's size)
 
 
-def _count_range(m: np.ndarray) -> int | None:
+def _count_range(m: sp.csc_matrix) -> int | None:
     """The largest row sum of m when m is a matrix of counts (non-negative integers) whose row sums
-    stay within COUNT_LIMIT, else None: then every window's row sums are integers in 0..that."""
-    if m.size == 0 or m.min() < 0 or not np.array_equal(m, np.floor(m)):
+    stay within COUNT_LIMIT, else None: then every window's row sums are integers in 0..that.
+    From its non-zeros: three passes over a dense 4,096² took 0.15 s."""
+    data = m.data
+    if 0 in m.shape or (data < 0).any() or not np.array_equal(data, np.floor(data)):
         return None
-    top = float(m.sum(axis=1).max())
+    top = float(np.bincount(m.indices, weights=data, minlength=m.shape[0]).max())
     return int(top) if top <= COUNT_LIMIT else None
 
 
