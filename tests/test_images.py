@@ -200,3 +200,24 @@ def test_inference_progress_lines(capsys):
     quiet = Progress(every=3600.0)
     quiet(8192, [])
     assert capsys.readouterr().err == ""
+
+
+def test_layer_progress_lines_every_tenth_and_every_minute(capsys, monkeypatch):
+    """A line per tenth of the layers, and one at least every `seconds` in between: a tenth of a
+    long stage (the bound of 65536×1920) is over 20 minutes."""
+    import spdnn.cli as cli
+
+    clock = iter(range(0, 10_000, 7))  # 7 s a call
+    monkeypatch.setattr(cli.time, "perf_counter", lambda: next(clock))
+    report = cli._every_tenth("bound K=8", noun="layer tables")
+    for done in range(1, 101):
+        report(done, 100)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "  bound K=8: layer tables 9/100 (63.0 s)"  # a minute before the first tenth
+    assert "  bound K=8: layer tables 10/100 (70.0 s)" in lines and lines[-1].startswith("  bound K=8: layer tables 100/100")
+    assert len(lines) == 20  # the tenths and, between them, the minutes
+    report = cli._every_tenth("generate", seconds=3600)
+    for done in range(1, 101):
+        report(done, 100)
+    assert [line.split(" (")[0] for line in capsys.readouterr().err.splitlines()] == [
+        f"  generate: layer {done}/100" for done in range(10, 101, 10)]

@@ -70,18 +70,22 @@ def cmd_generate(a):
     _log(f"wrote {a.output}: {len(stream.widths) - 1} layers, widths {stream.widths[0]}..{stream.widths[-1]}, {nnz} nonzeros")
 
 
-def _every_tenth(what: str, every: int = 64):
-    """progress(done, total): a line per ~10 % on stderr (long stages show progress); when the
-    total is not known yet (an archive's layers), a line every `every` layers."""
-    state = {"next": 0.1, "t0": time.perf_counter()}
+def _every_tenth(what: str, every: int = 64, noun: str = "layer", seconds: float = 60.0):
+    """progress(done, total): a line per ~10 % on stderr (long stages show progress), and one at
+    least every `seconds` in between (a tenth of the bound of 65536×1920 is over 20 minutes); when
+    the total is not known yet (an archive's layers), a line every `every` layers."""
+    state = {"tenth": 1, "t0": time.perf_counter()}  # the next tenth, in whole tenths (no float drift)
+    state["last"] = state["t0"]
 
     def report(done, total):
+        now = time.perf_counter()
         if total is None:
             if done % every == 0:
-                _log(f"  {what}: {done} layers ({time.perf_counter() - state['t0']:.1f} s)")
-        elif done / total >= state["next"] or done == total:
-            _log(f"  {what}: layer {done}/{total} ({time.perf_counter() - state['t0']:.1f} s)")
-            state["next"] = done / total + 0.1
+                _log(f"  {what}: {done} layers ({now - state['t0']:.1f} s)")
+        elif 10 * done >= state["tenth"] * total or done == total or now - state["last"] >= seconds:
+            _log(f"  {what}: {noun} {done}/{total} ({now - state['t0']:.1f} s)")
+            state["last"] = now
+            state["tenth"] = max(state["tenth"], 10 * done // total + 1)
 
     return report
 
@@ -214,10 +218,8 @@ def cmd_bound(a):
     for k in a.k:
         start = time.perf_counter()
 
-        def progress(t, total, k=k):  # total: both passes' layers (without and with alignment prices)
-            if t % max(1, -(-total // 10)) == 0 or t == total:
-                _log(f"  bound K={k}: layer tables {t}/{total}")
-
+        # total: both passes' layers (without and with alignment prices)
+        progress = _every_tenth(f"bound K={k}", noun="layer tables")
         try:
             result = volume_lower_bound(layers, layers.widths, k, a.epsilon, a.iterations, progress=progress,
                                         max_seconds=a.max_seconds, max_memory_gb=a.max_memory, semidefinite=False,
