@@ -659,6 +659,18 @@ def test_a_tables_cache_key_is_its_inputs():
                 cache.key("rows", m)}) == 5
 
 
+def test_the_table_cache_drops_the_least_recently_used():
+    """A table read every layer (a block's generic table) stays while newer ones come and go."""
+    from spdnn.bound import TableCache
+
+    cache = TableCache(keep=2)
+    cache["generic"] = 1
+    for layer in range(5):
+        assert cache["generic"] == 1  # read by every layer
+        cache[f"rows {layer}"] = layer
+    assert list(cache) == ["generic", "rows 4"]
+
+
 def test_the_enumerated_row_counts_are_those_with_few_subsets():
     """`submatrix_bound` enumerates the u with C(n, u) ≤ EXACT_SUBSETS; they are found from both
     ends without the huge binomials of the middle, and must be exactly those u."""

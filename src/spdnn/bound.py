@@ -261,6 +261,14 @@ class TableCache(OrderedDict):
         while len(self) > self.keep:
             self.popitem(last=False)
 
+    def __getitem__(self, key):
+        # Least recently used goes first, not least recently built: a RadiX-Net block's layers share
+        # one M_t (one generic table, 6.5 s at N = 65536), read by each of its 12 layers while two
+        # new tables a layer would have pushed it out after eight.
+        value = super().__getitem__(key)
+        self.move_to_end(key)
+        return value
+
 
 def _generic_alignment(m, prev_u, cache):
     key = cache.key("generic", m) + (int(prev_u.max()),)
