@@ -549,7 +549,8 @@ def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = 
                 exact = zz * v[None, np.minimum(width, n_c)] - aligned_at_width  # [prev state, runs state]
             # g = zz·v − aligned [prev state, v] (+inf where the previous state is impossible), and its
             # minima over at least v classes, in place
-            suffix = _suffix_minima(aligned, zz)
+            compiled(_suffix_minima)(aligned, zz)
+            suffix = aligned
             e = expansion(rc, cc, w, cyc or False, incidence)  # False: known to have no cycles
             least = e[u_of]  # generic states: at least e(u) classes; with cycles, "more runs": u + RUNS + 1
             if cyc:
@@ -594,16 +595,11 @@ def layer_costs(layers, k: int, epsilon: float, progress=None, max_cells: int = 
     return LayerCosts(costs, counts, sizes, u_states, load_states, offsets, priceable)
 
 
-def _suffix_minima(aligned: np.ndarray, z: float) -> np.ndarray:
+def _suffix_minima(aligned, z):
     """aligned [prev state, v] → min over v' ≥ v of z·v' − aligned[·, v'] (the fewest words a part
-    sends that reads at least v classes), in place and returned: one compiled pass where NumPy's
-    difference and reversed running minimum made two more arrays of its size (121 MB a layer at
-    N = 65536). The same operations on the same values: the same table."""
-    compiled(_suffix_minima_pass)(aligned, z)
-    return aligned
-
-
-def _suffix_minima_pass(aligned, z):
+    sends that reads at least v classes), in place: one compiled pass where NumPy's difference and
+    reversed running minimum made two more arrays of its size (121 MB a layer at N = 65536). The
+    same operations on the same values: the same table."""
     for p in range(aligned.shape[0]):
         running = np.inf
         for v in range(aligned.shape[1] - 1, -1, -1):

@@ -238,7 +238,8 @@ def _split_totals(wanted: np.ndarray, lo: int, hi: int, whole: int, half: int) -
     those whole cycles reach them from (x − i·whole); None where that is no less work than
     building every total from r − 1 runs."""
     x_max = wanted.shape[1] - 1
-    totals, split_work, full_work = [None] * wanted.shape[0], 0, 0
+    totals, split_work = [None] * wanted.shape[0], 0
+    per_level = sum(x_max + 1 - length for length in range(lo, hi + 1))  # `_add_runs`' sums a level
     for r in range(half + 1, wanted.shape[0]):
         reach = wanted[r].copy()
         for start in range(whole, x_max + 1, whole):  # x is needed when x + whole is
@@ -247,9 +248,8 @@ def _split_totals(wanted: np.ndarray, lo: int, hi: int, whole: int, half: int) -
         # the first half's totals y: half·lo..half·hi, and x − y within (r − half)·lo..(r − half)·hi
         ys = (np.minimum(half * hi, xs - (r - half) * lo) - np.maximum(half * lo, xs - (r - half) * hi) + 1)
         split_work += int(np.maximum(ys, 0).sum())
-        full_work += sum(x_max + 1 - length for length in range(lo, hi + 1))
         totals[r] = xs
-    return totals if split_work < full_work else None
+    return totals if split_work < (wanted.shape[0] - 1 - half) * per_level else None
 
 
 def _split_runs(first, second, xs, first_lo, first_hi, second_lo, second_hi, out, v_lo, v_hi):
