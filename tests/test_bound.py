@@ -671,6 +671,24 @@ def test_the_table_cache_drops_the_least_recently_used():
     assert list(cache) == ["generic", "rows 4"]
 
 
+def test_the_table_cache_keeps_to_its_byte_budget():
+    """Past `budget` bytes the least recently used tables go (but never the two most recent, however
+    large), counting a dict table's arrays (`joint_arc_bound`)."""
+    from spdnn.bound import TableCache
+
+    cache = TableCache(keep=16, budget=3000)
+    cache["generic"] = np.zeros(125)  # 1,000 bytes, read every layer
+    for layer in range(4):
+        assert cache["generic"].nbytes == 1000
+        cache[f"rows {layer}"] = np.zeros(100)  # 800 bytes
+        cache[f"joint {layer}"] = {(1, 2): np.zeros(25), (2, 3): 1.0}  # 208 bytes
+    # each layer's second table brought 3,016 bytes: the least recently used went, not the generic
+    assert list(cache) == ["joint 2", "generic", "rows 3", "joint 3"]
+    cache["huge"] = np.zeros(1000)
+    cache["huger"] = np.zeros(2000)
+    assert list(cache) == ["huge", "huger"]
+
+
 def test_the_enumerated_row_counts_are_those_with_few_subsets():
     """`submatrix_bound` enumerates the u with C(n, u) ≤ EXACT_SUBSETS; they are found from both
     ends without the huge binomials of the middle, and must be exactly those u."""

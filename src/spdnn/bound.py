@@ -239,13 +239,15 @@ def _digest(*arrays) -> str:
 
 class TableCache(OrderedDict):
     """The alignment tables of the last few distinct layer structures (RadiX-Net layers repeat with
-    a short period, so a few suffice): memory stays bounded whatever the depth. `threads`: how many
-    threads build a missing table (the same table on any number); `check()`: called as the longest
-    tables are built, it raises past the time budget."""
+    a short period, so a few suffice): memory stays bounded whatever the depth. At most `keep`
+    tables and, beyond the most recent two, at most `budget` bytes: at N = 65536 a table is
+    ≈ 100 MB and most are a layer's own (never read again), so sixteen of them were ≈ 1.5 GB of
+    a 3.5 GB process. `threads`: how many threads build a missing table (the same table on any
+    number); `check()`: called as the longest tables are built, it raises past the time budget."""
 
-    def __init__(self, keep: int = 16, threads: int = 1, check=None):
+    def __init__(self, keep: int = 16, budget: int = 2**29, threads: int = 1, check=None):
         super().__init__()
-        self.keep, self.threads, self.check = keep, threads, check
+        self.keep, self.budget, self.threads, self.check = keep, budget, threads, check
         self._matrix, self._matrix_digest = None, None  # a weak reference to the last M_t, its digest
 
     def key(self, kind: str, m: np.ndarray, *rest) -> tuple:
@@ -255,10 +257,16 @@ class TableCache(OrderedDict):
             self._matrix, self._matrix_digest = weakref.ref(m), _digest(m)
         return kind, self._matrix_digest, _digest(*rest)
 
+    def get_or_build(self, key, build):
+        """The table under `key`, built by `build()` when it is not kept."""
+        if key not in self:
+            self[key] = build()
+        return self[key]
+
     def __setitem__(self, key, value):
         super().__setitem__(key, value)
         self.move_to_end(key)
-        while len(self) > self.keep:
+        while len(self) > self.keep or (len(self) > 2 and sum(map(_table_bytes, self.values())) > self.budget):
             self.popitem(last=False)
 
     def __getitem__(self, key):
@@ -270,11 +278,17 @@ class TableCache(OrderedDict):
         return value
 
 
+def _table_bytes(table) -> int:
+    """An alignment table's size: an array, or a dict of arrays or numbers (`joint_arc_bound`)."""
+    if isinstance(table, dict):
+        return sum(_table_bytes(v) for v in table.values())
+    return getattr(table, "nbytes", 8)
+
+
 def _generic_alignment(m, prev_u, cache):
     key = cache.key("generic", m) + (int(prev_u.max()),)
-    if key not in cache:
-        cache[key] = submatrix_bound(m, int(prev_u.max()), cache.check)
-    return cache[key][prev_u]  # [prev state, v]
+    table = cache.get_or_build(key, lambda: submatrix_bound(m, int(prev_u.max()), cache.check))
+    return table[prev_u]  # [prev state, v]
 
 
 def _row_runs_alignment(m, prev_cyc, prev_u, prev_r, cache):
@@ -292,10 +306,12 @@ def _row_runs_alignment(m, prev_cyc, prev_u, prev_r, cache):
     wanted = np.zeros((RUNS + 1, u_max + 1), bool)
     wanted[prev_r[sel], prev_u[sel]] = True
     key = cache.key("rows", m, *(r for r, _ in prev_cyc), wanted) + (u_max,)
-    if key not in cache:
+
+    def build():
         piece = arc_bound(m.T, [(c, r) for r, c in prev_cyc], ell, u_max, cache.threads, cache.check)  # [rows in run, v]
-        cache[key] = runs_bound(piece, 1, ell - 1, ell, u_max, RUNS, cache.threads, cache.check, wanted)  # [r', u', v]
-    return sel, cache[key][prev_r[sel], prev_u[sel]]
+        return runs_bound(piece, 1, ell - 1, ell, u_max, RUNS, cache.threads, cache.check, wanted)  # [r', u', v]
+
+    return sel, cache.get_or_build(key, build)[prev_r[sel], prev_u[sel]]
 
 
 def _col_runs_alignment(m, cyc, prev_u, u, r, cache):
@@ -309,10 +325,12 @@ def _col_runs_alignment(m, cyc, prev_u, u, r, cache):
     wanted = np.zeros((RUNS + 1, total + 1), bool)
     wanted[r, u + r] = True
     key = cache.key("cols", m, *(c for _, c in cyc), wanted) + (total,)
-    if key not in cache:
+
+    def build():
         piece = arc_bound(m, cyc, ell, total, cache.threads, cache.check)  # [columns in arc, u']
-        cache[key] = runs_bound(piece, 2, ell, ell, total, RUNS, cache.threads, cache.check, wanted)  # [r, v, u']
-    return cache[key][r[None, :], (u + r)[None, :], prev_u[:, None]]
+        return runs_bound(piece, 2, ell, ell, total, RUNS, cache.threads, cache.check, wanted)  # [r, v, u']
+
+    return cache.get_or_build(key, build)[r[None, :], (u + r)[None, :], prev_u[:, None]]
 
 
 def _joint_alignment(m, prev_cyc, cyc, prev_u, prev_r, u, r, cache):
@@ -329,10 +347,8 @@ def _joint_alignment(m, prev_cyc, cyc, prev_u, prev_r, u, r, cache):
         return out
     runs, arcs = sorted(set(prev_u[rows].tolist())), sorted(set((u[cols] + 1).tolist()))
     key = cache.key("joint", m, *(x for x, _ in prev_cyc), *(c for _, c in cyc)) + (tuple(runs), tuple(arcs))
-    if key not in cache:
-        cache[key] = joint_arc_bound(m, np.stack([x for x, _ in prev_cyc]), np.stack([c for _, c in cyc]), runs, arcs,
-                                     cache.threads, cache.check)
-    table = cache[key]
+    table = cache.get_or_build(key, lambda: joint_arc_bound(
+        m, np.stack([x for x, _ in prev_cyc]), np.stack([c for _, c in cyc]), runs, arcs, cache.threads, cache.check))
     ri, ci = np.nonzero(rows)[0], np.nonzero(cols)[0]
     values = np.array([[table[a, b] for b in arcs] for a in runs])
     out[np.ix_(ri, ci)] = values[np.searchsorted(runs, prev_u[ri])[:, None], np.searchsorted(arcs, u[ci] + 1)[None, :]]
@@ -350,9 +366,7 @@ def _two_sided_costs(h, m, prev: LayerStates, cyc, u, r, u_max, z, cache):
     whose rows of layer t − 1 are r' runs with the columns its r runs of layer t read, both sides
     restricted at once (`joint_runs.two_sided_alignment`; the tables above restrict one at a time)."""
     key = cache.key("both", m, *(x for x, _ in prev.cycles), *(c for _, c in cyc)) + (u_max,)
-    if key not in cache:
-        cache[key] = two_sided_alignment(m, prev.cycles, cyc, u_max, RUNS)
-    table = cache[key]
+    table = cache.get_or_build(key, lambda: two_sided_alignment(m, prev.cycles, cyc, u_max, RUNS))
     rows = np.flatnonzero((prev.r <= RUNS) & (prev.u <= u_max))
     cols = np.flatnonzero((r <= RUNS) & (u <= u_max))
     if rows.size and cols.size:
