@@ -205,19 +205,42 @@ def test_inference_progress_lines(capsys):
 def test_layer_progress_lines_every_tenth_and_every_minute(capsys, monkeypatch):
     """A line per tenth of the layers, and one at least every `seconds` in between: a tenth of a
     long stage (the bound of 65536×1920) is over 20 minutes."""
-    import spdnn.cli as cli
+    import spdnn.progress as progress
 
     clock = iter(range(0, 10_000, 7))  # 7 s a call
-    monkeypatch.setattr(cli.time, "perf_counter", lambda: next(clock))
-    report = cli._every_tenth("bound K=8", noun="layer tables")
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
+    report = progress.every_tenth("bound K=8", noun="layer tables")
     for done in range(1, 101):
         report(done, 100)
     lines = capsys.readouterr().err.splitlines()
     assert lines[0] == "  bound K=8: layer tables 9/100 (63.0 s)"  # a minute before the first tenth
     assert "  bound K=8: layer tables 10/100 (70.0 s)" in lines and lines[-1].startswith("  bound K=8: layer tables 100/100")
     assert len(lines) == 20  # the tenths and, between them, the minutes
-    report = cli._every_tenth("generate", seconds=3600)
+    report = progress.every_tenth("generate", seconds=3600)
     for done in range(1, 101):
         report(done, 100)
     assert [line.split(" (")[0] for line in capsys.readouterr().err.splitlines()] == [
         f"  generate: layer {done}/100" for done in range(10, 101, 10)]
+
+
+def test_stage_progress_lines_restart_their_tenths_and_keep_the_minute(capsys, monkeypatch):
+    """The partitioner's stages each count their own layers: a new stage starts at its first tenth
+    again, the minute rule holds across stages, and a count reported twice is printed once."""
+    import spdnn.progress as progress
+
+    clock = iter(range(0, 10_000, 5))  # 5 s a call
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
+    report = progress.every_tenth("hypergraph K=8")
+    for stage in ("sweep", "refinement pass 1/1"):
+        for done in range(1, 21):
+            report(done, 20, stage)
+        report(20, 20, stage)
+    lines = [line.split(" (")[0] for line in capsys.readouterr().err.splitlines()]
+    assert lines == [f"  hypergraph K=8, {stage}: layer {done}/20" for stage in ("sweep", "refinement pass 1/1")
+                     for done in range(2, 21, 2)]
+    report = progress.every_tenth("hypergraph K=8")
+    for done in range(1, 1001):
+        report(done, 1000, "candidates")  # 5 s a layer: 12 layers a minute, 100 a tenth
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "  hypergraph K=8, candidates: layer 12/1000 (60.0 s)"
+    assert len(lines) == 10 * 9  # each tenth and, after it, a line 12, 24, ..., 96 layers on

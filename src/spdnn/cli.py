@@ -14,6 +14,7 @@ import time
 
 from .atomic import check_outputs
 from .errors import UserError, WorkerError
+from .progress import every_tenth
 
 
 def _ints(text: str) -> list[int]:
@@ -66,28 +67,8 @@ def cmd_generate(a):
             raise UserError("generate random needs --widths and --nnz-per-row")
         stream = random_stream(a.widths, a.nnz_per_row, a.seed, bias=a.bias or 0.0,
                                ymax=a.ymax if a.ymax is not None else float("inf"), init=a.init or "he")
-    nnz = stream.write(a.output, progress=_every_tenth("generate"))
+    nnz = stream.write(a.output, progress=every_tenth("generate"))
     _log(f"wrote {a.output}: {len(stream.widths) - 1} layers, widths {stream.widths[0]}..{stream.widths[-1]}, {nnz} nonzeros")
-
-
-def _every_tenth(what: str, every: int = 64, noun: str = "layer", seconds: float = 60.0):
-    """progress(done, total): a line per ~10 % on stderr (long stages show progress), and one at
-    least every `seconds` in between (a tenth of the bound of 65536×1920 is over 20 minutes); when
-    the total is not known yet (an archive's layers), a line every `every` layers."""
-    state = {"tenth": 1, "t0": time.perf_counter()}  # the next tenth, in whole tenths (no float drift)
-    state["last"] = state["t0"]
-
-    def report(done, total):
-        now = time.perf_counter()
-        if total is None:
-            if done % every == 0:
-                _log(f"  {what}: {done} layers ({now - state['t0']:.1f} s)")
-        elif 10 * done >= state["tenth"] * total or done == total or now - state["last"] >= seconds:
-            _log(f"  {what}: {noun} {done}/{total} ({now - state['t0']:.1f} s)")
-            state["last"] = now
-            state["tenth"] = max(state["tenth"], 10 * done // total + 1)
-
-    return report
 
 
 def cmd_import_gc(a):
@@ -95,7 +76,7 @@ def cmd_import_gc(a):
 
     t0 = time.perf_counter()
     header = import_gc_to_file(a.src, a.output, layers=a.layers, bias=a.bias, ymax=a.ymax,
-                               progress=_every_tenth("import-gc", every=64))
+                               progress=every_tenth("import-gc", every=64))
     _log(f"imported {len(header['widths']) - 1} layers, {header['nnz']} nonzeros in {time.perf_counter() - t0:.2f} s "
          f"-> {a.output}")
 
@@ -158,7 +139,7 @@ def cmd_hypergraph(a):
 
     widths = read_header(a.network).widths
     layers = (w for _, w, _ in read_ahead(iter_layers(a.network)))  # one layer read ahead (its weights too: checked)
-    nv, nets, pins = write_hgr_layers(widths, layers, a.output, progress=_every_tenth("hypergraph"))
+    nv, nets, pins = write_hgr_layers(widths, layers, a.output, progress=every_tenth("hypergraph"))
     _log(f"wrote {a.output}: {nv} vertices, {nets} nets, {pins} pins")
 
 
@@ -219,7 +200,7 @@ def cmd_bound(a):
         start = time.perf_counter()
 
         # total: both passes' layers (without and with alignment prices)
-        progress = _every_tenth(f"bound K={k}", noun="layer tables")
+        progress = every_tenth(f"bound K={k}", noun="layer tables")
         try:
             result = volume_lower_bound(layers, layers.widths, k, a.epsilon, a.iterations, progress=progress,
                                         max_seconds=a.max_seconds, max_memory_gb=a.max_memory, semidefinite=False,

@@ -43,7 +43,6 @@ step over layers), was 1.4–3× worse than the sweep on the Graph Challenge net
 from __future__ import annotations
 
 import signal
-import sys
 import time
 from collections import OrderedDict
 
@@ -55,6 +54,7 @@ from .errors import UserError, WorkerError
 from .hypergraph import identical_rows
 from .partition_io import id_dtype
 from .partitioner import Solver
+from .progress import every_tenth
 from .volume import combine_layer_stats, layer_capacity, layer_stats
 
 METHODS = ("hypergraph", "sweep", "random", "block")
@@ -637,15 +637,19 @@ def refine(net: Layers, parts, k, epsilon, seed, solver, threads, passes, progre
         for colour in (1, 0):
             work = [(t, (parts[t - 1], parts[t], parts[t + 1] if t < L else None), seed + 7919 * (n + 1) + t)
                     for t in range(1, L + 1) if t % 2 == colour]
+            done_before = (L + 1) // 2 if colour == 0 else 0  # odd layers first, then even ones
             if jobs > 1:
-                done_before = (L + 1) // 2 if colour == 0 else 0  # odd layers first, then even ones
                 done = in_processes(_refine_share, (net, k, epsilon, solver), block_shares(work, jobs),
                                     progress and (lambda n, d=done_before, p=n_pass: progress(
                                         f"refinement pass {p}/{passes}", d + n, L)))
                 got = dict(item for share in done for item in share)
                 results = [got[t] for t, _, _ in work]
             else:
-                results = [improve_layer(net, parts, t, k, epsilon, sd, solver, threads) for t, _, sd in work]
+                results = []
+                for i, (t, _, sd) in enumerate(work, start=1):
+                    results.append(improve_layer(net, parts, t, k, epsilon, sd, solver, threads))
+                    if progress:
+                        progress(f"refinement pass {n_pass}/{passes}", done_before + i, L)
             for (t, _, _), new in zip(work, results):
                 if new is not None:
                     parts[t] = new
@@ -785,17 +789,6 @@ def network_metrics(net: Layers, parts, k, epsilon, jobs=1, progress=None) -> di
 
 
 def _progress(method: str, k: int):
-    """progress(stage, done, total): a line per ~10 % of each stage, naming the stage."""
-    state = {"stage": None, "next": 0.0, "t0": time.perf_counter()}
-
-    def report(stage: str, done: int, total: int):
-        if stage != state["stage"]:
-            state.update(stage=stage, next=0.0)
-        frac = done / max(total, 1)
-        if (frac >= state["next"] or done == total) and state.get("last") != (stage, done):
-            state["last"] = (stage, done)
-            print(f"  {method} K={k}, {stage}: layer {done}/{total} ({time.perf_counter() - state['t0']:.1f} s)",
-                  file=sys.stderr, flush=True)
-            state["next"] = frac + 0.1
-
-    return report
+    """progress(stage, done, total): `progress.every_tenth`'s lines, a tenth of each stage."""
+    report = every_tenth(f"{method} K={k}")
+    return lambda stage, done, total: report(done, total, stage)
