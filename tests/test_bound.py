@@ -189,16 +189,24 @@ def _arc_table_by_brute_force(m, cyc, lengths):
     return best
 
 
-@pytest.mark.parametrize("counts", [True, False])
-def test_arc_bound_is_the_best_rows_of_every_arc(counts):
+@pytest.mark.parametrize("kind", ["counts", "one heavy row", "large counts", "fractions"])
+def test_arc_bound_is_the_best_rows_of_every_arc(kind):
     """Counts (the unpriced M_t) take the sliding-histogram pass, fractions (priced) the sorted one:
-    both are the brute-force table, cycles of several lengths, arcs that wrap and whole cycles."""
+    both are the brute-force table, cycles of several lengths, arcs that wrap and whole cycles.
+    A heavy row: pieces of one slope too far apart in value for a counting sort (they are sorted by
+    comparison); large counts: windows of many distinct sums (their pieces fill the array, which is
+    written out and filled again)."""
     from spdnn.cycle_runs import _count_range, arc_bound
 
+    counts = kind != "fractions"
     rng = np.random.default_rng(11)
     for _trial in range(20):
         ells = [int(x) for x in rng.integers(1, 9, size=rng.integers(1, 4))]
         m = rng.poisson(rng.uniform(0.3, 2.0), size=(int(rng.integers(1, 12)), sum(ells))).astype(float)
+        if kind == "one heavy row":  # the other rows' pieces (slopes 1, 2, ...) far apart in value
+            m[0] = rng.integers(0, 5000, sum(ells))
+        if kind == "large counts":  # a window's rows sum to many values: more pieces than one array holds
+            m = rng.integers(0, 5000, m.shape).astype(float)
         if not counts:
             m *= rng.uniform(0.1, 1.0, m.shape)
         perm, cyc = rng.permutation(sum(ells)), []
@@ -212,6 +220,19 @@ def test_arc_bound_is_the_best_rows_of_every_arc(counts):
         assert np.allclose(got[~np.isneginf(want)], want[~np.isneginf(want)], rtol=1e-12, atol=1e-12)
         if counts:
             assert np.array_equal(got, want)  # integers: exactly
+
+
+def test_arc_bound_writes_out_its_pieces_in_batches():
+    """Rows whose window sums all differ (row i reads columns c with c mod 12 < i): a window has
+    ≈ 13 pieces, more than the pass's array holds for a cycle's 48 starts, so they are written out
+    to the table in batches; the table is the brute-force one."""
+    from spdnn.cycle_runs import arc_bound
+
+    cols = np.arange(48)
+    m = (cols[None, :] % 12 < np.arange(12)[:, None]).astype(float)
+    cyc = [(None, np.random.default_rng(3).permutation(48))]
+    assert np.array_equal(arc_bound(m, [(None, cols)], 48), _arc_table_by_brute_force(m, [(None, cols)], 48))
+    assert np.array_equal(arc_bound(m, cyc, 20, threads=2), _arc_table_by_brute_force(m, cyc, 20))
 
 
 def test_the_rows_runs_table_reaches_only_the_runs_states():

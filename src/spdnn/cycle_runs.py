@@ -137,15 +137,30 @@ def _add_tops(sums, best):
 def _add_tops_sliding(indptr, rows, values, length, starts, best, top):
     """`_add_tops` for the windows of `length` consecutive columns (of ℓ along one cycle, in CSC
     form; wrapping) starting at 0..starts − 1, when every entry is an integer and every row sum at
-    most `top`. Each start's u largest row sums are added in decreasing order from the histogram,
-    as the sorted pass adds them: exact integers, the same table. Past a start's last non-zero row,
-    its total holds for every larger u: noted once (`rest`), spread by one running maximum."""
+    most `top`: exact integers, the same table.
+
+    A start's u best row sums are a concave piecewise linear function of u, one piece per value v
+    its row sums take: over the rows whose sum is v (u in lo..hi), b + v·u with b = Σ (w − v)·n_w
+    over the values w > v held by n_w rows; past its last non-zero row (v = 0), its total. The
+    window's histogram follows it in place (a column in, a column out), so a start costs its
+    distinct values, not its non-zero rows (thousands at N = 65536: reading them off one by one
+    was most of the bound's time). Then, per slope v, the upper envelope of every start's piece:
+    pieces in decreasing b, each writes the points of its range no higher piece wrote (`nxt`: the
+    next unwritten point, with path halving), so a point is written once a slope."""
     n, ell = best.size - 1, indptr.size - 1
     sums = np.zeros(n, np.int64)
     counts = np.zeros(top + 1, np.int64)
     counts[0] = n
-    rest = np.full(n + 2, -np.inf)
-    for s in range(starts + length - 1):  # column s enters; for s ≥ length, column s − length leaves
+    # slope, lo, hi, b of each piece; written out to `best` when a start's pieces might not fit
+    # (a start has at most top + 1), as a fixed array: growing one in the loop cost 80 % more.
+    cap = 8 * starts + top + 2
+    piece = np.empty((4, cap), np.int64)
+    slope, lo, hi, b = piece[0], piece[1], piece[2], piece[3]
+    pieces = 0
+    first = np.empty(top + 2, np.int64)
+    nxt = np.arange(n + 2)
+    last = starts + length - 2
+    for s in range(last + 1):  # column s enters; for s ≥ length, column s − length leaves
         if s >= length:
             col = (s - length) % ell
             for e in range(indptr[col], indptr[col + 1]):
@@ -161,20 +176,62 @@ def _add_tops_sliding(indptr, rows, values, length, starts, best, top):
             counts[sums[a]] += 1
         if s < length - 1:
             continue
-        acc, u = 0.0, 0
-        for value in range(top, 0, -1):
-            for _ in range(counts[value]):
-                acc += value
-                u += 1
-                if acc > best[u]:
-                    best[u] = acc
-        if acc > rest[u + 1]:
-            rest[u + 1] = acc
-    running = -np.inf
-    for u in range(1, n + 1):
-        running = max(running, rest[u])
-        if running > best[u]:
-            best[u] = running
+        acc, u = 0, 0  # the sum of the u best rows so far
+        for value in range(top, -1, -1):
+            c = counts[value] if value > 0 else n - u
+            if c == 0:
+                continue
+            slope[pieces], lo[pieces], hi[pieces], b[pieces] = value, u + 1, u + c, acc - value * u
+            pieces += 1
+            acc += value * c
+            u += c
+        if pieces <= cap - (top + 2) and s < last:
+            continue
+        # The pieces by slope (a counting sort), then each slope's in decreasing b.
+        first[:] = 0
+        for j in range(pieces):
+            first[slope[j] + 1] += 1
+        for value in range(top + 1):
+            first[value + 1] += first[value]
+        by_slope, at = np.empty(pieces, np.int64), first[:-1].copy()
+        for j in range(pieces):
+            by_slope[at[slope[j]]] = j
+            at[slope[j]] += 1
+        for value in range(top + 1):
+            group = by_slope[first[value]:first[value + 1]]
+            if group.size == 0:
+                continue
+            keys = b[group]
+            k_max = keys.max()
+            if k_max > 4 * group.size + 4096:  # a counting sort's array would outgrow the pieces
+                order = group[np.argsort(-keys)]
+            else:
+                start = np.zeros(k_max + 2, np.int64)
+                for key in keys:
+                    start[k_max - key + 1] += 1
+                for i in range(k_max + 1):
+                    start[i + 1] += start[i]
+                order = np.empty(group.size, np.int64)
+                for j in range(group.size):
+                    order[start[k_max - keys[j]]] = group[j]
+                    start[k_max - keys[j]] += 1
+            low, high = lo[group].min(), hi[group].max()
+            nxt[low:high + 2] = np.arange(low, high + 2)
+            for j in order:
+                i = lo[j]
+                while nxt[i] != i:  # the first unwritten point from lo on
+                    nxt[i] = nxt[nxt[i]]
+                    i = nxt[i]
+                while i <= hi[j]:
+                    x = float(b[j] + value * i)
+                    if x > best[i]:
+                        best[i] = x
+                    nxt[i] = i + 1
+                    i += 1
+                    while nxt[i] != i:
+                        nxt[i] = nxt[nxt[i]]
+                        i = nxt[i]
+        pieces = 0
 
 
 def runs_bound(piece: np.ndarray, lo: int, hi: int, whole: int, total_max: int, runs_max: int,
