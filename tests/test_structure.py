@@ -32,6 +32,7 @@ RECOVERY_CASES = [
     (1024, 2, None), (1024, 8, None), (1024, 32, None), (4096, 2, None), (4096, 8, None),
     (1024, 2, [4, 4, 4]), (1024, 8, [4, 4, 4]), (1024, 32, [4, 4, 4]),
     (1024, 2, [2, 4, 8]), (1024, 8, [2, 4, 8]), (1024, 32, [2, 4, 8]), (1024, 32, [8, 8]),
+    (16384, 8, None),  # wide layers: chains of one period (10 layers), from every second layer
 ]
 
 
@@ -40,14 +41,16 @@ RECOVERY_CASES = [
 def test_hypergraph_recovers_radixnet_structure_within_10_percent(neurons, k, radices):
     """Every layer's neurons renamed at random: the method must find partitions within 10 % of the
     best bit partition built from the structure (measured: 0.96–1.10 of it; with 3-layer chains
-    4096×24 was at 1.42× for K = 2 and 1.34× for K = 8; at K = 32 the mixed bases were at 1.14–1.20×
-    before classes too heavy for a part were split by their readers)."""
+    4096×24 was at 1.42× for K = 2 and 1.34× for K = 8, and 16384×24 at K = 8 1.63× before its
+    chains spanned the period, spaced; at K = 32 the mixed bases were at 1.14–1.20× before classes
+    too heavy for a part were split by their readers)."""
     n_layers = 24
     layers, widths, _ = relabelled_radixnet(neurons, n_layers, seed=1, radices=radices)
     reference, _ = best_bit_partition(neurons, n_layers, k, radices)
     _, metrics = partition_network(layers, widths, k, "hypergraph", 0.03, 0, jobs=2)
     n_groups = neurons // ROWS_PER_GROUP
     assert metrics["balanced"] and metrics["window"] == (int(np.log2(n_groups)) if k * k <= n_groups else 3)
+    assert metrics["chain_stride"] == (2 if n_groups == 1024 else 1)
     assert metrics["volume_forward"] <= 1.10 * reference, (metrics["volume_forward"], reference)
 
 
@@ -66,11 +69,23 @@ def test_classes_too_heavy_for_a_part_are_split_by_their_readers():
     assert metrics["balanced"]
 
 
-def test_chain_window_follows_the_structure_where_layers_are_small():
+def test_chain_window_follows_the_structure_and_wide_layers_space_their_chains():
+    """(chain layers, layers between chain starts): the structure's period, from every layer where
+    layers are small; on wide layers one period, started every d layers, d a divisor of the period
+    near a third of it (about as many solves as 3-layer chains from every layer); a prime period
+    or K² > G: the shortest, from every layer."""
+    from spdnn.partition import chain_shares
+
     def window(net, k):
         return chain_window(Layers(*net[:2]), k)
 
     small, wide = relabelled_radixnet(256, 2, seed=0), relabelled_radixnet(1 << 14, 1, seed=0)
-    assert window(small, 2) == window(small, 4) == 4  # 16 groups: a period of 4 layers
-    assert window(small, 8) == 3  # 3 of the 4 bits in the part index: the shortest
-    assert window(wide, 2) == 3  # 1024 groups: too costly, the shortest
+    assert window(small, 2) == window(small, 4) == (4, 1)  # 16 groups: a period of 4 layers
+    assert window(small, 8) == (3, 1)  # 3 of the 4 bits in the part index: the shortest
+    assert window(wide, 2) == window(wide, 32) == (10, 2)  # 1024 groups: a period of 10, every second layer
+    assert window(wide, 64) == (3, 1)
+    assert window(relabelled_radixnet(1 << 16, 1, seed=0), 8) == (12, 4)
+    assert window(relabelled_radixnet(1 << 15, 1, seed=0), 8) == (3, 1)  # a period of 11
+    # the starts of every worker together: every stride-th layer, once
+    shares = chain_shares(100, 10, 3, stride=3)
+    assert sorted(t for share in shares for t in share) == list(range(1, 101, 3))

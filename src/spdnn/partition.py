@@ -60,25 +60,37 @@ from .volume import combine_layer_stats, layer_capacity, layer_stats
 METHODS = ("hypergraph", "sweep", "random", "block")
 WINDOW = 3  # hypergraph: each layer alone, then swept on: a candidate chain's fewest layers
 MAX_WINDOW = 8  # and its most
-LONG_WINDOW_MAX_CLASSES = 512  # chains longer than WINDOW only where a layer has at most this many merged rows
+LONG_WINDOW_MAX_CLASSES = 512  # chains longer than WINDOW from every layer only where a layer has at most this many merged rows
+STRIDED_WINDOW_MAX = 16  # wider layers: chains of one period (at most this many layers), spaced (`chain_window`)
 FRESH_SOLVE_MAX_VERTICES = 2048  # refinement: larger layer subproblems are improved, not re-solved
 
 
-def chain_window(net: Layers, k: int) -> int:
-    """Layers per candidate chain. A RadiX-Net's structure repeats every log2(G) layers (G row
-    classes, radix 2; fewer for larger radices): a part-index bit given up at one layer is needed
-    again within that period, so a chain that spans it can carry the structure through. Measured
-    on relabelled RadiX-Nets (README, "Structure recovery"): 4096×24 at K = 2 went from 1.42× the
-    hand-built reference with 3-layer chains to 1.01× with 8. The chains cost window/3 times more,
-    so long chains only where they were measured to pay: layers of at most LONG_WINDOW_MAX_CLASSES
-    merged rows (Graph Challenge N ≤ 8192), and K² ≤ G (a part index that takes more than half of
-    a group index's bits must change at most layers anyway: at K = 32 on 1024-wide networks 6-layer
-    chains bought 0.04 % for 1.8× the time). Layer 1 decides: no extra pass over the file."""
+def chain_window(net: Layers, k: int) -> tuple[int, int]:
+    """(layers per candidate chain, layers from one chain's start to the next). A RadiX-Net's
+    structure repeats every log2(G) layers (G row classes, radix 2; fewer for larger radices): a
+    part-index bit given up at one layer is needed again within that period, so a chain that spans
+    it can carry the structure through. Measured on relabelled RadiX-Nets (README, "Structure
+    recovery"): 4096×24 at K = 2 went from 1.42× the hand-built reference with 3-layer chains to
+    1.01× with 8. A chain from every layer costs window/3 times the 3-layer ones, paid where layers
+    are small (at most LONG_WINDOW_MAX_CLASSES merged rows: Graph Challenge N ≤ 8192). Wider layers
+    take chains of one period started every `stride` layers, a divisor of the period near a third
+    of it (chains at the same phases in every period: 16384×24 at K = 8, period 10, was 1.03× the
+    reference with stride 2, 1.09× with 5 and 1.40× with 3), so they cost about as many solves as
+    3-layer chains from every layer: 65536×24 at K = 8 went from 2.09× the reference to 1.10× in
+    the same time. A period with no such divisor (a prime), or K² > G: 3-layer chains from every
+    layer (a part index that takes more than half of a group index's bits must change at most
+    layers anyway: at K = 32 on 1024-wide networks 6-layer chains bought 0.04 % for 1.8× the
+    time). Layer 1 decides: no extra pass over the file."""
     g = net.num_classes(1)
-    if g > LONG_WINDOW_MAX_CLASSES or k * k > g:
-        return WINDOW
     period = (g - 1).bit_length()  # ⌈log2 G⌉
-    return min(MAX_WINDOW, max(WINDOW, period))
+    if k * k > g:
+        return WINDOW, 1
+    if g <= LONG_WINDOW_MAX_CLASSES:
+        return min(MAX_WINDOW, max(WINDOW, period)), 1
+    divisors = [d for d in range(2, period // 2 + 1) if period % d == 0]
+    if not divisors or period > STRIDED_WINDOW_MAX:
+        return WINDOW, 1
+    return period, min(divisors, key=lambda d: (abs(3 * d - period), d))
 
 
 class Layers:
@@ -385,17 +397,18 @@ def best_relabel(w, part_in: np.ndarray, part_out: np.ndarray, k: int, held=None
 
 def chains_from(net: Layers, k, epsilon, seed, solver, threads, window, starts, progress=None):
     """For each start layer t0: t0 partitioned on its own (no neighbours), then the next window−1
-    layers swept from it. Returns [(t0, t, layer partition), ...] in order."""
+    layers swept from it. Returns [(t0, t, layer partition), ...] in order. Progress: the layers
+    up to the next start's."""
     L = len(net)
     out = []
-    for t0 in starts:
+    for t0, after in zip(starts, [*starts[1:], L + 1]):
         chain = [None] * (L + 1)
         for t in range(t0, min(L, t0 + window - 1) + 1):
             chain[t], _ = solve_layer(net, t, chain, k, epsilon, seed + 7 * L * t0 + t, solver, threads)
             rebalance_layer(net, chain, t, k, epsilon)
             out.append((t0, t, chain[t]))
         if progress:
-            progress("candidates", t0, L)
+            progress("candidates", after - 1, L)
     return out
 
 
@@ -415,18 +428,20 @@ def sweep_solve_cost(width: int) -> float:
     return 1.0 + 0.7 * min(1.0, width / 65536)
 
 
-def chain_shares(n_layers: int, window: int, jobs: int, block: int = 16, sweep_cost: float = 1.0) -> list[list[int]]:
-    """Start layers per worker when worker 0 also runs the sweep (n_layers solves of `sweep_cost`
-    chain solves each): blocks of `block` consecutive starts (consecutive chains share layers,
-    which a worker then reads once) go one by one to the worker with the least work so far, so all
-    finish together."""
+def chain_shares(n_layers: int, window: int, jobs: int, block: int = 16, sweep_cost: float = 1.0,
+                 stride: int = 1) -> list[list[int]]:
+    """Start layers (1, 1 + stride, ...) per worker when worker 0 also runs the sweep (n_layers
+    solves of `sweep_cost` chain solves each): blocks of `block` consecutive starts (consecutive
+    chains share layers, which a worker then reads once) go one by one to the worker with the least
+    work so far, so all finish together."""
     load = [sweep_cost * n_layers] + [0.0] * (jobs - 1)
     shares = [[] for _ in range(jobs)]
-    for b in range(1, n_layers + 1, block):
-        starts = list(range(b, min(n_layers, b + block - 1) + 1))
+    starts = list(range(1, n_layers + 1, stride))
+    for b in range(0, len(starts), block):
+        these = starts[b:b + block]
         w = int(np.argmin(load))  # ties: the lowest worker, so the split is fixed for fixed (L, jobs)
-        shares[w] += starts
-        load[w] += sum(min(window, n_layers - t0 + 1) for t0 in starts)
+        shares[w] += these
+        load[w] += sum(min(window, n_layers - t0 + 1) for t0 in these)
     return shares
 
 
@@ -512,26 +527,28 @@ def _run_share(task, common, share, index, results):
         results.put((index, False, f"{e.__class__.__name__}: {e}"))
 
 
-def sweep_and_candidates(net: Layers, k, epsilon, seed, solver, threads, window, progress=None, jobs=1):
+def sweep_and_candidates(net: Layers, k, epsilon, seed, solver, threads, window, progress=None, jobs=1, stride=1):
     """The sweep, and extra candidate partitions per layer (`chains_from` every layer): they carry
     each layer's own structure, which a sweep started elsewhere can lose for good (a RadiX-Net
-    block changes structure every few layers). Returns (sweep's layer partitions, candidates per
+    block changes structure every few layers); a chain of `window` layers from every `stride`-th
+    layer (`chain_window`). Returns (sweep's layer partitions, candidates per
     layer, the sweep first).
 
     With `jobs` > 1 the chains, which do not depend on the sweep, run beside it: worker 0 sweeps
     and takes fewer chains (`chain_shares`), each worker a fixed share in a fresh process."""
     L = len(net)
     if jobs > 1:
-        shares = chain_shares(L, window, jobs, sweep_cost=sweep_solve_cost(max(net.widths[1:])))
+        shares = chain_shares(L, window, jobs, sweep_cost=sweep_solve_cost(max(net.widths[1:])), stride=stride)
         stage = f"sweep and candidates ({jobs} processes)"
+        units = L + sum(map(len, shares))  # a unit: a layer swept or a chain
         done = in_processes(_sweep_and_chains, (net, k, epsilon, seed, solver, window),
                             [(w == 0, starts) for w, starts in enumerate(shares)],
-                            progress and (lambda n: progress(stage, n, 2 * L)))
+                            progress and (lambda n: progress(stage, n, units)))
         swept = done[0][0]
         triples = sorted((t for _, share in done for t in share), key=lambda x: (x[0], x[1]))
     else:
         swept = sweep(net, k, epsilon, seed, solver, threads, progress)
-        triples = chains_from(net, k, epsilon, seed, solver, threads, window, range(1, L + 1), progress)
+        triples = chains_from(net, k, epsilon, seed, solver, threads, window, list(range(1, L + 1, stride)), progress)
     cands = [[] if t == 0 else [swept[t]] for t in range(L + 1)]  # the sweep first: never worse than it
     for _, t, part in triples:  # by start layer: the same order whatever the split
         cands[t].append(part)
@@ -732,7 +749,7 @@ def partition_network(layers, widths, k: int, method: str, epsilon: float = 0.03
     t0 = time.perf_counter()
     progress = _progress(method, k) if verbose else None
     L = len(net)
-    window = None
+    window = stride = None
     if k == 1:
         parts = [np.zeros(n, id_dtype(k)) for n in widths]
     elif method == "block":
@@ -743,8 +760,8 @@ def partition_network(layers, widths, k: int, method: str, epsilon: float = 0.03
         if method == "sweep":
             parts = sweep(net, k, epsilon, seed, solver, threads, progress)
         else:
-            window = chain_window(net, k)
-            parts, cands = sweep_and_candidates(net, k, epsilon, seed, solver, threads, window, progress, jobs)
+            window, stride = chain_window(net, k)
+            parts, cands = sweep_and_candidates(net, k, epsilon, seed, solver, threads, window, progress, jobs, stride)
             parts, _ = choose_candidates(net, cands, k, progress, jobs)
             del cands
             parts = refine(net, parts, k, epsilon, seed, solver, threads, passes, progress, jobs)
@@ -758,7 +775,7 @@ def partition_network(layers, widths, k: int, method: str, epsilon: float = 0.03
     if not metrics["balanced"]:  # a bug, not a user error: every method must meet the bound
         raise RuntimeError(f"{method}: layers {metrics['unbalanced_layers'][:5]} exceed the balance bound")
     metrics.update({"method": method, "seed": seed, "seconds": seconds,
-                    "passes": passes if method == "hypergraph" else None, "window": window,
+                    "passes": passes if method == "hypergraph" else None, "window": window, "chain_stride": stride,
                     "preset": preset if method in ("hypergraph", "sweep") else None,
                     "backend": backend if method in ("hypergraph", "sweep") else None})
     return part, metrics
