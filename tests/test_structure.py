@@ -89,3 +89,19 @@ def test_chain_window_follows_the_structure_and_wide_layers_space_their_chains()
     # the starts of every worker together: every stride-th layer, once
     shares = chain_shares(100, 10, 3, stride=3)
     assert sorted(t for share in shares for t in share) == list(range(1, 101, 3))
+    # and the work balanced to within a block of starts (16 layers' worth: 4 chains of 12 layers)
+    shares = chain_shares(120, 12, 2, sweep_cost=1.7, stride=4)
+    loads = [1.7 * 120 * (w == 0) + sum(min(12, 121 - t) for t in share) for w, share in enumerate(shares)]
+    assert abs(loads[0] - loads[1]) <= 4 * 12
+
+
+def test_layers_keep_a_chain_window_meanwhile_and_the_default_after():
+    """Chains every few layers come back to the layers the last one read: `keeping` holds them
+    (each read once), then the cache shrinks back to its default."""
+    layers, widths, _ = relabelled_radixnet(256, 8, seed=0)
+    net = Layers(layers, widths)
+    with net.keeping(6):
+        for t in range(1, 7):
+            net.classes(t)
+        assert list(net._cache) == [1, 2, 3, 4, 5, 6]
+    assert list(net._cache) == [3, 4, 5, 6] and net.keep == Layers.KEEP

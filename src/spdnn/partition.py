@@ -14,11 +14,12 @@ vertex: keeping them together never costs an incoming word, and the solver gets 
 vertices on Graph Challenge layers (1024×120, sweep at K=32: 10 s instead of 68 s).
 
 - `sweep`: layer k with layer k−1 fixed, k = 1..L (the layer sweep of README, "Design reference").
-- `hypergraph`: the sweep; then more candidates per layer (every layer partitioned on its own,
-  then swept window−1 layers on, the window spanning the period of RadiX-Net structure where
-  layers are small: `chain_window`) and the cheapest sequence of candidates by dynamic programming
-  over the layers, each candidate's part names matched to the previous layer's by the Hungarian
-  method (exact for a pair of layers; the sweep itself is a candidate, so never worse); then
+- `hypergraph`: the sweep; then more candidates per layer (chains: a layer partitioned on its
+  own, then swept window−1 layers on, the window spanning the period of RadiX-Net structure, a
+  chain from every layer where layers are small and from every few on wider ones:
+  `chain_window`) and the cheapest sequence of candidates by dynamic programming over the
+  layers, each candidate's part names matched to the previous layer's by the Hungarian method
+  (exact for a pair of layers; the sweep itself is a candidate, so never worse); then
   block-coordinate descent passes that re-solve each layer with *both* neighbours fixed
   (outgoing nets included; wide layers by V-cycles from their current partition, see
   `improve_layer`), keeping a new layer partition only when it lowers the exact local
@@ -45,6 +46,7 @@ from __future__ import annotations
 import signal
 import time
 from collections import OrderedDict
+from contextlib import contextmanager
 
 import numpy as np
 import scipy.sparse as sp
@@ -108,7 +110,19 @@ class Layers:
         self.source = source
         self.widths = [int(n) for n in widths]
         self.balance = balance
+        self.keep = self.KEEP
         self._cache: OrderedDict[int, dict] = OrderedDict()
+
+    @contextmanager
+    def keeping(self, n: int):
+        """Keep the last n layers (at least KEEP) meanwhile: for passes that come back to layers."""
+        before, self.keep = self.keep, max(self.keep, n)
+        try:
+            yield self
+        finally:
+            self.keep = before
+            while len(self._cache) > self.keep:
+                self._cache.popitem(last=False)
 
     def __len__(self) -> int:
         return len(self.widths) - 1
@@ -122,7 +136,7 @@ class Layers:
             # The pattern only, where the source can read it alone: no method here uses the weights.
             read = getattr(self.source, "pattern", self.source.__getitem__)
             entry = self._cache[t] = {"w": read(t - 1)}
-            while len(self._cache) > self.KEEP:
+            while len(self._cache) > self.keep:
                 self._cache.popitem(last=False)
         else:
             self._cache.move_to_end(t)
@@ -401,14 +415,18 @@ def chains_from(net: Layers, k, epsilon, seed, solver, threads, window, starts, 
     up to the next start's."""
     L = len(net)
     out = []
-    for t0, after in zip(starts, [*starts[1:], L + 1]):
-        chain = [None] * (L + 1)
-        for t in range(t0, min(L, t0 + window - 1) + 1):
-            chain[t], _ = solve_layer(net, t, chain, k, epsilon, seed + 7 * L * t0 + t, solver, threads)
-            rebalance_layer(net, chain, t, k, epsilon)
-            out.append((t0, t, chain[t]))
-        if progress:
-            progress("candidates", after - 1, L)
+    # The next chain starts on a layer this one read: keep a window of layers (12-layer chains
+    # every 4th layer read each layer three times with the default few, a fifth of the
+    # partitioner's time at 65536×120).
+    with net.keeping(window + 1):
+        for t0, after in zip(starts, [*starts[1:], L + 1]):
+            chain = [None] * (L + 1)
+            for t in range(t0, min(L, t0 + window - 1) + 1):
+                chain[t], _ = solve_layer(net, t, chain, k, epsilon, seed + 7 * L * t0 + t, solver, threads)
+                rebalance_layer(net, chain, t, k, epsilon)
+                out.append((t0, t, chain[t]))
+            if progress:
+                progress("candidates", after - 1, L)
     return out
 
 
@@ -431,14 +449,15 @@ def sweep_solve_cost(width: int) -> float:
 def chain_shares(n_layers: int, window: int, jobs: int, block: int = 16, sweep_cost: float = 1.0,
                  stride: int = 1) -> list[list[int]]:
     """Start layers (1, 1 + stride, ...) per worker when worker 0 also runs the sweep (n_layers
-    solves of `sweep_cost` chain solves each): blocks of `block` consecutive starts (consecutive
-    chains share layers, which a worker then reads once) go one by one to the worker with the least
-    work so far, so all finish together."""
+    solves of `sweep_cost` chain solves each): blocks of the starts within `block` consecutive
+    layers (consecutive chains share layers, which a worker then reads once) go one by one to the
+    worker with the least work so far, so all finish together."""
     load = [sweep_cost * n_layers] + [0.0] * (jobs - 1)
     shares = [[] for _ in range(jobs)]
     starts = list(range(1, n_layers + 1, stride))
-    for b in range(0, len(starts), block):
-        these = starts[b:b + block]
+    per_block = max(1, block // stride)  # 16 starts of 12-layer chains gave one worker every chain
+    for b in range(0, len(starts), per_block):
+        these = starts[b:b + per_block]
         w = int(np.argmin(load))  # ties: the lowest worker, so the split is fixed for fixed (L, jobs)
         shares[w] += these
         load[w] += sum(min(window, n_layers - t0 + 1) for t0 in these)
@@ -528,7 +547,7 @@ def _run_share(task, common, share, index, results):
 
 
 def sweep_and_candidates(net: Layers, k, epsilon, seed, solver, threads, window, progress=None, jobs=1, stride=1):
-    """The sweep, and extra candidate partitions per layer (`chains_from` every layer): they carry
+    """The sweep, and extra candidate partitions per layer (`chains_from`): they carry
     each layer's own structure, which a sweep started elsewhere can lose for good (a RadiX-Net
     block changes structure every few layers); a chain of `window` layers from every `stride`-th
     layer (`chain_window`). Returns (sweep's layer partitions, candidates per
