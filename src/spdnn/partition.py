@@ -121,8 +121,11 @@ class Layers:
             yield self
         finally:
             self.keep = before
-            while len(self._cache) > self.keep:
-                self._cache.popitem(last=False)
+            self._trim()
+
+    def _trim(self) -> None:
+        while len(self._cache) > self.keep:
+            self._cache.popitem(last=False)
 
     def __len__(self) -> int:
         return len(self.widths) - 1
@@ -136,8 +139,7 @@ class Layers:
             # The pattern only, where the source can read it alone: no method here uses the weights.
             read = getattr(self.source, "pattern", self.source.__getitem__)
             entry = self._cache[t] = {"w": read(t - 1)}
-            while len(self._cache) > self.keep:
-                self._cache.popitem(last=False)
+            self._trim()
         else:
             self._cache.move_to_end(t)
         return entry
@@ -446,6 +448,11 @@ def sweep_solve_cost(width: int) -> float:
     return 1.0 + 0.7 * min(1.0, width / 65536)
 
 
+def chain_starts(n_layers: int, stride: int) -> list[int]:
+    """The layers candidate chains start from: 1, 1 + stride, ... (`chain_window`)."""
+    return list(range(1, n_layers + 1, stride))
+
+
 def chain_shares(n_layers: int, window: int, jobs: int, block: int = 16, sweep_cost: float = 1.0,
                  stride: int = 1) -> list[list[int]]:
     """Start layers (1, 1 + stride, ...) per worker when worker 0 also runs the sweep (n_layers
@@ -454,7 +461,7 @@ def chain_shares(n_layers: int, window: int, jobs: int, block: int = 16, sweep_c
     worker with the least work so far, so all finish together."""
     load = [sweep_cost * n_layers] + [0.0] * (jobs - 1)
     shares = [[] for _ in range(jobs)]
-    starts = list(range(1, n_layers + 1, stride))
+    starts = chain_starts(n_layers, stride)
     per_block = max(1, block // stride)  # 16 starts of 12-layer chains gave one worker every chain
     for b in range(0, len(starts), per_block):
         these = starts[b:b + per_block]
@@ -567,7 +574,7 @@ def sweep_and_candidates(net: Layers, k, epsilon, seed, solver, threads, window,
         triples = sorted((t for _, share in done for t in share), key=lambda x: (x[0], x[1]))
     else:
         swept = sweep(net, k, epsilon, seed, solver, threads, progress)
-        triples = chains_from(net, k, epsilon, seed, solver, threads, window, list(range(1, L + 1, stride)), progress)
+        triples = chains_from(net, k, epsilon, seed, solver, threads, window, chain_starts(L, stride), progress)
     cands = [[] if t == 0 else [swept[t]] for t in range(L + 1)]  # the sweep first: never worse than it
     for _, t, part in triples:  # by start layer: the same order whatever the split
         cands[t].append(part)
