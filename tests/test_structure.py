@@ -33,6 +33,7 @@ RECOVERY_CASES = [
     (1024, 2, [4, 4, 4]), (1024, 8, [4, 4, 4]), (1024, 32, [4, 4, 4]),
     (1024, 2, [2, 4, 8]), (1024, 8, [2, 4, 8]), (1024, 32, [2, 4, 8]), (1024, 32, [8, 8]),
     (16384, 8, None),  # wide layers: chains of one period (10 layers), from every second layer
+    (16384, 2, None), (65536, 2, None),  # and the layers between starts start lookahead stretches
 ]
 
 
@@ -40,17 +41,18 @@ RECOVERY_CASES = [
                          ids=[f"{n}-K{k}-radix{'.'.join(map(str, r or [2]))}" for n, k, r in RECOVERY_CASES])
 def test_hypergraph_recovers_radixnet_structure_within_10_percent(neurons, k, radices):
     """Every layer's neurons renamed at random: the method must find partitions within 10 % of the
-    best bit partition built from the structure (measured: 0.96–1.10 of it; with 3-layer chains
+    best bit partition built from the structure (measured: 0.93–1.10 of it; with 3-layer chains
     4096×24 was at 1.42× for K = 2 and 1.34× for K = 8, and 16384×24 at K = 8 1.63× before its
     chains spanned the period, spaced; at K = 32 the mixed bases were at 1.14–1.20× before classes
-    too heavy for a part were split by their readers)."""
+    too heavy for a part were split by their readers; at K = 2 16384×24 and 65536×24 were at 1.23×
+    and 1.42× before chains started with a lookahead stretch, from every layer)."""
     n_layers = 24
     layers, widths, _ = relabelled_radixnet(neurons, n_layers, seed=1, radices=radices)
     reference, _ = best_bit_partition(neurons, n_layers, k, radices)
     _, metrics = partition_network(layers, widths, k, "hypergraph", 0.03, 0, jobs=2)
     n_groups = neurons // ROWS_PER_GROUP
     assert metrics["balanced"] and metrics["window"] == (int(np.log2(n_groups)) if k * k <= n_groups else 3)
-    assert metrics["chain_stride"] == (2 if n_groups == 1024 else 1)
+    assert metrics["chain_stride"] == {1024: 2, 4096: 4}.get(n_groups, 1)
     assert metrics["volume_forward"] <= 1.10 * reference, (metrics["volume_forward"], reference)
 
 

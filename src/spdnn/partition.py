@@ -17,7 +17,9 @@ vertices on Graph Challenge layers (1024×120, sweep at K=32: 10 s instead of 68
 - `hypergraph`: the sweep; then more candidates per layer (chains: a layer partitioned on its
   own, then swept window−1 layers on, the window spanning the period of RadiX-Net structure, a
   chain from every layer where layers are small and from every few on wider ones:
-  `chain_window`) and the cheapest sequence of candidates by dynamic programming over the
+  `chain_window`; a chain starts with the layers that can send nothing among them, where there
+  are two or more, and every layer between chain starts offers those alone: `lookahead.py`)
+  and the cheapest sequence of candidates by dynamic programming over the
   layers, each candidate's part names matched to the previous layer's by the Hungarian method
   (exact for a pair of layers; the sweep itself is a candidate, so never worse); then
   block-coordinate descent passes that re-solve each layer with *both* neighbours fixed
@@ -43,6 +45,7 @@ step over layers), was 1.4–3× worse than the sweep on the Graph Challenge net
 
 from __future__ import annotations
 
+import hashlib
 import signal
 import time
 from collections import OrderedDict
@@ -54,6 +57,7 @@ import scipy.sparse as sp
 from .arrays import distinct, first_index, first_of_groups, number_by_first
 from .errors import UserError, WorkerError
 from .hypergraph import identical_rows
+from .lookahead import lookahead_chain
 from .partition_io import id_dtype
 from .partitioner import Solver
 from .progress import every_tenth
@@ -411,10 +415,12 @@ def best_relabel(w, part_in: np.ndarray, part_out: np.ndarray, k: int, held=None
     return int(held.sum() - together[rows, cols].sum()), rename
 
 
-def chains_from(net: Layers, k, epsilon, seed, solver, threads, window, starts, progress=None):
-    """For each start layer t0: t0 partitioned on its own (no neighbours), then the next window−1
-    layers swept from it. Returns [(t0, t, layer partition), ...] in order. Progress: the layers
-    up to the next start's."""
+def chains_from(net: Layers, k, epsilon, seed, solver, threads, window, starts, progress=None, stride=1):
+    """For each start layer t0: the layers from t0 on that can send nothing among them
+    (`lookahead_chain`; at least two, else t0 partitioned on its own, no neighbours), then the
+    rest of `window` layers swept from there; and from each layer between t0 and the next
+    start (`stride`), the lookahead stretch alone, which needs no solve. Returns [(start, t,
+    layer partition), ...] in order. Progress: the layers up to the next start's."""
     L = len(net)
     out = []
     # The next chain starts on a layer this one read: keep a window of layers (12-layer chains
@@ -422,21 +428,29 @@ def chains_from(net: Layers, k, epsilon, seed, solver, threads, window, starts, 
     # partitioner's time at 65536×120).
     with net.keeping(window + 1):
         for t0, after in zip(starts, [*starts[1:], L + 1]):
-            chain = [None] * (L + 1)
-            for t in range(t0, min(L, t0 + window - 1) + 1):
-                chain[t], _ = solve_layer(net, t, chain, k, epsilon, seed + 7 * L * t0 + t, solver, threads)
-                rebalance_layer(net, chain, t, k, epsilon)
-                out.append((t0, t, chain[t]))
+            for s in range(t0, min(L, t0 + stride - 1) + 1):
+                chain = [None] * (L + 1)
+                last = min(L, s + window - 1)
+                # A fresh cut at the chain's start, V-cycles from the dealt one between starts: the
+                # fresh solves' floor cost a quarter of the time at N = 65536 (`lookahead_chain`).
+                ahead = lookahead_chain(net, s, last, k, epsilon, solver, seed + 7 * L * s, fresh_cut=s == t0)
+                for t in range(s, last + 1 if s == t0 else s + len(ahead)):
+                    if t - s < len(ahead):
+                        chain[t] = ahead[t - s]
+                    else:
+                        chain[t], _ = solve_layer(net, t, chain, k, epsilon, seed + 7 * L * s + t, solver, threads)
+                        rebalance_layer(net, chain, t, k, epsilon)
+                    out.append((s, t, chain[t]))
             if progress:
                 progress("candidates", after - 1, L)
     return out
 
 
-def _sweep_and_chains(net, k, epsilon, seed, solver, window, share, tick):
+def _sweep_and_chains(net, k, epsilon, seed, solver, window, stride, share, tick):
     """One worker's share: the sweep if `share` asks for it, then its chain start layers."""
     with_sweep, starts = share
     swept = sweep(net, k, epsilon, seed, solver, 1, lambda *_: tick()) if with_sweep else None
-    return swept, chains_from(net, k, epsilon, seed, solver, 1, window, starts, lambda *_: tick())
+    return swept, chains_from(net, k, epsilon, seed, solver, 1, window, starts, lambda *_: tick(), stride)
 
 
 PARALLEL_METRICS_NEURONS = 1 << 20  # below this the metrics pass takes seconds: not worth two spawns
@@ -567,18 +581,31 @@ def sweep_and_candidates(net: Layers, k, epsilon, seed, solver, threads, window,
         shares = chain_shares(L, window, jobs, sweep_cost=sweep_solve_cost(max(net.widths[1:])), stride=stride)
         stage = f"sweep and candidates ({jobs} processes)"
         units = L + sum(map(len, shares))  # a unit: a layer swept or a chain
-        done = in_processes(_sweep_and_chains, (net, k, epsilon, seed, solver, window),
+        done = in_processes(_sweep_and_chains, (net, k, epsilon, seed, solver, window, stride),
                             [(w == 0, starts) for w, starts in enumerate(shares)],
                             progress and (lambda n: progress(stage, n, units)))
         swept = done[0][0]
         triples = sorted((t for _, share in done for t in share), key=lambda x: (x[0], x[1]))
     else:
         swept = sweep(net, k, epsilon, seed, solver, threads, progress)
-        triples = chains_from(net, k, epsilon, seed, solver, threads, window, chain_starts(L, stride), progress)
+        triples = chains_from(net, k, epsilon, seed, solver, threads, window, chain_starts(L, stride), progress, stride)
     cands = [[] if t == 0 else [swept[t]] for t in range(L + 1)]  # the sweep first: never worse than it
+    seen = [set() if t == 0 else {same_up_to_names(swept[t])} for t in range(L + 1)]
     for _, t, part in triples:  # by start layer: the same order whatever the split
-        cands[t].append(part)
+        key = same_up_to_names(part)
+        if key not in seen[t]:  # neighbouring lookahead stretches often give one partition
+            seen[t].add(key)
+            cands[t].append(part)
     return swept, cands
+
+
+def same_up_to_names(part: np.ndarray) -> bytes:
+    """A key equal for two layer partitions exactly when they differ only in the parts' names:
+    the parts renamed in order of their first row."""
+    names, first = np.unique(part, return_index=True)
+    rename = np.zeros(int(names.max()) + 1 if names.size else 0, np.int64)
+    rename[names[np.argsort(first)]] = np.arange(names.size)
+    return hashlib.sha1(rename[part].astype(np.int32).tobytes()).digest()
 
 
 def transitions(net: Layers, k, items, tick=lambda: None):

@@ -1,0 +1,135 @@
+"""Chain starts that look ahead: a partition that sends nothing for as many layers as possible.
+
+A part that holds every row reading a neuron it owns, in every layer of a stretch, sends nothing
+there. Such parts are unions of the *closed components* of the stretch: rows of its first layer
+joined when they read a common input, and each later layer's rows joined to the components of
+the rows they read. Components only merge as the stretch grows, so the longest stretch whose
+components can still be dealt to K parts within every layer's capacity gives the longest run of
+layers that can cost nothing inside. On a RadiX-Net its partitions keep the part-index bits that
+the stretch does not mix, the look-ahead construction of the hand-built reference (README,
+"Structure recovery"), found from the connectivity alone, whatever the neurons' names; on random
+and pruned layers the first layer is one component already and nothing is proposed."""
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
+
+from .arrays import first_index
+from .hypergraph import identical_rows
+from .partition_io import id_dtype
+from .volume import layer_capacity
+
+
+def _merge(n_old: int, inputs_label: np.ndarray, rows) -> tuple[np.ndarray, np.ndarray, int]:
+    """Join `rows` (CSR over input neurons whose component is `inputs_label`) to the components
+    they read. Returns (new label of each old component, label of each row, count)."""
+    # One directed edge per pin, row → component, taken weakly: a CSR scipy uses as it is (a COO
+    # graph was converted, transposed and cast three times, 0.8 s a 65536-wide random layer).
+    indptr = np.concatenate([np.zeros(n_old, np.int64), rows.indptr.astype(np.int64)])
+    graph = sp.csr_matrix((np.ones(rows.nnz), inputs_label[rows.indices], indptr),
+                          shape=(n_old + rows.shape[0],) * 2)
+    count, label = connected_components(graph, directed=True, connection="weak")
+    return label[:n_old], label[n_old:], count
+
+
+def closed_components(net, t0: int, last: int, k: int):
+    """Yield (h, row labels of layers t0..t0+h, count) for h = 0, 1, ... while at least k
+    components remain, labels of rows through their classes of identical rows (`net.classes`)."""
+    n_in = net.widths[t0 - 1]
+    # Layer t0: its rows and its inputs in one graph, so rows sharing an input are joined.
+    _, row_label, count = _merge(n_in, np.arange(n_in), net.class_rows(t0))
+    _, row_label = np.unique(row_label, return_inverse=True)  # number the row classes' components 0..
+    count = int(row_label.max()) + 1 if row_label.size else 0
+    labels = [row_label[net.classes(t0)]]
+    for t in range(t0, last + 1):
+        if count < k:
+            return
+        yield t - t0, labels, count
+        if t == last:
+            return
+        renamed, row_label, count = _merge(count, labels[-1], net.class_rows(t + 1))
+        labels = [renamed[lab] for lab in labels] + [row_label[net.classes(t + 1)]]
+
+
+def deal(weights: np.ndarray, capacity: np.ndarray, k: int) -> np.ndarray | None:
+    """Components (rows of `weights`: their load in each layer) dealt to k parts, heaviest first,
+    each to the part it leaves least loaded relative to capacity; None if one does not fit."""
+    share = weights / np.maximum(capacity, 1)
+    order = np.lexsort((np.arange(len(weights)), -share.max(axis=1)))
+    loads = np.zeros((k, weights.shape[1]))
+    part = np.empty(len(weights), np.int64)
+    for c in order:
+        after = ((loads + weights[c]) / np.maximum(capacity, 1)).max(axis=1)
+        p = int(np.argmin(after))
+        if after[p] > 1.0 + 1e-12 and weights[c].any():
+            return None
+        loads[p] += weights[c]
+        part[c] = p
+    return part
+
+
+def next_layer_nets(net, t: int, label: np.ndarray):
+    """Layer t's row classes as nets over the components (`label`, of layer t−1's rows) they read,
+    those reading two or more, identical nets as one: (indptr, pins, weights = rows reading so)."""
+    rows = net.class_rows(t)
+    n_comp = int(label.max()) + 1
+    pins = sp.csr_matrix((np.ones(rows.nnz, np.int8), label[rows.indices], rows.indptr.copy()),
+                         shape=(rows.shape[0], n_comp))
+    pins.sum_duplicates()  # a row class's distinct components, sorted (in place: hence the copy of
+    # indptr, which is the cached layer's own)
+    rows_in_class = np.bincount(net.classes(t), minlength=rows.shape[0])
+    cut_able = np.diff(pins.indptr) >= 2
+    pins, rows_in_class = pins[cut_able], rows_in_class[cut_able]
+    # Thousands of row classes read the same few components: one weighted net each (Mt-KaHyPar
+    # took 0.75 s on 4,096 nets over 16 vertices, the whole stretch's time at N = 65536).
+    same = identical_rows(pins)
+    first = first_index(same, int(same.max()) + 1) if same.size else same
+    nets = pins[first]
+    return nets.indptr.astype(np.int64), nets.indices.astype(np.int64), np.bincount(same, weights=rows_in_class).astype(np.int64)
+
+
+def lookahead_chain(net, t0: int, last: int, k: int, epsilon: float, solver=None, seed: int = 0,
+                    fresh_cut: bool = True) -> list[np.ndarray]:
+    """Layer partitions of t0, t0 + 1, ... (at most up to `last`) that send nothing among them:
+    the longest stretch of at least two layers whose closed components deal to k balanced parts.
+    Empty where no such stretch exists (a connected layer, or too few components).
+
+    Which components go together decides what the layer after the stretch pays: with a `solver`
+    they are partitioned with that layer's row classes as nets (a relabelled RadiX-Net's stretch
+    of strides 32..512 has 32 components that the next, stride-1 layer joins in a cycle: cut in two
+    arcs it sends 1,024 words at N = 16384, dealt blind 8,192); else, or where the cut is not
+    balanced in every layer, dealt heaviest first (`deal`). Not `fresh_cut`: a V-cycle improves
+    the dealt partition instead of a solve from scratch, which Mt-KaHyPar does in no less than
+    0.05–0.35 s however few the components (65536×24, K = 8: four such solves a chain start took
+    the partitioner from 19 to 24 s; V-cycles between chain starts, 21 s, and on relabelled
+    RadiX-Nets the same volumes within 0.01 %: a V-cycle alone was 10 % worse at K = 8)."""
+    found = None
+    for h, labels, count in closed_components(net, t0, last, k):
+        if h == 0:
+            continue
+        layers = range(t0, t0 + h + 1)
+        weights = np.stack([np.bincount(lab, weights=net.rw(t), minlength=count)
+                            for t, lab in zip(layers, labels)], axis=1)
+        capacity = np.array([layer_capacity(net.rw(t), k, epsilon) for t in layers], np.float64)
+        part = deal(weights, capacity, k)
+        if part is None:
+            break
+        found = labels, weights, capacity, part
+    if found is None:
+        return []
+    labels, weights, capacity, part = found
+    after = t0 + len(labels)
+    if solver is not None and after <= len(net) and len(weights) > k:
+        indptr, pins, net_weights = next_layer_nets(net, after, labels[-1])
+        if indptr.size > 1:
+            total = np.round(weights.sum(axis=1)).astype(np.int64)
+            if fresh_cut or not solver.improves:
+                cut = solver.solve(len(weights), indptr, pins, k, epsilon, seed, total, net_weights=net_weights)
+            else:
+                cut = solver.improve(len(weights), indptr, pins, k, epsilon, seed, total, part, net_weights=net_weights)
+            cut = cut.partition
+            loads = np.stack([np.bincount(cut, weights=weights[:, i], minlength=k) for i in range(weights.shape[1])], axis=1)
+            if (loads <= capacity[None, :]).all():
+                part = np.asarray(cut, np.int64)
+    return [part[lab].astype(id_dtype(k)) for lab in labels]
