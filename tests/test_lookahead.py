@@ -113,3 +113,17 @@ def test_partitions_that_differ_only_in_names_are_one_candidate():
     a = np.array([0, 0, 1, 2, 1], np.uint8)
     assert same_up_to_names(a) == same_up_to_names(np.array([2, 2, 0, 1, 0], np.uint8))
     assert same_up_to_names(a) != same_up_to_names(np.array([0, 1, 1, 2, 1], np.uint8))
+
+
+def test_same_seed_same_bytes_with_stretches_between_spaced_starts(monkeypatch):
+    """The stretches' cuts are Mt-KaHyPar calls in the chain workers, V-cycles between starts:
+    each worker's share and order are fixed, so a seed still gives one partition. Chains every
+    third layer forced on a small network so that there are stretches between starts."""
+    import spdnn.partition as partition
+
+    monkeypatch.setattr(partition, "chain_window", lambda net, k: (6, 3))
+    layers, widths, _ = relabelled_radixnet(N, 12, seed=4)
+    a, metrics = partition.partition_network(layers, widths, 2, "hypergraph", EPS, 3, jobs=2)
+    b, _ = partition.partition_network(layers, widths, 2, "hypergraph", EPS, 3, jobs=2)
+    np.testing.assert_array_equal(a, b)
+    assert metrics["balanced"] and metrics["chain_stride"] == 3
