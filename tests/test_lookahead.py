@@ -46,7 +46,7 @@ def test_a_stretch_sends_nothing_inside_is_balanced_and_follows_the_groups(k, t0
         assert all(np.unique(by_group[residue == r]).size == 1 for r in range(residues))
         if i:
             assert layer_volume(net, t, chain[i - 1], part, k) == 0
-    assert [c for _, _, c in closed_components(net, t0, t0 + length - 1, k)] == [residues] * length
+    assert [len(w) for _, w in closed_components(net, t0, t0 + length - 1, k)] == [residues] * length
 
 
 def test_the_layer_after_the_stretch_decides_which_components_go_together():

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from .arrays import compiled, distinct, first_of_groups, number_by_first, ranges
+from .arrays import compiled, distinct, first_index, first_of_groups, number_by_first, ranges
 from .atomic import atomic_path
 
 
@@ -70,6 +70,22 @@ def _first_rows_by_bytes(m) -> np.ndarray:
     """The first row with each row's column list, by exact keys: a Python loop over the rows."""
     seen: dict[bytes, int] = {}
     return np.array([seen.setdefault(m.indices[m.indptr[i]:m.indptr[i + 1]].tobytes(), i) for i in range(m.shape[0])])
+
+
+def merge_nets(sizes: np.ndarray, pins: np.ndarray, nv: int, weights: np.ndarray | None = None):
+    """(indptr, pins, weights): nets given as runs of distinct `pins` (`sizes` per net) over `nv`
+    vertices; those with fewer than two pins dropped (they cost nothing), those with the same pins
+    merged into one whose weight is their number, or the sum of their `weights` (same km1, fewer
+    nets to solve)."""
+    indptr = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    keep = np.flatnonzero(sizes >= 2)
+    m = sp.csr_matrix((np.ones(pins.size, np.int8), pins, indptr), shape=(sizes.size, nv))[keep]
+    if m.shape[0] == 0:
+        return np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    same = identical_rows(m)
+    merged = np.bincount(same, weights=None if weights is None else weights[keep])
+    m = m[first_index(same, merged.size)]
+    return m.indptr.astype(np.int64), m.indices.astype(np.int64), merged.astype(np.int64)
 
 
 def vertex_offsets(widths) -> np.ndarray:

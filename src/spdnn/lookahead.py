@@ -15,8 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from .arrays import first_index
-from .hypergraph import identical_rows
+from .hypergraph import merge_nets
 from .partition_io import id_dtype
 from .volume import layer_capacity
 
@@ -34,33 +33,43 @@ def _merge(n_old: int, inputs_label: np.ndarray, rows) -> tuple[np.ndarray, np.n
 
 
 def closed_components(net, t0: int, last: int, k: int):
-    """Yield (h, row labels of layers t0..t0+h, count) for h = 0, 1, ... while at least k
-    components remain, labels of rows through their classes of identical rows (`net.classes`)."""
+    """Yield (labels, weights) for the stretches t0..t0 + h, h = 0, 1, ..., while at least k
+    components remain: labels[i] the component of each class of identical rows (`net.classes`)
+    of layer t0 + i, weights[c, i] component c's load in that layer. Labels are kept per class,
+    16× fewer than rows on RadiX-Net layers, since each level renames those of every layer."""
     n_in = net.widths[t0 - 1]
     # Layer t0: its rows and its inputs in one graph, so rows sharing an input are joined.
-    _, row_label, count = _merge(n_in, np.arange(n_in), net.class_rows(t0))
-    _, row_label = np.unique(row_label, return_inverse=True)  # number the row classes' components 0..
-    count = int(row_label.max()) + 1 if row_label.size else 0
-    labels = [row_label[net.classes(t0)]]
+    _, label, _ = _merge(n_in, np.arange(n_in), net.class_rows(t0))
+    _, label = np.unique(label, return_inverse=True)  # the components of rows only, numbered 0..
+    count = int(label.max()) + 1 if label.size else 0
+    labels, class_loads = [], []
     for t in range(t0, last + 1):
+        if t > t0:  # layer t's rows joined to the components they read
+            renamed, label, count = _merge(count, labels[-1][net.classes(t - 1)], net.class_rows(t))
+            labels = [renamed[lab] for lab in labels]
+        labels.append(label)
+        class_loads.append(np.bincount(net.classes(t), weights=net.rw(t), minlength=label.size))
         if count < k:
             return
-        yield t - t0, labels, count
-        if t == last:
-            return
-        renamed, row_label, count = _merge(count, labels[-1], net.class_rows(t + 1))
-        labels = [renamed[lab] for lab in labels] + [row_label[net.classes(t + 1)]]
+        yield labels, np.stack([np.bincount(lab, weights=w, minlength=count) for lab, w in zip(labels, class_loads)],
+                               axis=1)
+
+
+def component_loads(part: np.ndarray, weights: np.ndarray, k: int) -> np.ndarray:
+    """[part, layer]: the load of components dealt as `part`, from their loads `weights` [component, layer]."""
+    return np.stack([np.bincount(part, weights=w, minlength=k) for w in weights.T], axis=1)
 
 
 def deal(weights: np.ndarray, capacity: np.ndarray, k: int) -> np.ndarray | None:
     """Components (rows of `weights`: their load in each layer) dealt to k parts, heaviest first,
     each to the part it leaves least loaded relative to capacity; None if one does not fit."""
-    share = weights / np.maximum(capacity, 1)
+    room = np.maximum(capacity, 1)
+    share = weights / room
     order = np.lexsort((np.arange(len(weights)), -share.max(axis=1)))
     loads = np.zeros((k, weights.shape[1]))
     part = np.empty(len(weights), np.int64)
     for c in order:
-        after = ((loads + weights[c]) / np.maximum(capacity, 1)).max(axis=1)
+        after = ((loads + weights[c]) / room).max(axis=1)
         p = int(np.argmin(after))
         if after[p] > 1.0 + 1e-12 and weights[c].any():
             return None
@@ -78,15 +87,10 @@ def next_layer_nets(net, t: int, label: np.ndarray):
                          shape=(rows.shape[0], n_comp))
     pins.sum_duplicates()  # a row class's distinct components, sorted (in place: hence the copy of
     # indptr, which is the cached layer's own)
-    rows_in_class = np.bincount(net.classes(t), minlength=rows.shape[0])
-    cut_able = np.diff(pins.indptr) >= 2
-    pins, rows_in_class = pins[cut_able], rows_in_class[cut_able]
     # Thousands of row classes read the same few components: one weighted net each (Mt-KaHyPar
     # took 0.75 s on 4,096 nets over 16 vertices, the whole stretch's time at N = 65536).
-    same = identical_rows(pins)
-    first = first_index(same, int(same.max()) + 1) if same.size else same
-    nets = pins[first]
-    return nets.indptr.astype(np.int64), nets.indices.astype(np.int64), np.bincount(same, weights=rows_in_class).astype(np.int64)
+    return merge_nets(np.diff(pins.indptr), pins.indices, n_comp,
+                      np.bincount(net.classes(t), minlength=rows.shape[0]))
 
 
 def lookahead_chain(net, t0: int, last: int, k: int, epsilon: float, solver=None, seed: int = 0,
@@ -107,35 +111,30 @@ def lookahead_chain(net, t0: int, last: int, k: int, epsilon: float, solver=None
     # Deepest first: a component heavier than a part's capacity anywhere ends the stretch (cheap);
     # then the deal (a loop over the components: 0.2 s for 40,000 of them) is tried from the
     # deepest level back, usually once.
-    levels = []
-    for h, labels, count in closed_components(net, t0, last, k):
-        layers = range(t0, t0 + h + 1)
-        weights = np.stack([np.bincount(lab, weights=net.rw(t), minlength=count)
-                            for t, lab in zip(layers, labels)], axis=1)
-        capacity = np.array([layer_capacity(net.rw(t), k, epsilon) for t in layers], np.float64)
-        if (weights > capacity[None, :]).any():
+    capacity, levels = [], []
+    for labels, weights in closed_components(net, t0, last, k):
+        capacity.append(layer_capacity(net.rw(t0 + len(capacity)), k, epsilon))
+        if (weights > np.array(capacity)).any():
             break
-        levels.append((labels, weights, capacity))
-    found = None
-    for labels, weights, capacity in reversed(levels[1:]):  # a stretch has two layers or more
-        part = deal(weights, capacity, k)
+        levels.append((labels, weights))
+    capacity = np.array(capacity, np.float64)
+    for labels, weights in reversed(levels[1:]):  # a stretch has two layers or more
+        part = deal(weights, capacity[:len(labels)], k)
         if part is not None:
-            found = labels, weights, capacity, part
             break
-    if found is None:
+    else:
         return []
-    labels, weights, capacity, part = found
-    after = t0 + len(labels)
+    layers = range(t0, t0 + len(labels))
+    capacity = capacity[:len(labels)]
+    after = layers[-1] + 1
     if solver is not None and after <= len(net) and len(weights) > k:
-        indptr, pins, net_weights = next_layer_nets(net, after, labels[-1])
+        indptr, pins, net_weights = next_layer_nets(net, after, labels[-1][net.classes(after - 1)])
         if indptr.size > 1:
             total = np.round(weights.sum(axis=1)).astype(np.int64)
             if fresh_cut or not solver.improves:
                 cut = solver.solve(len(weights), indptr, pins, k, epsilon, seed, total, net_weights=net_weights)
             else:
                 cut = solver.improve(len(weights), indptr, pins, k, epsilon, seed, total, part, net_weights=net_weights)
-            cut = cut.partition
-            loads = np.stack([np.bincount(cut, weights=weights[:, i], minlength=k) for i in range(weights.shape[1])], axis=1)
-            if (loads <= capacity[None, :]).all():
-                part = np.asarray(cut, np.int64)
-    return [part[lab].astype(id_dtype(k)) for lab in labels]
+            if (component_loads(cut.partition, weights, k) <= capacity).all():
+                part = np.asarray(cut.partition, np.int64)
+    return [part[lab][net.classes(t)].astype(id_dtype(k)) for t, lab in zip(layers, labels)]

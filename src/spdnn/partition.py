@@ -56,7 +56,7 @@ import scipy.sparse as sp
 
 from .arrays import distinct, first_index, first_of_groups, number_by_first
 from .errors import UserError, WorkerError
-from .hypergraph import identical_rows
+from .hypergraph import identical_rows, merge_nets
 from .lookahead import lookahead_chain
 from .partition_io import id_dtype
 from .partitioner import Solver
@@ -252,19 +252,6 @@ def _led_nets(lead, counts: np.ndarray, members: np.ndarray):
     return sizes, pins
 
 
-def merge_nets(sizes: np.ndarray, pins: np.ndarray, nv: int):
-    """(indptr, pins, weights): nets with fewer than two pins dropped (they cost nothing), nets with
-    the same pins merged into one whose weight is their number (same km1, fewer nets to solve)."""
-    indptr = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    m = sp.csr_matrix((np.ones(pins.size, np.int8), pins, indptr), shape=(sizes.size, nv))[np.flatnonzero(sizes >= 2)]
-    if m.shape[0] == 0:
-        return np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
-    same = identical_rows(m)
-    weights = np.bincount(same)
-    m = m[first_index(same, weights.size)]
-    return m.indptr.astype(np.int64), m.indices.astype(np.int64), weights.astype(np.int64)
-
-
 def layer_subproblem(net: Layers, t: int, parts, k: int):
     """Hypergraph whose (weighted) km1 is exactly the volume of the nets touching layer t's rows,
     for any layer partition that keeps each class of identical rows (`mergeable_rows`) together.
@@ -415,12 +402,27 @@ def best_relabel(w, part_in: np.ndarray, part_out: np.ndarray, k: int, held=None
     return int(held.sum() - together[rows, cols].sum()), rename
 
 
+def chain_from(net: Layers, s, last, k, epsilon, seed, solver, threads, at_start: bool):
+    """One candidate chain from layer s: its lookahead stretch (`lookahead_chain`), then, at a
+    chain start, the layers up to `last` swept on from its end (from s partitioned on its own
+    where there is no stretch). Between starts the stretch alone: no layer solved, its cut a
+    V-cycle from the dealt components (fresh solves' floor cost a quarter of the time at
+    N = 65536). Returns [(t, layer partition), ...]."""
+    L = len(net)
+    ahead = lookahead_chain(net, s, last, k, epsilon, solver, seed + 7 * L * s, fresh_cut=at_start)
+    chain = [None] * (L + 1)
+    chain[s:s + len(ahead)] = ahead
+    end = last if at_start else s + len(ahead) - 1
+    for t in range(s + len(ahead), end + 1):
+        chain[t], _ = solve_layer(net, t, chain, k, epsilon, seed + 7 * L * s + t, solver, threads)
+        rebalance_layer(net, chain, t, k, epsilon)
+    return [(t, chain[t]) for t in range(s, end + 1)]
+
+
 def chains_from(net: Layers, k, epsilon, seed, solver, threads, window, starts, progress=None, stride=1):
-    """For each start layer t0: the layers from t0 on that can send nothing among them
-    (`lookahead_chain`; at least two, else t0 partitioned on its own, no neighbours), then the
-    rest of `window` layers swept from there; and from each layer between t0 and the next
-    start (`stride`), the lookahead stretch alone, which needs no solve. Returns [(start, t,
-    layer partition), ...] in order. Progress: the layers up to the next start's."""
+    """A chain of `window` layers from each start layer t0, and a lookahead stretch from each
+    layer between t0 and the next start (`stride`; `chain_from`). Returns [(chain's first layer,
+    t, layer partition), ...] in order. Progress: the layers up to the next start's."""
     L = len(net)
     out = []
     # The next chain starts on a layer this one read: keep a window of layers (12-layer chains
@@ -429,18 +431,8 @@ def chains_from(net: Layers, k, epsilon, seed, solver, threads, window, starts, 
     with net.keeping(window + 1):
         for t0, after in zip(starts, [*starts[1:], L + 1]):
             for s in range(t0, min(L, t0 + stride - 1) + 1):
-                chain = [None] * (L + 1)
                 last = min(L, s + window - 1)
-                # A fresh cut at the chain's start, V-cycles from the dealt one between starts: the
-                # fresh solves' floor cost a quarter of the time at N = 65536 (`lookahead_chain`).
-                ahead = lookahead_chain(net, s, last, k, epsilon, solver, seed + 7 * L * s, fresh_cut=s == t0)
-                for t in range(s, last + 1 if s == t0 else s + len(ahead)):
-                    if t - s < len(ahead):
-                        chain[t] = ahead[t - s]
-                    else:
-                        chain[t], _ = solve_layer(net, t, chain, k, epsilon, seed + 7 * L * s + t, solver, threads)
-                        rebalance_layer(net, chain, t, k, epsilon)
-                    out.append((s, t, chain[t]))
+                out += [(s, t, part) for t, part in chain_from(net, s, last, k, epsilon, seed, solver, threads, s == t0)]
             if progress:
                 progress("candidates", after - 1, L)
     return out
@@ -602,10 +594,7 @@ def sweep_and_candidates(net: Layers, k, epsilon, seed, solver, threads, window,
 def same_up_to_names(part: np.ndarray) -> bytes:
     """A key equal for two layer partitions exactly when they differ only in the parts' names:
     the parts renamed in order of their first row."""
-    names, first = np.unique(part, return_index=True)
-    rename = np.zeros(int(names.max()) + 1 if names.size else 0, np.int64)
-    rename[names[np.argsort(first)]] = np.arange(names.size)
-    return hashlib.sha1(rename[part].astype(np.int32).tobytes()).digest()
+    return hashlib.sha1(number_by_first(first_of_groups(part)).astype(np.int32).tobytes()).digest()
 
 
 def transitions(net: Layers, k, items, tick=lambda: None):
