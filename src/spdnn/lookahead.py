@@ -15,6 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
+from .arrays import distinct, first_of_groups, number_by_first
 from .hypergraph import merge_nets
 from .partition_io import id_dtype
 from .volume import layer_capacity
@@ -94,10 +95,12 @@ def next_layer_nets(net, t: int, label: np.ndarray):
 
 
 def lookahead_chain(net, t0: int, last: int, k: int, epsilon: float, solver=None, seed: int = 0,
-                    fresh_cut: bool = True) -> list[np.ndarray]:
+                    fresh_cut: bool = True, min_layers: int = 2) -> list[np.ndarray]:
     """Layer partitions of t0, t0 + 1, ... (at most up to `last`) that send nothing among them:
-    the longest stretch of at least two layers whose closed components deal to k balanced parts.
-    Empty where no such stretch exists (a connected layer, or too few components).
+    the longest stretch of at least `min_layers` layers whose closed components deal to k balanced
+    parts. Empty where no such stretch exists (a connected layer, or too few components). A
+    stretch of one layer reads each of its inputs from one part only (what a carried chain,
+    `partition.carried_chain`, starts from).
 
     Which components go together decides what the layer after the stretch pays: with a `solver`
     they are partitioned with that layer's row classes as nets (a relabelled RadiX-Net's stretch
@@ -118,7 +121,7 @@ def lookahead_chain(net, t0: int, last: int, k: int, epsilon: float, solver=None
             break
         levels.append((labels, weights))
     capacity = np.array(capacity, np.float64)
-    for labels, weights in reversed(levels[1:]):  # a stretch has two layers or more
+    for labels, weights in reversed(levels[min_layers - 1:]):
         part = deal(weights, capacity[:len(labels)], k)
         if part is not None:
             break
@@ -138,3 +141,25 @@ def lookahead_chain(net, t0: int, last: int, k: int, epsilon: float, solver=None
             if (component_loads(cut.partition, weights, k) <= capacity).all():
                 part = np.asarray(cut.partition, np.int64)
     return [part[lab][net.classes(t)].astype(id_dtype(k)) for t, lab in zip(layers, labels)]
+
+
+def read_set_groups(net, t: int, before: np.ndarray, k: int, capacity: float) -> np.ndarray:
+    """Layer t's row classes grouped by the set of parts (of `before`, layer t − 1's partition)
+    whose neurons they read; a group heavier than `capacity` is left as its classes. Ids numbered
+    by first class. Kept together, the groups carry `before`'s structure on: where layer t − 1
+    pairs the groups c and c + 32 of a relabelled radix-2 RadiX-Net (1024 wide, K = 32), rows c and
+    c + 32 of the next layer read the same two parts whatever its stride, so the pairs go on."""
+    rows = net.class_rows(t)
+    n_cls = rows.shape[0]
+    row = np.repeat(np.arange(n_cls, dtype=np.int64), np.diff(rows.indptr))
+    cls, part = np.divmod(distinct(row * k + before[rows.indices].astype(np.int64), limit=n_cls * k), k)
+    bits = np.zeros((n_cls, (k + 63) // 64), np.uint64)  # the set as a bit mask
+    np.bitwise_or.at(bits, (cls, part // 64), np.left_shift(np.uint64(1), (part % 64).astype(np.uint64)))
+    order = np.lexsort(bits.T)
+    new = np.concatenate([[True], (bits[order][1:] != bits[order][:-1]).any(axis=1)])
+    group = np.empty(n_cls, np.int64)
+    group[order] = np.cumsum(new) - 1
+    load = np.bincount(net.classes(t), weights=net.rw(t), minlength=n_cls)
+    heavy = np.bincount(group, weights=load) > capacity
+    key = np.where(heavy[group], group.size + np.arange(n_cls), group)
+    return number_by_first(first_of_groups(key))

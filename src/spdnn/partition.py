@@ -18,8 +18,10 @@ vertices on Graph Challenge layers (1024×120, sweep at K=32: 10 s instead of 68
   own, then swept window−1 layers on, the window spanning the period of RadiX-Net structure, a
   chain from every layer where layers are small and from every few on wider ones:
   `chain_window`; a chain starts with the layers that can send nothing among them, where there
-  are two or more, and every layer between chain starts offers those alone: `lookahead.py`)
-  and the cheapest sequence of candidates by dynamic programming over the
+  are two or more, and every layer between chain starts offers those alone: `lookahead.py`;
+  where chains are shorter than that period, a start that reads each input from one part is
+  also carried on through the period with each layer's rows grouped by the parts they read:
+  `carried_chain`) and the cheapest sequence of candidates by dynamic programming over the
   layers, each candidate's part names matched to the previous layer's by the Hungarian method
   (exact for a pair of layers; the sweep itself is a candidate, so never worse); then
   block-coordinate descent passes that re-solve each layer with *both* neighbours fixed
@@ -57,7 +59,7 @@ import scipy.sparse as sp
 from .arrays import distinct, first_index, first_of_groups, number_by_first
 from .errors import UserError, WorkerError
 from .hypergraph import identical_rows, merge_nets
-from .lookahead import lookahead_chain
+from .lookahead import lookahead_chain, read_set_groups
 from .partition_io import id_dtype
 from .partitioner import Solver
 from .progress import every_tenth
@@ -86,9 +88,10 @@ def chain_window(net: Layers, k: int) -> tuple[int, int]:
     the same time. A period with no such divisor (a prime), or K² > G: 3-layer chains from every
     layer (a part index that takes more than half of a group index's bits must change at most
     layers anyway: at K = 32 on 1024-wide networks 6-layer chains bought 0.04 % for 1.8× the
-    time). Layer 1 decides: no extra pass over the file."""
+    time; what they miss, carried chains recover: `carry_length`). Layer 1 decides: no extra pass
+    over the file."""
     g = net.num_classes(1)
-    period = (g - 1).bit_length()  # ⌈log2 G⌉
+    period = structure_period(net)
     if k * k > g:
         return WINDOW, 1
     if g <= LONG_WINDOW_MAX_CLASSES:
@@ -97,6 +100,24 @@ def chain_window(net: Layers, k: int) -> tuple[int, int]:
     if not divisors or period > STRIDED_WINDOW_MAX:
         return WINDOW, 1
     return period, min(divisors, key=lambda d: (abs(3 * d - period), d))
+
+
+def structure_period(net: Layers) -> int:
+    """⌈log2 G⌉, G the row classes of layer 1: the layers a RadiX-Net's structure repeats in."""
+    return (net.num_classes(1) - 1).bit_length()
+
+
+def carry_length(net: Layers, k: int) -> int:
+    """Layers a chain start that reads every input from one part is carried on by its read sets
+    (`carried_chain`): the structure's period where chains are the shortest (`chain_window`: K² > G
+    or no spaced period), else 0. There a chain ends before the structure comes round again: on a
+    relabelled radix-2 RadiX-Net at K = 32, 1024 wide, the layer of stride 32 is free when both it
+    and the layer before pair the groups c and c + 32, and no 3-layer chain or solve sees why the
+    layer before should (every pairing costs it the same); carried from the last layer of stride 32,
+    the pairs come round (112,128 → 102,400 words over 120 layers, the bit-partition reference)."""
+    window, _ = chain_window(net, k)
+    period = structure_period(net)
+    return period if window == WINDOW < period else 0
 
 
 class Layers:
@@ -295,6 +316,23 @@ def layer_subproblem(net: Layers, t: int, parts, k: int):
     return nv, indptr, pins, net_weights, weights, fixed
 
 
+def merge_free_vertices(group: np.ndarray, subproblem):
+    """A layer subproblem (`layer_subproblem`) with its class vertices merged into `group`s (a
+    group id per class), the other vertices renumbered after them: fewer vertices, the same km1
+    for every partition that keeps each group together."""
+    nv, indptr, pins, net_weights, weights, fixed = subproblem
+    n_cls, n_grp = group.size, int(group.max()) + 1
+    n = nv - n_cls + n_grp
+    vertex = np.concatenate([group.astype(np.int64), n_grp + np.arange(nv - n_cls, dtype=np.int64)])
+    m = sp.csr_matrix((np.ones(pins.size, np.int8), vertex[pins], indptr.copy()), shape=(indptr.size - 1, n))
+    m.sum_duplicates()  # a net's pins distinct again
+    indptr, pins, net_weights = merge_nets(np.diff(m.indptr), m.indices.astype(np.int64), n, net_weights)
+    weights = np.concatenate([np.bincount(group, weights=weights[:n_cls], minlength=n_grp).astype(np.int64),
+                              weights[n_cls:]])
+    fixed = np.concatenate([np.full(n_grp, -1, np.int64), fixed[n_cls:]])
+    return n, indptr, pins, net_weights, weights, fixed
+
+
 def mergeable_rows(w) -> np.ndarray:
     """Rows that move as one vertex: identical non-empty rows. Empty rows (dead neurons of a pruned
     layer) read nothing, so merging them gains nothing and would tie all their readers together."""
@@ -307,12 +345,17 @@ def mergeable_rows(w) -> np.ndarray:
     return classes
 
 
-def solve_layer(net: Layers, t: int, parts, k, epsilon, seed, solver, threads, start=None):
+def solve_layer(net: Layers, t: int, parts, k, epsilon, seed, solver, threads, start=None, group=None):
     """Partition layer t (and layer 0 when t = 1 and it is unplaced) against its fixed neighbours;
-    from scratch, or by V-cycles from `start` (a partition of layer t, layer 0 placed)."""
-    nv, indptr, pins, net_weights, weights, fixed = layer_subproblem(net, t, parts, k)
+    from scratch, or by V-cycles from `start` (a partition of layer t, layer 0 placed). With
+    `group` (an id per row class) each group of classes stays together."""
+    subproblem = layer_subproblem(net, t, parts, k)
     classes = net.classes(t)
-    n_cls = net.num_classes(t)
+    if group is not None:
+        subproblem = merge_free_vertices(group, subproblem)
+        classes = group[classes]
+    nv, indptr, pins, net_weights, weights, fixed = subproblem
+    n_cls = int(classes.max()) + 1 if classes.size else 0
     if indptr.size <= 1:  # nothing to cut (an empty layer): any balanced split is optimal
         block = split_by_load(np.arange(nv), weights, k)
     elif start is not None:  # a class starts where its first row is (rebalancing may have split it)
@@ -402,14 +445,15 @@ def best_relabel(w, part_in: np.ndarray, part_out: np.ndarray, k: int, held=None
     return int(held.sum() - together[rows, cols].sum()), rename
 
 
-def chain_from(net: Layers, s, last, k, epsilon, seed, solver, threads, at_start: bool):
-    """One candidate chain from layer s: its lookahead stretch (`lookahead_chain`), then, at a
-    chain start, the layers up to `last` swept on from its end (from s partitioned on its own
-    where there is no stretch). Between starts the stretch alone: no layer solved, its cut a
-    V-cycle from the dealt components (fresh solves' floor cost a quarter of the time at
-    N = 65536). Returns [(t, layer partition), ...]."""
+def chain_from(net: Layers, s, last, k, epsilon, seed, solver, threads, at_start: bool, min_stretch: int = 2):
+    """One candidate chain from layer s: its lookahead stretch (`lookahead_chain`, at least
+    `min_stretch` layers), then, at a chain start, the layers up to `last` swept on from its end
+    (from s partitioned on its own where there is no stretch). Between starts the stretch alone:
+    no layer solved, its cut a V-cycle from the dealt components (fresh solves' floor cost a
+    quarter of the time at N = 65536). Returns [(t, layer partition), ...]."""
     L = len(net)
-    ahead = lookahead_chain(net, s, last, k, epsilon, solver, seed + 7 * L * s, fresh_cut=at_start)
+    ahead = lookahead_chain(net, s, last, k, epsilon, solver, seed + 7 * L * s, fresh_cut=at_start,
+                            min_layers=min_stretch)
     chain = [None] * (L + 1)
     chain[s:s + len(ahead)] = ahead
     end = last if at_start else s + len(ahead) - 1
@@ -419,30 +463,75 @@ def chain_from(net: Layers, s, last, k, epsilon, seed, solver, threads, at_start
     return [(t, chain[t]) for t in range(s, end + 1)]
 
 
-def chains_from(net: Layers, k, epsilon, seed, solver, threads, window, starts, progress=None, stride=1):
+def chains_from(net: Layers, k, epsilon, seed, solver, threads, window, starts, progress=None, stride=1, carry=0):
     """A chain of `window` layers from each start layer t0, and a lookahead stretch from each
-    layer between t0 and the next start (`stride`; `chain_from`). Returns [(chain's first layer,
-    t, layer partition), ...] in order. Progress: the layers up to the next start's."""
+    layer between t0 and the next start (`stride`; `chain_from`). With `carry` (`carry_length`),
+    a chain whose first layers read every input from one part is also carried `carry` layers on
+    from the last of them (`carried_chain`), unless an earlier carried chain reaches past it (so
+    at most one grouped solve a layer). Returns [(chain's first layer, t, layer partition), ...]
+    in order. Progress: the layers up to the next start's."""
     L = len(net)
     out = []
+    carried_to = 0
     # The next chain starts on a layer this one read: keep a window of layers (12-layer chains
     # every 4th layer read each layer three times with the default few, a fifth of the
     # partitioner's time at 65536×120).
-    with net.keeping(window + 1):
+    with net.keeping(max(window, carry) + 1):
         for t0, after in zip(starts, [*starts[1:], L + 1]):
             for s in range(t0, min(L, t0 + stride - 1) + 1):
                 last = min(L, s + window - 1)
-                out += [(s, t, part) for t, part in chain_from(net, s, last, k, epsilon, seed, solver, threads, s == t0)]
+                chain = chain_from(net, s, last, k, epsilon, seed, solver, threads, s == t0, 1 if carry else 2)
+                out += [(s, t, part) for t, part in chain]
+                base = free_run_end(net, chain, k) if carry and s == t0 else None
+                if base is not None and base >= carried_to and base < L:
+                    carried_to = min(L, base + carry)
+                    out += [(s, t, part) for t, part in carried_chain(net, chain[base - s][1], base, carried_to, k,
+                                                                      epsilon, seed + 7 * L * s + 3 * L, solver, threads)]
             if progress:
                 progress("candidates", after - 1, L)
     return out
 
 
-def _sweep_and_chains(net, k, epsilon, seed, solver, window, stride, share, tick):
+def free_run_end(net: Layers, chain, k) -> int | None:
+    """The last layer of a chain's [(t, partition), ...] leading run whose layers read each of their
+    inputs from one part (the first layer's readers alone; the next ones sending nothing), or None
+    where the first layer reads some input from two parts."""
+    (s, first), rest = chain[0], chain[1:]
+    if layer_reader_parts(net, s, first, k).sum(axis=1).max(initial=0) > 1:
+        return None
+    end, before = s, first
+    for t, part in rest:
+        if layer_volume(net, t, before, part, k):
+            break
+        end, before = t, part
+    return end
+
+
+def carried_chain(net: Layers, start: np.ndarray, t0: int, last: int, k, epsilon, seed, solver, threads):
+    """Layers t0 + 1..last after layer t0's partition `start`, each solved with its row classes
+    merged by the parts they read in the layer before (`read_set_groups`): the structure of
+    `start` carried on as far as the layers let it, where a solve of the classes alone picks any of
+    many equally cheap partitions (`carry_length`). Returns [(t, layer partition), ...]."""
+    parts = [None] * (len(net) + 1)
+    parts[t0] = start
+    for t in range(t0 + 1, last + 1):
+        capacity = layer_capacity(net.rw(t), k, epsilon)
+        group = read_set_groups(net, t, parts[t - 1], k, capacity)
+        parts[t], _ = solve_layer(net, t, parts, k, epsilon, seed + t, solver, threads, group=group)
+        if np.bincount(parts[t], weights=net.rw(t), minlength=k).max() > capacity and solver.improves:
+            # Groups near a part's load may not pack into K parts (65536 wide, K = 128: a thousand
+            # rows over, moved one by one by the repair, 7 s a layer): V-cycles with the classes
+            # free balance it and keep most of the groups together.
+            parts[t], _ = solve_layer(net, t, parts, k, epsilon, seed + t, solver, threads, start=parts[t])
+        rebalance_layer(net, parts, t, k, epsilon)
+    return [(t, parts[t]) for t in range(t0 + 1, last + 1)]
+
+
+def _sweep_and_chains(net, k, epsilon, seed, solver, window, stride, carry, share, tick):
     """One worker's share: the sweep if `share` asks for it, then its chain start layers."""
     with_sweep, starts = share
     swept = sweep(net, k, epsilon, seed, solver, 1, lambda *_: tick()) if with_sweep else None
-    return swept, chains_from(net, k, epsilon, seed, solver, 1, window, starts, lambda *_: tick(), stride)
+    return swept, chains_from(net, k, epsilon, seed, solver, 1, window, starts, lambda *_: tick(), stride, carry)
 
 
 PARALLEL_METRICS_NEURONS = 1 << 20  # below this the metrics pass takes seconds: not worth two spawns
@@ -559,11 +648,13 @@ def _run_share(task, common, share, index, results):
         results.put((index, False, f"{e.__class__.__name__}: {e}"))
 
 
-def sweep_and_candidates(net: Layers, k, epsilon, seed, solver, threads, window, progress=None, jobs=1, stride=1):
+def sweep_and_candidates(net: Layers, k, epsilon, seed, solver, threads, window, progress=None, jobs=1, stride=1,
+                         carry=0):
     """The sweep, and extra candidate partitions per layer (`chains_from`): they carry
     each layer's own structure, which a sweep started elsewhere can lose for good (a RadiX-Net
     block changes structure every few layers); a chain of `window` layers from every `stride`-th
-    layer (`chain_window`). Returns (sweep's layer partitions, candidates per
+    layer (`chain_window`), carried on `carry` layers from free starts (`carry_length`). Returns
+    (sweep's layer partitions, candidates per
     layer, the sweep first).
 
     With `jobs` > 1 the chains, which do not depend on the sweep, run beside it: worker 0 sweeps
@@ -573,14 +664,15 @@ def sweep_and_candidates(net: Layers, k, epsilon, seed, solver, threads, window,
         shares = chain_shares(L, window, jobs, sweep_cost=sweep_solve_cost(max(net.widths[1:])), stride=stride)
         stage = f"sweep and candidates ({jobs} processes)"
         units = L + sum(map(len, shares))  # a unit: a layer swept or a chain
-        done = in_processes(_sweep_and_chains, (net, k, epsilon, seed, solver, window, stride),
+        done = in_processes(_sweep_and_chains, (net, k, epsilon, seed, solver, window, stride, carry),
                             [(w == 0, starts) for w, starts in enumerate(shares)],
                             progress and (lambda n: progress(stage, n, units)))
         swept = done[0][0]
         triples = sorted((t for _, share in done for t in share), key=lambda x: (x[0], x[1]))
     else:
         swept = sweep(net, k, epsilon, seed, solver, threads, progress)
-        triples = chains_from(net, k, epsilon, seed, solver, threads, window, chain_starts(L, stride), progress, stride)
+        triples = chains_from(net, k, epsilon, seed, solver, threads, window, chain_starts(L, stride), progress, stride,
+                              carry)
     cands = [[] if t == 0 else [swept[t]] for t in range(L + 1)]  # the sweep first: never worse than it
     seen = [set() if t == 0 else {same_up_to_names(swept[t])} for t in range(L + 1)]
     for _, t, part in triples:  # by start layer: the same order whatever the split
@@ -791,7 +883,7 @@ def partition_network(layers, widths, k: int, method: str, epsilon: float = 0.03
     t0 = time.perf_counter()
     progress = _progress(method, k) if verbose else None
     L = len(net)
-    window = stride = None
+    window = stride = carry = None
     if k == 1:
         parts = [np.zeros(n, id_dtype(k)) for n in widths]
     elif method == "block":
@@ -803,7 +895,9 @@ def partition_network(layers, widths, k: int, method: str, epsilon: float = 0.03
             parts = sweep(net, k, epsilon, seed, solver, threads, progress)
         else:
             window, stride = chain_window(net, k)
-            parts, cands = sweep_and_candidates(net, k, epsilon, seed, solver, threads, window, progress, jobs, stride)
+            carry = carry_length(net, k)
+            parts, cands = sweep_and_candidates(net, k, epsilon, seed, solver, threads, window, progress, jobs, stride,
+                                                carry)
             parts, _ = choose_candidates(net, cands, k, progress, jobs)
             del cands
             parts = refine(net, parts, k, epsilon, seed, solver, threads, passes, progress, jobs)
@@ -818,6 +912,7 @@ def partition_network(layers, widths, k: int, method: str, epsilon: float = 0.03
         raise RuntimeError(f"{method}: layers {metrics['unbalanced_layers'][:5]} exceed the balance bound")
     metrics.update({"method": method, "seed": seed, "seconds": seconds,
                     "passes": passes if method == "hypergraph" else None, "window": window, "chain_stride": stride,
+                    "chain_carry": carry,
                     "preset": preset if method in ("hypergraph", "sweep") else None,
                     "backend": backend if method in ("hypergraph", "sweep") else None})
     return part, metrics
