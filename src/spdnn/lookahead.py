@@ -8,7 +8,11 @@ components can still be dealt to K parts within every layer's capacity gives the
 layers that can cost nothing inside. On a RadiX-Net its partitions keep the part-index bits that
 the stretch does not mix, the look-ahead construction of the hand-built reference (README,
 "Structure recovery"), found from the connectivity alone, whatever the neurons' names; on random
-and pruned layers the first layer is one component already and nothing is proposed."""
+and pruned layers the first layer is one component already and nothing is proposed.
+
+Where chains are too short to see the structure come round, a start that reads each input from
+one part is also carried on (`partition.carried_chain`): `read_set_groups` says which rows of
+the next layer read the same parts and so keep the start's structure when kept together."""
 from __future__ import annotations
 
 import numpy as np
