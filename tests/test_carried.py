@@ -126,3 +126,16 @@ def test_groups_that_do_not_pack_into_k_parts_are_balanced_by_v_cycles(monkeypat
     assert max(moved) <= 16  # a class at most left to the repair
     for t, part in carried:
         assert np.bincount(part, weights=net.rw(t), minlength=k).max() <= layer_capacity(net.rw(t), k, EPS)
+
+
+def test_a_start_that_says_nothing_about_the_next_layer_is_not_carried():
+    """One group a part (K = 64): the next layer's rows c read parts {c, c + s}, each its own set,
+    so grouping merges nothing and the carried chain would be the chain's own sweep again."""
+    from spdnn.partition import carried_chain
+    from spdnn.partitioner import Solver
+
+    layers, widths, groups = relabelled_radixnet(N, 4, seed=1)
+    net = Layers(layers, widths, balance=(64, EPS))
+    assert carried_chain(net, groups[1].astype(np.uint8), 1, 3, 64, EPS, 0, Solver(), 1) == []
+    pairs = (groups[1] % 32).astype(np.uint8)  # what the read sets of layer 2 do merge
+    assert [t for t, _ in carried_chain(net, pairs, 1, 3, 32, EPS, 0, Solver(), 1)] == [2, 3]

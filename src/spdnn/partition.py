@@ -483,10 +483,12 @@ def chains_from(net: Layers, k, epsilon, seed, solver, threads, window, starts, 
                 chain = chain_from(net, s, last, k, epsilon, seed, solver, threads, s == t0, 1 if carry else 2)
                 out += [(s, t, part) for t, part in chain]
                 base = free_run_end(net, chain, k) if carry and s == t0 else None
-                if base is not None and base >= carried_to and base < L:
-                    carried_to = min(L, base + carry)
-                    out += [(s, t, part) for t, part in carried_chain(net, chain[base - s][1], base, carried_to, k,
-                                                                      epsilon, seed + 7 * L * s + 3 * L, solver, threads)]
+                if base is not None and carried_to <= base < L:
+                    carried = carried_chain(net, chain[base - s][1], base, min(L, base + carry), k, epsilon,
+                                            seed + 7 * L * s + 3 * L, solver, threads)
+                    if carried:
+                        carried_to = carried[-1][0]
+                        out += [(s, t, part) for t, part in carried]
             if progress:
                 progress("candidates", after - 1, L)
     return out
@@ -511,12 +513,17 @@ def carried_chain(net: Layers, start: np.ndarray, t0: int, last: int, k, epsilon
     """Layers t0 + 1..last after layer t0's partition `start`, each solved with its row classes
     merged by the parts they read in the layer before (`read_set_groups`): the structure of
     `start` carried on as far as the layers let it, where a solve of the classes alone picks any of
-    many equally cheap partitions (`carry_length`). Returns [(t, layer partition), ...]."""
+    many equally cheap partitions (`carry_length`). Returns [(t, layer partition), ...], empty
+    where layer t0 + 1's read sets merge no two classes: `start` then says nothing about the next
+    layer, and carrying would repeat the chain's own sweep (the real network at K = 32: every free
+    start's next layer, 64 read sets for 64 classes, +17 % time for nothing)."""
     parts = [None] * (len(net) + 1)
     parts[t0] = start
     for t in range(t0 + 1, last + 1):
         capacity = layer_capacity(net.rw(t), k, epsilon)
         group = read_set_groups(net, t, parts[t - 1], k, capacity)
+        if t == t0 + 1 and group.max(initial=-1) + 1 == net.num_classes(t):
+            return []
         parts[t], _ = solve_layer(net, t, parts, k, epsilon, seed + t, solver, threads, group=group)
         if np.bincount(parts[t], weights=net.rw(t), minlength=k).max() > capacity and solver.improves:
             # Groups near a part's load may not pack into K parts (65536 wide, K = 128: a thousand
