@@ -19,8 +19,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from .arrays import distinct, first_of_groups, number_by_first
-from .hypergraph import merge_nets
+from .arrays import first_of_groups, number_by_first
+from .hypergraph import identical_rows, merge_nets
 from .partition_io import id_dtype
 from .volume import layer_capacity
 
@@ -83,15 +83,21 @@ def deal(weights: np.ndarray, capacity: np.ndarray, k: int) -> np.ndarray | None
     return part
 
 
+def labels_read(rows, label: np.ndarray, n_labels: int):
+    """CSR [row, label]: the distinct labels (`label` of each input) that each row of `rows` reads,
+    sorted."""
+    out = sp.csr_matrix((np.ones(rows.nnz, np.int8), label[rows.indices], rows.indptr.copy()),
+                        shape=(rows.shape[0], n_labels))
+    out.sum_duplicates()  # in place: hence the copy of indptr, which is the cached layer's own
+    return out
+
+
 def next_layer_nets(net, t: int, label: np.ndarray):
     """Layer t's row classes as nets over the components (`label`, of layer t−1's rows) they read,
     those reading two or more, identical nets as one: (indptr, pins, weights = rows reading so)."""
     rows = net.class_rows(t)
     n_comp = int(label.max()) + 1
-    pins = sp.csr_matrix((np.ones(rows.nnz, np.int8), label[rows.indices], rows.indptr.copy()),
-                         shape=(rows.shape[0], n_comp))
-    pins.sum_duplicates()  # a row class's distinct components, sorted (in place: hence the copy of
-    # indptr, which is the cached layer's own)
+    pins = labels_read(rows, label, n_comp)
     # Thousands of row classes read the same few components: one weighted net each (Mt-KaHyPar
     # took 0.75 s on 4,096 nets over 16 vertices, the whole stretch's time at N = 65536).
     return merge_nets(np.diff(pins.indptr), pins.indices, n_comp,
@@ -155,14 +161,7 @@ def read_set_groups(net, t: int, before: np.ndarray, k: int, capacity: float) ->
     c + 32 of the next layer read the same two parts whatever its stride, so the pairs go on."""
     rows = net.class_rows(t)
     n_cls = rows.shape[0]
-    row = np.repeat(np.arange(n_cls, dtype=np.int64), np.diff(rows.indptr))
-    cls, part = np.divmod(distinct(row * k + before[rows.indices].astype(np.int64), limit=n_cls * k), k)
-    bits = np.zeros((n_cls, (k + 63) // 64), np.uint64)  # the set as a bit mask
-    np.bitwise_or.at(bits, (cls, part // 64), np.left_shift(np.uint64(1), (part % 64).astype(np.uint64)))
-    order = np.lexsort(bits.T)
-    new = np.concatenate([[True], (bits[order][1:] != bits[order][:-1]).any(axis=1)])
-    group = np.empty(n_cls, np.int64)
-    group[order] = np.cumsum(new) - 1
+    group = identical_rows(labels_read(rows, before.astype(np.int64), k))
     load = np.bincount(net.classes(t), weights=net.rw(t), minlength=n_cls)
     heavy = np.bincount(group, weights=load) > capacity
     key = np.where(heavy[group], group.size + np.arange(n_cls), group)

@@ -482,7 +482,8 @@ def chains_from(net: Layers, k, epsilon, seed, solver, threads, window, starts, 
                 last = min(L, s + window - 1)
                 chain = chain_from(net, s, last, k, epsilon, seed, solver, threads, s == t0, 1 if carry else 2)
                 out += [(s, t, part) for t, part in chain]
-                base = free_run_end(net, chain, k) if carry and s == t0 else None
+                # (a chain that ends where the last carried one still runs cannot start the next)
+                base = free_run_end(net, chain, k) if carry and s == t0 and chain[-1][0] >= carried_to else None
                 if base is not None and carried_to <= base < L:
                     carried = carried_chain(net, chain[base - s][1], base, min(L, base + carry), k, epsilon,
                                             seed + 7 * L * s + 3 * L, solver, threads)
