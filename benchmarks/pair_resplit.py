@@ -35,8 +35,9 @@ from part_chains import class_owned, class_reads, layer_classes  # the same clas
 from whole_class_bound import class_part
 
 from spdnn.errors import UserError
+from spdnn.layer_solve import place_inputs
+from spdnn.layers import Layers
 from spdnn.network import read_network
-from spdnn.partition import Layers, place_inputs
 from spdnn.partition_io import read_partition
 from spdnn.volume import partition_metrics, split_by_layer
 

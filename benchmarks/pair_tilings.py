@@ -31,8 +31,9 @@ from scipy.optimize import linear_sum_assignment
 
 from spdnn.cycle_runs import class_incidence, cycles
 from spdnn.hypergraph import identical_rows
+from spdnn.layer_solve import place_inputs
+from spdnn.layers import Layers
 from spdnn.network import read_network
-from spdnn.partition import Layers, place_inputs
 from spdnn.partition_io import read_partition
 from spdnn.volume import partition_metrics, split_by_layer
 

@@ -46,8 +46,10 @@ import scipy.sparse as sp
 
 from spdnn.bound import volume_lower_bound
 from spdnn.hypergraph import identical_rows
+from spdnn.layer_solve import layer_volume, place_inputs
+from spdnn.layers import Layers
 from spdnn.network import read_network
-from spdnn.partition import Layers, layer_volume, place_inputs, refine
+from spdnn.partition import refine
 from spdnn.partition_io import read_partition
 from spdnn.partitioner import Solver
 from spdnn.semidefinite_bound import (

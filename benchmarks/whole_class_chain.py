@@ -43,9 +43,12 @@ from part_chains import (
 )
 
 from spdnn.errors import UserError
+from spdnn.layer_solve import place_inputs
+from spdnn.layers import Layers
 from spdnn.network import read_network
-from spdnn.partition import Layers, Solver, network_metrics, place_inputs, refine
+from spdnn.partition import network_metrics, refine
 from spdnn.partition_io import read_partition, write_partition
+from spdnn.partitioner import Solver
 from spdnn.volume import layer_capacity, partition_metrics, split_by_layer
 
 MAX_CHOICES = 20_000  # a stride-16 Graph Challenge layer: C(16, 8) = 12,870

@@ -1,4 +1,4 @@
-"""Carried chains (`partition.carried_chain`): a free chain start's structure carried on by grouping
+"""Carried chains (`chains.carried_chain`): a free chain start's structure carried on by grouping
 each next layer's rows by the parts they read, where chains are shorter than the structure's period
 (`carry_length`). The relabelled RadiX-Nets' hidden groups say what the structure is."""
 
@@ -9,16 +9,11 @@ import pytest
 from radixnet_reference import best_bit_partition, relabelled_radixnet
 from test_partition import _weighted_km1
 
+from spdnn.chains import carry_length, free_run_end
+from spdnn.layer_solve import layer_subproblem, local_volume, merge_free_vertices
+from spdnn.layers import Layers
 from spdnn.lookahead import read_set_groups
-from spdnn.partition import (
-    Layers,
-    carry_length,
-    free_run_end,
-    layer_subproblem,
-    local_volume,
-    merge_free_vertices,
-    partition_network,
-)
+from spdnn.partition import partition_network
 from spdnn.volume import layer_capacity
 
 # 1024 neurons: 64 groups of 16; layer t has stride 2^((t−1) mod 6); K = 32 parts of two groups
@@ -101,15 +96,15 @@ def test_groups_that_do_not_pack_into_k_parts_are_balanced_by_v_cycles(monkeypat
     is then improved by V-cycles with the classes free, not left to the row-by-row repair (65536
     wide, K = 128: a thousand rows a layer, 7 s a layer). Forced here: groups of 9 of the 64
     classes, each 55 % of a part's load at K = 4, so two never fit in one part."""
-    import spdnn.partition as partition
+    import spdnn.chains as chains
     from spdnn.partitioner import Solver
 
     k = 4
     layers, widths, groups = relabelled_radixnet(N, 4, seed=1)
     net = Layers(layers, widths, balance=(k, EPS))
-    monkeypatch.setattr(partition, "read_set_groups", lambda net, t, before, k, capacity: np.arange(64) // 9)
+    monkeypatch.setattr(chains, "read_set_groups", lambda net, t, before, k, capacity: np.arange(64) // 9)
     improved, moved = [], []
-    solve, repair = partition.solve_layer, partition.rebalance_layer
+    solve, repair = chains.solve_layer, chains.rebalance_layer
 
     def watched_solve(*args, **kwargs):
         improved.append(kwargs.get("start") is not None)
@@ -119,9 +114,9 @@ def test_groups_that_do_not_pack_into_k_parts_are_balanced_by_v_cycles(monkeypat
         moved.append(repair(*args, **kwargs))
         return moved[-1]
 
-    monkeypatch.setattr(partition, "solve_layer", watched_solve)
-    monkeypatch.setattr(partition, "rebalance_layer", watched_repair)
-    carried = partition.carried_chain(net, (groups[1] % k).astype(np.uint8), 1, 3, k, EPS, 0, Solver(), 1)
+    monkeypatch.setattr(chains, "solve_layer", watched_solve)
+    monkeypatch.setattr(chains, "rebalance_layer", watched_repair)
+    carried = chains.carried_chain(net, (groups[1] % k).astype(np.uint8), 1, 3, k, EPS, 0, Solver(), 1)
     assert improved == [False, True, False, True] and [t for t, _ in carried] == [2, 3]
     assert max(moved) <= 16  # a class at most left to the repair
     for t, part in carried:
@@ -131,7 +126,7 @@ def test_groups_that_do_not_pack_into_k_parts_are_balanced_by_v_cycles(monkeypat
 def test_a_start_that_says_nothing_about_the_next_layer_is_not_carried():
     """One group a part (K = 64): the next layer's rows c read parts {c, c + s}, each its own set,
     so grouping merges nothing and the carried chain would be the chain's own sweep again."""
-    from spdnn.partition import carried_chain
+    from spdnn.chains import carried_chain
     from spdnn.partitioner import Solver
 
     layers, widths, groups = relabelled_radixnet(N, 4, seed=1)

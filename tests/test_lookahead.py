@@ -8,8 +8,10 @@ import pytest
 import scipy.sparse as sp
 from radixnet_reference import relabelled_radixnet
 
+from spdnn.chains import chains_from, same_up_to_names
+from spdnn.layer_solve import layer_volume
+from spdnn.layers import Layers
 from spdnn.lookahead import closed_components, deal, lookahead_chain
-from spdnn.partition import Layers, chains_from, layer_volume, same_up_to_names
 from spdnn.partitioner import Solver
 from spdnn.volume import layer_capacity
 

@@ -219,7 +219,8 @@ def test_layer_subproblem_cost_is_the_exact_local_volume():
     the exact volume of the nets touching the layer, for any partition keeping each class of
     identical rows together; on RadiX-Net layers the solver sees 16× fewer rows. Empty rows are
     never merged."""
-    from spdnn.partition import Layers, layer_subproblem, local_volume, mergeable_rows
+    from spdnn.layer_solve import layer_subproblem, local_volume
+    from spdnn.layers import Layers, mergeable_rows
 
     for net in (radixnet(64, 6, seed=2), random_sparse([40, 30, 30, 20, 25], 3, seed=1)):
         layers = Layers(net.layers, net.widths)
@@ -247,7 +248,8 @@ def test_layer_subproblem_cost_is_the_exact_local_volume():
 def test_layer_volume_through_row_classes_equals_layer_traffic():
     """The partitioner's volume of a layer (through its classes of identical rows) counts what
     `volume.layer_traffic` counts, also when a partition splits classes (`rebalance_layer` may)."""
-    from spdnn.partition import Layers, layer_reader_parts, layer_volume, reader_parts
+    from spdnn.layer_solve import layer_reader_parts, layer_volume, reader_parts
+    from spdnn.layers import Layers
     from spdnn.volume import layer_traffic
 
     for net in (radixnet(64, 4, seed=2), random_sparse([40, 30, 30, 20], 3, seed=1)):
@@ -270,7 +272,7 @@ def test_best_relabel_is_the_best_renaming():
     """The Hungarian renaming beats (or ties) every one of the K! renamings of the next layer."""
     import itertools
 
-    from spdnn.partition import best_relabel
+    from spdnn.candidate_sequence import best_relabel
 
     net = random_sparse([12, 10], 3, seed=5)
     rng = np.random.default_rng(1)
@@ -366,7 +368,8 @@ def test_a_dying_worker_fails_the_partitioner_promptly(tmp_path):
 def test_one_integer_capacity_at_the_edge():
     """ε = 0.13 and avg = 100: in floats 1.13·100 = 112.99999999999999 and a load of 113 reads as a
     violation; every component uses the same exact integer capacity, 113."""
-    from spdnn.partition import Layers, rebalance_layer
+    from spdnn.layer_solve import rebalance_layer
+    from spdnn.layers import Layers
     from spdnn.volume import rows_per_part
 
     weights = np.ones(200, np.int64)
@@ -403,7 +406,8 @@ def test_kahypar_backend_gives_a_balanced_partition_of_every_layer(make, tmp_pat
 def test_solver_improve_keeps_fixed_vertices_and_never_worsens():
     """V-cycles from a given partition (what refinement does on wide layers): anchors stay in
     their blocks, and the result's km1 is never above the starting partition's."""
-    from spdnn.partition import Layers, layer_subproblem
+    from spdnn.layer_solve import layer_subproblem
+    from spdnn.layers import Layers
     from spdnn.partitioner import Solver
 
     net = random_sparse([60, 80, 80, 60], 4, seed=3)
@@ -428,11 +432,12 @@ def test_refinement_by_vcycles_is_balanced_and_never_worse(monkeypatch, name):
     """With every layer counted as wide, refinement improves each layer's current partition by
     V-cycles: every kept change lowers the exact local volume, each layer stays balanced, and the
     same seed gives the same partition."""
-    import spdnn.partition as partition
-    from spdnn.partition import Layers, improve_layer, local_volume, sweep
+    import spdnn.layer_solve as layer_solve
+    from spdnn.layer_solve import improve_layer, local_volume, sweep
+    from spdnn.layers import Layers
     from spdnn.partitioner import Solver
 
-    monkeypatch.setattr(partition, "FRESH_SOLVE_MAX_VERTICES", 0)
+    monkeypatch.setattr(layer_solve, "FRESH_SOLVE_MAX_VERTICES", 0)
     net = eval(NETS_BY_NAME[name])
     layers = Layers(net.layers, net.widths)
     k = 4
@@ -449,8 +454,8 @@ def test_refinement_by_vcycles_is_balanced_and_never_worse(monkeypatch, name):
     import subprocess
     import sys
 
-    code = ("import sys, spdnn.partition as p; from spdnn.generate import radixnet, random_sparse; "
-            "p.FRESH_SOLVE_MAX_VERTICES = 0; net = " + NETS_BY_NAME[name] + "; "
+    code = ("import sys, spdnn.layer_solve, spdnn.partition as p; from spdnn.generate import radixnet, random_sparse; "
+            "spdnn.layer_solve.FRESH_SOLVE_MAX_VERTICES = 0; net = " + NETS_BY_NAME[name] + "; "
             "a, m = p.partition_network(net.layers, net.widths, 4, 'hypergraph', seed=5); "
             "assert m['balanced']; sys.stdout.write(a.tobytes().hex())")
     runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

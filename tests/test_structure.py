@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from radixnet_reference import ROWS_PER_GROUP, best_bit_partition, neuron_partition, relabelled_radixnet
 
-from spdnn.partition import Layers, chain_window, partition_network
+from spdnn.chains import chain_window
+from spdnn.layers import Layers
+from spdnn.partition import partition_network
 from spdnn.volume import partition_metrics
 
 
@@ -77,7 +79,7 @@ def test_chain_window_follows_the_structure_and_wide_layers_space_their_chains()
     layers are small; on wide layers one period, started every d layers, d a divisor of the period
     near a third of it (about as many solves as 3-layer chains from every layer); a prime period
     or K² > G: the shortest, from every layer."""
-    from spdnn.partition import chain_shares
+    from spdnn.chains import chain_shares
 
     def window(net, k):
         return chain_window(Layers(*net[:2]), k)

@@ -11,7 +11,7 @@ the stretch does not mix, the look-ahead construction of the hand-built referenc
 and pruned layers the first layer is one component already and nothing is proposed.
 
 Where chains are too short to see the structure come round, a start that reads each input from
-one part is also carried on (`partition.carried_chain`): `read_set_groups` says which rows of
+one part is also carried on (`chains.carried_chain`): `read_set_groups` says which rows of
 the next layer read the same parts and so keep the start's structure when kept together."""
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ def lookahead_chain(net, t0: int, last: int, k: int, epsilon: float, solver=None
     the longest stretch of at least `min_layers` layers whose closed components deal to k balanced
     parts. Empty where no such stretch exists (a connected layer, or too few components). A
     stretch of one layer reads each of its inputs from one part only (what a carried chain,
-    `partition.carried_chain`, starts from).
+    `chains.carried_chain`, starts from).
 
     Which components go together decides what the layer after the stretch pays: with a `solver`
     they are partitioned with that layer's row classes as nets (a relabelled RadiX-Net's stretch
