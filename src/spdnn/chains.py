@@ -114,17 +114,28 @@ def chains_from(net: Layers, k, epsilon, seed, solver, threads, window, starts, 
                 last = min(L, s + window - 1)
                 chain = chain_from(net, s, last, k, epsilon, seed, solver, threads, s == t0, 1 if carry else 2)
                 out += [(s, t, part) for t, part in chain]
-                # (a chain that ends where the last carried one still runs cannot start the next)
-                base = free_run_end(net, chain, k) if carry and s == t0 and chain[-1][0] >= carried_to else None
-                if base is not None and carried_to <= base < L:
-                    carried = carried_chain(net, chain[base - s][1], base, min(L, base + carry), k, epsilon,
-                                            seed + 7 * L * s + 3 * L, solver, threads)
-                    if carried:
-                        carried_to = carried[-1][0]
-                        out += [(s, t, part) for t, part in carried]
+                carried = carry_on(net, chain, carried_to, carry, k, epsilon, seed + 7 * L * s + 3 * L, solver,
+                                   threads) if carry and s == t0 else []
+                if carried:
+                    carried_to = carried[-1][0]
+                    out += [(s, t, part) for t, part in carried]
             if progress:
                 progress("candidates", after - 1, L)
     return out
+
+
+def carry_on(net: Layers, chain, carried_to: int, carry: int, k, epsilon, seed, solver, threads):
+    """A chain's [(t, partition), ...] carried `carry` layers on from the end of its free run
+    (`free_run_end`, `carried_chain`); empty where it has no free run, or where the chain or its run
+    ends before `carried_to`, the last layer an earlier carried chain reached (so that a layer gets
+    at most one grouped solve, and a chain inside a carried one's span never starts another)."""
+    if chain[-1][0] < carried_to:
+        return []
+    base = free_run_end(net, chain, k)
+    if base is None or not carried_to <= base < len(net):
+        return []
+    return carried_chain(net, chain[base - chain[0][0]][1], base, min(len(net), base + carry), k, epsilon, seed,
+                         solver, threads)
 
 
 def free_run_end(net: Layers, chain, k) -> int | None:
