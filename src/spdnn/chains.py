@@ -221,11 +221,14 @@ def _sweep_and_chains(net, k, epsilon, seed, solver, window, stride, carry, shar
 
 
 def sweep_solve_cost(width: int) -> float:
-    """A sweep solve in chain solves: the sweep reads and classifies every layer anew, where
-    consecutive chains share theirs, which matters as layers grow (65536×1920, K = 8: with equal
-    weights the chains-only worker finished ~8 minutes before the sweep's; at N = 1024, equal
-    weights balanced best)."""
-    return 1.0 + 0.7 * min(1.0, width / 65536)
+    """A sweep solve in chain-layer units (`chain_shares`): a sweep layer costs a little more than a
+    layer of a chain, whose first layers are often a lookahead stretch, not a solve. Timed per worker
+    (generated 65536×120 and 16384×120, K = 8): a sweep layer 0.39 / 0.20 s, a chain layer 0.34 /
+    0.16 s counted as `window` layers a start (the stretches between spaced starts, 0.01 s each, do
+    not count), so about 1.2 from 16384 wide; at N = 1024 equal weights balanced best. (The 1.7 at
+    65536 this replaces left the sweep's worker idle 31 % of the chains' time at 65536×120, 19 % at
+    65536×1920.)"""
+    return 1.0 + 0.2 * min(1.0, width / 16384)
 
 
 def chain_starts(n_layers: int, stride: int) -> list[int]:
