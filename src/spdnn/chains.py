@@ -21,7 +21,7 @@ from .arrays import first_of_groups, number_by_first
 from .layer_solve import layer_reader_parts, layer_volume, rebalance_layer, solve_layer, sweep
 from .layers import Layers
 from .lookahead import lookahead_chain, read_set_groups
-from .volume import layer_capacity
+from .volume import layer_capacity, layer_loads
 from .workers import in_processes
 
 WINDOW = 3  # hypergraph: each layer alone, then swept on: a candidate chain's fewest layers
@@ -169,7 +169,7 @@ def carried_chain(net: Layers, start: np.ndarray, t0: int, last: int, k, epsilon
         if t == t0 + 1 and group.max(initial=-1) + 1 == net.num_classes(t):
             return []
         parts[t], _ = solve_layer(net, t, parts, k, epsilon, seed + t, solver, threads, group=group)
-        if np.bincount(parts[t], weights=net.rw(t), minlength=k).max() > capacity and solver.improves:
+        if layer_loads(net.w(t), parts[t], k).max() > capacity and solver.improves:
             # Groups near a part's load may not pack into K parts (65536 wide, K = 128: a thousand
             # rows over, moved one by one by the repair, 7 s a layer): V-cycles with the classes
             # free balance it and keep most of the groups together.

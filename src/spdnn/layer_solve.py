@@ -92,7 +92,7 @@ def layer_subproblem(net: Layers, t: int, parts, k: int):
         sizes[1], pins[1] = _led_nets(classes, np.bincount(row, minlength=n), anchor + q)
     sizes = np.concatenate([s for s in sizes if s is not None])
     indptr, pins, net_weights = merge_nets(sizes, np.concatenate([p for p in pins if p is not None]), nv)
-    weights = np.concatenate([np.bincount(classes, weights=net.rw(t), minlength=n_cls).astype(np.int64),
+    weights = np.concatenate([net.class_loads(t),
                               np.zeros(n_free - n_cls, np.int64), np.ones(k, np.int64)])
     fixed = np.concatenate([np.full(n_free, -1, np.int64), np.arange(k, dtype=np.int64)])
     return nv, indptr, pins, net_weights, weights, fixed

@@ -112,6 +112,14 @@ class Layers:
         key = np.where(heavy[classes], n + readers.astype(np.int64) * n + classes, classes.astype(np.int64))
         return number_by_first(first_of_groups(key))
 
+    def class_loads(self, t: int) -> np.ndarray:
+        """Work of each row class of layer t (its rows' nonzeros): its weight as one vertex."""
+        entry = self._entry(t)
+        if "class_loads" not in entry:
+            entry["class_loads"] = np.bincount(self.classes(t), weights=self.rw(t),
+                                               minlength=self.num_classes(t)).astype(np.int64)
+        return entry["class_loads"]
+
     def num_classes(self, t: int) -> int:
         """How many classes of identical rows layer t has (the free vertices of its subproblem)."""
         classes = self.classes(t)

@@ -53,7 +53,7 @@ def closed_components(net, t0: int, last: int, k: int):
             renamed, label, count = _merge(count, labels[-1][net.classes(t - 1)], net.class_rows(t))
             labels = [renamed[lab] for lab in labels]
         labels.append(label)
-        class_loads.append(np.bincount(net.classes(t), weights=net.rw(t), minlength=label.size))
+        class_loads.append(net.class_loads(t))
         if count < k:
             return
         yield labels, np.stack([np.bincount(lab, weights=w, minlength=count) for lab, w in zip(labels, class_loads)],
@@ -162,7 +162,6 @@ def read_set_groups(net, t: int, before: np.ndarray, k: int, capacity: float) ->
     rows = net.class_rows(t)
     n_cls = rows.shape[0]
     group = identical_rows(labels_read(rows, before.astype(np.int64), k))
-    load = np.bincount(net.classes(t), weights=net.rw(t), minlength=n_cls)
-    heavy = np.bincount(group, weights=load) > capacity
+    heavy = np.bincount(group, weights=net.class_loads(t)) > capacity
     key = np.where(heavy[group], group.size + np.arange(n_cls), group)
     return number_by_first(first_of_groups(key))
