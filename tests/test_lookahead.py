@@ -96,7 +96,7 @@ def test_chains_between_spaced_starts_are_lookahead_stretches_without_solves():
     its components is a V-cycle from the dealt ones, whose result depends on the calls the
     process made before, so it is not compared here); a start's chain runs the window."""
     net, _ = radixnet()
-    out = chains_from(net, 2, EPS, 0, Solver(), 1, 6, [1, 4, 7, 10], stride=3)
+    out = list(chains_from(net, 2, EPS, 0, Solver(), 1, 6, [1, 4, 7, 10], stride=3))
     by_start = {}
     for s, t, part in out:
         by_start.setdefault(s, []).append((t, part))

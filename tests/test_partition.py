@@ -325,14 +325,18 @@ def _start_partition_with_workers(tmp_path):
     from conftest import BIN, env
 
     spdnn("generate", "radixnet", "--neurons", 1024, "--layers", 24, "--seed", 1, "-o", tmp_path / "n.h5")
+    scratch = tmp_path / "tmp"  # TMPDIR: where the candidates go (`candidate_store.py`)
+    scratch.mkdir()
     proc = subprocess.Popen([str(BIN / "spdnn"), "partition", str(tmp_path / "n.h5"), "-k", "8", "--jobs", "2",
-                             "-o", str(tmp_path / "p.part")], env=env(), stderr=subprocess.PIPE, text=True)
+                             "-o", str(tmp_path / "p.part")], env={**env(), "TMPDIR": str(scratch)},
+                            stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and len(_children(proc.pid)) < 2 and proc.poll() is None:
         time.sleep(0.2)
     workers = _children(proc.pid)
     assert len(workers) == 2, "workers did not start"
-    return proc, workers
+    assert [p.name.startswith("spdnn-candidates-") for p in scratch.iterdir()] == [True]
+    return proc, workers, scratch
 
 
 def test_stopping_the_partitioner_stops_its_workers(tmp_path):
@@ -340,13 +344,13 @@ def test_stopping_the_partitioner_stops_its_workers(tmp_path):
     import signal
     import time
 
-    proc, workers = _start_partition_with_workers(tmp_path)
+    proc, workers, scratch = _start_partition_with_workers(tmp_path)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
     time.sleep(1)
     assert not [w for w in workers if os.path.exists(f"/proc/{w}")]
-    assert not (tmp_path / "p.part").exists()
+    assert not (tmp_path / "p.part").exists() and not list(scratch.iterdir())
 
 
 def test_a_dying_worker_fails_the_partitioner_promptly(tmp_path):
@@ -354,7 +358,7 @@ def test_a_dying_worker_fails_the_partitioner_promptly(tmp_path):
     import signal
     import time
 
-    proc, workers = _start_partition_with_workers(tmp_path)
+    proc, workers, scratch = _start_partition_with_workers(tmp_path)
     os.kill(workers[0], signal.SIGKILL)
     t0 = time.time()
     _, err = proc.communicate(timeout=30)
@@ -363,6 +367,7 @@ def test_a_dying_worker_fails_the_partitioner_promptly(tmp_path):
     assert len(lines) == 1 and "partition worker" in lines[0] and "died" in lines[0] and "Traceback" not in err
     time.sleep(1)
     assert not os.path.exists(f"/proc/{workers[1]}") and not (tmp_path / "p.part").exists()
+    assert not list(scratch.iterdir())
 
 
 def test_one_integer_capacity_at_the_edge():

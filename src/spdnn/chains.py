@@ -18,6 +18,7 @@ import hashlib
 import numpy as np
 
 from .arrays import first_of_groups, number_by_first
+from .candidate_store import CandidateStore
 from .layer_solve import layer_reader_parts, layer_volume, rebalance_layer, solve_layer, sweep
 from .layers import Layers
 from .lookahead import lookahead_chain, read_set_groups
@@ -100,10 +101,10 @@ def chains_from(net: Layers, k, epsilon, seed, solver, threads, window, starts, 
     layer between t0 and the next start (`stride`; `chain_from`). With `carry` (`carry_length`),
     a chain whose first layers read every input from one part is also carried `carry` layers on
     from the last of them (`carried_chain`), unless an earlier carried chain reaches past it (so
-    at most one grouped solve a layer). Returns [(chain's first layer, t, layer partition), ...]
-    in order. Progress: the layers up to the next start's."""
+    at most one grouped solve a layer). Yields (chain's first layer, t, layer partition) in order,
+    each as it is made (a worker writes it out at once: `candidate_store.py`). Progress: the layers
+    up to the next start's."""
     L = len(net)
-    out = []
     carried_to = 0
     # The next chain starts on a layer this one read: keep a window of layers (12-layer chains
     # every 4th layer read each layer three times with the default few, a fifth of the
@@ -113,15 +114,14 @@ def chains_from(net: Layers, k, epsilon, seed, solver, threads, window, starts, 
             for s in range(t0, min(L, t0 + stride - 1) + 1):
                 last = min(L, s + window - 1)
                 chain = chain_from(net, s, last, k, epsilon, seed, solver, threads, s == t0, 1 if carry else 2)
-                out += [(s, t, part) for t, part in chain]
+                yield from ((s, t, part) for t, part in chain)
                 carried = carry_on(net, chain, carried_to, carry, k, epsilon, seed + 7 * L * s + 3 * L, solver,
                                    threads) if carry and s == t0 else []
                 if carried:
                     carried_to = carried[-1][0]
-                    out += [(s, t, part) for t, part in carried]
+                    yield from ((s, t, part) for t, part in carried)
             if progress:
                 progress("candidates", after - 1, L)
-    return out
 
 
 def carry_on(net: Layers, chain, carried_to: int, carry: int, k, epsilon, seed, solver, threads):
@@ -178,14 +178,14 @@ def carried_chain(net: Layers, start: np.ndarray, t0: int, last: int, k, epsilon
     return [(t, parts[t]) for t in range(t0 + 1, last + 1)]
 
 
-def sweep_and_candidates(net: Layers, k, epsilon, seed, solver, threads, window, progress=None, jobs=1, stride=1,
-                         carry=0):
+def sweep_and_candidates(net: Layers, k, epsilon, seed, solver, threads, window, store: CandidateStore, progress=None,
+                         jobs=1, stride=1, carry=0):
     """The sweep, and extra candidate partitions per layer (`chains_from`): they carry
     each layer's own structure, which a sweep started elsewhere can lose for good (a RadiX-Net
     block changes structure every few layers); a chain of `window` layers from every `stride`-th
-    layer (`chain_window`), carried on `carry` layers from free starts (`carry_length`). Returns
-    (sweep's layer partitions, candidates per
-    layer, the sweep first).
+    layer (`chain_window`), carried on `carry` layers from free starts (`carry_length`). The
+    partitions go to `store` as they are made; returns the references of each layer's candidates,
+    the sweep's first, each distinct up to the parts' names.
 
     With `jobs` > 1 the chains, which do not depend on the sweep, run beside it: worker 0 sweeps
     and takes fewer chains (`chain_shares`), each worker a fixed share in a fresh process."""
@@ -194,30 +194,40 @@ def sweep_and_candidates(net: Layers, k, epsilon, seed, solver, threads, window,
         shares = chain_shares(L, window, jobs, sweep_cost=sweep_solve_cost(max(net.widths[1:])), stride=stride)
         stage = f"sweep and candidates ({jobs} processes)"
         units = L + sum(map(len, shares))  # a unit: a layer swept or a chain
-        done = in_processes(_sweep_and_chains, (net, k, epsilon, seed, solver, window, stride, carry),
-                            [(w == 0, starts) for w, starts in enumerate(shares)],
+        done = in_processes(_sweep_and_chains, (net, k, epsilon, seed, solver, window, stride, carry, store),
+                            [(w, w == 0, starts) for w, starts in enumerate(shares)],
                             progress and (lambda n: progress(stage, n, units)))
         swept = done[0][0]
-        triples = sorted((t for _, share in done for t in share), key=lambda x: (x[0], x[1]))
+        made = sorted((m for _, share in done for m in share), key=lambda x: (x[0], x[1]))
     else:
-        swept = sweep(net, k, epsilon, seed, solver, threads, progress)
-        triples = chains_from(net, k, epsilon, seed, solver, threads, window, chain_starts(L, stride), progress, stride,
-                              carry)
-    cands = [[] if t == 0 else [swept[t]] for t in range(L + 1)]  # the sweep first: never worse than it
-    seen = [set() if t == 0 else {same_up_to_names(swept[t])} for t in range(L + 1)]
-    for _, t, part in triples:  # by start layer: the same order whatever the split
-        key = same_up_to_names(part)
+        swept, made = _sweep_and_chains(net, k, epsilon, seed, solver, window, stride, carry, store,
+                                        (0, True, chain_starts(L, stride)), None, threads, progress)
+    cands = [[] if t == 0 else [swept[t][1]] for t in range(L + 1)]  # the sweep first: never worse than it
+    seen = [set() if t == 0 else {swept[t][0]} for t in range(L + 1)]
+    for _, t, key, ref in made:  # by start layer: the same order whatever the split
         if key not in seen[t]:  # neighbouring lookahead stretches often give one partition
             seen[t].add(key)
-            cands[t].append(part)
-    return swept, cands
+            cands[t].append(ref)
+    return cands
 
 
-def _sweep_and_chains(net, k, epsilon, seed, solver, window, stride, carry, share, tick):
-    """One worker's share: the sweep if `share` asks for it, then its chain start layers."""
-    with_sweep, starts = share
-    swept = sweep(net, k, epsilon, seed, solver, 1, lambda *_: tick()) if with_sweep else None
-    return swept, chains_from(net, k, epsilon, seed, solver, 1, window, starts, lambda *_: tick(), stride, carry)
+def _sweep_and_chains(net, k, epsilon, seed, solver, window, stride, carry, store, share, tick, threads=1,
+                      progress=None):
+    """One worker's share: the sweep if `share` asks for it, then its chain start layers, every
+    partition written to `store` as soon as it is made. Returns ([(key, ref) of the sweep's layer t
+    for t = 0..L] or None, [(start, t, key, ref), ...]): `same_up_to_names` keys, so that the
+    candidates are told apart without reading them back."""
+    worker, with_sweep, starts = share
+    report = (lambda *_: tick()) if tick else progress  # a worker ticks; the serial run reports itself
+    with store.writer(f"candidates-{worker}") as out:
+        swept = None
+        if with_sweep:
+            swept = [None] + [(same_up_to_names(part), out.put(part))
+                              for part in sweep(net, k, epsilon, seed, solver, threads, report)[1:]]
+        made = [(s, t, same_up_to_names(part), out.put(part))
+                for s, t, part in chains_from(net, k, epsilon, seed, solver, threads, window, starts, report, stride,
+                                              carry)]
+    return swept, made
 
 
 def sweep_solve_cost(width: int) -> float:

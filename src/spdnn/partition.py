@@ -20,12 +20,13 @@ neighbours (`layer_solve.py`):
   the structure it started from.
 
 Data flow: `layers` (the network read a few layers at a time) → `layer_solve` (one layer) →
-`chains` (candidates) → `candidate_sequence` (one candidate a layer) → here (refinement, balance
+`chains` (candidates, into `candidate_store`) → `candidate_sequence` (one candidate a layer) → here (refinement, balance
 verified, metrics); `workers` runs fixed shares of any of them in fresh processes.
 
 Scale: the methods read layers' patterns (not their weights) through `Layers` (a few resident at a
-time) and keep only the layer partitions, in the smallest integer type that holds K, plus the
-candidates; a worker process gets the network file's path, not the matrices. With `jobs` > 1 the
+time) and keep only the layer partitions, in the smallest integer type that holds K; the
+candidates are written to a scratch folder under TMPDIR as they are made and read back two layers
+at a time (`candidate_store.py`); a worker process gets the network file's path, not the matrices. With `jobs` > 1 the
 sweep and the candidate chains run side by side, and the candidate costs and the refinement are
 shared.
 
@@ -35,11 +36,13 @@ step over layers), was 1.4–3× worse than the sweep on the Graph Challenge net
 
 from __future__ import annotations
 
+import tempfile
 import time
 
 import numpy as np
 
 from .candidate_sequence import choose_candidates
+from .candidate_store import CandidateStore
 from .chains import carry_length, chain_window, sweep_and_candidates
 from .errors import UserError
 from .layer_solve import improve_layer, place_inputs, rebalance_layer, split_by_load, sweep
@@ -100,10 +103,12 @@ def partition_network(layers, widths, k: int, method: str, epsilon: float = 0.03
         else:
             window, stride = chain_window(net, k)
             carry = carry_length(net, k)
-            parts, cands = sweep_and_candidates(net, k, epsilon, seed, solver, threads, window, progress, jobs, stride,
-                                                carry)
-            parts, _ = choose_candidates(net, cands, k, progress, jobs)
-            del cands
+            # The candidates live on disk until one per layer is chosen (`candidate_store.py`).
+            with tempfile.TemporaryDirectory(prefix="spdnn-candidates-") as scratch:
+                store = CandidateStore(scratch)
+                cands = sweep_and_candidates(net, k, epsilon, seed, solver, threads, window, store, progress, jobs,
+                                             stride, carry)
+                parts, _ = choose_candidates(net, cands, k, store, progress, jobs)
             parts = refine(net, parts, k, epsilon, seed, solver, threads, passes, progress, jobs)
     if method in ("block", "random"):  # the Mt-KaHyPar methods rebalance every layer as they solve it
         for t in range(1, L + 1):
