@@ -226,11 +226,12 @@ def test_slurm_profile(tmp_path):
 
 # Peak RSS of all processes, MB, measured by benchmarks/scale.py on the 65536x1920 RadiX-Net
 # (4.0e9 nonzeros; README "Scale"): what the suite's SLURM requests must cover.
-# partition: hypergraph K=8 --jobs 2, the whole run (32 minutes; 1,891 MB a release before, with less
-# even shares of the candidate chains; 1,421 MB over the first 60 minutes of an earlier, slower code).
+# partition: hypergraph K=8 --jobs 2, the whole run (33 minutes; its candidates on disk under TMPDIR,
+# 0.5 GB there; 2,167 MB while the processes held them, 1,421 MB over the first 60 minutes of an earlier,
+# slower code).
 # serial_inference: the digits inputs, the whole run (activations dominate and do not grow with L:
 # 1,315 MB at 65536x120; 1,507 MB over the first layers before the memory fixes of an earlier release).
-MEASURED_PEAK_MB_65536x1920 = {"network": 332, "partition": 2167, "serial_inference": 1299}
+MEASURED_PEAK_MB_65536x1920 = {"network": 332, "partition": 1211, "serial_inference": 1299}
 
 
 def _job_resources(text: str, network: str) -> dict:
