@@ -35,7 +35,7 @@ def test_a_writer_never_appends_to_another_ones_file(tmp_path):
 
 
 @pytest.mark.parametrize("jobs", [1, 2])
-def test_the_hypergraph_method_reads_its_candidates_back_and_leaves_no_scratch(tmp_path, monkeypatch, jobs):
+def test_the_hypergraph_method_leaves_no_scratch_behind(tmp_path, monkeypatch, jobs):
     """The candidates go to a folder under TMPDIR (here tmp_path), gone when the method returns
     (stopped or failing part-way: `test_partition.py`'s signal tests)."""
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))

@@ -214,9 +214,9 @@ def sweep_and_candidates(net: Layers, k, epsilon, seed, solver, threads, window,
 def _sweep_and_chains(net, k, epsilon, seed, solver, window, stride, carry, store, share, tick, threads=1,
                       progress=None):
     """One worker's share: the sweep if `share` asks for it, then its chain start layers, every
-    partition written to `store` as soon as it is made. Returns ([(key, ref) of the sweep's layer t
-    for t = 0..L] or None, [(start, t, key, ref), ...]): `same_up_to_names` keys, so that the
-    candidates are told apart without reading them back."""
+    partition written to `store` as soon as it is made. Returns ([None, (key, ref) of the sweep's
+    layer t for t = 1..L] or None, [(start, t, key, ref), ...]): `same_up_to_names` keys, so that
+    the candidates are told apart without reading them back."""
     worker, with_sweep, starts = share
     report = (lambda *_: tick()) if tick else progress  # a worker ticks; the serial run reports itself
     with store.writer(f"candidates-{worker}") as out:

@@ -20,15 +20,16 @@ neighbours (`layer_solve.py`):
   the structure it started from.
 
 Data flow: `layers` (the network read a few layers at a time) → `layer_solve` (one layer) →
-`chains` (candidates, into `candidate_store`) → `candidate_sequence` (one candidate a layer) → here (refinement, balance
-verified, metrics); `workers` runs fixed shares of any of them in fresh processes.
+`chains` (candidates, into `candidate_store`) → `candidate_sequence` (one candidate a layer) →
+here (refinement, balance verified, metrics); `workers` runs fixed shares of any of them in fresh
+processes.
 
 Scale: the methods read layers' patterns (not their weights) through `Layers` (a few resident at a
 time) and keep only the layer partitions, in the smallest integer type that holds K; the
-candidates are written to a scratch folder under TMPDIR as they are made and read back two layers
-at a time (`candidate_store.py`); a worker process gets the network file's path, not the matrices. With `jobs` > 1 the
-sweep and the candidate chains run side by side, and the candidate costs and the refinement are
-shared.
+candidates are written to a scratch folder under TMPDIR as they are made and read back two
+layers at a time (`candidate_store.py`); a worker process gets the network file's path, not the
+matrices. With `jobs` > 1 the sweep and the candidate chains run side by side, and the candidate
+costs and the refinement are shared.
 
 A tried alternative, contracting consecutive layers through a reader matching (a multilevel
 step over layers), was 1.4–3× worse than the sweep on the Graph Challenge network and was dropped.
