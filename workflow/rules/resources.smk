@@ -47,10 +47,13 @@ def network_runtime(wildcards):
 
 def partition_mem_mb(wildcards):
     """Parent and `jobs` workers, each with a few layers and a subproblem resident; the parent also
-    the layer partitions and their candidates (1 byte per neuron each at K <= 256)."""
+    the layer partition (1 byte per neuron at K <= 256) and the copies of it that the refinement's
+    and metrics' shares pickle to the workers. The candidates are on disk under TMPDIR
+    (`candidate_store.py`; 8 bytes per neuron were counted while they were in memory). Measured at
+    65536x1920, K = 8, jobs 2: 1,211 MB (README "Scale"), against 4.7 GB asked."""
     widths, _ = network_size(wildcards.network)
     procs = 1 + PART["jobs"]
-    per_neuron = 8 * (1 if int(wildcards.k) <= 256 else 2)
+    per_neuron = 4 * (1 if int(wildcards.k) <= 256 else 2)
     return math.ceil(procs * (400 + 40 * _layer_mb(wildcards.network)) + per_neuron * sum(widths) / MB)
 
 
