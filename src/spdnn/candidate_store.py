@@ -7,8 +7,9 @@ memory they are the method's largest object, a few bytes per neuron of the whole
 last chain, then pickled to the parent and again to the candidate sequence's workers, they took
 the command's peak to 2,167 MB (1,211 MB with this store, the same partition). Here each process
 writes the partitions it makes to a file of its own in a scratch folder and passes on only a
-reference (file, offset, length, type); a reader loads the layers it works on. The folder is a temporary one under TMPDIR (`partition.partition_network`),
-removed when the command ends, however it ends short of SIGKILL.
+reference (file, offset, length, type); a reader loads the layers it works on. The folder is a
+temporary one under TMPDIR (`partition.partition_network`), removed when the command ends, however
+it ends short of SIGKILL.
 """
 
 from __future__ import annotations

@@ -197,14 +197,14 @@ def sweep_and_candidates(net: Layers, k, epsilon, seed, solver, threads, window,
         done = in_processes(_sweep_and_chains, (net, k, epsilon, seed, solver, window, stride, carry, store),
                             [(w, w == 0, starts) for w, starts in enumerate(shares)],
                             progress and (lambda n: progress(stage, n, units)))
-        swept = done[0][0]
-        made = sorted((m for _, share in done for m in share), key=lambda x: (x[0], x[1]))
+        made = sorted((m for share in done for m in share), key=lambda x: (x[0], x[1]))
     else:
-        swept, made = _sweep_and_chains(net, k, epsilon, seed, solver, window, stride, carry, store,
-                                        (0, True, chain_starts(L, stride)), None, threads, progress)
-    cands = [[] if t == 0 else [swept[t][1]] for t in range(L + 1)]  # the sweep first: never worse than it
-    seen = [set() if t == 0 else {swept[t][0]} for t in range(L + 1)]
-    for _, t, key, ref in made:  # by start layer: the same order whatever the split
+        made = _sweep_and_chains(net, k, epsilon, seed, solver, window, stride, carry, store,
+                                 (0, True, chain_starts(L, stride)), None, threads, progress)
+    cands = [[] for _ in range(L + 1)]
+    seen = [set() for _ in range(L + 1)]
+    # by start layer, the sweep's (start 0) first: never worse than it; the same order whatever the split
+    for _, t, key, ref in made:
         if key not in seen[t]:  # neighbouring lookahead stretches often give one partition
             seen[t].add(key)
             cands[t].append(ref)
@@ -214,20 +214,20 @@ def sweep_and_candidates(net: Layers, k, epsilon, seed, solver, threads, window,
 def _sweep_and_chains(net, k, epsilon, seed, solver, window, stride, carry, store, share, tick, threads=1,
                       progress=None):
     """One worker's share: the sweep if `share` asks for it, then its chain start layers, every
-    partition written to `store` as soon as it is made. Returns ([None, (key, ref) of the sweep's
-    layer t for t = 1..L] or None, [(start, t, key, ref), ...]): `same_up_to_names` keys, so that
-    the candidates are told apart without reading them back."""
+    partition written to `store` as soon as it is made. Returns [(start, t, key, ref), ...], the
+    sweep's layers with start 0: `same_up_to_names` keys, so that the candidates are told apart
+    without reading them back."""
     worker, with_sweep, starts = share
     report = (lambda *_: tick()) if tick else progress  # a worker ticks; the serial run reports itself
     with store.writer(f"candidates-{worker}") as out:
-        swept = None
-        if with_sweep:
-            swept = [None] + [(same_up_to_names(part), out.put(part))
-                              for part in sweep(net, k, epsilon, seed, solver, threads, report)[1:]]
-        made = [(s, t, same_up_to_names(part), out.put(part))
-                for s, t, part in chains_from(net, k, epsilon, seed, solver, threads, window, starts, report, stride,
-                                              carry)]
-    return swept, made
+        def kept(s, t, part):
+            return s, t, same_up_to_names(part), out.put(part)
+
+        swept = sweep(net, k, epsilon, seed, solver, threads, report) if with_sweep else []
+        made = [kept(0, t, part) for t, part in enumerate(swept) if t]
+        del swept  # written: not held through the chains
+        return made + [kept(*chained) for chained in chains_from(net, k, epsilon, seed, solver, threads, window,
+                                                                 starts, report, stride, carry)]
 
 
 def sweep_solve_cost(width: int) -> float:
